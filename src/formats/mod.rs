@@ -1,0 +1,7 @@
+//! Byte formats only, no policy. Every parser validates each length and offset against the file
+//! before trusting it.
+
+pub mod atomic;
+pub mod gguf;
+pub mod imatrix;
+pub mod safetensors;

@@ -1,0 +1,1 @@
+//! safetensors checkpoints, single-file and sharded (being written).

@@ -1,0 +1,1 @@
+//! wgpu device, self-check and compute pipelines (being written).

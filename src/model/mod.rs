@@ -1,0 +1,1 @@
+//! Model architectures, tokenizers and (later) the forward pass (being written).

@@ -1,0 +1,1 @@
+//! The streaming read → plan → quantize → write path.

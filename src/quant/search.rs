@@ -1,0 +1,1 @@
+//! Scale-search helpers shared by the K-quants and the imatrix legacy quantizers (being written).
