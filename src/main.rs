@@ -1,8 +1,7 @@
-fn main() {
-    std::process::exit(qforge_cli_stub());
-}
+//! The `qforge` binary: clap commands that build a job, run it, and print. No logic of its own.
 
-fn qforge_cli_stub() -> i32 {
-    eprintln!("qforge: commands are being written");
-    2
+mod cli;
+
+fn main() {
+    std::process::exit(cli::run());
 }

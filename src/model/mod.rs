@@ -1,1 +1,3 @@
-//! Model architectures, tokenizers and (later) the forward pass (being written).
+//! Model architectures, tokenizers and (later) the forward pass.
+
+pub mod synthetic;

@@ -1,5 +1,8 @@
 //! The streaming read → plan → quantize → write path.
 
+pub mod backend;
+// pub mod quantize; (waits for quant::rules)
 pub mod source;
 
+pub use backend::Backend;
 pub use source::{GgufSource, SourceTensor, TensorSource};

@@ -127,6 +127,43 @@ impl FileType {
     pub fn all() -> impl Iterator<Item = FileType> {
         FTYPES.iter().map(|e| e.0)
     }
+
+    /// The mix llama.cpp's model loader guesses from a file's most common tensor type when
+    /// `general.file_type` is absent (K types map to their _M mix).
+    pub fn guess_from_type(ty: GgmlType) -> Option<FileType> {
+        use FileType as F;
+        use GgmlType as G;
+        Some(match ty {
+            G::F32 => F::F32,
+            G::F16 => F::F16,
+            G::BF16 => F::BF16,
+            G::Q4_0 => F::Q4_0,
+            G::Q4_1 => F::Q4_1,
+            G::Q5_0 => F::Q5_0,
+            G::Q5_1 => F::Q5_1,
+            G::Q8_0 => F::Q8_0,
+            G::Q2_K => F::Q2_K,
+            G::Q3_K => F::Q3_K_M,
+            G::Q4_K => F::Q4_K_M,
+            G::Q5_K => F::Q5_K_M,
+            G::Q6_K => F::Q6_K,
+            G::TQ1_0 => F::TQ1_0,
+            G::TQ2_0 => F::TQ2_0,
+            G::IQ2_XXS => F::IQ2_XXS,
+            G::IQ2_XS => F::IQ2_XS,
+            G::IQ2_S => F::IQ2_S,
+            G::IQ3_XXS => F::IQ3_XXS,
+            G::IQ1_S => F::IQ1_S,
+            G::IQ1_M => F::IQ1_M,
+            G::IQ4_NL => F::IQ4_NL,
+            G::IQ4_XS => F::IQ4_XS,
+            G::IQ3_S => F::IQ3_S,
+            G::NVFP4 => F::NVFP4,
+            G::Q1_0 => F::Q1_0,
+            G::Q2_0 => F::Q2_0,
+            _ => return None,
+        })
+    }
 }
 
 impl QuantTarget {

@@ -1,0 +1,103 @@
+//! `qforge demo`: the whole job on a model made here — generate, quantize to several types,
+//! dequantize, and print size and error for each.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use qforge::formats::gguf::GgufFile;
+use qforge::model::synthetic::SyntheticLlama;
+use qforge::pipeline::quantize::{quantize, QuantizeJob};
+use qforge::pipeline::{Backend, GgufSource};
+use qforge::quant::ftype::QuantTarget;
+use qforge::quant::rules::TypeOptions;
+use qforge::quant::{self, GgmlType};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Directory for the generated model and its quantizations.
+    #[arg(long, default_value = "qforge-demo")]
+    out: PathBuf,
+    /// Quant types to produce (comma-separated ftype names).
+    #[arg(long, value_delimiter = ',', default_value = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_XS,Q3_K_M,Q2_K")]
+    types: Vec<String>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run(a: DemoArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out)?;
+    let model = SyntheticLlama::default();
+    let base = a.out.join("synthetic-llama.f16.gguf");
+    model.write_gguf(&base)?;
+    let base_len = std::fs::metadata(&base)?.len();
+    println!("generated {} ({:.2} MiB, {} layers, F16)", base.display(), base_len as f64 / 1048576.0, model.n_layer);
+    let source = GgufSource::open(&base)?;
+    let backend = Backend::cpu(a.threads);
+    println!("{:<8} {:>10} {:>7} {:>10} {:>12}", "type", "MiB", "BPW", "seconds", "rel. RMSE");
+    for name in &a.types {
+        let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(name) else {
+            println!("{name:<8} unknown type");
+            continue;
+        };
+        let out = a.out.join(format!("synthetic-llama.{}.gguf", ftype.name()));
+        let job = QuantizeJob {
+            output: out.clone(),
+            target: QuantTarget::Mix(ftype),
+            type_options: TypeOptions::new(ftype),
+            allow_requantize: false,
+            imatrix: None,
+            overrides: Vec::new(),
+            dry_run: false,
+            prune_layers: Vec::new(),
+        };
+        match quantize(&source, &job, &backend) {
+            Ok(r) => {
+                let rmse = relative_rmse(&source, &out)?;
+                println!(
+                    "{:<8} {:>10.3} {:>7.3} {:>10.3} {:>12.5}",
+                    ftype.name(),
+                    r.bytes_out as f64 / 1048576.0,
+                    r.bytes_out as f64 * 8.0 / r.n_elements as f64,
+                    r.seconds,
+                    rmse
+                );
+            }
+            Err(e) => println!("{:<8} {e:#}", ftype.name()),
+        }
+    }
+    Ok(())
+}
+
+/// sqrt(Σ(q−x)² / Σx²) over every quantized tensor.
+fn relative_rmse(source: &GgufSource, out: &PathBuf) -> Result<f64> {
+    let q = GgufFile::open(out)?;
+    let f = source.file();
+    let (mut num, mut den) = (0f64, 0f64);
+    for t in &q.tensors {
+        if !t.ty.is_quantized() {
+            continue;
+        }
+        let orig = f.tensor(&t.name).expect("same tensors");
+        let n = t.n_elements() as usize;
+        let mut a = vec![0f32; n];
+        let mut b = vec![0f32; n];
+        dequantize(orig.ty, f.tensor_data(orig), &mut a, orig.ne[0] as usize)?;
+        dequantize(t.ty, q.tensor_data(t), &mut b, t.ne[0] as usize)?;
+        for (x, y) in a.iter().zip(&b) {
+            num += ((x - y) as f64).powi(2);
+            den += (*x as f64).powi(2);
+        }
+    }
+    Ok((num / den.max(f64::MIN_POSITIVE)).sqrt())
+}
+
+fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32], n_per_row: usize) -> Result<()> {
+    let row = quant::row_bytes(ty, n_per_row)?;
+    for (b, o) in bytes.chunks(row).zip(out.chunks_mut(n_per_row)) {
+        quant::dequantize_rows(ty, b, o)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! Command-line front end. Errors become one line on stderr and a non-zero exit.
+
+mod info;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "qforge",
+    version,
+    about = "LLM checkpoints → GGUF, byte-identical with llama.cpp, on GPU or CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF or safetensors file's metadata and tensor table.
+    Info(info::InfoArgs),
+}
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            // One line: the chain of causes joined.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("qforge: error: {}", msg.join(": "));
+            1
+        }
+    }
+}

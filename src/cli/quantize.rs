@@ -1,0 +1,192 @@
+//! `qforge quantize`: llama-quantize's command line, so users can swap binaries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+
+use qforge::formats::imatrix::ImatrixData;
+use qforge::pipeline::quantize::{keep_split_path, parse_override, quantize, QuantizeJob, QuantizeReport};
+use qforge::pipeline::{Backend, GgufSource};
+use qforge::quant::ftype::QuantTarget;
+use qforge::quant::rules::{parse_tensor_type, read_tensor_type_file, TypeOptions};
+use qforge::quant::{FileType, GgmlType};
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Allow quantizing tensors that are already quantized.
+    #[arg(long)]
+    allow_requantize: bool,
+    /// Leave output.weight unquantized.
+    #[arg(long)]
+    leave_output_tensor: bool,
+    /// Disable the k-quant mixtures: every tensor gets the same type.
+    #[arg(long)]
+    pure: bool,
+    /// Importance matrix file (GGUF or legacy .dat).
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
+    /// Use the imatrix only for these tensors (repeatable).
+    #[arg(long = "include-weights")]
+    include_weights: Vec<String>,
+    /// Use the imatrix for all tensors but these (repeatable).
+    #[arg(long = "exclude-weights")]
+    exclude_weights: Vec<String>,
+    /// Type of output.weight.
+    #[arg(long)]
+    output_tensor_type: Option<String>,
+    /// Type of token_embd.weight.
+    #[arg(long)]
+    token_embedding_type: Option<String>,
+    /// NAME_REGEX=TYPE: type of the tensors whose name matches (repeatable; first match wins).
+    #[arg(long = "tensor-type")]
+    tensor_type: Vec<String>,
+    /// File of NAME_REGEX=TYPE lines.
+    #[arg(long = "tensor-type-file")]
+    tensor_type_file: Option<PathBuf>,
+    /// Remove these layers (comma-separated indices).
+    #[arg(long = "prune-layers", value_delimiter = ',')]
+    prune_layers: Vec<u32>,
+    /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
+    #[arg(long)]
+    keep_split: bool,
+    /// KEY=TYPE:VALUE metadata override (int:, float:, bool:, str:), repeatable.
+    #[arg(long = "override-kv")]
+    override_kv: Vec<String>,
+    /// Plan and report sizes without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where to run: auto, cpu, gpu, gpu:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// INPUT [OUTPUT] TYPE [NTHREADS]
+    #[arg(required = true, num_args = 2..=4)]
+    positional: Vec<String>,
+}
+
+fn parse_type(s: &str, what: &str) -> Result<GgmlType> {
+    GgmlType::from_name(s).ok_or_else(|| anyhow!("{what}: unknown ggml type '{s}'"))
+}
+
+pub fn run(a: QuantizeArgs) -> Result<()> {
+    if !a.include_weights.is_empty() && !a.exclude_weights.is_empty() {
+        bail!("--include-weights and --exclude-weights cannot be used together");
+    }
+    if (!a.include_weights.is_empty() || !a.exclude_weights.is_empty()) && a.imatrix.is_none() {
+        bail!("--include-weights/--exclude-weights need --imatrix");
+    }
+    // INPUT TYPE [N] or INPUT OUTPUT TYPE [N], decided as llama-quantize does: is the second
+    // word a type?
+    let p = &a.positional;
+    let input = PathBuf::from(&p[0]);
+    let (output, target, rest) = match QuantTarget::parse(&p[1]) {
+        Some(t) => {
+            let name = target_name(t, &p[1]);
+            let dir = input.parent().unwrap_or(Path::new(""));
+            (dir.join(format!("ggml-model-{name}.gguf")), t, &p[2..])
+        }
+        None => {
+            let t = p
+                .get(2)
+                .and_then(|s| QuantTarget::parse(s))
+                .ok_or_else(|| anyhow!("invalid or missing TYPE '{}'", p.get(2).map_or("", |s| s.as_str())))?;
+            (PathBuf::from(&p[1]), t, &p[3..])
+        }
+    };
+    if rest.len() > 1 {
+        bail!("unexpected argument '{}'", rest[1]);
+    }
+    let threads: usize = match rest.first() {
+        Some(s) => s.parse().with_context(|| format!("invalid nthread '{s}'"))?,
+        None => 0,
+    };
+    let output = if a.keep_split { keep_split_path(&output) } else { output };
+
+    let ftype = match target {
+        QuantTarget::Mix(f) => f,
+        QuantTarget::Copy => FileType::F32,
+    };
+    let mut tensor_types = Vec::new();
+    for s in &a.tensor_type {
+        tensor_types.push(parse_tensor_type(s)?);
+    }
+    if let Some(f) = &a.tensor_type_file {
+        tensor_types.extend(read_tensor_type_file(f)?);
+    }
+    let type_options = TypeOptions {
+        ftype,
+        only_copy: target == QuantTarget::Copy,
+        pure: a.pure,
+        leave_output_tensor: a.leave_output_tensor,
+        output_tensor_type: a.output_tensor_type.as_deref().map(|s| parse_type(s, "--output-tensor-type")).transpose()?,
+        token_embedding_type: a.token_embedding_type.as_deref().map(|s| parse_type(s, "--token-embedding-type")).transpose()?,
+        tensor_types,
+        has_imatrix: false,
+    };
+    let imatrix = match &a.imatrix {
+        Some(path) => {
+            let mut im = ImatrixData::load(path)?;
+            im.filter(&a.include_weights, &a.exclude_weights);
+            im.check_finite()?;
+            Some((im, path.to_string_lossy().to_string()))
+        }
+        None => None,
+    };
+    let mut overrides = Vec::new();
+    for s in &a.override_kv {
+        overrides.push(parse_override(s)?);
+    }
+    let job = QuantizeJob {
+        output: output.clone(),
+        target,
+        type_options,
+        allow_requantize: a.allow_requantize,
+        imatrix,
+        overrides,
+        dry_run: a.dry_run,
+        prune_layers: a.prune_layers.clone(),
+    };
+    let backend = match a.device.as_str() {
+        "cpu" | "auto" => Backend::cpu(threads),
+        other => bail!("--device {other}: GPU quantization is not supported yet"),
+    };
+    let source = GgufSource::open(&input)?;
+    eprintln!("qforge: quantizing {} → {} on {}", input.display(), output.display(), backend.describe());
+    let report = quantize(&source, &job, &backend)?;
+    print_report(&report, a.dry_run, &output);
+    Ok(())
+}
+
+fn target_name(t: QuantTarget, given: &str) -> String {
+    match t {
+        QuantTarget::Copy => "COPY".into(),
+        QuantTarget::Mix(_) => given.to_ascii_uppercase(),
+    }
+}
+
+fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {
+    for t in &r.tensors {
+        let shape: Vec<String> = t.ne.iter().map(|d| d.to_string()).collect();
+        println!(
+            "{:<40} [{:>16}] {:>7} → {:<7} {:>10.3} MiB → {:>10.3} MiB{}",
+            t.name,
+            shape.join(", "),
+            t.from.name(),
+            t.to.name(),
+            t.bytes_in as f64 / 1048576.0,
+            t.bytes_out as f64 / 1048576.0,
+            if t.used_imatrix { "  (imatrix)" } else { "" }
+        );
+    }
+    let bpw = |b: u64| b as f64 * 8.0 / r.n_elements.max(1) as f64;
+    println!("model size: {:.2} MiB ({:.2} BPW)", r.bytes_in as f64 / 1048576.0, bpw(r.bytes_in));
+    println!("quant size: {:.2} MiB ({:.2} BPW)", r.bytes_out as f64 / 1048576.0, bpw(r.bytes_out));
+    if r.n_fallback > 0 {
+        println!("warning: {} of {} tensor(s) required fallback quantization", r.n_fallback, r.tensors.len());
+    }
+    if dry_run {
+        println!("dry run: nothing written");
+    } else {
+        println!("wrote {} in {:.2} s", output.display(), r.seconds);
+    }
+}

@@ -1,0 +1,174 @@
+//! Small random llama models, made here so demos, tests and benchmarks need no download.
+
+use std::path::Path;
+
+use crate::formats::gguf::{GgufError, GgufWriter, Metadata, Value};
+use crate::quant::{f32_to_f16, GgmlType};
+
+/// Shape of a generated llama model.
+#[derive(Clone, Copy, Debug)]
+pub struct SyntheticLlama {
+    pub n_layer: u32,
+    pub n_embd: u64,
+    pub n_ff: u64,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_vocab: u64,
+    /// F32 or F16 for the 2-D weights (norms are always F32, as converters write them).
+    pub weight_type: GgmlType,
+    pub seed: u64,
+}
+
+impl Default for SyntheticLlama {
+    fn default() -> Self {
+        SyntheticLlama {
+            n_layer: 4,
+            n_embd: 256,
+            n_ff: 768,
+            n_head: 8,
+            n_head_kv: 4,
+            n_vocab: 1024,
+            weight_type: GgmlType::F16,
+            seed: 42,
+        }
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64) with a Box-Muller normal.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+impl SyntheticLlama {
+    /// Tensor names and ggml shapes in the order convert_hf_to_gguf.py writes a llama.
+    pub fn tensors(&self) -> Vec<(String, Vec<u64>)> {
+        let hd = self.n_embd / self.n_head as u64;
+        let kv = hd * self.n_head_kv as u64;
+        let mut v = vec![(
+            "token_embd.weight".to_string(),
+            vec![self.n_embd, self.n_vocab],
+        )];
+        for i in 0..self.n_layer {
+            let b = |s: &str| format!("blk.{i}.{s}.weight");
+            v.push((b("attn_norm"), vec![self.n_embd]));
+            v.push((b("ffn_down"), vec![self.n_ff, self.n_embd]));
+            v.push((b("ffn_gate"), vec![self.n_embd, self.n_ff]));
+            v.push((b("ffn_up"), vec![self.n_embd, self.n_ff]));
+            v.push((b("ffn_norm"), vec![self.n_embd]));
+            v.push((b("attn_k"), vec![self.n_embd, kv]));
+            v.push((b("attn_output"), vec![self.n_embd, self.n_embd]));
+            v.push((b("attn_q"), vec![self.n_embd, self.n_embd]));
+            v.push((b("attn_v"), vec![self.n_embd, kv]));
+        }
+        v.push(("output.weight".to_string(), vec![self.n_embd, self.n_vocab]));
+        v.push(("output_norm.weight".to_string(), vec![self.n_embd]));
+        v
+    }
+
+    pub fn metadata(&self) -> Metadata {
+        let mut md = Metadata::new();
+        md.set("general.architecture", Value::Str("llama".into()));
+        md.set("general.type", Value::Str("model".into()));
+        md.set("general.name", Value::Str("qforge synthetic llama".into()));
+        md.set("llama.block_count", Value::U32(self.n_layer));
+        md.set("llama.context_length", Value::U32(2048));
+        md.set("llama.embedding_length", Value::U32(self.n_embd as u32));
+        md.set("llama.feed_forward_length", Value::U32(self.n_ff as u32));
+        md.set("llama.attention.head_count", Value::U32(self.n_head));
+        md.set("llama.attention.head_count_kv", Value::U32(self.n_head_kv));
+        md.set("llama.rope.freq_base", Value::F32(10000.0));
+        md.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        md.set("llama.vocab_size", Value::U32(self.n_vocab as u32));
+        md.set(
+            "llama.rope.dimension_count",
+            Value::U32((self.n_embd / self.n_head as u64) as u32),
+        );
+        let ftype = if self.weight_type == GgmlType::F32 {
+            0
+        } else {
+            1
+        };
+        md.set("general.file_type", Value::U32(ftype));
+        md.set("tokenizer.ggml.model", Value::Str("llama".into()));
+        let tokens = (0..self.n_vocab)
+            .map(|i| Value::Str(format!("<t{i}>")))
+            .collect();
+        md.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(crate::formats::gguf::ValueType::Str, tokens),
+        );
+        md
+    }
+
+    /// Values of one tensor: norms near 1, weights normal with a few outliers, like trained
+    /// checkpoints.
+    pub fn values(&self, index: usize, n: usize) -> Vec<f32> {
+        let mut rng = Rng::new(self.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let is_norm = self.tensors()[index].1.len() == 1;
+        (0..n)
+            .map(|_| {
+                if is_norm {
+                    1.0 + 0.1 * rng.normal()
+                } else {
+                    let x = 0.02 * rng.normal();
+                    if rng.next_u64() % 1000 == 0 {
+                        x * 12.0
+                    } else {
+                        x
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Write the model as a GGUF file.
+    pub fn write_gguf(&self, path: &Path) -> Result<(), GgufError> {
+        let tensors = self.tensors();
+        let infos: Vec<(String, GgmlType, Vec<u64>)> = tensors
+            .iter()
+            .map(|(n, ne)| {
+                let ty = if ne.len() == 1 {
+                    GgmlType::F32
+                } else {
+                    self.weight_type
+                };
+                (n.clone(), ty, ne.clone())
+            })
+            .collect();
+        let mut w = GgufWriter::create(path, &self.metadata(), &infos)?;
+        for (i, (_, ty, ne)) in infos.iter().enumerate() {
+            let vals = self.values(i, ne.iter().product::<u64>() as usize);
+            let bytes: Vec<u8> = match ty {
+                GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                _ => vals
+                    .iter()
+                    .flat_map(|v| f32_to_f16(*v).to_le_bytes())
+                    .collect(),
+            };
+            w.write_tensor(&bytes)?;
+        }
+        w.finish()
+    }
+}

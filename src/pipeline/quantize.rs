@@ -1,0 +1,349 @@
+//! `qforge quantize`: llama-quantize's job (src/llama-quant.cpp `llama_model_quantize_impl`),
+//! streamed tensor by tensor from a [`TensorSource`] into a [`GgufWriter`].
+//!
+//! What we reproduce: key order (input keys, then `general.quantization_version` and
+//! `general.file_type` re-set, `split.*` removed, then overrides, then `quantize.imatrix.*`), the
+//! sorted tensor order, the per-tensor type plan, alignment 32. What we do better: every check
+//! runs before the output file exists, output goes through a temporary file, and a tensor is
+//! processed in bounded slabs of rows.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+
+use crate::formats::gguf::{GgufWriter, Metadata, Value};
+use crate::formats::imatrix::ImatrixData;
+use crate::pipeline::backend::Backend;
+use crate::pipeline::source::TensorSource;
+use crate::quant::ftype::{FileType, QuantTarget};
+use crate::quant::rules::{self, ModelInfo, TensorPlan, TypeOptions};
+use crate::quant::{self, validate, GgmlType};
+
+/// Rows are converted in slabs of about this many f32 bytes, so a huge embedding never needs
+/// its whole f32 copy in memory.
+const SLAB_BYTES: usize = 64 << 20;
+
+/// Everything `qforge quantize` was asked to do.
+#[derive(Clone, Debug)]
+pub struct QuantizeJob {
+    pub output: PathBuf,
+    pub target: QuantTarget,
+    pub type_options: TypeOptions,
+    pub allow_requantize: bool,
+    /// Importance matrix and the name to store in `quantize.imatrix.file` (the path as given).
+    pub imatrix: Option<(ImatrixData, String)>,
+    pub overrides: Vec<(String, Value)>,
+    pub dry_run: bool,
+    pub prune_layers: Vec<u32>,
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorReport {
+    pub name: String,
+    pub ne: Vec<u64>,
+    pub from: GgmlType,
+    pub to: GgmlType,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub used_imatrix: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeReport {
+    pub tensors: Vec<TensorReport>,
+    pub n_elements: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    pub n_fallback: usize,
+}
+
+/// Parse `KEY=int:V|float:V|bool:true|false|str:V` as llama.cpp's `string_parse_kv_override`,
+/// and convert it to the value llama-quantize writes (ints as u32 of the absolute value, floats
+/// as f32). Unlike `atol`/`atof`, a malformed number is an error.
+pub fn parse_override(s: &str) -> Result<(String, Value)> {
+    let (key, rest) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("malformed KV override '{s}': expected KEY=TYPE:VALUE"))?;
+    if key.len() >= 128 {
+        bail!("malformed KV override '{s}': key longer than 127 bytes");
+    }
+    let value = if let Some(v) = rest.strip_prefix("int:") {
+        let i: i64 = v.trim().parse().with_context(|| format!("KV override '{s}': not an integer"))?;
+        Value::U32(i.unsigned_abs() as u32)
+    } else if let Some(v) = rest.strip_prefix("float:") {
+        let f: f64 = v.trim().parse().with_context(|| format!("KV override '{s}': not a number"))?;
+        Value::F32(f as f32)
+    } else if let Some(v) = rest.strip_prefix("bool:") {
+        match v {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => bail!("invalid boolean value for KV override '{s}'"),
+        }
+    } else if let Some(v) = rest.strip_prefix("str:") {
+        if v.len() > 127 {
+            bail!("malformed KV override '{s}': value cannot exceed 127 bytes");
+        }
+        Value::Str(v.to_string())
+    } else {
+        bail!("invalid type for KV override '{s}': use int:, float:, bool: or str:");
+    };
+    Ok((key.to_string(), value))
+}
+
+/// The file type llama.cpp's loader reports for a model: `general.file_type`, else guessed from
+/// the most common tensor type (flagged with LLAMA_FTYPE_GUESSED = 1024).
+fn input_file_type(source: &dyn TensorSource, order: &[usize]) -> u32 {
+    if let Some(v) = source.metadata().get_u64("general.file_type") {
+        return v as u32;
+    }
+    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+    let (mut best, mut best_n) = (GgmlType::F32, 0);
+    for &i in order {
+        let ty = source.tensors()[i].ty;
+        let n = match counts.iter_mut().find(|(t, _)| *t == ty) {
+            Some(e) => {
+                e.1 += 1;
+                e.1
+            }
+            None => {
+                counts.push((ty, 1));
+                1
+            }
+        };
+        if n > best_n {
+            best_n = n;
+            best = ty;
+        }
+    }
+    let guessed = FileType::guess_from_type(best).map(FileType::id).unwrap_or(0);
+    guessed | 1024
+}
+
+/// The output metadata, in llama-quantize's key order.
+fn output_metadata(source: &dyn TensorSource, job: &QuantizeJob, file_type: u32, n_layer_kept: Option<u32>, arch: &str) -> Metadata {
+    let mut md = source.metadata().clone();
+    md.set("general.quantization_version", Value::U32(2));
+    md.set("general.file_type", Value::U32(file_type));
+    md.remove("split.no");
+    md.remove("split.count");
+    md.remove("split.tensors.count");
+    for (k, v) in &job.overrides {
+        md.set(k, v.clone());
+    }
+    if let Some((im, name)) = &job.imatrix {
+        md.set("quantize.imatrix.file", Value::Str(truncate_127(name)));
+        if let Some(ds) = im.datasets.first() {
+            md.set("quantize.imatrix.dataset", Value::Str(truncate_127(ds)));
+        }
+        md.set("quantize.imatrix.entries_count", Value::U32(im.entries_count() as u32));
+        if im.chunk_count > 0 {
+            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count as u32));
+        }
+    }
+    if let Some(n) = n_layer_kept {
+        md.set(&format!("{arch}.block_count"), Value::U32(n));
+    }
+    md
+}
+
+/// llama-quantize passes these strings through a 128-byte buffer.
+fn truncate_127(s: &str) -> String {
+    let mut end = s.len().min(127);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Run a quantize job on `source` with `backend`, returning what was done. Nothing is written
+/// under `job.output` unless every tensor succeeded.
+pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend) -> Result<QuantizeReport> {
+    let start = Instant::now();
+    let src_name = source.describe();
+    let tensors = source.tensors();
+    let model = ModelInfo::from_metadata(source.metadata());
+
+    // Plan: order, names after pruning, types.
+    let input: Vec<(String, GgmlType, Vec<u64>)> =
+        tensors.iter().map(|t| (t.name.clone(), t.ty, t.ne.clone())).collect();
+    let opts = TypeOptions {
+        has_imatrix: job.imatrix.is_some(),
+        ..job.type_options.clone()
+    };
+    let plan: Vec<TensorPlan> = rules::plan_types(&model, &input, &opts, &job.prune_layers)
+        .map_err(|e| anyhow!("{src_name}: {e}"))?;
+
+    let file_type = match job.target {
+        QuantTarget::Mix(f) => f.id(),
+        QuantTarget::Copy => {
+            let order: Vec<usize> = plan.iter().map(|p| p.source_index).collect();
+            input_file_type(source, &order)
+        }
+    };
+    let n_layer_kept = if job.prune_layers.is_empty() { None } else { Some(rules::kept_layers(&model, &job.prune_layers)) };
+    let metadata = output_metadata(source, job, file_type, n_layer_kept, &model.arch);
+
+    // Every refusal happens before the output file exists.
+    let mut imatrix_rows: Vec<Option<&[f32]>> = Vec::with_capacity(plan.len());
+    for p in &plan {
+        let t = &tensors[p.source_index];
+        let mut qw = None;
+        if p.quantize {
+            if t.ty.is_quantized() && !job.allow_requantize {
+                bail!("{src_name}: tensor '{}': requantizing from type {} is disabled (use --allow-requantize)", t.name, t.ty);
+            }
+            if quant::quantizer(p.ty).is_none() {
+                bail!("{src_name}: tensor '{}': quantizing to {} is not supported yet", p.name, p.ty);
+            }
+            if t.ty != GgmlType::F32 && quant::dequantizer(t.ty).is_none() {
+                bail!("{src_name}: tensor '{}': reading {} tensors is not supported yet", t.name, t.ty);
+            }
+            if let Some((im, _)) = &job.imatrix {
+                if let Some(w) = im.get(&p.imatrix_name) {
+                    let expect = t.ne[0] * t.ne.get(2).copied().unwrap_or(1);
+                    if w.len() as u64 == expect {
+                        qw = Some(w);
+                    } else if !rules::is_token_embedding(&p.name) {
+                        bail!(
+                            "{src_name}: tensor '{}': imatrix entry has {} values, the tensor needs {expect}",
+                            p.name,
+                            w.len()
+                        );
+                    }
+                }
+            }
+            if qw.is_none() && p.requires_imatrix {
+                bail!(
+                    "{src_name}: tensor '{}': quantizing to {} requires an importance matrix (--imatrix)",
+                    p.name,
+                    p.ty
+                );
+            }
+        }
+        imatrix_rows.push(qw);
+    }
+
+    let mut report = QuantizeReport {
+        n_fallback: plan.iter().filter(|p| p.fallback).count(),
+        ..Default::default()
+    };
+    for p in &plan {
+        let t = &tensors[p.source_index];
+        let bytes_in = t.ty.row_size(t.ne[0]).unwrap_or(0) * t.ne.iter().skip(1).product::<u64>();
+        let bytes_out = p.ty.row_size(t.ne[0]).unwrap_or(0) * t.ne.iter().skip(1).product::<u64>();
+        report.n_elements += t.ne.iter().product::<u64>();
+        report.bytes_in += bytes_in;
+        report.bytes_out += bytes_out;
+        report.tensors.push(TensorReport {
+            name: p.name.clone(),
+            ne: t.ne.clone(),
+            from: t.ty,
+            to: p.ty,
+            bytes_in,
+            bytes_out,
+            used_imatrix: false,
+        });
+    }
+    if job.dry_run {
+        report.seconds = start.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let infos: Vec<(String, GgmlType, Vec<u64>)> = plan
+        .iter()
+        .map(|p| (p.name.clone(), p.ty, tensors[p.source_index].ne.clone()))
+        .collect();
+    let mut writer = GgufWriter::create(&job.output, &metadata, &infos)?;
+    for (i, p) in plan.iter().enumerate() {
+        let t = &tensors[p.source_index];
+        let data = source
+            .tensor_bytes(p.source_index)
+            .with_context(|| format!("{src_name}: tensor '{}'", t.name))?;
+        let n_per_row = t.ne[0] as usize;
+        if !p.quantize {
+            // The loader validates every tensor it reads (check_tensors): refuse NaN/Inf input.
+            let row = t.ty.row_size(t.ne[0]).unwrap() as usize;
+            for (r, chunk) in data.chunks(row.max(1)).enumerate() {
+                validate::validate_row(t.ty, chunk)
+                    .map_err(|e| anyhow!("{src_name}: tensor '{}': row {r}: {e}", t.name))?;
+            }
+            writer.write_tensor(&data)?;
+            continue;
+        }
+        report.tensors[i].used_imatrix = imatrix_rows[i].is_some();
+        convert_tensor(&src_name, t.ty, &p.name, p.ty, n_per_row, t.ne.get(1).copied().unwrap_or(1) as usize, &data, imatrix_rows[i], backend, &mut writer)?;
+        writer.end_tensor()?;
+    }
+    writer.finish()?;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Dequantize (if needed), quantize and write one tensor in slabs of rows.
+#[allow(clippy::too_many_arguments)]
+fn convert_tensor(
+    src_name: &str,
+    from: GgmlType,
+    name: &str,
+    to: GgmlType,
+    n_per_row: usize,
+    rows_per_expert: usize,
+    data: &[u8],
+    qw_all: Option<&[f32]>,
+    backend: &Backend,
+    writer: &mut GgufWriter,
+) -> Result<()> {
+    let row_in = from.row_size(n_per_row as u64).unwrap() as usize;
+    let row_out = to.row_size(n_per_row as u64).unwrap() as usize;
+    let n_rows = data.len() / row_in;
+    let slab_rows = (SLAB_BYTES / (n_per_row * 4)).clamp(1, n_rows.max(1));
+    let mut f32_buf: Vec<f32> = Vec::new();
+    let mut out_buf: Vec<u8> = Vec::new();
+    let mut first = 0;
+    while first < n_rows {
+        let rows = slab_rows.min(n_rows - first);
+        let src = &data[first * row_in..(first + rows) * row_in];
+        // F32 input is used in place when aligned; otherwise dequantize exactly as ggml does.
+        f32_buf.resize(rows * n_per_row, 0.0);
+        if from == GgmlType::F32 {
+            for (o, c) in f32_buf.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes(c.try_into().unwrap());
+            }
+        } else {
+            let deq = quant::dequantizer(from).expect("checked before writing");
+            f32_buf
+                .par_chunks_mut(n_per_row)
+                .zip(src.par_chunks(row_in))
+                .for_each(|(o, b)| deq(b, o));
+        }
+        if let Some((i, v)) = validate::first_non_finite(&f32_buf) {
+            let r = first + i / n_per_row;
+            bail!("{src_name}: tensor '{name}': row {r}, column {}: value {v} is not finite", i % n_per_row);
+        }
+        out_buf.resize(rows * row_out, 0);
+        // Expert tensors (3-D) use the imatrix slice of their expert.
+        let expert_of = |row: usize| (first + row) / rows_per_expert.max(1);
+        backend
+            .quantize_rows(to, &f32_buf, n_per_row, qw_all, expert_of, &mut out_buf)
+            .map_err(|e| anyhow!("{src_name}: tensor '{name}': {e}"))?;
+        for (r, chunk) in out_buf.chunks(row_out).enumerate() {
+            validate::validate_row(to, chunk).map_err(|e| {
+                anyhow!("{src_name}: tensor '{name}': row {}: quantized data invalid: {e}", first + r)
+            })?;
+        }
+        writer.write_part(&out_buf)?;
+        first += rows;
+    }
+    Ok(())
+}
+
+/// Where `quantize` should write when `--keep-split` is given (llama.cpp's split naming).
+pub fn keep_split_path(output: &Path) -> PathBuf {
+    let s = output.to_string_lossy();
+    let prefix = s.strip_suffix(".gguf").unwrap_or(&s);
+    PathBuf::from(format!("{prefix}-00001-of-00001.gguf"))
+}
