@@ -20,7 +20,11 @@ pub struct DemoArgs {
     #[arg(long, default_value = "qforge-demo")]
     out: PathBuf,
     /// Quant types to produce (comma-separated ftype names).
-    #[arg(long, value_delimiter = ',', default_value = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_XS,Q3_K_M,Q2_K")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_XS,Q3_K_M,Q2_K"
+    )]
     types: Vec<String>,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
@@ -33,10 +37,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let base = a.out.join("synthetic-llama.f16.gguf");
     model.write_gguf(&base)?;
     let base_len = std::fs::metadata(&base)?.len();
-    println!("generated {} ({:.2} MiB, {} layers, F16)", base.display(), base_len as f64 / 1048576.0, model.n_layer);
+    println!(
+        "generated {} ({:.2} MiB, {} layers, F16)",
+        base.display(),
+        base_len as f64 / 1048576.0,
+        model.n_layer
+    );
     let source = GgufSource::open(&base)?;
     let backend = Backend::cpu(a.threads);
-    println!("{:<8} {:>10} {:>7} {:>10} {:>12}", "type", "MiB", "BPW", "seconds", "rel. RMSE");
+    println!(
+        "{:<8} {:>10} {:>7} {:>10} {:>12}",
+        "type", "MiB", "BPW", "seconds", "rel. RMSE"
+    );
     for name in &a.types {
         let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(name) else {
             println!("{name:<8} unknown type");
@@ -50,8 +62,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
             allow_requantize: false,
             imatrix: None,
             overrides: Vec::new(),
-            dry_run: false,
-            prune_layers: Vec::new(),
         };
         match quantize(&source, &job, &backend) {
             Ok(r) => {

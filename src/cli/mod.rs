@@ -1,6 +1,8 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
+mod demo;
 mod info;
+mod quantize;
 
 use clap::{Parser, Subcommand};
 
@@ -17,14 +19,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Quantize a GGUF file (llama-quantize's grammar: INPUT [OUTPUT] TYPE [NTHREADS]).
+    Quantize(quantize::QuantizeArgs),
     /// Show a GGUF or safetensors file's metadata and tensor table.
     Info(info::InfoArgs),
+    /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
+    Demo(demo::DemoArgs),
 }
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Quantize(a) => quantize::run(a),
         Command::Info(a) => info::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use qforge::formats::imatrix::ImatrixData;
-use qforge::pipeline::quantize::{keep_split_path, parse_override, quantize, QuantizeJob, QuantizeReport};
+use qforge::pipeline::quantize::{
+    keep_split_path, parse_override, quantize, QuantizeJob, QuantizeReport,
+};
 use qforge::pipeline::{Backend, GgufSource};
 use qforge::quant::ftype::QuantTarget;
-use qforge::quant::rules::{parse_tensor_type, read_tensor_type_file, TypeOptions};
+use qforge::quant::rules::{
+    parse_ggml_type, parse_prune_layers, parse_tensor_type, parse_tensor_type_file, TypeOptions,
+};
 use qforge::quant::{FileType, GgmlType};
 
 #[derive(Args)]
@@ -45,8 +48,8 @@ pub struct QuantizeArgs {
     #[arg(long = "tensor-type-file")]
     tensor_type_file: Option<PathBuf>,
     /// Remove these layers (comma-separated indices).
-    #[arg(long = "prune-layers", value_delimiter = ',')]
-    prune_layers: Vec<u32>,
+    #[arg(long = "prune-layers")]
+    prune_layers: Option<String>,
     /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
     #[arg(long)]
     keep_split: bool,
@@ -65,7 +68,7 @@ pub struct QuantizeArgs {
 }
 
 fn parse_type(s: &str, what: &str) -> Result<GgmlType> {
-    GgmlType::from_name(s).ok_or_else(|| anyhow!("{what}: unknown ggml type '{s}'"))
+    parse_ggml_type(s).with_context(|| what.to_string())
 }
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
@@ -89,7 +92,12 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             let t = p
                 .get(2)
                 .and_then(|s| QuantTarget::parse(s))
-                .ok_or_else(|| anyhow!("invalid or missing TYPE '{}'", p.get(2).map_or("", |s| s.as_str())))?;
+                .ok_or_else(|| {
+                    anyhow!(
+                        "invalid or missing TYPE '{}'",
+                        p.get(2).map_or("", |s| s.as_str())
+                    )
+                })?;
             (PathBuf::from(&p[1]), t, &p[3..])
         }
     };
@@ -97,10 +105,16 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         bail!("unexpected argument '{}'", rest[1]);
     }
     let threads: usize = match rest.first() {
-        Some(s) => s.parse().with_context(|| format!("invalid nthread '{s}'"))?,
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("invalid nthread '{s}'"))?,
         None => 0,
     };
-    let output = if a.keep_split { keep_split_path(&output) } else { output };
+    let output = if a.keep_split {
+        keep_split_path(&output)
+    } else {
+        output
+    };
 
     let ftype = match target {
         QuantTarget::Mix(f) => f,
@@ -111,25 +125,34 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         tensor_types.push(parse_tensor_type(s)?);
     }
     if let Some(f) = &a.tensor_type_file {
-        tensor_types.extend(read_tensor_type_file(f)?);
+        tensor_types.extend(parse_tensor_type_file(f)?);
     }
     let type_options = TypeOptions {
-        ftype,
-        only_copy: target == QuantTarget::Copy,
+        copy_only: target == QuantTarget::Copy,
         pure: a.pure,
         leave_output_tensor: a.leave_output_tensor,
-        output_tensor_type: a.output_tensor_type.as_deref().map(|s| parse_type(s, "--output-tensor-type")).transpose()?,
-        token_embedding_type: a.token_embedding_type.as_deref().map(|s| parse_type(s, "--token-embedding-type")).transpose()?,
+        output_tensor_type: a
+            .output_tensor_type
+            .as_deref()
+            .map(|s| parse_type(s, "--output-tensor-type"))
+            .transpose()?,
+        token_embedding_type: a
+            .token_embedding_type
+            .as_deref()
+            .map(|s| parse_type(s, "--token-embedding-type"))
+            .transpose()?,
         tensor_types,
-        has_imatrix: false,
+        dry_run: a.dry_run,
+        prune_layers: a
+            .prune_layers
+            .as_deref()
+            .map(parse_prune_layers)
+            .transpose()?
+            .unwrap_or_default(),
+        ..TypeOptions::new(ftype)
     };
     let imatrix = match &a.imatrix {
-        Some(path) => {
-            let mut im = ImatrixData::load(path)?;
-            im.filter(&a.include_weights, &a.exclude_weights);
-            im.check_finite()?;
-            Some((im, path.to_string_lossy().to_string()))
-        }
+        Some(path) => bail!("{}: --imatrix is not supported yet", path.display()),
         None => None,
     };
     let mut overrides = Vec::new();
@@ -143,15 +166,18 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         allow_requantize: a.allow_requantize,
         imatrix,
         overrides,
-        dry_run: a.dry_run,
-        prune_layers: a.prune_layers.clone(),
     };
     let backend = match a.device.as_str() {
         "cpu" | "auto" => Backend::cpu(threads),
         other => bail!("--device {other}: GPU quantization is not supported yet"),
     };
     let source = GgufSource::open(&input)?;
-    eprintln!("qforge: quantizing {} → {} on {}", input.display(), output.display(), backend.describe());
+    eprintln!(
+        "qforge: quantizing {} → {} on {}",
+        input.display(),
+        output.display(),
+        backend.describe()
+    );
     let report = quantize(&source, &job, &backend)?;
     print_report(&report, a.dry_run, &output);
     Ok(())
@@ -179,10 +205,22 @@ fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {
         );
     }
     let bpw = |b: u64| b as f64 * 8.0 / r.n_elements.max(1) as f64;
-    println!("model size: {:.2} MiB ({:.2} BPW)", r.bytes_in as f64 / 1048576.0, bpw(r.bytes_in));
-    println!("quant size: {:.2} MiB ({:.2} BPW)", r.bytes_out as f64 / 1048576.0, bpw(r.bytes_out));
+    println!(
+        "model size: {:.2} MiB ({:.2} BPW)",
+        r.bytes_in as f64 / 1048576.0,
+        bpw(r.bytes_in)
+    );
+    println!(
+        "quant size: {:.2} MiB ({:.2} BPW)",
+        r.bytes_out as f64 / 1048576.0,
+        bpw(r.bytes_out)
+    );
     if r.n_fallback > 0 {
-        println!("warning: {} of {} tensor(s) required fallback quantization", r.n_fallback, r.tensors.len());
+        println!(
+            "warning: {} of {} tensor(s) required fallback quantization",
+            r.n_fallback,
+            r.tensors.len()
+        );
     }
     if dry_run {
         println!("dry run: nothing written");

@@ -1,7 +1,7 @@
 //! The streaming read → plan → quantize → write path.
 
 pub mod backend;
-// pub mod quantize; (waits for quant::rules)
+pub mod quantize;
 pub mod source;
 
 pub use backend::Backend;

@@ -14,11 +14,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufWriter, Metadata, Value};
-use crate::formats::imatrix::ImatrixData;
 use crate::pipeline::backend::Backend;
 use crate::pipeline::source::TensorSource;
 use crate::quant::ftype::{FileType, QuantTarget};
-use crate::quant::rules::{self, ModelInfo, TensorPlan, TypeOptions};
+use crate::quant::rules::{self, ModelInfo, TypeOptions};
 use crate::quant::{self, validate, GgmlType};
 
 /// Rows are converted in slabs of about this many f32 bytes, so a huge embedding never needs
@@ -32,11 +31,23 @@ pub struct QuantizeJob {
     pub target: QuantTarget,
     pub type_options: TypeOptions,
     pub allow_requantize: bool,
-    /// Importance matrix and the name to store in `quantize.imatrix.file` (the path as given).
-    pub imatrix: Option<(ImatrixData, String)>,
+    pub imatrix: Option<ImatrixInput>,
     pub overrides: Vec<(String, Value)>,
-    pub dry_run: bool,
-    pub prune_layers: Vec<u32>,
+}
+
+/// An importance matrix as the pipeline uses it (the file formats live in
+/// `formats::imatrix`; the caller converts).
+#[derive(Clone, Debug, Default)]
+pub struct ImatrixInput {
+    /// Per-tensor weights (one per column, experts back to back), by tensor name.
+    pub weights: std::collections::HashMap<String, Vec<f32>>,
+    /// Stored in `quantize.imatrix.file`: the path as the user gave it.
+    pub file_name: String,
+    pub dataset: Option<String>,
+    /// `quantize.imatrix.entries_count`.
+    pub entries_count: u32,
+    /// `quantize.imatrix.chunks_count`, written when > 0.
+    pub chunks_count: u32,
 }
 
 /// What happened to one tensor.
@@ -72,10 +83,16 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
         bail!("malformed KV override '{s}': key longer than 127 bytes");
     }
     let value = if let Some(v) = rest.strip_prefix("int:") {
-        let i: i64 = v.trim().parse().with_context(|| format!("KV override '{s}': not an integer"))?;
+        let i: i64 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("KV override '{s}': not an integer"))?;
         Value::U32(i.unsigned_abs() as u32)
     } else if let Some(v) = rest.strip_prefix("float:") {
-        let f: f64 = v.trim().parse().with_context(|| format!("KV override '{s}': not a number"))?;
+        let f: f64 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("KV override '{s}': not a number"))?;
         Value::F32(f as f32)
     } else if let Some(v) = rest.strip_prefix("bool:") {
         match v {
@@ -119,12 +136,20 @@ fn input_file_type(source: &dyn TensorSource, order: &[usize]) -> u32 {
             best = ty;
         }
     }
-    let guessed = FileType::guess_from_type(best).map(FileType::id).unwrap_or(0);
+    let guessed = FileType::guess_from_type(best)
+        .map(FileType::id)
+        .unwrap_or(0);
     guessed | 1024
 }
 
 /// The output metadata, in llama-quantize's key order.
-fn output_metadata(source: &dyn TensorSource, job: &QuantizeJob, file_type: u32, n_layer_kept: Option<u32>, arch: &str) -> Metadata {
+fn output_metadata(
+    source: &dyn TensorSource,
+    job: &QuantizeJob,
+    file_type: u32,
+    block_count: Option<u32>,
+    arch: &str,
+) -> Metadata {
     let mut md = source.metadata().clone();
     md.set("general.quantization_version", Value::U32(2));
     md.set("general.file_type", Value::U32(file_type));
@@ -134,17 +159,24 @@ fn output_metadata(source: &dyn TensorSource, job: &QuantizeJob, file_type: u32,
     for (k, v) in &job.overrides {
         md.set(k, v.clone());
     }
-    if let Some((im, name)) = &job.imatrix {
-        md.set("quantize.imatrix.file", Value::Str(truncate_127(name)));
-        if let Some(ds) = im.datasets.first() {
+    if let Some(im) = &job.imatrix {
+        md.set(
+            "quantize.imatrix.file",
+            Value::Str(truncate_127(&im.file_name)),
+        );
+        if let Some(ds) = &im.dataset {
             md.set("quantize.imatrix.dataset", Value::Str(truncate_127(ds)));
         }
-        md.set("quantize.imatrix.entries_count", Value::U32(im.entries_count() as u32));
-        if im.chunk_count > 0 {
-            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count as u32));
+        md.set(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.entries_count),
+        );
+        if im.chunks_count > 0 {
+            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunks_count));
         }
     }
-    if let Some(n) = n_layer_kept {
+    // --prune-layers re-sets the block count right after the copy (before the overrides).
+    if let Some(n) = block_count {
         md.set(&format!("{arch}.block_count"), Value::U32(n));
     }
     md
@@ -161,21 +193,31 @@ fn truncate_127(s: &str) -> String {
 
 /// Run a quantize job on `source` with `backend`, returning what was done. Nothing is written
 /// under `job.output` unless every tensor succeeded.
-pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend) -> Result<QuantizeReport> {
+pub fn quantize(
+    source: &dyn TensorSource,
+    job: &QuantizeJob,
+    backend: &Backend,
+) -> Result<QuantizeReport> {
     let start = Instant::now();
     let src_name = source.describe();
     let tensors = source.tensors();
-    let model = ModelInfo::from_metadata(source.metadata());
+    let model =
+        ModelInfo::from_metadata(source.metadata()).map_err(|e| anyhow!("{src_name}: {e}"))?;
 
     // Plan: order, names after pruning, types.
-    let input: Vec<(String, GgmlType, Vec<u64>)> =
-        tensors.iter().map(|t| (t.name.clone(), t.ty, t.ne.clone())).collect();
+    let input: Vec<(String, GgmlType, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
+        .collect();
     let opts = TypeOptions {
-        has_imatrix: job.imatrix.is_some(),
+        has_imatrix: job
+            .imatrix
+            .as_ref()
+            .is_some_and(|im| !im.weights.is_empty()),
         ..job.type_options.clone()
     };
-    let plan: Vec<TensorPlan> = rules::plan_types(&model, &input, &opts, &job.prune_layers)
-        .map_err(|e| anyhow!("{src_name}: {e}"))?;
+    let full_plan = rules::plan(&model, &input, &opts).map_err(|e| anyhow!("{src_name}: {e}"))?;
+    let plan = &full_plan.tensors;
 
     let file_type = match job.target {
         QuantTarget::Mix(f) => f.id(),
@@ -184,30 +226,37 @@ pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend)
             input_file_type(source, &order)
         }
     };
-    let n_layer_kept = if job.prune_layers.is_empty() { None } else { Some(rules::kept_layers(&model, &job.prune_layers)) };
-    let metadata = output_metadata(source, job, file_type, n_layer_kept, &model.arch);
+    let metadata = output_metadata(source, job, file_type, full_plan.block_count, &model.arch);
 
     // Every refusal happens before the output file exists.
     let mut imatrix_rows: Vec<Option<&[f32]>> = Vec::with_capacity(plan.len());
-    for p in &plan {
+    for p in plan {
         let t = &tensors[p.source_index];
         let mut qw = None;
         if p.quantize {
             if t.ty.is_quantized() && !job.allow_requantize {
                 bail!("{src_name}: tensor '{}': requantizing from type {} is disabled (use --allow-requantize)", t.name, t.ty);
             }
-            if quant::quantizer(p.ty).is_none() {
-                bail!("{src_name}: tensor '{}': quantizing to {} is not supported yet", p.name, p.ty);
+            if quant::quantizer(p.new_type).is_none() {
+                bail!(
+                    "{src_name}: tensor '{}': quantizing to {} is not supported yet",
+                    p.name,
+                    p.new_type
+                );
             }
             if t.ty != GgmlType::F32 && quant::dequantizer(t.ty).is_none() {
-                bail!("{src_name}: tensor '{}': reading {} tensors is not supported yet", t.name, t.ty);
+                bail!(
+                    "{src_name}: tensor '{}': reading {} tensors is not supported yet",
+                    t.name,
+                    t.ty
+                );
             }
-            if let Some((im, _)) = &job.imatrix {
-                if let Some(w) = im.get(&p.imatrix_name) {
+            if let Some(im) = &job.imatrix {
+                if let Some(w) = im.weights.get(&p.imatrix_name) {
                     let expect = t.ne[0] * t.ne.get(2).copied().unwrap_or(1);
                     if w.len() as u64 == expect {
-                        qw = Some(w);
-                    } else if !rules::is_token_embedding(&p.name) {
+                        qw = Some(w.as_slice());
+                    } else if !rules::is_token_embd(&p.name) {
                         bail!(
                             "{src_name}: tensor '{}': imatrix entry has {} values, the tensor needs {expect}",
                             p.name,
@@ -220,7 +269,7 @@ pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend)
                 bail!(
                     "{src_name}: tensor '{}': quantizing to {} requires an importance matrix (--imatrix)",
                     p.name,
-                    p.ty
+                    p.new_type
                 );
             }
         }
@@ -228,13 +277,14 @@ pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend)
     }
 
     let mut report = QuantizeReport {
-        n_fallback: plan.iter().filter(|p| p.fallback).count(),
+        n_fallback: full_plan.n_fallback,
         ..Default::default()
     };
-    for p in &plan {
+    for p in plan {
         let t = &tensors[p.source_index];
         let bytes_in = t.ty.row_size(t.ne[0]).unwrap_or(0) * t.ne.iter().skip(1).product::<u64>();
-        let bytes_out = p.ty.row_size(t.ne[0]).unwrap_or(0) * t.ne.iter().skip(1).product::<u64>();
+        let bytes_out =
+            p.new_type.row_size(t.ne[0]).unwrap_or(0) * t.ne.iter().skip(1).product::<u64>();
         report.n_elements += t.ne.iter().product::<u64>();
         report.bytes_in += bytes_in;
         report.bytes_out += bytes_out;
@@ -242,20 +292,26 @@ pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend)
             name: p.name.clone(),
             ne: t.ne.clone(),
             from: t.ty,
-            to: p.ty,
+            to: p.new_type,
             bytes_in,
             bytes_out,
             used_imatrix: false,
         });
     }
-    if job.dry_run {
+    if job.type_options.dry_run {
         report.seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     }
 
     let infos: Vec<(String, GgmlType, Vec<u64>)> = plan
         .iter()
-        .map(|p| (p.name.clone(), p.ty, tensors[p.source_index].ne.clone()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.new_type,
+                tensors[p.source_index].ne.clone(),
+            )
+        })
         .collect();
     let mut writer = GgufWriter::create(&job.output, &metadata, &infos)?;
     for (i, p) in plan.iter().enumerate() {
@@ -275,7 +331,18 @@ pub fn quantize(source: &dyn TensorSource, job: &QuantizeJob, backend: &Backend)
             continue;
         }
         report.tensors[i].used_imatrix = imatrix_rows[i].is_some();
-        convert_tensor(&src_name, t.ty, &p.name, p.ty, n_per_row, t.ne.get(1).copied().unwrap_or(1) as usize, &data, imatrix_rows[i], backend, &mut writer)?;
+        convert_tensor(
+            &src_name,
+            t.ty,
+            &p.name,
+            p.new_type,
+            n_per_row,
+            t.ne.get(1).copied().unwrap_or(1) as usize,
+            &data,
+            imatrix_rows[i],
+            backend,
+            &mut writer,
+        )?;
         writer.end_tensor()?;
     }
     writer.finish()?;
@@ -322,7 +389,10 @@ fn convert_tensor(
         }
         if let Some((i, v)) = validate::first_non_finite(&f32_buf) {
             let r = first + i / n_per_row;
-            bail!("{src_name}: tensor '{name}': row {r}, column {}: value {v} is not finite", i % n_per_row);
+            bail!(
+                "{src_name}: tensor '{name}': row {r}, column {}: value {v} is not finite",
+                i % n_per_row
+            );
         }
         out_buf.resize(rows * row_out, 0);
         // Expert tensors (3-D) use the imatrix slice of their expert.
@@ -332,7 +402,10 @@ fn convert_tensor(
             .map_err(|e| anyhow!("{src_name}: tensor '{name}': {e}"))?;
         for (r, chunk) in out_buf.chunks(row_out).enumerate() {
             validate::validate_row(to, chunk).map_err(|e| {
-                anyhow!("{src_name}: tensor '{name}': row {}: quantized data invalid: {e}", first + r)
+                anyhow!(
+                    "{src_name}: tensor '{name}': row {}: quantized data invalid: {e}",
+                    first + r
+                )
             })?;
         }
         writer.write_part(&out_buf)?;

@@ -251,7 +251,7 @@ impl TensorCategory {
     }
 }
 
-fn is_token_embd(name: &str) -> bool {
+pub fn is_token_embd(name: &str) -> bool {
     name == "token_embd.weight" || name == "per_layer_token_embd.weight"
 }
 
