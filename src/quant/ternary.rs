@@ -119,7 +119,7 @@ fn trit(v: f32, id: f32) -> u8 {
 /// Fold five (or four, then a zero) base-3 digits into a byte as a fraction of 243, rounding up.
 #[inline(always)]
 fn trits_to_byte(base3: u8) -> u8 {
-    ((base3 as u16 * 256 + (243 - 1)) / 243) as u8
+    (base3 as u16 * 256).div_ceil(243) as u8
 }
 
 /// Reproduces one block of `quantize_row_tq1_0_ref`.
