@@ -1,0 +1,66 @@
+// io.wgsl — bindings, dispatch geometry and byte packing shared by every qforge kernel.
+//
+// One invocation = one "unit": a group of blocks whose byte size is a multiple of 4 (e.g. two
+// 34-byte Q8_0 blocks = 68 bytes), so each invocation owns whole u32 words of `dst` and no
+// atomics are needed. The unit's bytes are assembled in the private `ob` words, then stored.
+// The host pads the last unit's input with zeros and drops the padding bytes on read-back.
+
+struct Params {
+    n_units: u32,         // units in this dispatch
+    blocks_per_row: u32,  // blocks in one row (chunks always start at a row boundary)
+    n_per_row: u32,       // elements in one row
+    has_qw: u32,          // 1 when `qw` holds importance weights (one per column)
+    zero: u32,            // always 0 — see exact.wgsl `opaque`
+    dispatch_width: u32,  // invocations per row of the 2-D dispatch grid
+    n_rows: u32,          // rows in this dispatch
+    pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> qw: array<f32>;
+@group(0) @binding(3) var<storage, read> row_stats: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<u32>;
+
+// OB_MAX_WORDS (the largest unit of the shader family, in words) is set by the host.
+var<private> ob: array<u32, OB_MAX_WORDS>;
+
+fn unit_index(gid: vec3<u32>) -> u32 {
+    return gid.x + gid.y * params.dispatch_width;
+}
+
+fn put_byte(pos: u32, v: u32) {
+    ob[pos >> 2u] = ob[pos >> 2u] | ((v & 0xffu) << ((pos & 3u) * 8u));
+}
+
+fn put_u16(pos: u32, v: u32) {
+    put_byte(pos, v);
+    put_byte(pos + 1u, v >> 8u);
+}
+
+fn put_u32(pos: u32, v: u32) {
+    put_u16(pos, v);
+    put_u16(pos + 2u, v >> 16u);
+}
+
+// Store the unit's `n_words` words. FAULT_INJECT (a host-set constant, false in every real
+// pipeline) flips one bit of the dispatch's first word: the deliberately wrong variant the
+// self-check test must catch.
+fn store_unit(unit: u32, n_words: u32) {
+    for (var k = 0u; k < n_words; k = k + 1u) {
+        var w = ob[k];
+        if (FAULT_INJECT && unit == 0u && k == 0u) {
+            w = w ^ 1u;
+        }
+        dst[unit * n_words + k] = w;
+    }
+}
+
+// Column of the first element of chunk-relative block `blk`, and its row.
+fn block_col(blk: u32, block_size: u32) -> u32 {
+    return (blk % params.blocks_per_row) * block_size;
+}
+
+fn block_row(blk: u32) -> u32 {
+    return blk / params.blocks_per_row;
+}

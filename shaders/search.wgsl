@@ -1,0 +1,224 @@
+// search.wgsl — the scale searches shared by several formats, the GPU twin of
+// src/quant/search.rs. Each works on the private working arrays below, on elements
+// [base, base + n): `wx` values, `ww` importance weights, `wl` chosen levels, `wlaux` candidate
+// levels. WORK_ELEMS (elements of the largest block of the family) is set by the host.
+//
+// Every multiply goes through xmul and every division through div_rn (see exact.wgsl): the
+// order of operations below is the C reference's, operation by operation.
+
+var<private> wx: array<f32, WORK_ELEMS>;
+var<private> ww: array<f32, WORK_ELEMS>;
+var<private> wl: array<i32, WORK_ELEMS>;
+var<private> wlaux: array<i32, WORK_ELEMS>;
+
+// Constants spelled as exact hexadecimal floats: a decimal literal's rounding to f32 is not
+// promised by WGSL.
+const GROUP_MAX_EPS: f32 = 0x1.203afap-50f; // 1e-15f
+const F32_0_1: f32 = 0x1.99999ap-4f;        // 0.1f
+const F32_MAX: f32 = 0x1.fffffep+127f;      // FLT_MAX
+
+// The weight make_qx_quants gives element i: ww[i] when weights are given, else by rmse_type.
+fn qx_weight(i: u32, rmse_type: i32, use_w: bool) -> f32 {
+    if (use_w) {
+        return ww[i];
+    }
+    let x = wx[i];
+    if (rmse_type == 1) {
+        return xmul(x, x);
+    }
+    if (rmse_type == 2) {
+        return 1.0;
+    }
+    if (rmse_type == 3) {
+        return abs(x);
+    }
+    return sqrt_rn(abs(x));
+}
+
+// Reproduces ggml's `make_qx_quants`: symmetric levels in [-nmax, nmax-1] stored biased by
+// nmax in `wl`, scale refined over 18 trial inverse scales (unless rmse_type is 0; a negative
+// rmse_type returns after the first fit). Returns the scale.
+fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) -> f32 {
+    var vmax = 0.0;
+    var amax = 0.0;
+    for (var i = 0u; i < n; i = i + 1u) {
+        let ax = abs(wx[base + i]);
+        if (ax > amax) {
+            amax = ax;
+            vmax = wx[base + i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (var i = 0u; i < n; i = i + 1u) {
+            wl[base + i] = 0;
+        }
+        return 0.0;
+    }
+    var iscale = div_rn(f32(-nmax), vmax);
+    if (rmse_type_in == 0) {
+        for (var i = 0u; i < n; i = i + 1u) {
+            let l = nearest_int(xmul(iscale, wx[base + i]));
+            wl[base + i] = nmax + max(-nmax, min(nmax - 1, l));
+        }
+        return div_rn(1.0, iscale);
+    }
+    var rmse_type = rmse_type_in;
+    var return_early = false;
+    if (rmse_type < 0) {
+        rmse_type = -rmse_type;
+        return_early = true;
+    }
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < n; i = i + 1u) {
+        var l = nearest_int(xmul(iscale, wx[base + i]));
+        l = max(-nmax, min(nmax - 1, l));
+        wl[base + i] = l + nmax;
+        let w = qx_weight(base + i, rmse_type, use_w);
+        let lf = f32(l);
+        sumlx = sumlx + xmul(xmul(w, wx[base + i]), lf);
+        suml2 = suml2 + xmul(xmul(w, lf), lf);
+    }
+    var scale = 0.0;
+    if (suml2 != 0.0) {
+        scale = div_rn(sumlx, suml2);
+    }
+    if (return_early) {
+        if (suml2 > 0.0) {
+            return xmul(0.5, scale + div_rn(1.0, iscale));
+        }
+        return div_rn(1.0, iscale);
+    }
+    var best = xmul(scale, sumlx);
+    for (var is = -9; is <= 9; is = is + 1) {
+        if (is == 0) {
+            continue;
+        }
+        iscale = div_rn(-(f32(nmax) + xmul(F32_0_1, f32(is))), vmax);
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for (var i = 0u; i < n; i = i + 1u) {
+            var l = nearest_int(xmul(iscale, wx[base + i]));
+            l = max(-nmax, min(nmax - 1, l));
+            let w = qx_weight(base + i, rmse_type, use_w);
+            let lf = f32(l);
+            sumlx = sumlx + xmul(xmul(w, wx[base + i]), lf);
+            suml2 = suml2 + xmul(xmul(w, lf), lf);
+        }
+        if (suml2 > 0.0 && xmul(sumlx, sumlx) > xmul(best, suml2)) {
+            for (var i = 0u; i < n; i = i + 1u) {
+                let l = nearest_int(xmul(iscale, wx[base + i]));
+                wl[base + i] = nmax + max(-nmax, min(nmax - 1, l));
+            }
+            scale = div_rn(sumlx, suml2);
+            best = xmul(scale, sumlx);
+        }
+    }
+    return scale;
+}
+
+struct ScaleMin {
+    scale: f32,
+    the_min: f32, // ggml's `*the_min`: minus the (non-positive) offset
+}
+
+// ww[i] when weights are given, else x².
+fn sq_weight(i: u32, use_w: bool) -> f32 {
+    if (use_w) {
+        return ww[i];
+    }
+    return xmul(wx[i], wx[i]);
+}
+
+// Reproduces ggml's `make_qkx3_quants`: asymmetric levels in [0, nmax] in `wl` with a scale and
+// a non-positive offset fitted by weighted least squares over nstep+1 trial scales.
+fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32,
+                    use_mad: bool, use_w: bool) -> ScaleMin {
+    var vmin = wx[base];
+    var vmax = wx[base];
+    var sum_w = sq_weight(base, use_w);
+    var sum_x = xmul(sum_w, wx[base]);
+    for (var i = 1u; i < n; i = i + 1u) {
+        let x = wx[base + i];
+        if (x < vmin) {
+            vmin = x;
+        }
+        if (x > vmax) {
+            vmax = x;
+        }
+        let w = sq_weight(base + i, use_w);
+        sum_w = sum_w + w;
+        sum_x = sum_x + xmul(w, x);
+    }
+    if (vmin > 0.0) {
+        vmin = 0.0;
+    }
+    if (vmax <= vmin) {
+        for (var i = 0u; i < n; i = i + 1u) {
+            wl[base + i] = 0;
+        }
+        return ScaleMin(0.0, -vmin);
+    }
+    var iscale = div_rn(f32(nmax), vmax - vmin);
+    var scale = div_rn(1.0, iscale);
+    var best_mad = 0.0;
+    for (var i = 0u; i < n; i = i + 1u) {
+        let x = wx[base + i];
+        let l = max(0, min(nmax, nearest_int(xmul(iscale, x - vmin))));
+        wl[base + i] = l;
+        var diff = xmul(scale, f32(l)) + vmin - x;
+        if (use_mad) {
+            diff = abs(diff);
+        } else {
+            diff = xmul(diff, diff);
+        }
+        best_mad = best_mad + xmul(sq_weight(base + i, use_w), diff);
+    }
+    if (nstep < 1) {
+        return ScaleMin(scale, -vmin);
+    }
+    for (var is = 0; is <= nstep; is = is + 1) {
+        iscale = div_rn(rmin + xmul(rdelta, f32(is)) + f32(nmax), vmax - vmin);
+        var sum_l = 0.0;
+        var sum_l2 = 0.0;
+        var sum_xl = 0.0;
+        for (var i = 0u; i < n; i = i + 1u) {
+            let x = wx[base + i];
+            let l = max(0, min(nmax, nearest_int(xmul(iscale, x - vmin))));
+            wlaux[base + i] = l;
+            let w = sq_weight(base + i, use_w);
+            let lf = f32(l);
+            sum_l = sum_l + xmul(w, lf);
+            sum_l2 = sum_l2 + xmul(xmul(w, lf), lf);
+            sum_xl = sum_xl + xmul(xmul(w, lf), x);
+        }
+        let det = xmul(sum_w, sum_l2) - xmul(sum_l, sum_l);
+        if (det > 0.0) {
+            var this_scale = div_rn(xmul(sum_w, sum_xl) - xmul(sum_x, sum_l), det);
+            var this_min = div_rn(xmul(sum_l2, sum_x) - xmul(sum_l, sum_xl), det);
+            if (this_min > 0.0) {
+                this_min = 0.0;
+                this_scale = div_rn(sum_xl, sum_l2);
+            }
+            var mad = 0.0;
+            for (var i = 0u; i < n; i = i + 1u) {
+                var diff = xmul(this_scale, f32(wlaux[base + i])) + this_min - wx[base + i];
+                if (use_mad) {
+                    diff = abs(diff);
+                } else {
+                    diff = xmul(diff, diff);
+                }
+                mad = mad + xmul(sq_weight(base + i, use_w), diff);
+            }
+            if (mad < best_mad) {
+                for (var i = 0u; i < n; i = i + 1u) {
+                    wl[base + i] = wlaux[base + i];
+                }
+                best_mad = mad;
+                scale = this_scale;
+                vmin = this_min;
+            }
+        }
+    }
+    return ScaleMin(scale, -vmin);
+}

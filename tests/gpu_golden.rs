@@ -1,0 +1,78 @@
+//! Every tensor of golden/tensors.f32.gguf quantized on the GPU equals the tensor bytes
+//! llama-quantize wrote (golden/pure/<TYPE>.gguf and golden/pure-imatrix/<TYPE>.gguf), for every
+//! type with a GPU kernel. Kernels are run directly (no self-check gate), so this holds even for
+//! types whose CPU quantizer has not landed yet.
+
+mod gpu_support;
+
+use qforge::quant::GgmlType;
+
+fn check(golden_file: &str, ty: GgmlType, min_cases: usize) {
+    let Some(q) = gpu_support::quantizer() else {
+        return;
+    };
+    let cases = gpu_support::golden_cases(golden_file, ty);
+    assert!(
+        cases.len() >= min_cases,
+        "{golden_file}: only {} tensors of type {ty}",
+        cases.len()
+    );
+    let mut bad = Vec::new();
+    for c in &cases {
+        let mut got = vec![0u8; c.want.len()];
+        q.quantize_rows_unchecked(ty, &c.x, c.n_per_row, c.qw.as_deref(), &mut got)
+            .unwrap_or_else(|e| panic!("{golden_file} {}: {e}", c.name));
+        if let Some(i) = got.iter().zip(&c.want).position(|(a, b)| a != b) {
+            bad.push(format!(
+                "{} (n_per_row {}, imatrix {}): first difference at byte {i} of {}: gpu {:#04x} golden {:#04x}",
+                c.name,
+                c.n_per_row,
+                c.qw.is_some(),
+                got.len(),
+                got[i],
+                c.want[i]
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{golden_file}:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn f16_matches_golden() {
+    check("pure/F16.gguf", GgmlType::F16, 10);
+}
+
+#[test]
+fn bf16_matches_golden() {
+    check("pure/BF16.gguf", GgmlType::BF16, 10);
+}
+
+#[test]
+fn q8_0_matches_golden() {
+    check("pure/Q8_0.gguf", GgmlType::Q8_0, 10);
+    check("pure-imatrix/Q8_0.gguf", GgmlType::Q8_0, 10);
+}
+
+#[test]
+fn q4_0_matches_golden() {
+    check("pure/Q4_0.gguf", GgmlType::Q4_0, 10);
+    check("pure-imatrix/Q4_0.gguf", GgmlType::Q4_0, 10);
+}
+
+#[test]
+fn q4_1_matches_golden() {
+    check("pure/Q4_1.gguf", GgmlType::Q4_1, 10);
+    check("pure-imatrix/Q4_1.gguf", GgmlType::Q4_1, 10);
+}
+
+#[test]
+fn q5_0_matches_golden() {
+    check("pure/Q5_0.gguf", GgmlType::Q5_0, 10);
+    check("pure-imatrix/Q5_0.gguf", GgmlType::Q5_0, 10);
+}
+
+#[test]
+fn q5_1_matches_golden() {
+    check("pure/Q5_1.gguf", GgmlType::Q5_1, 10);
+    check("pure-imatrix/Q5_1.gguf", GgmlType::Q5_1, 10);
+}
