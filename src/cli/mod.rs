@@ -1,6 +1,7 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
 mod demo;
+mod doctor;
 mod info;
 mod quantize;
 
@@ -23,6 +24,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Show a GGUF or safetensors file's metadata and tensor table.
     Info(info::InfoArgs),
+    /// List GPU adapters and self-check every GPU kernel on them.
+    Doctor(doctor::DoctorArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
 }
@@ -33,6 +36,7 @@ pub fn run() -> i32 {
         Command::Quantize(a) => quantize::run(a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     match result {
         Ok(()) => 0,

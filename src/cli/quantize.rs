@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use qforge::gpu::DeviceSpec;
 use qforge::pipeline::quantize::{
     keep_split_path, parse_override, quantize, QuantizeJob, QuantizeReport,
 };
@@ -60,8 +61,11 @@ pub struct QuantizeArgs {
     #[arg(long)]
     dry_run: bool,
     /// Where to run: auto, cpu, gpu, gpu:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     device: String,
+    /// Re-check this share (0–1) of every tensor's GPU rows on the CPU; a mismatch is an error.
+    #[arg(long, default_value_t = 0.0)]
+    verify: f64,
     /// INPUT [OUTPUT] TYPE [NTHREADS]
     #[arg(required = true, num_args = 2..=4)]
     positional: Vec<String>,
@@ -167,10 +171,11 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         imatrix,
         overrides,
     };
-    let backend = match a.device.as_str() {
-        "cpu" | "auto" => Backend::cpu(threads),
-        other => bail!("--device {other}: GPU quantization is not supported yet"),
-    };
+    if !(0.0..=1.0).contains(&a.verify) {
+        bail!("--verify takes a fraction between 0 and 1");
+    }
+    let spec: DeviceSpec = a.device.parse()?;
+    let backend = Backend::select(spec, threads, a.verify)?;
     let source = GgufSource::open(&input)?;
     eprintln!(
         "qforge: quantizing {} → {} on {}",

@@ -1,22 +1,42 @@
 //! The device seam: the pipeline hands rows to a `Backend` and never knows which it holds.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
+use crate::gpu::{self, DeviceSpec, GpuOptions, GpuQuantizer};
 use crate::quant::{self, GgmlType};
 
 /// Where rows are quantized.
 pub enum Backend {
     /// The CPU kernels on a fixed-size thread pool (the thread count never changes bytes: rows
     /// are independent).
-    Cpu {
-        pool: rayon::ThreadPool,
-        threads: usize,
+    Cpu(CpuBackend),
+    /// A GPU that passed its self-check, with the CPU for what it cannot do. Under `strict`
+    /// (`--device gpu`), "cannot" is an error instead of a fallback.
+    Gpu {
+        gpu: GpuQuantizer,
+        cpu: CpuBackend,
+        strict: bool,
     },
 }
 
-impl Backend {
-    /// A CPU backend with `threads` workers (0 = all cores).
-    pub fn cpu(threads: usize) -> Backend {
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+/// Errors of the seam: a kernel missing or refused on the chosen device.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Quant(#[from] quant::QuantError),
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
+}
+
+impl CpuBackend {
+    pub fn new(threads: usize) -> CpuBackend {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -26,12 +46,81 @@ impl Backend {
             .num_threads(threads)
             .build()
             .expect("thread pool");
-        Backend::Cpu { pool, threads }
+        CpuBackend { pool, threads }
+    }
+
+    fn quantize_rows(
+        &self,
+        ty: GgmlType,
+        x: &[f32],
+        n_per_row: usize,
+        qw_all: Option<&[f32]>,
+        expert_of: &(dyn Fn(usize) -> usize + Sync),
+        out: &mut [u8],
+    ) -> Result<(), quant::QuantError> {
+        let q = quant::quantizer(ty).ok_or(quant::QuantError::NotSupported(ty))?;
+        let row_out = quant::row_bytes(ty, n_per_row)?;
+        self.pool.install(|| {
+            // Small rows are batched so a task is worth scheduling.
+            let min_rows = (16384 / n_per_row.max(1)).max(1);
+            x.par_chunks(n_per_row)
+                .zip(out.par_chunks_mut(row_out))
+                .enumerate()
+                .with_min_len(min_rows)
+                .for_each(|(r, (xr, or))| {
+                    let qw = qw_all.map(|w| {
+                        let e = expert_of(r);
+                        &w[e * n_per_row..(e + 1) * n_per_row]
+                    });
+                    q(xr, qw, or)
+                });
+        });
+        Ok(())
+    }
+}
+
+impl Backend {
+    /// A CPU backend with `threads` workers (0 = all cores).
+    pub fn cpu(threads: usize) -> Backend {
+        Backend::Cpu(CpuBackend::new(threads))
+    }
+
+    /// The backend `--device` asks for. `auto` falls back to the CPU (and says so on stderr);
+    /// `gpu`/`gpu:N` fail when no usable adapter exists.
+    pub fn select(
+        spec: DeviceSpec,
+        threads: usize,
+        verify_fraction: f64,
+    ) -> Result<Backend, gpu::GpuError> {
+        let cpu = CpuBackend::new(threads);
+        match gpu::device::select(spec)? {
+            None => {
+                if spec == DeviceSpec::Auto {
+                    eprintln!("qforge: no hardware GPU passed selection; using the CPU");
+                }
+                Ok(Backend::Cpu(cpu))
+            }
+            Some(ctx) => {
+                let strict = spec.is_strict();
+                let gpu = GpuQuantizer::new(
+                    Arc::new(ctx),
+                    GpuOptions {
+                        strict,
+                        verify_fraction,
+                    },
+                );
+                Ok(Backend::Gpu { gpu, cpu, strict })
+            }
+        }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Backend::Cpu { threads, .. } => format!("cpu ({threads} threads)"),
+            Backend::Cpu(c) => format!("cpu ({} threads)", c.threads),
+            Backend::Gpu { gpu, .. } => {
+                let a = gpu.context().adapter();
+                format!("gpu '{}' ({:?}, {})", a.name, a.backend, a.driver)
+            }
         }
     }
 
@@ -45,26 +134,40 @@ impl Backend {
         qw_all: Option<&[f32]>,
         expert_of: impl Fn(usize) -> usize + Sync,
         out: &mut [u8],
-    ) -> Result<(), quant::QuantError> {
-        let q = quant::quantizer(ty).ok_or(quant::QuantError::NotSupported(ty))?;
-        let row_out = quant::row_bytes(ty, n_per_row)?;
+    ) -> Result<(), BackendError> {
         match self {
-            Backend::Cpu { pool, .. } => pool.install(|| {
-                // Small rows are batched so a task is worth scheduling.
-                let min_rows = (16384 / n_per_row.max(1)).max(1);
-                x.par_chunks(n_per_row)
-                    .zip(out.par_chunks_mut(row_out))
-                    .enumerate()
-                    .with_min_len(min_rows)
-                    .for_each(|(r, (xr, or))| {
-                        let qw = qw_all.map(|w| {
-                            let e = expert_of(r);
-                            &w[e * n_per_row..(e + 1) * n_per_row]
-                        });
-                        q(xr, qw, or)
-                    });
-            }),
+            Backend::Cpu(cpu) => Ok(cpu.quantize_rows(ty, x, n_per_row, qw_all, &expert_of, out)?),
+            Backend::Gpu { gpu, cpu, strict } => {
+                let has_imatrix = qw_all.is_some();
+                if !gpu.supports(ty, has_imatrix) {
+                    if *strict {
+                        // Says why: no kernel, or a failed self-check.
+                        gpu.check(ty, has_imatrix)?;
+                    }
+                    return Ok(cpu.quantize_rows(ty, x, n_per_row, qw_all, &expert_of, out)?);
+                }
+                let row_out = quant::row_bytes(ty, n_per_row)?;
+                let n_rows = x.len() / n_per_row;
+                // One call per run of rows sharing an expert's imatrix slice.
+                let mut first = 0;
+                while first < n_rows {
+                    let e = expert_of(first);
+                    let mut last = first + 1;
+                    while last < n_rows && expert_of(last) == e {
+                        last += 1;
+                    }
+                    let qw = qw_all.map(|w| &w[e * n_per_row..(e + 1) * n_per_row]);
+                    gpu.quantize_rows(
+                        ty,
+                        &x[first * n_per_row..last * n_per_row],
+                        n_per_row,
+                        qw,
+                        &mut out[first * row_out..last * row_out],
+                    )?;
+                    first = last;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
