@@ -247,7 +247,6 @@ impl TensorCategory {
     }
 }
 
-/// `token_embd.weight` or `per_layer_token_embd.weight` (the TOKEN_EMBD category).
 pub fn is_token_embd(name: &str) -> bool {
     name == "token_embd.weight" || name == "per_layer_token_embd.weight"
 }
