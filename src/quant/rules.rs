@@ -172,11 +172,7 @@ impl ModelInfo {
 
     /// Query heads per key/value head at layer 0 (`llama_hparams::n_gqa`), 0 without KV heads.
     pub fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     /// Whether llama.cpp classifies the model as `LLM_TYPE_70B`, the only model size the rules
@@ -942,11 +938,7 @@ impl MixState<'_> {
             let i = self.layer_info(self.i_ffn_down, n, name)?;
             match ftype {
                 F::Q2_K => new_type = G::Q3_K,
-                F::Q2_K_S => {
-                    if i < n / 8 {
-                        new_type = G::Q4_K;
-                    }
-                }
+                F::Q2_K_S if i < n / 8 => new_type = G::Q4_K,
                 F::IQ3_XXS if !has_imatrix => {
                     new_type = if i < n / 8 { G::Q4_K } else { G::Q3_K };
                 }
