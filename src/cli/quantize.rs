@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use qforge::formats::imatrix;
 use qforge::gpu::DeviceSpec;
 use qforge::pipeline::quantize::{
-    keep_split_path, parse_override, quantize, QuantizeJob, QuantizeReport,
+    keep_split_path, parse_override, quantize, ImatrixInput, QuantizeJob, QuantizeReport,
 };
 use qforge::pipeline::{Backend, GgufSource};
 use qforge::quant::ftype::QuantTarget;
@@ -155,8 +156,14 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             .unwrap_or_default(),
         ..TypeOptions::new(ftype)
     };
+    // As llama-quantize: an imatrix left empty by the include/exclude filters is no imatrix.
     let imatrix = match &a.imatrix {
-        Some(path) => bail!("{}: --imatrix is not supported yet", path.display()),
+        Some(path) => {
+            imatrix::prepare(path, &a.include_weights, &a.exclude_weights)?.map(|w| ImatrixInput {
+                kv: w.quantize_kv(&path.to_string_lossy()),
+                weights: w.entries,
+            })
+        }
         None => None,
     };
     let mut overrides = Vec::new();

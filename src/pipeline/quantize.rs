@@ -35,19 +35,14 @@ pub struct QuantizeJob {
     pub overrides: Vec<(String, Value)>,
 }
 
-/// An importance matrix as the pipeline uses it (the file formats live in
-/// `formats::imatrix`; the caller converts).
+/// An importance matrix as the pipeline uses it (the file formats live in `formats::imatrix`,
+/// which also builds the `quantize.imatrix.*` keys).
 #[derive(Clone, Debug, Default)]
 pub struct ImatrixInput {
     /// Per-tensor weights (one per column, experts back to back), by tensor name.
-    pub weights: std::collections::HashMap<String, Vec<f32>>,
-    /// Stored in `quantize.imatrix.file`: the path as the user gave it.
-    pub file_name: String,
-    pub dataset: Option<String>,
-    /// `quantize.imatrix.entries_count`.
-    pub entries_count: u32,
-    /// `quantize.imatrix.chunks_count`, written when > 0.
-    pub chunks_count: u32,
+    pub weights: std::collections::BTreeMap<String, Vec<f32>>,
+    /// The `quantize.imatrix.*` keys, in the order llama-quantize sets them.
+    pub kv: Vec<(String, Value)>,
 }
 
 /// What happened to one tensor.
@@ -160,35 +155,15 @@ fn output_metadata(
         md.set(k, v.clone());
     }
     if let Some(im) = &job.imatrix {
-        md.set(
-            "quantize.imatrix.file",
-            Value::Str(truncate_127(&im.file_name)),
-        );
-        if let Some(ds) = &im.dataset {
-            md.set("quantize.imatrix.dataset", Value::Str(truncate_127(ds)));
-        }
-        md.set(
-            "quantize.imatrix.entries_count",
-            Value::U32(im.entries_count),
-        );
-        if im.chunks_count > 0 {
-            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunks_count));
+        for (k, v) in &im.kv {
+            md.set(k, v.clone());
         }
     }
-    // --prune-layers re-sets the block count right after the copy (before the overrides).
+    // --prune-layers re-sets the block count after everything else.
     if let Some(n) = block_count {
         md.set(&format!("{arch}.block_count"), Value::U32(n));
     }
     md
-}
-
-/// llama-quantize passes these strings through a 128-byte buffer.
-fn truncate_127(s: &str) -> String {
-    let mut end = s.len().min(127);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// Run a quantize job on `source` with `backend`, returning what was done. Nothing is written
