@@ -102,6 +102,33 @@ macro_rules! golden_tests {
                 };
             }
 
+            macro_rules! pure_im {
+                ($name:ident, $ty:literal, $file:literal, $im:literal) => {
+                    #[test]
+                    fn $name() {
+                        check_pure(
+                            $ty,
+                            Some($im),
+                            concat!("pure-imatrix/", $file, ".gguf"),
+                            DEV,
+                        );
+                    }
+                };
+            }
+            macro_rules! mix_im {
+                ($name:ident, $ty:literal) => {
+                    #[test]
+                    fn $name() {
+                        check_mix(
+                            concat!("mixes-imatrix/", $ty, ".json"),
+                            &["--imatrix", "tiny-imatrix.gguf"],
+                            $ty,
+                            DEV,
+                        );
+                    }
+                };
+            }
+
             // Foundation: legacy and float types.
             pure!(pure_q4_0, "Q4_0");
             pure!(pure_q4_1, "Q4_1");
@@ -119,8 +146,129 @@ macro_rules! golden_tests {
             mix!(mix_f16, "F16");
             mix!(mix_bf16, "BF16");
             mix!(mix_f32, "F32");
+
+            // K-quants, IQ4, ternary.
+            pure!(pure_q2_k, "Q2_K");
+            pure!(pure_q3_k_s, "Q3_K_S");
+            pure!(pure_q4_k_s, "Q4_K_S");
+            pure!(pure_q5_k_s, "Q5_K_S");
+            pure!(pure_q6_k, "Q6_K");
+            pure!(pure_iq4_nl, "IQ4_NL");
+            pure!(pure_iq4_xs, "IQ4_XS");
+            pure!(pure_tq1_0, "TQ1_0");
+            pure!(pure_tq2_0, "TQ2_0");
+            mix!(mix_q2_k, "Q2_K");
+            mix!(mix_q3_k_s, "Q3_K_S");
+            mix!(mix_q3_k_m, "Q3_K_M");
+            mix!(mix_q3_k_l, "Q3_K_L");
+            mix!(mix_q4_k_s, "Q4_K_S");
+            mix!(mix_q4_k_m, "Q4_K_M");
+            mix!(mix_q5_k_s, "Q5_K_S");
+            mix!(mix_q5_k_m, "Q5_K_M");
+            mix!(mix_q6_k, "Q6_K");
+            mix!(mix_iq4_nl, "IQ4_NL");
+            mix!(mix_iq4_xs, "IQ4_XS");
+            mix!(mix_tq1_0, "TQ1_0");
+            mix!(mix_tq2_0, "TQ2_0");
+
+            // With an importance matrix.
+            pure_im!(pure_im_q4_0, "Q4_0", "Q4_0", "imatrix.gguf");
+            pure_im!(pure_im_q4_1, "Q4_1", "Q4_1", "imatrix.gguf");
+            pure_im!(pure_im_q5_0, "Q5_0", "Q5_0", "imatrix.gguf");
+            pure_im!(pure_im_q5_1, "Q5_1", "Q5_1", "imatrix.gguf");
+            pure_im!(pure_im_q8_0, "Q8_0", "Q8_0", "imatrix.gguf");
+            pure_im!(pure_im_q2_k, "Q2_K", "Q2_K", "imatrix.gguf");
+            pure_im!(pure_im_q3_k_s, "Q3_K_S", "Q3_K_S", "imatrix.gguf");
+            pure_im!(pure_im_q4_k_s, "Q4_K_S", "Q4_K_S", "imatrix.gguf");
+            pure_im!(pure_im_q5_k_s, "Q5_K_S", "Q5_K_S", "imatrix.gguf");
+            pure_im!(pure_im_q6_k, "Q6_K", "Q6_K", "imatrix.gguf");
+            pure_im!(pure_im_iq4_nl, "IQ4_NL", "IQ4_NL", "imatrix.gguf");
+            pure_im!(pure_im_iq4_xs, "IQ4_XS", "IQ4_XS", "imatrix.gguf");
+            pure_im!(
+                pure_im_q4_k_s_from_dat,
+                "Q4_K_S",
+                "Q4_K_S.from-dat",
+                "imatrix.dat"
+            );
+            pure_im!(
+                pure_im_q4_k_s_partial,
+                "Q4_K_S",
+                "Q4_K_S.partial",
+                "imatrix-partial.gguf"
+            );
+            mix_im!(mix_im_q2_k_s, "Q2_K_S");
+            mix_im!(mix_im_q3_k_m, "Q3_K_M");
+            mix_im!(mix_im_q4_0, "Q4_0");
+            mix_im!(mix_im_q4_k_m, "Q4_K_M");
+            mix_im!(mix_im_q6_k, "Q6_K");
+            mix_im!(mix_im_iq4_xs, "IQ4_XS");
+
+            // Options and requantization.
+            #[test]
+            fn mix_q4_k_m_opts_a() {
+                check_mix(
+                    "mixes/Q4_K_M.opts-a.json",
+                    &[
+                        "--output-tensor-type",
+                        "q8_0",
+                        "--token-embedding-type",
+                        "q4_k",
+                        "--tensor-type",
+                        "ffn_up=q5_k",
+                        "--tensor-type",
+                        "attn_.*=q6_k",
+                    ],
+                    "Q4_K_M",
+                    DEV,
+                );
+            }
+
+            #[test]
+            fn mix_q5_k_m_opts_b() {
+                check_mix(
+                    "mixes/Q5_K_M.opts-b.json",
+                    &[
+                        "--leave-output-tensor",
+                        "--override-kv",
+                        "general.name=str:renamed",
+                        "--override-kv",
+                        "llama.context_length=int:4096",
+                    ],
+                    "Q5_K_M",
+                    DEV,
+                );
+            }
+
+            /// llama-quantize f16 → Q8_0, then --allow-requantize Q8_0 → Q4_K_M. Our Q8_0 step
+            /// is itself proven identical by `mix_q8_0`.
+            #[test]
+            fn mix_q4_k_m_requant_from_q8_0() {
+                let q8 = run_quantize(
+                    "requant-q8",
+                    DEV,
+                    &[],
+                    Path::new("tiny-llama.f16.gguf"),
+                    "Q8_0",
+                );
+                let m = common::Manifest::load("mixes/Q4_K_M.requant-from-Q8_0.json");
+                let out = run_quantize("requant-q4km", DEV, &["--allow-requantize"], &q8, "Q4_K_M");
+                common::assert_matches_manifest(&out, &m);
+                // Without the flag it is refused.
+                let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+                    .args(["quantize", "--device", DEV])
+                    .arg(&q8)
+                    .arg(out.with_extension("refused.gguf"))
+                    .arg("Q4_K_M")
+                    .output()
+                    .unwrap();
+                assert!(!res.status.success());
+                assert!(String::from_utf8_lossy(&res.stderr)
+                    .contains("requantizing from type Q8_0 is disabled"));
+                assert!(!out.with_extension("refused.gguf").exists());
+            }
         }
     };
 }
 
 golden_tests!(cpu);
+golden_tests!(gpu);
