@@ -154,6 +154,10 @@ golden_tests! {
     pure_iq4_xs: IQ4_XS, "pure/IQ4_XS.gguf", false;
     pure_tq1_0: TQ1_0, "pure/TQ1_0.gguf", false;
     pure_tq2_0: TQ2_0, "pure/TQ2_0.gguf", false;
+    pure_imatrix_q4_0: Q4_0, "pure-imatrix/Q4_0.gguf", true;
+    pure_imatrix_q4_1: Q4_1, "pure-imatrix/Q4_1.gguf", true;
+    pure_imatrix_q5_0: Q5_0, "pure-imatrix/Q5_0.gguf", true;
+    pure_imatrix_q5_1: Q5_1, "pure-imatrix/Q5_1.gguf", true;
     pure_imatrix_q8_0: Q8_0, "pure-imatrix/Q8_0.gguf", true;
     pure_imatrix_iq4_nl: IQ4_NL, "pure-imatrix/IQ4_NL.gguf", true;
     pure_imatrix_iq4_xs: IQ4_XS, "pure-imatrix/IQ4_XS.gguf", true;

@@ -7,6 +7,7 @@
 //! Blocks are written as raw little-endian bytes; every block type below documents its byte
 //! offsets, and `write`/`read` are the only code that knows them.
 
+use super::search::{make_qkx3_quants, make_qx_quants};
 use super::{f16_to_f32, f32_to_f16, read_u16, GgmlType, RowDequantizer, RowQuantizer};
 
 /// Elements per block, the same for every legacy type.
@@ -375,59 +376,156 @@ fn quantize_blocks<B>(
     }
 }
 
-fn imatrix_not_supported_yet(ty: GgmlType) -> ! {
-    panic!("quantizing to {ty} with an importance matrix is not supported yet")
+/// The importance weights of one block of a row quantized with an imatrix: qw·sqrt(σ² + x²), where
+/// σ² = Σx²/n over the WHOLE row (as the legacy `quantize_row_<t>_impl` compute it).
+#[inline(always)]
+fn block_weights(xb: &[f32], qwb: &[f32], sigma2: f32) -> [f32; QK] {
+    let mut w = [0.0f32; QK];
+    for j in 0..QK {
+        w[j] = qwb[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+    }
+    w
+}
+
+/// σ² of a row: the mean of x², summed in index order.
+#[inline(always)]
+fn row_sigma2(x: &[f32]) -> f32 {
+    let mut sum_x2 = 0.0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    sum_x2 / x.len() as f32
+}
+
+/// Quantize a row block by block with importance weights: `block` gets the block's values and
+/// its weights (see [`block_weights`]).
+#[inline(always)]
+fn quantize_blocks_weighted<B>(
+    x: &[f32],
+    qw: &[f32],
+    out: &mut [u8],
+    bytes: usize,
+    block: impl Fn(&[f32], &[f32; QK]) -> B,
+    write: impl Fn(&B, &mut [u8]),
+) {
+    debug_assert_eq!(x.len() % QK, 0);
+    debug_assert_eq!(qw.len(), x.len());
+    let sigma2 = row_sigma2(x);
+    for ((xb, qwb), ob) in x
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(out.chunks_exact_mut(bytes))
+    {
+        write(&block(xb, &block_weights(xb, qwb, sigma2)), ob);
+    }
+}
+
+/// One Q4_0 block with importance weights (the block step of `quantize_row_q4_0_impl`): the
+/// weighted symmetric search `make_qx_quants(nmax = 8, rmse_type = 1)`.
+pub fn quantize_block_q4_0_weighted(xb: &[f32], w: &[f32; QK]) -> BlockQ4_0 {
+    let mut l = [0i8; QK];
+    let d = make_qx_quants(8, &xb[..QK], &mut l, 1, Some(w));
+    BlockQ4_0 {
+        d: f32_to_f16(d),
+        qs: pack_nibbles(&l.map(|v| v as u8)),
+    }
+}
+
+/// One Q5_0 block with importance weights: `make_qx_quants(nmax = 16, rmse_type = 1)`.
+pub fn quantize_block_q5_0_weighted(xb: &[f32], w: &[f32; QK]) -> BlockQ5_0 {
+    let mut l = [0i8; QK];
+    let d = make_qx_quants(16, &xb[..QK], &mut l, 1, Some(w));
+    let (qs, qh) = pack_five_bits(&l.map(|v| v as u8));
+    BlockQ5_0 {
+        d: f32_to_f16(d),
+        qh,
+        qs,
+    }
+}
+
+/// One Q4_1 block with importance weights: the min+scale search
+/// `make_qkx3_quants(nmax = 15, rmin = −0.9, rdelta = 0.05, nstep = 36, use_mad = false)`;
+/// the stored min is the negated offset the search returns.
+pub fn quantize_block_q4_1_weighted(xb: &[f32], w: &[f32; QK]) -> BlockQ4_1 {
+    let mut l = [0u8; QK];
+    let (d, neg_min) = make_qkx3_quants(15, &xb[..QK], Some(w), &mut l, -0.9, 0.05, 36, false);
+    BlockQ4_1 {
+        d: f32_to_f16(d),
+        m: f32_to_f16(-neg_min),
+        qs: pack_nibbles(&l),
+    }
+}
+
+/// One Q5_1 block with importance weights: `make_qkx3_quants(nmax = 31, −0.9, 0.05, 36)`.
+pub fn quantize_block_q5_1_weighted(xb: &[f32], w: &[f32; QK]) -> BlockQ5_1 {
+    let mut l = [0u8; QK];
+    let (d, neg_min) = make_qkx3_quants(31, &xb[..QK], Some(w), &mut l, -0.9, 0.05, 36, false);
+    let (qs, qh) = pack_five_bits(&l);
+    BlockQ5_1 {
+        d: f32_to_f16(d),
+        m: f32_to_f16(-neg_min),
+        qh,
+        qs,
+    }
 }
 
 fn quantize_row_q4_0(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    let bytes = BlockQ4_0::BYTES;
     match qw {
-        None => quantize_blocks(
+        None => quantize_blocks(x, out, bytes, quantize_block_q4_0, BlockQ4_0::write),
+        Some(qw) => quantize_blocks_weighted(
             x,
+            qw,
             out,
-            BlockQ4_0::BYTES,
-            quantize_block_q4_0,
+            bytes,
+            quantize_block_q4_0_weighted,
             BlockQ4_0::write,
         ),
-        Some(_) => imatrix_not_supported_yet(GgmlType::Q4_0),
     }
 }
 
 fn quantize_row_q4_1(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    let bytes = BlockQ4_1::BYTES;
     match qw {
-        None => quantize_blocks(
+        None => quantize_blocks(x, out, bytes, quantize_block_q4_1, BlockQ4_1::write),
+        Some(qw) => quantize_blocks_weighted(
             x,
+            qw,
             out,
-            BlockQ4_1::BYTES,
-            quantize_block_q4_1,
+            bytes,
+            quantize_block_q4_1_weighted,
             BlockQ4_1::write,
         ),
-        Some(_) => imatrix_not_supported_yet(GgmlType::Q4_1),
     }
 }
 
 fn quantize_row_q5_0(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    let bytes = BlockQ5_0::BYTES;
     match qw {
-        None => quantize_blocks(
+        None => quantize_blocks(x, out, bytes, quantize_block_q5_0, BlockQ5_0::write),
+        Some(qw) => quantize_blocks_weighted(
             x,
+            qw,
             out,
-            BlockQ5_0::BYTES,
-            quantize_block_q5_0,
+            bytes,
+            quantize_block_q5_0_weighted,
             BlockQ5_0::write,
         ),
-        Some(_) => imatrix_not_supported_yet(GgmlType::Q5_0),
     }
 }
 
 fn quantize_row_q5_1(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    let bytes = BlockQ5_1::BYTES;
     match qw {
-        None => quantize_blocks(
+        None => quantize_blocks(x, out, bytes, quantize_block_q5_1, BlockQ5_1::write),
+        Some(qw) => quantize_blocks_weighted(
             x,
+            qw,
             out,
-            BlockQ5_1::BYTES,
-            quantize_block_q5_1,
+            bytes,
+            quantize_block_q5_1_weighted,
             BlockQ5_1::write,
         ),
-        Some(_) => imatrix_not_supported_yet(GgmlType::Q5_1),
     }
 }
 
