@@ -1,11 +1,341 @@
-//! (being written) — until then every type here reports "not supported yet".
+//! The 4-bit non-linear types IQ4_NL (32-element blocks) and IQ4_XS (256-element super-blocks of
+//! eight 32-element blocks with 6-bit block scales). Both map each weight to one of the 16
+//! levels of [`KVALUES_IQ4NL`] times a scale.
+//!
+//! Quantization reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e. `quantize_row_iq4_nl_impl`
+//! with `ntry = 7` — the path llama-quantize takes with or without an importance matrix (the
+//! `_ref` entry points use another `ntry` and are not what model files are made with).
 
-use super::{GgmlType, RowDequantizer, RowQuantizer};
+use super::{
+    f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
+};
 
-pub fn quantizer(_ty: GgmlType) -> Option<RowQuantizer> {
-    None
+/// The 16 non-linear levels (`kvalues_iq4nl`), ascending.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Elements per IQ4_NL block, and per scale block inside an IQ4_XS super-block.
+pub const BLOCK: usize = 32;
+/// Elements per IQ4_XS super-block.
+pub const SUPER_BLOCK: usize = 256;
+
+/// Scale searches try `(itry + KVALUES_IQ4NL[0]) / max` for itry in −NTRY..=NTRY.
+const NTRY: i32 = 7;
+
+/// Below this block magnitude a block is treated as all zero (ggml's GROUP_MAX_EPS).
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
+    Some(match ty {
+        GgmlType::IQ4_NL => quantize_row_iq4_nl,
+        GgmlType::IQ4_XS => quantize_row_iq4_xs,
+        _ => return None,
+    })
 }
 
-pub fn dequantizer(_ty: GgmlType) -> Option<RowDequantizer> {
-    None
+pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
+    Some(match ty {
+        GgmlType::IQ4_NL => dequantize_row_iq4_nl,
+        GgmlType::IQ4_XS => dequantize_row_iq4_xs,
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block layouts
+// ---------------------------------------------------------------------------------------------
+
+/// IQ4_NL, 18 bytes: `d` (f16) at 0..2, `qs` at 2..18; element j < 16 is the low nibble of
+/// `qs[j]`, element j + 16 the high nibble; value = d·KVALUES_IQ4NL[q].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockIq4Nl {
+    pub d: u16,
+    pub qs: [u8; 16],
+}
+
+impl BlockIq4Nl {
+    pub const BYTES: usize = 18;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..18].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockIq4Nl {
+        BlockIq4Nl {
+            d: read_u16(b, 0),
+            qs: b[2..18].try_into().unwrap(),
+        }
+    }
+}
+
+/// IQ4_XS, 136 bytes: `d` (f16) at 0..2, `scales_h` (u16 LE) at 2..4, `scales_l` at 4..8,
+/// `qs` at 8..136. Block b (of 8) has the 6-bit scale `ls` = low nibble b%2 of `scales_l[b/2]`
+/// | bits 2b..2b+2 of `scales_h` << 4, and its 32 quants in `qs[16b..16b+16]` packed as in
+/// IQ4_NL; value = d·(ls − 32)·KVALUES_IQ4NL[q].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockIq4Xs {
+    pub d: u16,
+    pub scales_h: u16,
+    pub scales_l: [u8; 4],
+    pub qs: [u8; 128],
+}
+
+impl BlockIq4Xs {
+    pub const BYTES: usize = 136;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..4].copy_from_slice(&self.scales_h.to_le_bytes());
+        out[4..8].copy_from_slice(&self.scales_l);
+        out[8..136].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockIq4Xs {
+        BlockIq4Xs {
+            d: read_u16(b, 0),
+            scales_h: read_u16(b, 2),
+            scales_l: b[4..8].try_into().unwrap(),
+            qs: b[8..136].try_into().unwrap(),
+        }
+    }
+
+    /// The 6-bit scale of block `b`, biased by 32.
+    pub fn block_scale(&self, b: usize) -> u8 {
+        let lo = (self.scales_l[b / 2] >> (4 * (b % 2))) & 0x0f;
+        let hi = ((self.scales_h >> (2 * b)) & 3) as u8;
+        lo | (hi << 4)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The search
+// ---------------------------------------------------------------------------------------------
+
+/// Index of the level nearest to `x` (reproduces `best_index_int8` over the 16 levels: a
+/// bisection, then the lower neighbour only when STRICTLY nearer, so ties go up).
+#[inline(always)]
+pub fn best_index(x: f32) -> u8 {
+    let v = &KVALUES_IQ4NL;
+    if x <= v[0] as f32 {
+        return 0;
+    }
+    if x >= v[15] as f32 {
+        return 15;
+    }
+    let (mut lo, mut hi) = (0usize, 15usize);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if x < v[mid] as f32 {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    if x - (v[hi - 1] as f32) < (v[hi] as f32) - x {
+        (hi - 1) as u8
+    } else {
+        hi as u8
+    }
+}
+
+/// Σ w·q·x and Σ w·q² for the levels nearest to `id·x` (in index order, `(w·q)·x`).
+#[inline(always)]
+fn weighted_sums(xb: &[f32], weight: &[f32; BLOCK], id: f32) -> (f32, f32) {
+    let mut sumqx = 0.0f32;
+    let mut sumq2 = 0.0f32;
+    for j in 0..BLOCK {
+        let q = KVALUES_IQ4NL[best_index(id * xb[j]) as usize] as f32;
+        let w = weight[j];
+        sumqx += w * q * xb[j];
+        sumq2 += w * q * q;
+    }
+    (sumqx, sumq2)
+}
+
+/// The best scale of one 32-element block (the per-block part of `quantize_row_iq4_nl_impl`):
+/// the least-squares scale for the levels picked at d = max/127, then for each of 15 trial
+/// inverse scales (itry + −127)/max the least-squares scale, kept on STRICT improvement of
+/// sumqx²/sumq2. Returns 0 for a block whose magnitude is below GROUP_MAX_EPS.
+fn best_block_scale(xb: &[f32], sigma2: f32, qw: Option<&[f32]>) -> f32 {
+    let mut weight = [0.0f32; BLOCK];
+    match qw {
+        Some(qw) => {
+            for j in 0..BLOCK {
+                weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+            }
+        }
+        None => {
+            for j in 0..BLOCK {
+                weight[j] = xb[j] * xb[j];
+            }
+        }
+    }
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in &xb[..BLOCK] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let v0 = KVALUES_IQ4NL[0] as f32;
+    let d = -max / v0;
+    let (sumqx, sumq2) = weighted_sums(xb, &weight, 1.0 / d);
+    let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+    let mut best = d * sumqx;
+    for itry in -NTRY..=NTRY {
+        let id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+        let (sumqx, sumq2) = weighted_sums(xb, &weight, id);
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    d
+}
+
+/// Σx² over the super-block times 2/n: the `sigma2` of the importance weights.
+#[inline(always)]
+fn sigma2_of(x: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s * (2.0 / x.len() as f32)
+}
+
+/// Pack 32 level indices: element j < 16 low nibble, j + 16 high nibble.
+#[inline(always)]
+fn pack_block(l: &[u8], qs: &mut [u8]) {
+    for j in 0..16 {
+        qs[j] = l[j] | (l[j + 16] << 4);
+    }
+}
+
+/// One IQ4_NL block: `quantize_row_iq4_nl_impl(32, 32, …, ntry = 7)`. The stored scale is the
+/// f32 block scale rounded to f16; the levels are re-picked with the inverse of the f32 scale.
+pub fn quantize_block_iq4_nl(x: &[f32], qw: Option<&[f32]>) -> BlockIq4Nl {
+    let x = &x[..BLOCK];
+    let sigma2 = sigma2_of(x);
+    let d = best_block_scale(x, sigma2, qw);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut l = [0u8; BLOCK];
+    for j in 0..BLOCK {
+        l[j] = best_index(id * x[j]);
+    }
+    let mut qs = [0u8; 16];
+    pack_block(&l, &mut qs);
+    BlockIq4Nl {
+        d: f32_to_f16(d),
+        qs,
+    }
+}
+
+/// One IQ4_XS super-block: `quantize_row_iq4_nl_impl(256, 32, …, ntry = 7)`. Block scales are
+/// quantized to 6 bits against d = −max_scale/32 (max_scale = the signed block scale of largest
+/// magnitude, first wins), and each block's levels re-picked with 1/(d·l) from the f32 d.
+pub fn quantize_block_iq4_xs(x: &[f32], qw: Option<&[f32]>) -> BlockIq4Xs {
+    let x = &x[..SUPER_BLOCK];
+    let sigma2 = sigma2_of(x);
+    let mut scales = [0.0f32; SUPER_BLOCK / BLOCK];
+    let mut max_scale = 0.0f32;
+    let mut amax_scale = 0.0f32;
+    for (ib, s) in scales.iter_mut().enumerate() {
+        let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
+        let qwb = qw.map(|w| &w[ib * BLOCK..(ib + 1) * BLOCK]);
+        *s = best_block_scale(xb, sigma2, qwb);
+        if s.abs() > amax_scale {
+            amax_scale = s.abs();
+            max_scale = *s;
+        }
+    }
+    let d = -max_scale / 32.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut blk = BlockIq4Xs {
+        d: f32_to_f16(d),
+        scales_h: 0,
+        scales_l: [0; 4],
+        qs: [0; 128],
+    };
+    for (ib, &s) in scales.iter().enumerate() {
+        let l = nearest_int(id * s).clamp(-32, 31);
+        let dl = d * l as f32;
+        let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+        let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
+        let mut lv = [0u8; BLOCK];
+        for j in 0..BLOCK {
+            lv[j] = best_index(idl * xb[j]);
+        }
+        pack_block(&lv, &mut blk.qs[16 * ib..16 * ib + 16]);
+        let biased = (l + 32) as u8;
+        blk.scales_l[ib / 2] |= (biased & 0x0f) << (4 * (ib % 2));
+        blk.scales_h |= ((biased >> 4) as u16) << (2 * ib);
+    }
+    blk
+}
+
+fn quantize_row_iq4_nl(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    debug_assert_eq!(x.len() % BLOCK, 0);
+    for (ib, (xb, ob)) in x
+        .chunks_exact(BLOCK)
+        .zip(out.chunks_exact_mut(BlockIq4Nl::BYTES))
+        .enumerate()
+    {
+        let qwb = qw.map(|w| &w[ib * BLOCK..(ib + 1) * BLOCK]);
+        quantize_block_iq4_nl(xb, qwb).write(ob);
+    }
+}
+
+fn quantize_row_iq4_xs(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    debug_assert_eq!(x.len() % SUPER_BLOCK, 0);
+    for (ib, (xb, ob)) in x
+        .chunks_exact(SUPER_BLOCK)
+        .zip(out.chunks_exact_mut(BlockIq4Xs::BYTES))
+        .enumerate()
+    {
+        let qwb = qw.map(|w| &w[ib * SUPER_BLOCK..(ib + 1) * SUPER_BLOCK]);
+        quantize_block_iq4_xs(xb, qwb).write(ob);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantizers (dequantize_row_iq4_nl / _xs): d·level, and (d·(ls − 32))·level for IQ4_XS.
+// ---------------------------------------------------------------------------------------------
+
+fn dequantize_row_iq4_nl(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockIq4Nl::BYTES)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        let blk = BlockIq4Nl::read(b);
+        let d = f16_to_f32(blk.d);
+        for j in 0..16 {
+            y[j] = d * KVALUES_IQ4NL[(blk.qs[j] & 0x0f) as usize] as f32;
+            y[j + 16] = d * KVALUES_IQ4NL[(blk.qs[j] >> 4) as usize] as f32;
+        }
+    }
+}
+
+fn dequantize_row_iq4_xs(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockIq4Xs::BYTES)
+        .zip(out.chunks_exact_mut(SUPER_BLOCK))
+    {
+        let blk = BlockIq4Xs::read(b);
+        let d = f16_to_f32(blk.d);
+        for ib in 0..SUPER_BLOCK / BLOCK {
+            let dl = d * (blk.block_scale(ib) as i32 - 32) as f32;
+            let qs = &blk.qs[16 * ib..16 * ib + 16];
+            let yb = &mut y[BLOCK * ib..BLOCK * (ib + 1)];
+            for j in 0..16 {
+                yb[j] = dl * KVALUES_IQ4NL[(qs[j] & 0x0f) as usize] as f32;
+                yb[j + 16] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+            }
+        }
+    }
 }

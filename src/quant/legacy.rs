@@ -1,11 +1,527 @@
-//! (being written) — until then every type here reports "not supported yet".
+//! The legacy 32-element block types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+//!
+//! Without an importance matrix each reproduces ggml's `quantize_row_<t>_ref` (what
+//! `ggml_quantize_chunk` runs when it is given no imatrix); with one, `quantize_row_<t>_impl`
+//! (Q8_0 has no imatrix variant: `quantize_q8_0` ignores the weights).
+//!
+//! Blocks are written as raw little-endian bytes; every block type below documents its byte
+//! offsets, and `write`/`read` are the only code that knows them.
 
-use super::{GgmlType, RowDequantizer, RowQuantizer};
+use super::{f16_to_f32, f32_to_f16, read_u16, GgmlType, RowDequantizer, RowQuantizer};
 
-pub fn quantizer(_ty: GgmlType) -> Option<RowQuantizer> {
-    None
+/// Elements per block, the same for every legacy type.
+pub const QK: usize = 32;
+
+pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
+    Some(match ty {
+        GgmlType::Q4_0 => quantize_row_q4_0,
+        GgmlType::Q4_1 => quantize_row_q4_1,
+        GgmlType::Q5_0 => quantize_row_q5_0,
+        GgmlType::Q5_1 => quantize_row_q5_1,
+        GgmlType::Q8_0 => quantize_row_q8_0,
+        _ => return None,
+    })
 }
 
-pub fn dequantizer(_ty: GgmlType) -> Option<RowDequantizer> {
-    None
+pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
+    Some(match ty {
+        GgmlType::Q4_0 => dequantize_row_q4_0,
+        GgmlType::Q4_1 => dequantize_row_q4_1,
+        GgmlType::Q5_0 => dequantize_row_q5_0,
+        GgmlType::Q5_1 => dequantize_row_q5_1,
+        GgmlType::Q8_0 => dequantize_row_q8_0,
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block layouts
+// ---------------------------------------------------------------------------------------------
+
+/// Q4_0, 18 bytes: `d` (f16) at 0..2, `qs` at 2..18. Element j < 16 is the low nibble of
+/// `qs[j]`, element j + 16 its high nibble; value = (q − 8)·d.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ4_0 {
+    pub d: u16,
+    pub qs: [u8; 16],
+}
+
+impl BlockQ4_0 {
+    pub const BYTES: usize = 18;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..18].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: read_u16(b, 0),
+            qs: b[2..18].try_into().unwrap(),
+        }
+    }
+}
+
+/// Q4_1, 20 bytes: `d` (f16) at 0..2, `m` (f16) at 2..4, `qs` at 4..20 packed as in Q4_0;
+/// value = q·d + m.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ4_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qs: [u8; 16],
+}
+
+impl BlockQ4_1 {
+    pub const BYTES: usize = 20;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..4].copy_from_slice(&self.m.to_le_bytes());
+        out[4..20].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockQ4_1 {
+        BlockQ4_1 {
+            d: read_u16(b, 0),
+            m: read_u16(b, 2),
+            qs: b[4..20].try_into().unwrap(),
+        }
+    }
+}
+
+/// Q5_0, 22 bytes: `d` (f16) at 0..2, `qh` (u32 LE) at 2..6, `qs` at 6..22. The low four bits
+/// of each 5-bit quant are packed in `qs` as in Q4_0; bit j of `qh` is bit 4 of element j.
+/// Value = (q − 16)·d.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: u32,
+    pub qs: [u8; 16],
+}
+
+impl BlockQ5_0 {
+    pub const BYTES: usize = 22;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..6].copy_from_slice(&self.qh.to_le_bytes());
+        out[6..22].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockQ5_0 {
+        BlockQ5_0 {
+            d: read_u16(b, 0),
+            qh: u32::from_le_bytes(b[2..6].try_into().unwrap()),
+            qs: b[6..22].try_into().unwrap(),
+        }
+    }
+}
+
+/// Q5_1, 24 bytes: `d` (f16) at 0..2, `m` (f16) at 2..4, `qh` (u32 LE) at 4..8, `qs` at 8..24,
+/// packed as in Q5_0; value = q·d + m.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: u32,
+    pub qs: [u8; 16],
+}
+
+impl BlockQ5_1 {
+    pub const BYTES: usize = 24;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..4].copy_from_slice(&self.m.to_le_bytes());
+        out[4..8].copy_from_slice(&self.qh.to_le_bytes());
+        out[8..24].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockQ5_1 {
+        BlockQ5_1 {
+            d: read_u16(b, 0),
+            m: read_u16(b, 2),
+            qh: u32::from_le_bytes(b[4..8].try_into().unwrap()),
+            qs: b[8..24].try_into().unwrap(),
+        }
+    }
+}
+
+/// Q8_0, 34 bytes: `d` (f16) at 0..2, then 32 signed bytes `qs` at 2..34; value = q·d.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ8_0 {
+    pub d: u16,
+    pub qs: [i8; 32],
+}
+
+impl BlockQ8_0 {
+    pub const BYTES: usize = 34;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        for (o, q) in out[2..34].iter_mut().zip(self.qs) {
+            *o = q as u8;
+        }
+    }
+
+    pub fn read(b: &[u8]) -> BlockQ8_0 {
+        let mut qs = [0i8; 32];
+        for (q, &v) in qs.iter_mut().zip(&b[2..34]) {
+            *q = v as i8;
+        }
+        BlockQ8_0 {
+            d: read_u16(b, 0),
+            qs,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numeric details the C reference depends on
+// ---------------------------------------------------------------------------------------------
+
+/// A C float → integer conversion as GCC compiles it for x86-64 (`cvttss2si`): truncation toward
+/// zero, and the "integer indefinite" value `i32::MIN` for NaN and out-of-range inputs. The
+/// reference converts to `int8_t`/`uint8_t` through this and keeps the low byte, which is what
+/// decides the quants of a block whose inverse scale overflowed to infinity (subnormal scales).
+#[inline(always)]
+pub(crate) fn c_float_to_i32(f: f32) -> i32 {
+    if f.is_nan() || !(-2147483648.0..2147483648.0).contains(&f) {
+        i32::MIN
+    } else {
+        f as i32
+    }
+}
+
+/// The inverse scale the reference uses: `d ? 1/d : 0` (−0.0 counts as zero).
+#[inline(always)]
+fn inverse_or_zero(d: f32) -> f32 {
+    if d != 0.0 {
+        1.0 / d
+    } else {
+        0.0
+    }
+}
+
+/// Value with the largest magnitude, keeping the FIRST one on ties, and that magnitude (0 for an
+/// all-zero block, in which case the value is +0.0).
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+/// Minimum and maximum as the reference scans them (start from ±FLT_MAX).
+#[inline(always)]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// Pack 32 nibble quants: element j < 16 low, element j + 16 high (the C code ORs an int into a
+/// byte, so only the low eight bits of `lo | hi << 4` survive).
+#[inline(always)]
+fn pack_nibbles(q: &[u8; 32]) -> [u8; 16] {
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        qs[j] = q[j] | (q[j + 16] << 4);
+    }
+    qs
+}
+
+/// Split 32 five-bit quants into the low nibbles (`qs`) and the fifth bits (`qh`).
+#[inline(always)]
+fn pack_five_bits(q: &[u8; 32]) -> ([u8; 16], u32) {
+    let mut qs = [0u8; 16];
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (lo, hi) = (q[j], q[j + 16]);
+        qs[j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+        qh |= (((lo & 0x10) >> 4) as u32) << j;
+        qh |= (((hi & 0x10) >> 4) as u32) << (j + 16);
+    }
+    (qs, qh)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocks without an importance matrix (the `_ref` quantizers)
+// ---------------------------------------------------------------------------------------------
+
+/// Reproduces one block of `quantize_row_q4_0_ref`: d = max/−8 (max = the signed value of largest
+/// magnitude) so the extreme value lands on quant 0, then q = min(15, trunc(x/d + 8.5)).
+pub fn quantize_block_q4_0(x: &[f32]) -> BlockQ4_0 {
+    let (_, max) = signed_absmax(&x[..QK]);
+    let d = max / -8.0;
+    let id = inverse_or_zero(d);
+    let mut q = [0u8; 32];
+    for (qj, &v) in q.iter_mut().zip(&x[..QK]) {
+        let t = c_float_to_i32(v * id + 8.5) as i8;
+        *qj = (t as i32).min(15) as u8;
+    }
+    BlockQ4_0 {
+        d: f32_to_f16(d),
+        qs: pack_nibbles(&q),
+    }
+}
+
+/// Reproduces one block of `quantize_row_q4_1_ref`: d = (max − min)/15, m = min,
+/// q = min(15, trunc((x − min)/d + 0.5)).
+pub fn quantize_block_q4_1(x: &[f32]) -> BlockQ4_1 {
+    let (min, max) = min_max(&x[..QK]);
+    let d = (max - min) / 15.0;
+    let id = inverse_or_zero(d);
+    let mut q = [0u8; 32];
+    for (qj, &v) in q.iter_mut().zip(&x[..QK]) {
+        let t = c_float_to_i32((v - min) * id + 0.5) as i8;
+        *qj = (t as i32).min(15) as u8;
+    }
+    BlockQ4_1 {
+        d: f32_to_f16(d),
+        m: f32_to_f16(min),
+        qs: pack_nibbles(&q),
+    }
+}
+
+/// Reproduces one block of `quantize_row_q5_0_ref`: d = max/−16, q = min(31, trunc(x/d + 16.5)).
+pub fn quantize_block_q5_0(x: &[f32]) -> BlockQ5_0 {
+    let (_, max) = signed_absmax(&x[..QK]);
+    let d = max / -16.0;
+    let id = inverse_or_zero(d);
+    let mut q = [0u8; 32];
+    for (qj, &v) in q.iter_mut().zip(&x[..QK]) {
+        let t = c_float_to_i32(v * id + 16.5) as i8;
+        *qj = (t as i32).min(31) as u8;
+    }
+    let (qs, qh) = pack_five_bits(&q);
+    BlockQ5_0 {
+        d: f32_to_f16(d),
+        qh,
+        qs,
+    }
+}
+
+/// Reproduces one block of `quantize_row_q5_1_ref`: d = (max − min)/31, m = min,
+/// q = trunc((x − min)/d + 0.5) converted straight to a byte (the reference does not clamp).
+pub fn quantize_block_q5_1(x: &[f32]) -> BlockQ5_1 {
+    let (min, max) = min_max(&x[..QK]);
+    let d = (max - min) / 31.0;
+    let id = inverse_or_zero(d);
+    let mut q = [0u8; 32];
+    for (qj, &v) in q.iter_mut().zip(&x[..QK]) {
+        *qj = c_float_to_i32((v - min) * id + 0.5) as u8;
+    }
+    let (qs, qh) = pack_five_bits(&q);
+    BlockQ5_1 {
+        d: f32_to_f16(d),
+        m: f32_to_f16(min),
+        qh,
+        qs,
+    }
+}
+
+/// Reproduces one block of `quantize_row_q8_0_ref`: d = amax/127, q = roundf(x/d) (C `roundf`:
+/// halves away from zero, which is Rust's `f32::round`).
+pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
+    let mut amax = 0.0f32;
+    for &v in &x[..QK] {
+        // MAX(amax, |v|) as the C macro evaluates it.
+        amax = if amax > v.abs() { amax } else { v.abs() };
+    }
+    let d = amax / 127.0;
+    let id = inverse_or_zero(d);
+    let mut qs = [0i8; 32];
+    for (qj, &v) in qs.iter_mut().zip(&x[..QK]) {
+        *qj = c_float_to_i32((v * id).round()) as i8;
+    }
+    BlockQ8_0 {
+        d: f32_to_f16(d),
+        qs,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------------------------
+
+/// Quantize every 32-element block of `x` with `block`, writing `bytes` per block.
+#[inline(always)]
+fn quantize_blocks<B>(
+    x: &[f32],
+    out: &mut [u8],
+    bytes: usize,
+    block: impl Fn(&[f32]) -> B,
+    write: impl Fn(&B, &mut [u8]),
+) {
+    debug_assert_eq!(x.len() % QK, 0);
+    debug_assert_eq!(out.len(), x.len() / QK * bytes);
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(bytes)) {
+        write(&block(xb), ob);
+    }
+}
+
+fn imatrix_not_supported_yet(ty: GgmlType) -> ! {
+    panic!("quantizing to {ty} with an importance matrix is not supported yet")
+}
+
+fn quantize_row_q4_0(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    match qw {
+        None => quantize_blocks(
+            x,
+            out,
+            BlockQ4_0::BYTES,
+            quantize_block_q4_0,
+            BlockQ4_0::write,
+        ),
+        Some(_) => imatrix_not_supported_yet(GgmlType::Q4_0),
+    }
+}
+
+fn quantize_row_q4_1(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    match qw {
+        None => quantize_blocks(
+            x,
+            out,
+            BlockQ4_1::BYTES,
+            quantize_block_q4_1,
+            BlockQ4_1::write,
+        ),
+        Some(_) => imatrix_not_supported_yet(GgmlType::Q4_1),
+    }
+}
+
+fn quantize_row_q5_0(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    match qw {
+        None => quantize_blocks(
+            x,
+            out,
+            BlockQ5_0::BYTES,
+            quantize_block_q5_0,
+            BlockQ5_0::write,
+        ),
+        Some(_) => imatrix_not_supported_yet(GgmlType::Q5_0),
+    }
+}
+
+fn quantize_row_q5_1(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    match qw {
+        None => quantize_blocks(
+            x,
+            out,
+            BlockQ5_1::BYTES,
+            quantize_block_q5_1,
+            BlockQ5_1::write,
+        ),
+        Some(_) => imatrix_not_supported_yet(GgmlType::Q5_1),
+    }
+}
+
+/// Q8_0 ignores the importance matrix, as `quantize_q8_0` does.
+fn quantize_row_q8_0(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
+    quantize_blocks(
+        x,
+        out,
+        BlockQ8_0::BYTES,
+        quantize_block_q8_0,
+        BlockQ8_0::write,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantizers (dequantize_row_<t>): each value is one f32 multiply (plus one add for the types
+// with a min), in the reference's order.
+// ---------------------------------------------------------------------------------------------
+
+fn dequantize_row_q4_0(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockQ4_0::BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let blk = BlockQ4_0::read(b);
+        let d = f16_to_f32(blk.d);
+        for j in 0..16 {
+            y[j] = ((blk.qs[j] & 0x0f) as i32 - 8) as f32 * d;
+            y[j + 16] = ((blk.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+fn dequantize_row_q4_1(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockQ4_1::BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let blk = BlockQ4_1::read(b);
+        let d = f16_to_f32(blk.d);
+        let m = f16_to_f32(blk.m);
+        for j in 0..16 {
+            y[j] = (blk.qs[j] & 0x0f) as f32 * d + m;
+            y[j + 16] = (blk.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+/// The 5-bit quant of element `j` of a Q5 block.
+#[inline(always)]
+fn five_bit_quant(qs: &[u8; 16], qh: u32, j: usize) -> u8 {
+    let nibble = if j < 16 {
+        qs[j] & 0x0f
+    } else {
+        qs[j - 16] >> 4
+    };
+    nibble | ((((qh >> j) & 1) as u8) << 4)
+}
+
+fn dequantize_row_q5_0(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockQ5_0::BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let blk = BlockQ5_0::read(b);
+        let d = f16_to_f32(blk.d);
+        for (j, yj) in y.iter_mut().enumerate() {
+            *yj = (five_bit_quant(&blk.qs, blk.qh, j) as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+fn dequantize_row_q5_1(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockQ5_1::BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let blk = BlockQ5_1::read(b);
+        let d = f16_to_f32(blk.d);
+        let m = f16_to_f32(blk.m);
+        for (j, yj) in y.iter_mut().enumerate() {
+            *yj = five_bit_quant(&blk.qs, blk.qh, j) as f32 * d + m;
+        }
+    }
+}
+
+fn dequantize_row_q8_0(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockQ8_0::BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let d = f16_to_f32(read_u16(b, 0));
+        for (yj, &q) in y.iter_mut().zip(&b[2..34]) {
+            *yj = (q as i8) as f32 * d;
+        }
+    }
 }
