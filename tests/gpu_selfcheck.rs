@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use qforge::gpu::device::{select, DeviceSpec};
 use qforge::gpu::pipelines::{Imatrix, KERNELS};
-use qforge::gpu::selfcheck::{adversarial_rows, check_kernel, KernelHealth};
+use qforge::gpu::selfcheck::{adversarial_rows, check_kernel, cpu_reference, KernelHealth};
 use qforge::gpu::{GpuError, GpuOptions, GpuQuantizer};
 use qforge::quant::{self, GgmlType};
 
@@ -31,19 +31,29 @@ fn every_kernel_with_a_cpu_reference_passes_its_self_check() {
         };
         for &im in modes {
             let h = check_kernel(&ctx, def, im);
-            if quant::quantizer(ty).is_some() {
+            let n = def.block_elems.max(256);
+            let x = adversarial_rows(n, 1, 1);
+            let w = vec![1.0f32; n];
+            let mut buf = vec![0u8; quant::row_bytes(ty, n).unwrap()];
+            let has_cpu = cpu_reference(ty, &x, n, im.then_some(&w[..]), &mut buf).is_ok();
+            if has_cpu {
                 assert_eq!(h, KernelHealth::Passed, "{} imatrix={im}", def.name);
                 passed.push(format!("{}{}", def.name, if im { "+imatrix" } else { "" }));
             } else {
                 // No CPU answer to compare with: never trusted.
                 assert!(matches!(h, KernelHealth::Unverifiable(_)), "{h:?}");
-                eprintln!("{}: not self-checkable yet (no CPU quantizer)", def.name);
+                eprintln!(
+                    "{} imatrix={im}: not self-checkable yet (no CPU quantizer)",
+                    def.name
+                );
             }
         }
     }
     eprintln!("self-check passed: {passed:?}");
     assert!(passed.iter().any(|p| p == "quantize_row_f16"));
     assert!(passed.iter().any(|p| p == "quantize_row_bf16"));
+    assert!(passed.iter().any(|p| p == "quantize_q8_0"));
+    assert!(passed.iter().any(|p| p == "quantize_q5_1"));
 }
 
 #[test]
