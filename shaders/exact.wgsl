@@ -54,6 +54,13 @@ fn opaque(x: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(x) ^ params.zero);
 }
 
+// A loop bound the compiler cannot see through (n + 0 from the uniform): stops NIR/LLVM from
+// fully unrolling and inlining the same loop at every call site, which made pipeline builds
+// take seconds per kernel on lavapipe. Costs one add; the loops are short anyway.
+fn rt(n: u32) -> u32 {
+    return n + params.zero;
+}
+
 fn xmul(a: f32, b: f32) -> f32 {
     return opaque(a * b);
 }
@@ -154,7 +161,7 @@ fn div_rn(a: f32, b: f32) -> f32 {
     }
     // Restoring division: r/m_b in [1, 2) → 25 quotient bits, the first one always 1.
     var q = 0u;
-    for (var i = 0u; i < 25u; i = i + 1u) {
+    for (var i = 0u; i < rt(25u); i = i + 1u) {
         q = q << 1u;
         if (r >= pb.m) {
             r = r - pb.m;
@@ -191,7 +198,7 @@ fn sqrt_rn(a: f32) -> f32 {
     // 24 down to 0) holds R's bits 2i+1..2i, i.e. m's bits 2i-24..2i-25.
     var rem = 0u;
     var root = 0u;
-    for (var t = 0u; t < 25u; t = t + 1u) {
+    for (var t = 0u; t < rt(25u); t = t + 1u) {
         let s = 2 * (24 - i32(t)) - 25;
         var pair = 0u;
         if (s >= 0) {

@@ -27,13 +27,13 @@ fn row_sigma2(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Load block `blk` into wx and, with an imatrix, its weights qw·sqrt(σ² + x²) into ww.
 fn load_block(blk: u32) {
     let xoff = blk * QK;
-    for (var j = 0u; j < QK; j = j + 1u) {
+    for (var j = 0u; j < rt(QK); j = j + 1u) {
         wx[j] = src[xoff + j];
     }
     if (params.has_qw != 0u) {
         let col = block_col(blk, QK);
         let sigma2 = row_stats[block_row(blk)];
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             ww[j] = xmul(qw[col + j], sqrt_rn(sigma2 + xmul(wx[j], wx[j])));
         }
     }
@@ -51,7 +51,7 @@ fn inverse_or_zero(d: f32) -> f32 {
 fn signed_absmax() -> f32 {
     var amax = 0.0;
     var vmax = 0.0;
-    for (var j = 0u; j < QK; j = j + 1u) {
+    for (var j = 0u; j < rt(QK); j = j + 1u) {
         let v = wx[j];
         if (amax < abs(v)) {
             amax = abs(v);
@@ -64,14 +64,14 @@ fn signed_absmax() -> f32 {
 // Pack 32 levels (0..15 or 0..31) as ggml does: byte j = level j | level j+16 << 4, and for
 // 5-bit levels the fifth bits as the u32 qh (bit j for level j) stored at `qh_pos`.
 fn pack_nibbles(qs_pos: u32, levels: ptr<function, array<u32, 32>>) {
-    for (var j = 0u; j < 16u; j = j + 1u) {
+    for (var j = 0u; j < rt(16u); j = j + 1u) {
         put_byte(qs_pos + j, ((*levels)[j] & 0x0fu) | (((*levels)[j + 16u] & 0x0fu) << 4u));
     }
 }
 
 fn fifth_bits(levels: ptr<function, array<u32, 32>>) -> u32 {
     var qh = 0u;
-    for (var j = 0u; j < 32u; j = j + 1u) {
+    for (var j = 0u; j < rt(32u); j = j + 1u) {
         qh = qh | ((((*levels)[j] & 0x10u) >> 4u) << j);
     }
     return qh;
@@ -80,14 +80,14 @@ fn fifth_bits(levels: ptr<function, array<u32, 32>>) -> u32 {
 // block_q8_0 at byte `pos`: fp16 d, 32 × i8.
 fn q8_0_block(pos: u32) {
     var amax = 0.0;
-    for (var j = 0u; j < QK; j = j + 1u) {
+    for (var j = 0u; j < rt(QK); j = j + 1u) {
         let a = abs(wx[j]);
         amax = select(a, amax, amax > a);
     }
     let d = div_rn(amax, 127.0);
     let id = inverse_or_zero(d);
     put_u16(pos, f32_to_f16_bits(d));
-    for (var j = 0u; j < QK; j = j + 1u) {
+    for (var j = 0u; j < rt(QK); j = j + 1u) {
         put_byte(pos + 2u + j, c_float_to_byte(round_half_away(wx[j] * id)));
     }
 }
@@ -100,7 +100,7 @@ fn qx_0_block(pos: u32, nbits: u32) {
     let top = i32((1u << nbits) - 1u);                   // 15 or 31
     if (params.has_qw != 0u) {
         d = make_qx_quants(0u, QK, i32(1u << (nbits - 1u)), 1, true);
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             levels[j] = u32(wl[j]);
         }
     } else {
@@ -108,7 +108,7 @@ fn qx_0_block(pos: u32, nbits: u32) {
         d = div_rn(vmax, -half_range);
         let id = inverse_or_zero(d);
         let bias = half_range + 0.5;                      // 8.5 or 16.5, exact
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             levels[j] = u32(min(top, c_float_to_i8(xmul(wx[j], id) + bias)));
         }
     }
@@ -133,13 +133,13 @@ fn qx_1_block(pos: u32, nbits: u32) {
         let sm = make_qkx3_quants(0u, QK, i32(top), rmin, rdelta, 36, false, true);
         d = sm.scale;
         m = -sm.the_min;
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             levels[j] = u32(wl[j]);
         }
     } else {
         var vmin = F32_MAX;
         var vmax = -F32_MAX;
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             let v = wx[j];
             if (v < vmin) {
                 vmin = v;
@@ -151,7 +151,7 @@ fn qx_1_block(pos: u32, nbits: u32) {
         d = div_rn(vmax - vmin, f32(top));
         m = vmin;
         let id = inverse_or_zero(d);
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             let v = xmul(wx[j] - vmin, id) + 0.5;
             if (nbits == 4u) {
                 levels[j] = u32(min(15, c_float_to_i8(v)));
@@ -178,7 +178,7 @@ fn quantize_q8_0(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var k = 0u; k < 2u; k = k + 1u) {
         let blk = unit * 2u + k;
-        for (var j = 0u; j < QK; j = j + 1u) {
+        for (var j = 0u; j < rt(QK); j = j + 1u) {
             wx[j] = src[blk * QK + j];
         }
         q8_0_block(k * 34u);

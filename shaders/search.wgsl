@@ -41,7 +41,7 @@ fn qx_weight(i: u32, rmse_type: i32, use_w: bool) -> f32 {
 fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) -> f32 {
     var vmax = 0.0;
     var amax = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) {
+    for (var i = 0u; i < rt(n); i = i + 1u) {
         let ax = abs(wx[base + i]);
         if (ax > amax) {
             amax = ax;
@@ -49,14 +49,14 @@ fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) 
         }
     }
     if (amax < GROUP_MAX_EPS) {
-        for (var i = 0u; i < n; i = i + 1u) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
             wl[base + i] = 0;
         }
         return 0.0;
     }
     var iscale = div_rn(f32(-nmax), vmax);
     if (rmse_type_in == 0) {
-        for (var i = 0u; i < n; i = i + 1u) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
             let l = nearest_int(xmul(iscale, wx[base + i]));
             wl[base + i] = nmax + max(-nmax, min(nmax - 1, l));
         }
@@ -70,7 +70,7 @@ fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) 
     }
     var sumlx = 0.0;
     var suml2 = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) {
+    for (var i = 0u; i < rt(n); i = i + 1u) {
         var l = nearest_int(xmul(iscale, wx[base + i]));
         l = max(-nmax, min(nmax - 1, l));
         wl[base + i] = l + nmax;
@@ -97,7 +97,7 @@ fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) 
         iscale = div_rn(-(f32(nmax) + xmul(F32_0_1, f32(is))), vmax);
         sumlx = 0.0;
         suml2 = 0.0;
-        for (var i = 0u; i < n; i = i + 1u) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
             var l = nearest_int(xmul(iscale, wx[base + i]));
             l = max(-nmax, min(nmax - 1, l));
             let w = qx_weight(base + i, rmse_type, use_w);
@@ -106,7 +106,7 @@ fn make_qx_quants(base: u32, n: u32, nmax: i32, rmse_type_in: i32, use_w: bool) 
             suml2 = suml2 + xmul(xmul(w, lf), lf);
         }
         if (suml2 > 0.0 && xmul(sumlx, sumlx) > xmul(best, suml2)) {
-            for (var i = 0u; i < n; i = i + 1u) {
+            for (var i = 0u; i < rt(n); i = i + 1u) {
                 let l = nearest_int(xmul(iscale, wx[base + i]));
                 wl[base + i] = nmax + max(-nmax, min(nmax - 1, l));
             }
@@ -138,7 +138,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
     var vmax = wx[base];
     var sum_w = sq_weight(base, use_w);
     var sum_x = xmul(sum_w, wx[base]);
-    for (var i = 1u; i < n; i = i + 1u) {
+    for (var i = 1u; i < rt(n); i = i + 1u) {
         let x = wx[base + i];
         if (x < vmin) {
             vmin = x;
@@ -154,7 +154,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
         vmin = 0.0;
     }
     if (vmax <= vmin) {
-        for (var i = 0u; i < n; i = i + 1u) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
             wl[base + i] = 0;
         }
         return ScaleMin(0.0, -vmin);
@@ -162,7 +162,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
     var iscale = div_rn(f32(nmax), vmax - vmin);
     var scale = div_rn(1.0, iscale);
     var best_mad = 0.0;
-    for (var i = 0u; i < n; i = i + 1u) {
+    for (var i = 0u; i < rt(n); i = i + 1u) {
         let x = wx[base + i];
         let l = max(0, min(nmax, nearest_int(xmul(iscale, x - vmin))));
         wl[base + i] = l;
@@ -182,7 +182,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
         var sum_l = 0.0;
         var sum_l2 = 0.0;
         var sum_xl = 0.0;
-        for (var i = 0u; i < n; i = i + 1u) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
             let x = wx[base + i];
             let l = max(0, min(nmax, nearest_int(xmul(iscale, x - vmin))));
             wlaux[base + i] = l;
@@ -201,7 +201,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
                 this_scale = div_rn(sum_xl, sum_l2);
             }
             var mad = 0.0;
-            for (var i = 0u; i < n; i = i + 1u) {
+            for (var i = 0u; i < rt(n); i = i + 1u) {
                 var diff = xmul(this_scale, f32(wlaux[base + i])) + this_min - wx[base + i];
                 if (use_mad) {
                     diff = abs(diff);
@@ -211,7 +211,7 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
                 mad = mad + xmul(sq_weight(base + i, use_w), diff);
             }
             if (mad < best_mad) {
-                for (var i = 0u; i < n; i = i + 1u) {
+                for (var i = 0u; i < rt(n); i = i + 1u) {
                     wl[base + i] = wlaux[base + i];
                 }
                 best_mad = mad;

@@ -203,10 +203,10 @@ fn check_backend(r: &AdapterReport) -> Result<(), GpuError> {
 }
 
 fn no_adapter_hint() -> String {
-    let icd = std::env::var("VK_ICD_FILENAMES")
-        .or_else(|_| std::env::var("VK_DRIVER_FILES"))
-        .map(|v| format!(" (VK_ICD_FILENAMES/VK_DRIVER_FILES={v})"))
-        .unwrap_or_default();
+    let icd: String = ["VK_ICD_FILENAMES", "VK_DRIVER_FILES"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!(" ({k}={v})")))
+        .collect();
     format!(
         "no Vulkan, Metal or DX12 adapter found{icd}; install a GPU driver, or Mesa's software \
          Vulkan (scripts/install-lavapipe.sh), or use --device cpu"

@@ -12,6 +12,7 @@
 //! chunk k-1 read back. Each chunk is one submission (σ² pass, kernel pass, copy to read-back).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -275,6 +276,8 @@ pub(crate) struct KernelCache {
     slots: Mutex<Vec<Slot>>,
     /// A 16-byte stand-in bound where a kernel declares a buffer it will not read.
     dummy: wgpu::Buffer,
+    /// Upper bound of a chunk's input bytes (CHUNK_CAP_BYTES unless a test lowers it).
+    chunk_cap: AtomicU64,
     /// Validation or device errors reported by wgpu, drained after each operation.
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -326,6 +329,7 @@ impl KernelCache {
             faulty: Mutex::default(),
             slots: Mutex::default(),
             dummy,
+            chunk_cap: AtomicU64::new(CHUNK_CAP_BYTES),
             errors,
         }
     }
@@ -404,6 +408,15 @@ impl GpuContext {
         }
     }
 
+    /// Test hook: cap a chunk's input at `bytes` (rounded down to 256), so small tensors
+    /// exercise the multi-chunk path. Never raises the cap above the adapter's limits.
+    #[doc(hidden)]
+    pub fn set_chunk_cap(&self, bytes: u64) {
+        self.kernels
+            .chunk_cap
+            .store((bytes & !255).max(256), Ordering::Relaxed);
+    }
+
     /// Run `def` over `x` (rows of `n_per_row`), writing `out` (exactly the bytes of all rows).
     /// `qw` holds one importance weight per column. No self-check here: see `GpuQuantizer`.
     pub(crate) fn run_kernel(
@@ -432,7 +445,7 @@ impl GpuContext {
             .limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
-            .min(CHUNK_CAP_BYTES);
+            .min(self.kernels.chunk_cap.load(Ordering::Relaxed));
         let unit_in = (def.unit_blocks * def.block_elems * 4) as u64;
         let unit_out = (def.unit_blocks * def.block_bytes) as u64;
         let row_in = (n_per_row * 4) as u64;

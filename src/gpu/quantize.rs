@@ -164,7 +164,9 @@ impl GpuQuantizer {
         for i in 0..n_check {
             let row = i * n_rows / n_check;
             let xr = &x[row * n_per_row..(row + 1) * n_per_row];
-            quant::quantize_rows(ty, xr, n_per_row, qw, &mut cpu)?;
+            selfcheck::cpu_reference(ty, xr, n_per_row, qw, &mut cpu).map_err(|e| {
+                GpuError::Execution(format!("verify_fraction: CPU reference for {ty}: {e}"))
+            })?;
             let gpu = &out[row * row_bytes..(row + 1) * row_bytes];
             if let Some(byte) = gpu.iter().zip(&cpu).position(|(a, b)| a != b) {
                 return Err(GpuError::VerifyMismatch { ty, row, byte });

@@ -176,6 +176,31 @@ pub fn float_edge_values() -> Vec<f32> {
     v
 }
 
+/// The CPU quantizer's answer, or why there is none. A CPU quantizer that panics (e.g. "not
+/// supported yet" for an imatrix mode) means "no reference", never a crash of the caller.
+pub fn cpu_reference(
+    ty: crate::quant::GgmlType,
+    x: &[f32],
+    n_per_row: usize,
+    qw: Option<&[f32]>,
+    out: &mut [u8],
+) -> Result<(), String> {
+    if quant::quantizer(ty).is_none() {
+        return Err(format!("no CPU quantizer for {ty}"));
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        quant::quantize_rows(ty, x, n_per_row, qw, out)
+    })) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CPU quantizer panicked".into())),
+    }
+}
+
 /// Run `def` on its canaries (with importance weights when `imatrix`) and compare with the CPU.
 pub fn check_kernel(ctx: &GpuContext, def: &'static KernelDef, imatrix: bool) -> KernelHealth {
     let Some(ty) = def.ty else {
@@ -203,8 +228,8 @@ pub fn check_kernel(ctx: &GpuContext, def: &'static KernelDef, imatrix: bool) ->
     };
     let n_rows = x.len() / n_per_row;
     let mut want = vec![0u8; n_rows * row_bytes];
-    if let Err(e) = quant::quantize_rows(ty, &x, n_per_row, qw.as_deref(), &mut want) {
-        return KernelHealth::Unverifiable(format!("CPU reference failed: {e}"));
+    if let Err(e) = cpu_reference(ty, &x, n_per_row, qw.as_deref(), &mut want) {
+        return KernelHealth::Unverifiable(format!("no CPU reference to check against: {e}"));
     }
     let mut got = vec![0u8; want.len()];
     if let Err(e) = run_checked_geometry(ctx, def, ty, &x, n_per_row, qw.as_deref(), &mut got) {

@@ -1,0 +1,128 @@
+//! The self-check trusts exactly the kernels that match the CPU, catches a deliberately wrong
+//! kernel, and `verify_fraction` refuses a wrong result loudly.
+
+mod gpu_support;
+
+use std::sync::Arc;
+
+use qforge::gpu::device::{select, DeviceSpec};
+use qforge::gpu::pipelines::{Imatrix, KERNELS};
+use qforge::gpu::selfcheck::{adversarial_rows, check_kernel, cpu_reference, KernelHealth};
+use qforge::gpu::{GpuError, GpuOptions, GpuQuantizer};
+use qforge::quant::{self, GgmlType};
+
+/// A private context: fault injection must not leak into other tests' kernels.
+fn private_context() -> Option<Arc<qforge::gpu::GpuContext>> {
+    gpu_support::context()?;
+    Some(Arc::new(select(DeviceSpec::Gpu).unwrap().unwrap()))
+}
+
+#[test]
+fn every_kernel_with_a_cpu_reference_passes_its_self_check() {
+    let Some(ctx) = gpu_support::context() else {
+        return;
+    };
+    let mut passed = Vec::new();
+    for def in KERNELS {
+        let ty = def.ty.unwrap();
+        let modes: &[bool] = match def.imatrix {
+            Imatrix::Ignored => &[false],
+            Imatrix::Used => &[false, true],
+        };
+        for &im in modes {
+            let h = check_kernel(&ctx, def, im);
+            let n = def.block_elems.max(256);
+            let x = adversarial_rows(n, 1, 1);
+            let w = vec![1.0f32; n];
+            let mut buf = vec![0u8; quant::row_bytes(ty, n).unwrap()];
+            let has_cpu = cpu_reference(ty, &x, n, im.then_some(&w[..]), &mut buf).is_ok();
+            if has_cpu {
+                assert_eq!(h, KernelHealth::Passed, "{} imatrix={im}", def.name);
+                passed.push(format!("{}{}", def.name, if im { "+imatrix" } else { "" }));
+            } else {
+                // No CPU answer to compare with: never trusted.
+                assert!(matches!(h, KernelHealth::Unverifiable(_)), "{h:?}");
+                eprintln!(
+                    "{} imatrix={im}: not self-checkable yet (no CPU quantizer)",
+                    def.name
+                );
+            }
+        }
+    }
+    eprintln!("self-check passed: {passed:?}");
+    assert!(passed.iter().any(|p| p == "quantize_row_f16"));
+    assert!(passed.iter().any(|p| p == "quantize_row_bf16"));
+    assert!(passed.iter().any(|p| p == "quantize_q8_0"));
+    assert!(passed.iter().any(|p| p == "quantize_q5_1"));
+}
+
+#[test]
+fn self_check_catches_a_wrong_kernel() {
+    let Some(ctx) = private_context() else {
+        return;
+    };
+    let def = KERNELS
+        .iter()
+        .find(|k| k.name == "quantize_row_f16")
+        .unwrap();
+    assert_eq!(check_kernel(&ctx, def, false), KernelHealth::Passed);
+    ctx.set_fault_injection(def.name, true);
+    let h = check_kernel(&ctx, def, false);
+    let KernelHealth::Failed(detail) = &h else {
+        panic!("faulty kernel passed: {h:?}");
+    };
+    assert!(detail.contains("differs from the CPU"), "{detail}");
+
+    // Strict (--device gpu): quantizing is an error naming the kernel.
+    let strict = GpuQuantizer::new(
+        ctx.clone(),
+        GpuOptions {
+            strict: true,
+            verify_fraction: 0.0,
+        },
+    );
+    assert!(!strict.supports(GgmlType::F16, false));
+    let x = vec![1.0f32; 64];
+    let mut out = vec![0u8; 128];
+    match strict.quantize_rows(GgmlType::F16, &x, 64, None, &mut out) {
+        Err(GpuError::SelfCheckFailed { kernel, .. }) => assert_eq!(kernel, def.name),
+        other => panic!("expected SelfCheckFailed, got {other:?}"),
+    }
+    // Lenient (--device auto): the type is simply not supported on this GPU (CPU fallback).
+    let lenient = GpuQuantizer::new(ctx.clone(), GpuOptions::default());
+    assert!(!lenient.supports(GgmlType::F16, false));
+    assert!(
+        lenient.supports(GgmlType::BF16, false),
+        "other kernels stay trusted"
+    );
+    ctx.set_fault_injection(def.name, false);
+    assert_eq!(check_kernel(&ctx, def, false), KernelHealth::Passed);
+}
+
+#[test]
+fn verify_fraction_refuses_a_wrong_result() {
+    let Some(ctx) = private_context() else {
+        return;
+    };
+    let q = GpuQuantizer::new(
+        ctx.clone(),
+        GpuOptions {
+            strict: true,
+            verify_fraction: 1.0,
+        },
+    );
+    let n_per_row = 256;
+    let x = adversarial_rows(n_per_row, 20, 9);
+    let mut out = vec![0u8; x.len() * 2];
+    q.quantize_rows(GgmlType::BF16, &x, n_per_row, None, &mut out)
+        .expect("a correct kernel verifies");
+    // The kernel goes wrong after it was trusted (the self-check result is cached).
+    ctx.set_fault_injection("quantize_row_bf16", true);
+    match q.quantize_rows(GgmlType::BF16, &x, n_per_row, None, &mut out) {
+        Err(GpuError::VerifyMismatch { ty, row, byte }) => {
+            assert_eq!((ty, row, byte), (GgmlType::BF16, 0, 0))
+        }
+        other => panic!("expected VerifyMismatch, got {other:?}"),
+    }
+    ctx.set_fault_injection("quantize_row_bf16", false);
+}
