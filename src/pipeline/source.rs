@@ -67,6 +67,8 @@ impl TensorSource for GgufSource {
     }
 
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
-        Ok(Cow::Borrowed(self.file.tensor_data(&self.file.tensors[index])))
+        Ok(Cow::Borrowed(
+            self.file.tensor_data(&self.file.tensors[index]),
+        ))
     }
 }
