@@ -6,6 +6,7 @@
 
 pub mod formats;
 pub mod gpu;
+pub mod lora;
 pub mod model;
 pub mod pipeline;
 pub mod quant;

@@ -16,7 +16,12 @@ fn install_interrupt_handler() {
         let _ = ctrlc::set_handler(|| {
             if let Ok(list) = PENDING.lock() {
                 for p in list.iter() {
-                    let _ = fs::remove_file(p);
+                    // An AtomicDir registers a directory; everything else is a file.
+                    if p.is_dir() {
+                        let _ = fs::remove_dir_all(p);
+                    } else {
+                        let _ = fs::remove_file(p);
+                    }
                 }
             }
             eprintln!("qforge: interrupted; no output written");
@@ -86,6 +91,68 @@ impl Drop for AtomicFile {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
             self.forget();
+        }
+    }
+}
+
+/// A directory of outputs that appears whole or not at all: filled at `<target>.<pid>.tmp`
+/// beside the target, renamed onto it on commit, removed with its contents on drop and on Ctrl-C.
+/// The target must not exist, or be an empty directory.
+pub struct AtomicDir {
+    tmp: PathBuf,
+    target: PathBuf,
+    done: bool,
+}
+
+impl AtomicDir {
+    pub fn create(target: &Path) -> io::Result<AtomicDir> {
+        install_interrupt_handler();
+        let mut name = target
+            .file_name()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "output path has no directory name",
+                )
+            })?
+            .to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = target.with_file_name(name);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        PENDING.lock().unwrap().push(tmp.clone());
+        Ok(AtomicDir {
+            tmp,
+            target: target.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// Where to write the directory's files until commit.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Rename the filled directory onto the target (replacing an empty directory there).
+    pub fn commit(mut self) -> io::Result<()> {
+        if self.target.is_dir() {
+            // Fails (and keeps everything) unless the directory is empty.
+            fs::remove_dir(&self.target)?;
+        }
+        fs::rename(&self.tmp, &self.target)?;
+        self.done = true;
+        PENDING.lock().unwrap().retain(|p| p != &self.tmp);
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+            PENDING.lock().unwrap().retain(|p| p != &self.tmp);
         }
     }
 }

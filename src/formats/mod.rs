@@ -4,4 +4,5 @@
 pub mod atomic;
 pub mod gguf;
 pub mod imatrix;
+pub mod peft;
 pub mod safetensors;

@@ -1,0 +1,352 @@
+//! Merge PEFT LoRA adapters into a Hugging Face safetensors checkpoint.
+//!
+//! The output directory is a drop-in replacement of the base: the same shard files with the
+//! same tensors, dtypes and shapes (in each shard, tensors sorted by name, as Python's
+//! `safetensors` writes them), the shard index and every side file (config, tokenizer,
+//! generation config, …) copied unchanged. Targeted tensors follow the contract in
+//! [`super::merge`]; replacement tensors (`modules_to_save`, trained biases) are converted to the
+//! base tensor's dtype with one round-to-nearest-even; everything else is copied byte for byte.
+//!
+//! Files not copied: other weight files (`*.bin`, `*.pt`, `*.pth`, `*.ckpt`, `*.h5`,
+//! `*.msgpack`, `*.gguf`, `*.onnx`, and any `*.safetensors` that is not part of the checkpoint),
+//! which would hold the unmerged weights, hidden files and subdirectories.
+//!
+//! Memory stays bounded: a tensor is merged a slab of rows at a time, and the pages of each
+//! source tensor are released once it is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::formats::atomic::AtomicDir;
+use crate::formats::peft::{FullTensor, LoraKind, LoraModule, PeftAdapter};
+use crate::formats::safetensors::{
+    Checkpoint, Dtype, SafetensorsFile, SafetensorsWriter, StTensor,
+};
+use crate::quant::GgmlType;
+
+use super::merge::{merge_rows, round_merged, LowRankUpdate};
+use super::{thread_pool, LoraError};
+
+/// f32 values merged per slab: 16 Mi elements, 64 MiB.
+const SLAB_ELEMENTS: usize = 1 << 24;
+
+/// One adapter to merge, with the user's extra scale (1 = the adapter as trained).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterSpec {
+    pub dir: PathBuf,
+    pub scale: f32,
+}
+
+impl AdapterSpec {
+    pub fn new(dir: impl Into<PathBuf>, scale: f32) -> AdapterSpec {
+        AdapterSpec {
+            dir: dir.into(),
+            scale,
+        }
+    }
+
+    /// Parse the command-line form `ADAPTER_DIR[:SCALE]`. The text after the last `:` is a
+    /// scale only if it parses as a number; otherwise the whole text is the directory.
+    pub fn parse(spec: &str) -> Result<AdapterSpec, LoraError> {
+        if let Some((dir, tail)) = spec.rsplit_once(':') {
+            if let Ok(scale) = tail.trim().parse::<f32>() {
+                if !scale.is_finite() {
+                    return Err(LoraError::BadAdapterSpec {
+                        spec: spec.to_string(),
+                        what: format!("scale {tail} is not a finite number"),
+                    });
+                }
+                if dir.is_empty() {
+                    return Err(LoraError::BadAdapterSpec {
+                        spec: spec.to_string(),
+                        what: "no adapter directory before the scale".into(),
+                    });
+                }
+                return Ok(AdapterSpec::new(dir, scale));
+            }
+        }
+        if spec.is_empty() {
+            return Err(LoraError::BadAdapterSpec {
+                spec: String::new(),
+                what: "empty adapter path".into(),
+            });
+        }
+        Ok(AdapterSpec::new(spec, 1.0))
+    }
+}
+
+impl FromStr for AdapterSpec {
+    type Err = LoraError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AdapterSpec::parse(s)
+    }
+}
+
+/// Knobs of a merge; none changes the output bytes.
+#[derive(Clone, Debug, Default)]
+pub struct MergeOptions {
+    /// Worker threads (0 = every core).
+    pub threads: usize,
+}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergeReport {
+    /// Tensors that received at least one LoRA update.
+    pub merged: usize,
+    /// Tensors replaced by an adapter's full tensor (and not updated afterwards).
+    pub replaced: usize,
+    /// Tensors copied unchanged.
+    pub copied: usize,
+    /// Files written in the output directory (weights and side files), by name.
+    pub files: Vec<String>,
+}
+
+/// One step applied to a base tensor, in adapter order.
+enum Step<'a> {
+    Update {
+        adapter: usize,
+        module: &'a LoraModule,
+    },
+    Replace {
+        adapter: usize,
+        full: &'a FullTensor,
+    },
+}
+
+/// Merge `adapters`, in order, into the checkpoint in `base_dir`, writing a complete checkpoint
+/// to `out_dir` (which must not exist or be empty). On any error nothing is left behind.
+pub fn merge_lora_hf(
+    base_dir: &Path,
+    adapters: &[AdapterSpec],
+    out_dir: &Path,
+    options: &MergeOptions,
+) -> Result<MergeReport, LoraError> {
+    if out_dir.exists() {
+        let mut entries = std::fs::read_dir(out_dir).map_err(LoraError::io(out_dir))?;
+        if entries.next().is_some() {
+            return Err(LoraError::OutputExists {
+                path: out_dir.to_path_buf(),
+            });
+        }
+    }
+    let base = Checkpoint::open_dir(base_dir)?;
+    let loaded = adapters
+        .iter()
+        .map(|s| PeftAdapter::open(&s.dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shape_of = |name: &str| base.find(name).map(|l| base.tensor(l).shape.clone());
+    for a in &loaded {
+        a.check_base(&shape_of)?;
+    }
+
+    let mut plan: HashMap<&str, Vec<Step>> = HashMap::new();
+    for (ai, a) in loaded.iter().enumerate() {
+        // An adapter's replacements come before its updates: a module trained in full and
+        // also given LoRA factors gets the factors on top of its new weights.
+        for f in &a.full_tensors {
+            plan.entry(f.base_name.as_str())
+                .or_default()
+                .push(Step::Replace {
+                    adapter: ai,
+                    full: f,
+                });
+        }
+        for m in &a.modules {
+            let name = base
+                .find(&m.base_tensor())
+                .map(|l| base.tensor(l).name.as_str())
+                .expect("check_base found it");
+            plan.entry(name).or_default().push(Step::Update {
+                adapter: ai,
+                module: m,
+            });
+        }
+    }
+    for loc in base.order() {
+        let t = base.tensor(*loc);
+        if plan.contains_key(t.name.as_str()) && merge_type(t.dtype).is_none() {
+            return Err(LoraError::UnsupportedDtype {
+                path: base.file(*loc).path().to_path_buf(),
+                tensor: t.name.clone(),
+                dtype: format!("{:?}", t.dtype),
+            });
+        }
+    }
+
+    let staging = AtomicDir::create(out_dir).map_err(LoraError::io(out_dir))?;
+    let pool = thread_pool(options.threads);
+    let mut report = MergeReport::default();
+    for file in base.files() {
+        let name = file
+            .path()
+            .file_name()
+            .expect("a checkpoint file has a name")
+            .to_os_string();
+        let out_path = staging.path().join(&name);
+        let specs: Vec<(String, Dtype, Vec<usize>)> = file
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.dtype, t.shape.clone()))
+            .collect();
+        let metadata: Option<BTreeMap<String, String>> = file
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        let mut writer = SafetensorsWriter::create(&out_path, &specs, metadata.as_ref())?;
+        for t in file.tensors() {
+            match plan.get(t.name.as_str()) {
+                None => {
+                    writer.write_tensor(file.data(t))?;
+                    report.copied += 1;
+                }
+                Some(steps) => {
+                    let merged = pool.install(|| {
+                        write_merged(file, t, steps, &loaded, adapters, &out_path, &mut writer)
+                    })?;
+                    if merged {
+                        report.merged += 1;
+                    } else {
+                        report.replaced += 1;
+                    }
+                }
+            }
+            file.release(t);
+        }
+        writer.finish()?;
+        report.files.push(name.to_string_lossy().into_owned());
+    }
+    report
+        .files
+        .extend(copy_side_files(base_dir, &base, staging.path())?);
+    staging.commit().map_err(LoraError::io(out_dir))?;
+    Ok(report)
+}
+
+/// The merge output type of a safetensors dtype, if it is a float we merge into.
+fn merge_type(d: Dtype) -> Option<GgmlType> {
+    match d {
+        Dtype::F32 => Some(GgmlType::F32),
+        Dtype::F16 => Some(GgmlType::F16),
+        Dtype::BF16 => Some(GgmlType::BF16),
+        _ => None,
+    }
+}
+
+/// Merge the steps into base tensor `t` of `file` and stream it to `writer`, a slab of rows at
+/// a time. Returns whether any LoRA update was applied (false: a pure replacement).
+fn write_merged(
+    file: &SafetensorsFile,
+    t: &StTensor,
+    steps: &[Step],
+    adapters: &[PeftAdapter],
+    specs: &[AdapterSpec],
+    out_path: &Path,
+    writer: &mut SafetensorsWriter,
+) -> Result<bool, LoraError> {
+    let ty = merge_type(t.dtype).expect("checked before writing");
+    // The last replacement is the starting point; only updates after it count.
+    let start = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Replace { .. }))
+        .unwrap_or(0);
+    let (src_file, src_tensor) = match &steps[start] {
+        Step::Replace { adapter, full } => (adapters[*adapter].file(), &full.tensor),
+        Step::Update { .. } => (file, t),
+    };
+    let mut updates = Vec::new();
+    for s in &steps[start..] {
+        if let Step::Update { adapter, module } = s {
+            let ad = &adapters[*adapter];
+            let a = ad.read_f32(&module.a)?;
+            let b = ad.read_f32(&module.b)?;
+            let scale = ad.scale(module, specs[*adapter].scale as f64)?;
+            let transposed = module.kind == LoraKind::Embedding || ad.config.fan_in_fan_out;
+            updates.push(if transposed {
+                LowRankUpdate::in_out(&b, &a, module.rank, scale)
+            } else {
+                LowRankUpdate::out_in(b, a, module.rank, scale)
+            });
+        }
+    }
+    let update_refs: Vec<&LowRankUpdate> = updates.iter().collect();
+    let n = t.n_elements();
+    // Updates exist only for 2-D tensors; a replacement of any shape is one long row.
+    let cols = if updates.is_empty() {
+        n.max(1)
+    } else {
+        t.shape[1]
+    };
+    let rows_per_slab = (SLAB_ELEMENTS / cols).max(1);
+    let total_rows = n / cols;
+    let mut buf = vec![0f32; rows_per_slab.min(total_rows) * cols];
+    let mut bytes = vec![0u8; buf.len() * ty.type_size()];
+    let mut row = 0;
+    while row < total_rows {
+        let nrows = rows_per_slab.min(total_rows - row);
+        let vals = &mut buf[..nrows * cols];
+        src_file.read_f32(src_tensor, row * cols, vals)?;
+        merge_rows(vals, cols, row, &update_refs);
+        let out = &mut bytes[..nrows * cols * ty.type_size()];
+        round_merged(ty, vals, out).map_err(|i| LoraError::NonFiniteResult {
+            path: out_path.to_path_buf(),
+            tensor: t.name.clone(),
+            dtype: ty.name().to_string(),
+            index: row * cols + i,
+        })?;
+        writer.write_part(out)?;
+        row += nrows;
+    }
+    if matches!(steps[start], Step::Replace { .. }) {
+        src_file.release(src_tensor);
+    }
+    Ok(!updates.is_empty())
+}
+
+/// Weight formats never copied: they would hold unmerged weights.
+const WEIGHT_EXTENSIONS: &[&str] = &[
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "h5",
+    "msgpack",
+    "gguf",
+    "onnx",
+];
+
+/// Copy the base directory's side files (config, tokenizer, shard index, …) into `dest`.
+fn copy_side_files(
+    base_dir: &Path,
+    base: &Checkpoint,
+    dest: &Path,
+) -> Result<Vec<String>, LoraError> {
+    let weights: Vec<&std::ffi::OsStr> = base
+        .files()
+        .iter()
+        .filter_map(|f| f.path().file_name())
+        .collect();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(base_dir).map_err(LoraError::io(base_dir))? {
+        let entry = entry.map_err(LoraError::io(base_dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(text) = name.to_str() else { continue };
+        let ext = Path::new(text)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
+        if text.starts_with('.')
+            || !path.is_file()
+            || weights.contains(&name.as_os_str())
+            || WEIGHT_EXTENSIONS.contains(&ext)
+        {
+            continue;
+        }
+        std::fs::copy(&path, dest.join(&name)).map_err(LoraError::io(&path))?;
+        names.push(text.to_string());
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,110 @@
+//! LoRA adapters: merging them into a base model, and converting them to llama.cpp's GGUF
+//! adapter format.
+//!
+//! Three jobs, each a library entry point the CLI wires:
+//! - [`merge_lora_hf`]: PEFT adapters + a Hugging Face safetensors checkpoint → a merged
+//!   checkpoint with the base's dtypes, shards, index and side files (`qforge merge-lora`).
+//!   Its arithmetic is the exact contract documented in [`merge`].
+//! - [`lora_to_gguf`]: a PEFT adapter → the GGUF adapter `convert_lora_to_gguf.py` writes.
+//! - [`merge_lora_gguf`]: GGUF adapters + a GGUF base → what `llama-export-lora` writes.
+//!
+//! Every input is validated before the first output byte is written, and outputs appear whole
+//! (temporary names renamed at the end) or not at all.
+
+pub mod hf;
+pub mod merge;
+
+use std::path::PathBuf;
+
+use crate::formats::gguf::GgufError;
+use crate::formats::peft::PeftError;
+use crate::formats::safetensors::SafetensorsError;
+use crate::quant::QuantError;
+
+pub use hf::{merge_lora_hf, AdapterSpec, MergeOptions, MergeReport};
+
+/// Errors of the LoRA layer; each names the file, and the tensor when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum LoraError {
+    /// The PEFT adapter is unreadable, inconsistent, or does not fit the base model.
+    #[error(transparent)]
+    Peft(Box<PeftError>),
+    /// A safetensors file of the base model is unreadable or corrupt.
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    /// A GGUF file is unreadable, corrupt, or could not be written.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A file or directory could not be read, created or renamed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The output directory exists and is not empty (qforge never writes into a used one).
+    #[error("{path}: the output directory exists and is not empty")]
+    OutputExists { path: PathBuf },
+    /// An `ADAPTER_DIR[:SCALE]` argument whose scale is not a finite number.
+    #[error("'{spec}': {what}")]
+    BadAdapterSpec { spec: String, what: String },
+    /// A tensor to merge into is not F32, F16 or BF16 (or, in GGUF, has no dequantizer).
+    #[error("{path}: tensor '{tensor}' is {dtype}, which cannot be merged into")]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    /// The merge produced a NaN or a value too large for the output type.
+    #[error("{path}: merging tensor '{tensor}' gives a non-finite value (NaN, or too large for {dtype}) at element {index}")]
+    NonFiniteResult {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+        index: usize,
+    },
+    /// The base model's `config.json` is missing or lacks what is needed.
+    #[error("{path}: {what}")]
+    BaseConfig { path: PathBuf, what: String },
+    /// A GGUF adapter that is not a LoRA adapter, or whose tensors are inconsistent.
+    #[error("{path}: {what}")]
+    BadGgufAdapter { path: PathBuf, what: String },
+    /// An adapter tensor that matches no tensor of the base model, or does not fit it.
+    #[error("{path}: tensor '{tensor}': {what} (is this adapter for another base model?)")]
+    AdapterMismatch {
+        path: PathBuf,
+        tensor: String,
+        what: String,
+    },
+    /// Something understood but not supported yet.
+    #[error("{path}: {what} is not supported yet")]
+    NotSupported { path: PathBuf, what: String },
+    /// A quantizer or dequantizer is missing or rejected a row.
+    #[error("{path}: tensor '{tensor}': {source}")]
+    Quant {
+        path: PathBuf,
+        tensor: String,
+        source: QuantError,
+    },
+}
+
+impl From<PeftError> for LoraError {
+    fn from(e: PeftError) -> LoraError {
+        LoraError::Peft(Box::new(e))
+    }
+}
+
+impl LoraError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LoraError {
+        let path = path.into();
+        move |source| LoraError::Io { path, source }
+    }
+}
+
+/// A rayon pool of `threads` workers (0 = every core).
+pub(crate) fn thread_pool(threads: usize) -> rayon::ThreadPool {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if threads > 0 {
+        b = b.num_threads(threads);
+    }
+    b.build().expect("a thread pool")
+}
