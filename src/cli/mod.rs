@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Quantize a GGUF file (llama-quantize's grammar: INPUT [OUTPUT] TYPE [NTHREADS]).
-    Quantize(quantize::QuantizeArgs),
+    Quantize(Box<quantize::QuantizeArgs>),
     /// Show a GGUF or safetensors file's metadata and tensor table.
     Info(info::InfoArgs),
     /// List GPU adapters and self-check every GPU kernel on them.
@@ -33,7 +33,7 @@ enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Quantize(a) => quantize::run(a),
+        Command::Quantize(a) => quantize::run(*a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),

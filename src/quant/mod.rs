@@ -134,6 +134,10 @@ pub fn nearest_int(f: f32) -> i32 {
 /// fp32 → fp16 bits, IEEE round-to-nearest-even, subnormals kept (ggml_compute_fp32_to_fp16).
 #[inline(always)]
 pub fn f32_to_f16(x: f32) -> u16 {
+    if x.is_nan() {
+        // ggml writes every NaN as the canonical quiet NaN with the input's sign.
+        return ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00;
+    }
     half::f16::from_f32(x).to_bits()
 }
 
@@ -182,7 +186,8 @@ mod tests {
         assert_eq!(f32_to_f16(1.0), 0x3c00);
         assert_eq!(f32_to_f16(65504.0), 0x7bff);
         assert_eq!(f32_to_f16(65520.0), 0x7c00); // rounds to inf
-        assert_eq!(f32_to_f16(5.960464477539063e-8), 0x0001);
+        assert_eq!(f32_to_f16(5.960_464_5e-8), 0x0001);
+        assert_eq!(f32_to_f16(f32::from_bits(0xffc0_1234)), 0xfe00);
         assert_eq!(f32_to_f16(-0.0), 0x8000);
         for h in 0..=u16::MAX {
             let f = f16_to_f32(h);
