@@ -76,3 +76,13 @@ fn q5_1_matches_golden() {
     check("pure/Q5_1.gguf", GgmlType::Q5_1, 10);
     check("pure-imatrix/Q5_1.gguf", GgmlType::Q5_1, 10);
 }
+
+#[test]
+fn tq1_0_matches_golden() {
+    check("pure/TQ1_0.gguf", GgmlType::TQ1_0, 5);
+}
+
+#[test]
+fn tq2_0_matches_golden() {
+    check("pure/TQ2_0.gguf", GgmlType::TQ2_0, 5);
+}

@@ -126,3 +126,31 @@ fn verify_fraction_refuses_a_wrong_result() {
     }
     ctx.set_fault_injection("quantize_row_bf16", false);
 }
+
+#[test]
+fn doctor_reports_adapters_and_kernel_checks() {
+    if gpu_support::context().is_none() {
+        return;
+    }
+    let report = qforge::gpu::doctor::doctor(DeviceSpec::Gpu);
+    assert!(report.enumerate_error.is_none());
+    assert!(!report.adapters.is_empty());
+    let first = &report.adapters[0];
+    assert!(first.open_error.is_none());
+    // One line per kernel and imatrix mode; F16 has a CPU reference, so it is checked and ok.
+    assert!(first
+        .kernels
+        .iter()
+        .any(|(k, h)| k == "quantize_row_f16" && *h == KernelHealth::Passed));
+    assert!(first
+        .kernels
+        .iter()
+        .any(|(k, _)| k == "quantize_q4_0+imatrix"));
+    assert!(matches!(report.selection, Ok(Some(_))));
+    let text = report.to_string();
+    assert!(
+        text.contains("quantize_q8_0") && text.contains("--device gpu selects gpu:"),
+        "{text}"
+    );
+    eprintln!("{text}");
+}

@@ -78,7 +78,9 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks() {
         }
     }
     eprintln!("GPU == CPU for {compared:?}");
-    for must in ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] {
+    for must in [
+        "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "TQ1_0", "TQ2_0",
+    ] {
         assert!(compared.iter().any(|c| c == must), "{must} not compared");
     }
 }
@@ -121,6 +123,26 @@ fn chunked_dispatch_equals_single_dispatch() {
                 "{ty} imatrix {}: chunking changed bytes",
                 qw.is_some()
             );
+        }
+    }
+}
+
+/// A million blocks per type against the CPU (minutes on lavapipe: run with --ignored).
+#[test]
+#[ignore = "slow sweep: cargo test --test gpu_vs_cpu -- --ignored"]
+fn million_block_sweep() {
+    let Some(q) = gpu_support::quantizer() else {
+        return;
+    };
+    for def in KERNELS {
+        let ty = def.ty.unwrap();
+        let n_per_row = def.block_elems.max(1) * 64;
+        let n_rows = (1usize << 20) / 64;
+        let x = adversarial_rows(n_per_row, n_rows, 31337);
+        assert!(compare(&q, ty, &x, n_per_row, None) || quant::quantizer(ty).is_none());
+        if def.imatrix == Imatrix::Used {
+            let w = canary_weights(n_per_row, 4242);
+            compare(&q, ty, &x, n_per_row, Some(&w));
         }
     }
 }

@@ -28,6 +28,7 @@ pub enum Family {
     Probe,
     Float,
     Legacy,
+    Ternary,
 }
 
 impl Family {
@@ -39,6 +40,7 @@ impl Family {
             Family::Probe => &[IO, EXACT, include_str!("../../shaders/exact_probe.wgsl")],
             Family::Float => &[IO, EXACT, include_str!("../../shaders/float.wgsl")],
             Family::Legacy => &[IO, EXACT, SEARCH, include_str!("../../shaders/legacy.wgsl")],
+            Family::Ternary => &[IO, EXACT, include_str!("../../shaders/ternary.wgsl")],
         }
     }
 
@@ -47,6 +49,7 @@ impl Family {
         match self {
             Family::Probe | Family::Float => (1, 1),
             Family::Legacy => (17, 32),
+            Family::Ternary => (33, 1),
         }
     }
 
@@ -172,6 +175,22 @@ pub static KERNELS: &[KernelDef] = &[
         Imatrix::Used,
         32,
         24,
+    ),
+    quant(
+        "quantize_tq1_0",
+        Family::Ternary,
+        GgmlType::TQ1_0,
+        Imatrix::Ignored,
+        256,
+        54,
+    ),
+    quant(
+        "quantize_tq2_0",
+        Family::Ternary,
+        GgmlType::TQ2_0,
+        Imatrix::Ignored,
+        256,
+        66,
     ),
 ];
 
