@@ -450,9 +450,9 @@ pub struct PeftAdapter {
     dir: PathBuf,
     pub config: PeftConfig,
     file: SafetensorsFile,
-    /// Adapted modules, in the order their first tensor appears in the file (sorted by name).
+    /// Adapted modules, in the order their first tensor appears in the file (data order).
     pub modules: Vec<LoraModule>,
-    /// Replacement tensors, in file order.
+    /// Replacement tensors, in file (data) order.
     pub full_tensors: Vec<FullTensor>,
 }
 
@@ -535,7 +535,11 @@ impl PeftAdapter {
         let mut order: Vec<String> = Vec::new();
         let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
         let mut full_tensors = Vec::new();
-        for t in file.tensors() {
+        // Visit tensors in data-offset order, as `safetensors.torch.load_file` (and so
+        // convert_lora_to_gguf.py) does; for files PEFT writes this is also name order.
+        let mut in_file_order: Vec<&StTensor> = file.tensors().iter().collect();
+        in_file_order.sort_by_key(|t| file.data(t).as_ptr() as usize);
+        for t in in_file_order {
             file.check_float(t)?;
             match classify(&t.name) {
                 NameKind::Magnitude => return Err(PeftError::Dora { path }),
