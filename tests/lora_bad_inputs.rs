@@ -346,8 +346,18 @@ fn gguf_conversion_refusals_leave_no_file() {
     assert_eq!(list_files(&tmp), before);
 }
 
+/// A tensor of a hand-made GGUF file: name, ne, F32 values.
+type GgufTensor<'a> = (&'a str, Vec<u64>, Vec<f32>);
+/// A refusal case: what, adapter KV, adapter tensors, words the error must contain.
+type Case<'a> = (
+    &'a str,
+    Vec<(&'a str, Value)>,
+    Vec<GgufTensor<'a>>,
+    Vec<&'a str>,
+);
+
 /// A GGUF adapter file with the given KV and F32 tensors (name, ne, values).
-fn write_gguf(path: &Path, kv: &[(&str, Value)], tensors: &[(&str, Vec<u64>, Vec<f32>)]) {
+fn write_gguf(path: &Path, kv: &[(&str, Value)], tensors: &[GgufTensor]) {
     let mut md = Metadata::new();
     for (k, v) in kv {
         md.set(k, v.clone());
@@ -370,7 +380,7 @@ fn gguf_merge_refusals_leave_no_file() {
     let arch = ("general.architecture", Value::Str("llama".into()));
     write_gguf(
         &tmp.join("base.gguf"),
-        &[arch.clone()],
+        std::slice::from_ref(&arch),
         &[("blk.0.attn_q.weight", vec![8, 4], vec![0.5; 32])],
     );
     let adapter_kv = vec![
@@ -381,12 +391,7 @@ fn gguf_merge_refusals_leave_no_file() {
     ];
     let a = ("blk.0.attn_q.weight.lora_a", vec![8, 2], vec![0.1; 16]);
     let b = ("blk.0.attn_q.weight.lora_b", vec![2, 4], vec![0.1; 8]);
-    let cases: Vec<(
-        &str,
-        Vec<(&str, Value)>,
-        Vec<(&str, Vec<u64>, Vec<f32>)>,
-        Vec<&str>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "another base",
             adapter_kv.clone(),

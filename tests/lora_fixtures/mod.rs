@@ -150,8 +150,9 @@ pub fn contract_merge(
         for i in 0..inn {
             let mut acc = 0.0f32;
             for k in 0..r {
+                // A rounded product, then a rounded add.
                 let prod = b[o * r + k] * a[k * inn + i];
-                acc = acc + prod;
+                acc += prod;
             }
             let delta = scale * acc;
             merged[o * inn + i] = w[o * inn + i] + delta;
