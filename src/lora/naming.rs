@@ -719,6 +719,74 @@ mod tests {
         assert_eq!(c.basename.as_deref(), Some("llama"));
     }
 
+    /// Expected values printed by gguf-py's own `get_model_id_components` / `id_to_title`
+    /// (extracted from gguf-py/gguf/metadata.py and run on these ids).
+    #[test]
+    fn id_components_match_gguf_py_outputs() {
+        type Row<'a> = (&'a str, i64, [Option<&'a str>; 4], &'a str);
+        let rows: [Row; 8] = [
+            ("adapter", -4000000, [None, None, None, None], "Adapter"),
+            (
+                "Llama-2-7b-chat-lora",
+                -4000000,
+                [Some("Llama-2"), Some("chat"), None, Some("7B")],
+                "Llama 2 7b Chat Lora",
+            ),
+            (
+                "tiny-llama",
+                4700000,
+                [None, None, None, None],
+                "Tiny Llama",
+            ),
+            (
+                "Mistral-7B-Instruct-v0.2",
+                7000000000,
+                [Some("Mistral"), Some("Instruct"), Some("v0.2"), Some("7B")],
+                "Mistral 7B Instruct v0.2",
+            ),
+            (
+                "my_adapter-v2",
+                -100,
+                [Some("my_adapter"), None, Some("v2"), None],
+                "My_Adapter v2",
+            ),
+            (
+                "Qwen2.5-0.5B-Instruct-lora-r16",
+                -5000000,
+                [Some("Qwen2.5"), Some("Instruct-r16"), None, Some("0.5B")],
+                "Qwen2.5 0.5B Instruct Lora R16",
+            ),
+            (
+                "llama-3-8k-lora",
+                -2000000,
+                [Some("llama-3"), Some("8k"), None, None],
+                "Llama 3 8k Lora",
+            ),
+            (
+                "SmolLM2-135M-bf16",
+                -1000,
+                [Some("SmolLM2"), None, None, Some("135M")],
+                "SmolLM2 135M Bf16",
+            ),
+        ];
+        for (id, total, [basename, finetune, version, size], title) in rows {
+            let c = model_id_components(id, total);
+            assert_eq!(c.full_name.as_deref(), Some(id));
+            assert_eq!(c.org, None);
+            assert_eq!(
+                [
+                    c.basename.as_deref(),
+                    c.finetune.as_deref(),
+                    c.version.as_deref(),
+                    c.size_label.as_deref()
+                ],
+                [basename, finetune, version, size],
+                "{id}"
+            );
+            assert_eq!(id_to_title(id), title, "{id}");
+        }
+    }
+
     #[test]
     fn peft_model_card_front_matter_is_read() {
         let text = "---\nbase_model: meta-llama/Llama-3.2-1B\nlibrary_name: peft\npipeline_tag: text-generation\ntags:\n- base_model:adapter:meta-llama/Llama-3.2-1B\n- lora\n- transformers\n---\n\n# Model Card\n";
