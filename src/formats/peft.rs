@@ -15,6 +15,11 @@
 //! DoRA (`use_dora`, `lora_magnitude_vector`), other PEFT types (LoHa, IA3, …), pickled weights.
 //! [`PeftAdapter::check_base`] then proves the adapter fits a given base model (every module
 //! found, every shape equal).
+//!
+//! Not consulted: `layers_to_transform` / `layers_pattern` (the factors present are what PEFT
+//! saved, so they are what it would load) and `target_parameters`. JSON objects are read without
+//! their key order, so when two `rank_pattern` / `alpha_pattern` keys match one module (PEFT
+//! takes the first in file order) the config is refused as ambiguous.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -450,9 +455,9 @@ pub struct PeftAdapter {
     dir: PathBuf,
     pub config: PeftConfig,
     file: SafetensorsFile,
-    /// Adapted modules, in the order their first tensor appears in the file (sorted by name).
+    /// Adapted modules, in the order their first tensor appears in the file (data order).
     pub modules: Vec<LoraModule>,
-    /// Replacement tensors, in file order.
+    /// Replacement tensors, in file (data) order.
     pub full_tensors: Vec<FullTensor>,
 }
 
@@ -535,7 +540,11 @@ impl PeftAdapter {
         let mut order: Vec<String> = Vec::new();
         let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
         let mut full_tensors = Vec::new();
-        for t in file.tensors() {
+        // Visit tensors in data-offset order, as `safetensors.torch.load_file` (and so
+        // convert_lora_to_gguf.py) does; for files PEFT writes this is also name order.
+        let mut in_file_order: Vec<&StTensor> = file.tensors().iter().collect();
+        in_file_order.sort_by_key(|t| file.data(t).as_ptr() as usize);
+        for t in in_file_order {
             file.check_float(t)?;
             match classify(&t.name) {
                 NameKind::Magnitude => return Err(PeftError::Dora { path }),
@@ -682,15 +691,25 @@ impl PeftAdapter {
             .iter()
             .flat_map(|m| [&m.a, &m.b])
             .chain(self.full_tensors.iter().map(|f| &f.tensor));
+        // In slices, so a large saved module (an lm_head) never needs a full f32 copy.
+        const SLICE: usize = 1 << 20;
+        let mut buf = vec![0f32; SLICE];
         for t in all {
-            let v = self.read_f32(t)?;
-            if let Some((index, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-                return Err(PeftError::NonFinite {
-                    path: self.weights_path().to_path_buf(),
-                    tensor: t.name.clone(),
-                    index,
-                    value,
-                });
+            let n = t.n_elements();
+            let mut start = 0;
+            while start < n {
+                let len = SLICE.min(n - start);
+                let v = &mut buf[..len];
+                self.file.read_f32(t, start, v)?;
+                if let Some((i, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                    return Err(PeftError::NonFinite {
+                        path: self.weights_path().to_path_buf(),
+                        tensor: t.name.clone(),
+                        index: start + i,
+                        value,
+                    });
+                }
+                start += len;
             }
         }
         Ok(())

@@ -201,8 +201,10 @@ pub fn merge_lora_hf(
                     report.copied += 1;
                 }
                 Some(steps) => {
+                    // Errors name the file as it will be, not its staging name.
+                    let final_path = out_dir.join(&name);
                     let merged = pool.install(|| {
-                        write_merged(file, t, steps, &loaded, adapters, &out_path, &mut writer)
+                        write_merged(file, t, steps, &loaded, adapters, &final_path, &mut writer)
                     })?;
                     if merged {
                         report.merged += 1;

@@ -27,7 +27,10 @@
 //! Because each element's sum runs over k alone and in order, the result does not depend on how
 //! rows are split between threads, on SIMD width, or on the device: this CPU kernel vectorizes
 //! across columns (each lane owns one element and its own k-ordered sum), and a GPU twin is one
-//! invocation per element running the same k loop with a non-fused multiply then add.
+//! invocation per element running the same k loop with a multiply the shader compiler cannot
+//! fuse into the following add (WGSL does not forbid `a*b+c` contraction; see
+//! shared/notes/gpu.md), with P, Q and the scales uploaded exactly as [`LowRankUpdate`] holds
+//! them.
 //!
 //! # The kernel's orientation
 //!

@@ -11,8 +11,12 @@
 //! Every input is validated before the first output byte is written, and outputs appear whole
 //! (temporary names renamed at the end) or not at all.
 
+pub mod gguf_adapter;
+pub mod gguf_merge;
 pub mod hf;
+mod llama_names;
 pub mod merge;
+mod naming;
 
 use std::path::PathBuf;
 
@@ -21,6 +25,8 @@ use crate::formats::peft::PeftError;
 use crate::formats::safetensors::SafetensorsError;
 use crate::quant::QuantError;
 
+pub use gguf_adapter::{lora_to_gguf, LoraOutType};
+pub use gguf_merge::{merge_lora_gguf, GgufAdapterSpec, GgufMergeReport};
 pub use hf::{merge_lora_hf, AdapterSpec, MergeOptions, MergeReport};
 
 /// Errors of the LoRA layer; each names the file, and the tensor when there is one.

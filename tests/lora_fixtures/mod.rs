@@ -34,6 +34,7 @@ impl Rng {
 }
 
 /// One tensor to write: name, dtype, shape, values (rounded to the dtype when written).
+#[derive(Clone)]
 pub struct T {
     pub name: String,
     pub dtype: Dtype,
@@ -55,7 +56,11 @@ impl T {
     /// The values as the file stores them (after rounding to the dtype), back in f32.
     pub fn stored(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.values.len()];
-        qforge::formats::safetensors::floats_to_f32(self.dtype, &encode(self.dtype, &self.values), &mut out);
+        qforge::formats::safetensors::floats_to_f32(
+            self.dtype,
+            &encode(self.dtype, &self.values),
+            &mut out,
+        );
         out
     }
 }
@@ -63,8 +68,14 @@ impl T {
 pub fn encode(dtype: Dtype, v: &[f32]) -> Vec<u8> {
     match dtype {
         Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Dtype::F16 => v.iter().flat_map(|x| f32_to_f16(*x).to_le_bytes()).collect(),
-        Dtype::BF16 => v.iter().flat_map(|x| f32_to_bf16(*x).to_le_bytes()).collect(),
+        Dtype::F16 => v
+            .iter()
+            .flat_map(|x| f32_to_f16(*x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => v
+            .iter()
+            .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
+            .collect(),
         other => panic!("fixture dtype {other:?}"),
     }
 }
@@ -84,8 +95,16 @@ pub fn write_safetensors(path: &Path, tensors: &[T]) {
 /// A llama-shaped base model directory: config.json, tokenizer_config.json, model.safetensors.
 pub fn write_base(dir: &Path, config: &serde_json::Value, tensors: &[T]) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), "{\"add_bos_token\": true}").unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(config).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        "{\"add_bos_token\": true}",
+    )
+    .unwrap();
     write_safetensors(&dir.join("model.safetensors"), tensors);
 }
 
@@ -117,14 +136,23 @@ pub fn lora_config(r: usize, alpha: f64, targets: &[&str]) -> serde_json::Value 
 
 /// The merge contract written out for one matrix W [out, in] (row-major, values already f32),
 /// A [r, in], B [out, r]: returns the merged f32 values before the final rounding.
-pub fn contract_merge(w: &[f32], a: &[f32], b: &[f32], out: usize, inn: usize, r: usize, scale: f32) -> Vec<f32> {
+pub fn contract_merge(
+    w: &[f32],
+    a: &[f32],
+    b: &[f32],
+    out: usize,
+    inn: usize,
+    r: usize,
+    scale: f32,
+) -> Vec<f32> {
     let mut merged = vec![0f32; out * inn];
     for o in 0..out {
         for i in 0..inn {
             let mut acc = 0.0f32;
             for k in 0..r {
+                // A rounded product, then a rounded add.
                 let prod = b[o * r + k] * a[k * inn + i];
-                acc = acc + prod;
+                acc += prod;
             }
             let delta = scale * acc;
             merged[o * inn + i] = w[o * inn + i] + delta;
