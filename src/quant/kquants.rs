@@ -23,6 +23,10 @@ use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
 
+mod simd;
+
+pub use simd::{available_backends, best_backend, Backend};
+
 /// Elements per super-block (ggml's `QK_K`).
 pub const QK_K: usize = 256;
 
@@ -52,6 +56,66 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         GgmlType::Q6_K => dequantize_row_q6_k,
         _ => return None,
     })
+}
+
+/// Quantizes one row of a K-quant type with the given backend's kernels (falling back to the
+/// scalar oracle for types or CPUs without one). All backends write identical bytes; this entry
+/// point exists so tests and benchmarks can compare them.
+///
+/// # Panics
+/// If `ty` is not a K-quant, or the row, weights or output have inconsistent lengths.
+pub fn quantize_row_with(
+    backend: Backend,
+    ty: GgmlType,
+    x: &[f32],
+    qw: Option<&[f32]>,
+    out: &mut [u8],
+) {
+    let (kernel, bytes) = match ty {
+        GgmlType::Q2_K => (None, BLOCK_Q2_K_BYTES),
+        GgmlType::Q3_K => (None, BLOCK_Q3_K_BYTES),
+        GgmlType::Q4_K => (Some(simd::Kernel::Q4K), BLOCK_Q4_K_BYTES),
+        GgmlType::Q5_K => (Some(simd::Kernel::Q5K), BLOCK_Q5_K_BYTES),
+        GgmlType::Q6_K => (Some(simd::Kernel::Q6K), BLOCK_Q6_K_BYTES),
+        _ => panic!("{ty} is not a K-quant"),
+    };
+    check_row(x, qw, out, bytes);
+    if let Some(kernel) = kernel {
+        if simd::quantize_row_simd(backend, kernel, x, qw, out) {
+            return;
+        }
+    }
+    for_each_block(x, qw, out, bytes, |xb, wb, ob| match ty {
+        GgmlType::Q2_K => match wb {
+            None => quantize_block_q2_k(xb, ob),
+            Some(w) => quantize_block_q2_k_imatrix(xb, w, ob),
+        },
+        GgmlType::Q3_K => match wb {
+            None => quantize_block_q3_k(xb, ob),
+            Some(w) => quantize_block_q3_k_imatrix(xb, w, ob),
+        },
+        GgmlType::Q4_K => match wb {
+            None => quantize_block_q4_k(xb, ob),
+            Some(w) => quantize_block_q4_k_imatrix(xb, w, ob),
+        },
+        GgmlType::Q5_K => match wb {
+            None => quantize_block_q5_k(xb, ob),
+            Some(w) => quantize_block_q5_k_imatrix(xb, w, ob),
+        },
+        _ => quantize_block_q6_k(xb, wb, ob),
+    });
+}
+
+fn check_row(x: &[f32], qw: Option<&[f32]>, out: &[u8], block_bytes: usize) {
+    assert_eq!(x.len() % QK_K, 0, "K-quant row of {} elements", x.len());
+    assert_eq!(out.len(), x.len() / QK_K * block_bytes);
+    if let Some(w) = qw {
+        assert_eq!(
+            w.len(),
+            x.len(),
+            "importance weights for a row of another length"
+        );
+    }
 }
 
 /// Runs `block` over every super-block of a row (with the matching slice of the row's importance
@@ -151,10 +215,7 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 // Layout: scales[16] (low nibble scale, high nibble min) @0, qs[64] @16, d @80, dmin @82.
 
 fn quantize_row_q2_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    for_each_block(x, qw, out, BLOCK_Q2_K_BYTES, |xb, wb, ob| match wb {
-        None => quantize_block_q2_k(xb, ob),
-        Some(w) => quantize_block_q2_k_imatrix(xb, w, ob),
-    });
+    quantize_row_with(best_backend(), GgmlType::Q2_K, x, qw, out);
 }
 
 /// Requantizes every 16-element sub-block against the stored (fp16-rounded) scales, keeping the
@@ -300,10 +361,7 @@ fn dequantize_row_q2_k(bytes: &[u8], out: &mut [f32]) {
 // Layout: hmask[32] @0, qs[64] @32, scales[12] @96 (sixteen 6-bit values, offset by 32), d @108.
 
 fn quantize_row_q3_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    for_each_block(x, qw, out, BLOCK_Q3_K_BYTES, |xb, wb, ob| match wb {
-        None => quantize_block_q3_k(xb, ob),
-        Some(w) => quantize_block_q3_k_imatrix(xb, w, ob),
-    });
+    quantize_row_with(best_backend(), GgmlType::Q3_K, x, qw, out);
 }
 
 /// Packs sixteen 6-bit values: low nibbles of 0–7 / 8–15 in the low / high halves of bytes 0–7,
@@ -449,17 +507,11 @@ fn dequantize_row_q3_k(bytes: &[u8], out: &mut [f32]) {
 // Q5_K layout: d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48.
 
 fn quantize_row_q4_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    for_each_block(x, qw, out, BLOCK_Q4_K_BYTES, |xb, wb, ob| match wb {
-        None => quantize_block_q4_k(xb, ob),
-        Some(w) => quantize_block_q4_k_imatrix(xb, w, ob),
-    });
+    quantize_row_with(best_backend(), GgmlType::Q4_K, x, qw, out);
 }
 
 fn quantize_row_q5_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    for_each_block(x, qw, out, BLOCK_Q5_K_BYTES, |xb, wb, ob| match wb {
-        None => quantize_block_q5_k(xb, ob),
-        Some(w) => quantize_block_q5_k_imatrix(xb, w, ob),
-    });
+    quantize_row_with(best_backend(), GgmlType::Q5_K, x, qw, out);
 }
 
 /// Result of the per-sub-block min+scale searches of Q4_K/Q5_K: eight (scale, −min) pairs and the
@@ -737,7 +789,7 @@ fn dequantize_row_q5_k(bytes: &[u8], out: &mut [f32]) {
 // Layout: ql[128] @0, qh[64] @128, i8 scales[16] @192, d @208.
 
 fn quantize_row_q6_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    for_each_block(x, qw, out, BLOCK_Q6_K_BYTES, quantize_block_q6_k);
+    quantize_row_with(best_backend(), GgmlType::Q6_K, x, qw, out);
 }
 
 /// Reproduces one block of `quantize_row_q6_K_ref` (`qw` None) or `quantize_row_q6_K_impl`
