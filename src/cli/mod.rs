@@ -4,6 +4,7 @@ mod demo;
 mod doctor;
 mod info;
 mod quantize;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     Quantize(Box<quantize::QuantizeArgs>),
     /// Show a GGUF or safetensors file's metadata and tensor table.
     Info(info::InfoArgs),
+    /// Write a random llama GGUF of a chosen size (nothing downloaded).
+    Synth(synth::SynthArgs),
     /// List GPU adapters and self-check every GPU kernel on them.
     Doctor(doctor::DoctorArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
@@ -37,6 +40,7 @@ pub fn run() -> i32 {
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Synth(a) => synth::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -125,22 +125,30 @@ impl SyntheticLlama {
     /// Values of one tensor: norms near 1, weights normal with a few outliers, like trained
     /// checkpoints.
     pub fn values(&self, index: usize, n: usize) -> Vec<f32> {
-        let mut rng = Rng::new(self.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        use rayon::prelude::*;
+        // Chunks with their own seeds, so big models generate on every core.
+        const CHUNK: usize = 1 << 16;
         let is_norm = self.tensors()[index].1.len() == 1;
-        (0..n)
-            .map(|_| {
-                if is_norm {
-                    1.0 + 0.1 * rng.normal()
-                } else {
-                    let x = 0.02 * rng.normal();
-                    if rng.next_u64() % 1000 == 0 {
-                        x * 12.0
+        let seed = self.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = Rng::new(seed.wrapping_add((c as u64).wrapping_mul(0x9e37_79b9)));
+                for v in chunk {
+                    *v = if is_norm {
+                        1.0 + 0.1 * rng.normal()
                     } else {
-                        x
-                    }
+                        let x = 0.02 * rng.normal();
+                        if rng.next_u64() % 1000 == 0 {
+                            x * 12.0
+                        } else {
+                            x
+                        }
+                    };
                 }
-            })
-            .collect()
+            });
+        out
     }
 
     /// Write the model as a GGUF file.
@@ -162,6 +170,10 @@ impl SyntheticLlama {
             let vals = self.values(i, ne.iter().product::<u64>() as usize);
             let bytes: Vec<u8> = match ty {
                 GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                GgmlType::BF16 => vals
+                    .iter()
+                    .flat_map(|v| crate::quant::f32_to_bf16(*v).to_le_bytes())
+                    .collect(),
                 _ => vals
                     .iter()
                     .flat_map(|v| f32_to_f16(*v).to_le_bytes())
