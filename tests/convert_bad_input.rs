@@ -34,6 +34,7 @@ fn fails(dir: &Path) -> String {
         Ok(_) => panic!("conversion of {} succeeded", dir.display()),
         Err(e) => format!("{e:#}"),
     };
+    eprintln!("{}: {err}", dir.display());
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "files left behind: {left:?} ({err})");
     err

@@ -200,11 +200,21 @@ impl SafetensorsFile {
     /// Let the kernel drop the pages of `t` from this process: its data has been consumed.
     /// Keeps the resident set bounded when a whole checkpoint is read through the map.
     pub fn release(&self, t: &StTensor) {
+        self.release_range(t, 0, t.len);
+    }
+
+    /// Like [`SafetensorsFile::release`] for bytes `[offset, offset + len)` of `t`'s data.
+    pub fn release_range(&self, t: &StTensor, offset: usize, len: usize) {
+        let len = len.min(t.len.saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
         // SAFETY: the map is a read-only file mapping; after MADV_DONTNEED a later access simply
-        // faults the pages back in from the file, so no data can be lost or changed.
+        // faults the pages back in from the file, so no data can be lost or changed (even if
+        // another thread is still reading a page that shares the range's edge).
         let _ = unsafe {
             self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, t.start, t.len)
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, t.start + offset, len)
         };
     }
 }
@@ -346,13 +356,16 @@ impl Checkpoint {
                     }
                     s
                 };
+                let mut what = Vec::new();
+                if !missing.is_empty() {
+                    what.push(format!("missing tensors [{}]", shown(&missing)));
+                }
+                if !extra.is_empty() {
+                    what.push(format!("tensors not in the index [{}]", shown(&extra)));
+                }
                 return Err(SafetensorsError::IndexMismatch {
                     index: index_path,
-                    what: format!(
-                        "missing tensors [{}]; tensors not in the index [{}]",
-                        shown(&missing),
-                        shown(&extra)
-                    ),
+                    what: what.join("; "),
                 });
             }
         }

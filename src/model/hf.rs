@@ -986,6 +986,12 @@ impl HfModel {
                 if !raw {
                     encode(out_ty, &buf, chunk);
                 }
+                // Rows read in order are done with: drop their pages now, so the resident
+                // set holds about the output tensor, not the input too.
+                if plan.permute_heads.is_none() {
+                    let row_bytes = row_len * in_size;
+                    file.release_range(t, r0 * row_bytes, nr * row_bytes);
+                }
             });
         file.release(t);
         Ok(out)
