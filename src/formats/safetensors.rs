@@ -662,7 +662,7 @@ mod tests {
         let mut out = [0f32; 2];
         floats_to_f32(Dtype::F16, &[0x00, 0x3c, 0x01, 0x80], &mut out);
         assert_eq!(out[0], 1.0);
-        assert_eq!(out[1], -5.960464477539063e-8);
+        assert_eq!(out[1], -(2f32.powi(-24)));
         floats_to_f32(Dtype::BF16, &[0x80, 0x3f, 0x00, 0xc0], &mut out);
         assert_eq!(out, [1.0, -2.0]);
     }

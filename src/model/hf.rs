@@ -225,10 +225,8 @@ impl Hparams {
                     ("head_dim", None) => {
                         let h = map.get("hidden_size").and_then(Json::as_u64);
                         let n = map.get("num_attention_heads").and_then(Json::as_u64);
-                        if let (Some(h), Some(n)) = (h, n) {
-                            if n > 0 {
-                                map.insert(key.to_string(), Json::from(h / n));
-                            }
+                        if let Some(d) = h.zip(n).and_then(|(h, n)| h.checked_div(n)) {
+                            map.insert(key.to_string(), Json::from(d));
                         }
                     }
                     _ => {}
@@ -594,9 +592,12 @@ impl HfModel {
 
             // Output type, as prepare_tensors decides it.
             let n_dims = t.shape.len();
-            let mut ty = if n_dims <= 1 || mapped.name.ends_with("_norm.weight") {
-                GgmlType::F32
-            } else if mapped.kind == "FFN_GATE_INP" || !mapped.name.ends_with(".weight") {
+            // 1-D tensors, norms, router weights and anything not a `.weight` stay F32.
+            let mut ty = if n_dims <= 1
+                || mapped.name.ends_with("_norm.weight")
+                || mapped.kind == "FFN_GATE_INP"
+                || !mapped.name.ends_with(".weight")
+            {
                 GgmlType::F32
             } else {
                 matrix_type

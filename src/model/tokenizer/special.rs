@@ -51,7 +51,7 @@ fn truthy(v: Option<&Json>) -> bool {
     v.is_some_and(super::sentencepiece::py_truthy)
 }
 
-fn special_token_id<'a>(entry: Option<&'a Json>) -> Option<&'a Json> {
+fn special_token_id(entry: Option<&Json>) -> Option<&Json> {
     entry?.get("SpecialToken")?.get("id")
 }
 
@@ -94,10 +94,10 @@ impl SpecialVocab {
                 "invalid value for special token type {typ}: {id}"
             )));
         }
-        if self.n_vocab.is_none_or(|n| (id as u64) < n as u64) {
-            if !self.special_token_ids.iter().any(|(t, _)| t == typ) {
-                self.special_token_ids.push((typ.to_string(), id as u64));
-            }
+        if self.n_vocab.is_none_or(|n| (id as u64) < n as u64)
+            && !self.special_token_ids.iter().any(|(t, _)| t == typ)
+        {
+            self.special_token_ids.push((typ.to_string(), id as u64));
         }
         Ok(())
     }
