@@ -371,3 +371,43 @@ fn q8_0_falls_back_to_f16_for_rows_not_a_multiple_of_32() {
     assert_eq!(u32_of(&f, "llama.context_length"), Some(2048));
     assert_eq!(u32_of(&f, "llama.attention.key_length"), Some(16));
 }
+
+#[test]
+fn qwen2_with_a_byte_level_bpe_tokenizer() {
+    let (hidden, heads, ff) = (32, 2, 64);
+    let config = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": hidden,
+        "intermediate_size": ff,
+        "num_hidden_layers": 1,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "vocab_size": 49152,
+        "tie_word_embeddings": true
+    });
+    let mut tensors = layer_tensors(1, hidden, hidden, hidden, ff, &[]);
+    tensors[0].1 = vec![49152, hidden];
+    let tensors: Vec<(&str, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.clone()))
+        .collect();
+    let made = make("qwen2-bpe", "tiny-qwen2-bpe", config, &tensors);
+    std::fs::remove_file(made.dir.join("tokenizer.model")).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::write(
+            made.dir.join(f),
+            std::fs::read(common::golden(&format!("tiny-bpe/{f}"))).unwrap(),
+        )
+        .unwrap();
+    }
+    let f = run(&made, OutType::BF16);
+    assert_eq!(f.metadata.get_str("tokenizer.ggml.model"), Some("gpt2"));
+    assert_eq!(f.metadata.get_str("tokenizer.ggml.pre"), Some("smollm"));
+    match f.metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(_, items)) => assert_eq!(items.len(), 49152),
+        other => panic!("tokens: {other:?}"),
+    }
+    assert_eq!(u32_of(&f, "tokenizer.ggml.eos_token_id"), Some(2));
+    assert_eq!(f.tensor("token_embd.weight").unwrap().ty.name(), "BF16");
+}

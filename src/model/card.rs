@@ -823,40 +823,240 @@ mod tests {
         assert_eq!(id_to_title("Mistral-7B-v0.1"), "Mistral 7B v0.1");
         assert_eq!(id_to_title("smollm2-135m"), "Smollm2 135m");
         assert_eq!(id_to_title("llama3b-chat"), "Llama3B Chat");
+        assert_eq!(id_to_title("\u{c9}COLE-model"), "\u{c9}COLE Model");
+        assert_eq!(id_to_title("gpt-neox_20b"), "Gpt Neox_20B");
+        assert_eq!(id_to_title("\u{fc}ber-v2.1-test"), "\u{dc}ber v2.1 Test");
     }
+
+    /// Expected values printed by gguf-py's own `Metadata.get_model_id_components` (llama.cpp
+    /// 0c1e57098): (id, total params, full name, org, basename, finetune, version, size label).
+    #[allow(clippy::type_complexity)]
+    const GGUF_PY_IDS: &[(&str, i64, [Option<&str>; 6])] = &[
+        (
+            "tiny-llama",
+            4722944,
+            [Some("tiny-llama"), None, None, None, None, None],
+        ),
+        (
+            "mistralai/Mistral-7B-Instruct-v0.2",
+            7241732096,
+            [
+                Some("Mistral-7B-Instruct-v0.2"),
+                Some("mistralai"),
+                Some("Mistral"),
+                Some("Instruct"),
+                Some("v0.2"),
+                Some("7B"),
+            ],
+        ),
+        (
+            "Qwen2.5-0.5B-Instruct",
+            494032768,
+            [
+                Some("Qwen2.5-0.5B-Instruct"),
+                None,
+                Some("Qwen2.5"),
+                Some("Instruct"),
+                None,
+                Some("0.5B"),
+            ],
+        ),
+        (
+            "model-128k",
+            4700000,
+            [
+                Some("model-128k"),
+                None,
+                Some("model"),
+                Some("128k"),
+                None,
+                None,
+            ],
+        ),
+        (
+            "meta-llama/Llama-3.1-8B-Instruct",
+            8030261248,
+            [
+                Some("Llama-3.1-8B-Instruct"),
+                Some("meta-llama"),
+                Some("Llama-3.1"),
+                Some("Instruct"),
+                None,
+                Some("8B"),
+            ],
+        ),
+        (
+            "bigscience/bloom-7b1",
+            7069016064,
+            [
+                Some("bloom-7b1"),
+                Some("bigscience"),
+                Some("bloom"),
+                None,
+                None,
+                Some("7.1B"),
+            ],
+        ),
+        (
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            134515008,
+            [
+                Some("SmolLM2-135M-Instruct"),
+                Some("HuggingFaceTB"),
+                Some("SmolLM2"),
+                Some("Instruct"),
+                None,
+                Some("135M"),
+            ],
+        ),
+        (
+            "Mixtral-8x7B-v0.1",
+            46702792704,
+            [
+                Some("Mixtral-8x7B-v0.1"),
+                None,
+                Some("Mixtral"),
+                None,
+                Some("v0.1"),
+                Some("8x7B"),
+            ],
+        ),
+        (
+            "./local-model-v2",
+            1000000,
+            [
+                Some("local-model-v2"),
+                None,
+                Some("local-model"),
+                None,
+                Some("v2"),
+                None,
+            ],
+        ),
+        (
+            "Qwen3-30B-A3B",
+            30532122624,
+            [
+                Some("Qwen3-30B-A3B"),
+                None,
+                Some("Qwen3"),
+                None,
+                None,
+                Some("30B-A3B"),
+            ],
+        ),
+        (
+            "phi-2-GGUF-q4_0",
+            2779683840,
+            [Some("phi-2-GGUF-q4_0"), None, None, None, None, None],
+        ),
+        (
+            "my model name",
+            1000,
+            [Some("my model name"), None, None, None, None, None],
+        ),
+        (
+            "deepseek-coder-1.3b-base",
+            1346471936,
+            [
+                Some("deepseek-coder-1.3b-base"),
+                None,
+                Some("deepseek-coder"),
+                Some("base"),
+                None,
+                Some("1.3B"),
+            ],
+        ),
+        (
+            "gemma-2-2b-it",
+            2614341888,
+            [
+                Some("gemma-2-2b-it"),
+                None,
+                Some("gemma-2"),
+                Some("it"),
+                None,
+                Some("2B"),
+            ],
+        ),
+        (
+            "Llama-2-7b-chat-hf",
+            6738415616,
+            [
+                Some("Llama-2-7b-chat-hf"),
+                None,
+                Some("Llama-2"),
+                Some("chat-hf"),
+                None,
+                Some("7B"),
+            ],
+        ),
+        (
+            "model-small-7B",
+            7000000000,
+            [
+                Some("model-small-7B"),
+                None,
+                Some("model-small"),
+                None,
+                None,
+                Some("7B"),
+            ],
+        ),
+        (
+            "lora-test-LoRA",
+            -5000000,
+            [Some("lora-test-LoRA"), None, None, None, None, None],
+        ),
+        (
+            "x-70b-v1.5-iter3",
+            70000000000,
+            [
+                Some("x-70b-v1.5-iter3"),
+                None,
+                Some("x"),
+                None,
+                Some("v1.5-iter3"),
+                Some("70B"),
+            ],
+        ),
+    ];
 
     #[test]
     fn model_ids_split_like_gguf_py() {
-        let p = model_id_components(Some("tiny-llama"), 4_700_000);
-        assert_eq!(p.full_name.as_deref(), Some("tiny-llama"));
-        assert_eq!(p.basename, None);
-        assert_eq!(p.size_label, None);
-
-        let p = model_id_components(Some("mistralai/Mistral-7B-Instruct-v0.2"), 7_241_732_096);
-        assert_eq!(p.org.as_deref(), Some("mistralai"));
-        assert_eq!(p.basename.as_deref(), Some("Mistral"));
-        assert_eq!(p.size_label.as_deref(), Some("7B"));
-        assert_eq!(p.finetune.as_deref(), Some("Instruct"));
-        assert_eq!(p.version.as_deref(), Some("v0.2"));
-
-        let p = model_id_components(Some("Qwen2.5-0.5B-Instruct"), 494_032_768);
-        assert_eq!(p.basename.as_deref(), Some("Qwen2.5"));
-        assert_eq!(p.size_label.as_deref(), Some("0.5B"));
-
-        // A size far from the parameter count is taken for a context length.
-        let p = model_id_components(Some("model-128k"), 4_700_000);
-        assert_eq!(p.finetune.as_deref(), Some("128k"));
-        assert_eq!(p.size_label, None);
+        for (id, total, want) in GGUF_PY_IDS {
+            let p = model_id_components(Some(id), *total);
+            let got = [
+                p.full_name.as_deref(),
+                p.org.as_deref(),
+                p.basename.as_deref(),
+                p.finetune.as_deref(),
+                p.version.as_deref(),
+                p.size_label.as_deref(),
+            ];
+            assert_eq!(&got, want, "{id}");
+        }
     }
 
     #[test]
     fn size_labels_round_like_python() {
-        assert_eq!(size_label(4_718_848), "4.7M");
-        assert_eq!(size_label(3_268_928), "3.3M");
-        assert_eq!(size_label(7_241_732_096), "7.2B");
-        assert_eq!(size_label(494_032_768), "494M");
-        assert_eq!(size_label(135_000), "135K");
-        assert_eq!(size_label(12_000_000_000), "12B");
+        // Expected values printed by gguf-py's `size_label`.
+        for (n, want) in [
+            (4722944u64, "4.7M"),
+            (3268928, "3.3M"),
+            (999, "1.0K"),
+            (1000000, "1000K"),
+            (1000001, "1.0M"),
+            (999999999, "1000M"),
+            (1000000001, "1.0B"),
+            (12345678901234, "12T"),
+            (0, "0.00K"),
+            (5, "0.01K"),
+            (950000, "950K"),
+            (9500000, "10M"),
+        ] {
+            assert_eq!(size_label(n), want, "{n}");
+        }
         assert_eq!(size_label_experts(1_000_000, 7_000_000_000, 8), "8x7.0B");
     }
 }
