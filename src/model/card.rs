@@ -378,6 +378,13 @@ pub fn size_label_experts(shared: u64, expert: u64, expert_count: u64) -> String
     format!("{expert_count}x{}", rounded_count(shared + expert, 2))
 }
 
+/// The directory's name as Python's `Path(dir).name` gives it (empty for `.`).
+pub fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn read_json(path: &Path) -> Result<Option<Json>, CardError> {
     if !path.is_file() {
         return Ok(None);
@@ -462,12 +469,7 @@ impl ModelCard {
                 }
             }
         }
-        let dir_name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_default();
+        let dir_name = dir_name(dir);
         m.fill_from_id(&dir_name, total_params);
 
         if let Some(Json::Object(g)) = &gen_config {

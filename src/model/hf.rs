@@ -1096,11 +1096,7 @@ fn check_supported_features(dir: &Path, class: ModelClass, hp: &Hparams) -> Resu
         let readme = std::fs::read_to_string(dir.join("README.md"))
             .unwrap_or_default()
             .to_lowercase();
-        let dir_name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_lowercase()))
-            .unwrap_or_default();
+        let dir_name = card::dir_name(dir).to_lowercase();
         let hints = [
             dir_name,
             hp.get("_name_or_path")
