@@ -200,11 +200,21 @@ impl SafetensorsFile {
     /// Let the kernel drop the pages of `t` from this process: its data has been consumed.
     /// Keeps the resident set bounded when a whole checkpoint is read through the map.
     pub fn release(&self, t: &StTensor) {
+        self.release_range(t, 0, t.len);
+    }
+
+    /// Like [`SafetensorsFile::release`] for bytes `[offset, offset + len)` of `t`'s data.
+    pub fn release_range(&self, t: &StTensor, offset: usize, len: usize) {
+        let len = len.min(t.len.saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
         // SAFETY: the map is a read-only file mapping; after MADV_DONTNEED a later access simply
-        // faults the pages back in from the file, so no data can be lost or changed.
+        // faults the pages back in from the file, so no data can be lost or changed (even if
+        // another thread is still reading a page that shares the range's edge).
         let _ = unsafe {
             self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, t.start, t.len)
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, t.start + offset, len)
         };
     }
 }
@@ -346,13 +356,16 @@ impl Checkpoint {
                     }
                     s
                 };
+                let mut what = Vec::new();
+                if !missing.is_empty() {
+                    what.push(format!("missing tensors [{}]", shown(&missing)));
+                }
+                if !extra.is_empty() {
+                    what.push(format!("tensors not in the index [{}]", shown(&extra)));
+                }
                 return Err(SafetensorsError::IndexMismatch {
                     index: index_path,
-                    what: format!(
-                        "missing tensors [{}]; tensors not in the index [{}]",
-                        shown(&missing),
-                        shown(&extra)
-                    ),
+                    what: what.join("; "),
                 });
             }
         }
@@ -649,7 +662,7 @@ mod tests {
         let mut out = [0f32; 2];
         floats_to_f32(Dtype::F16, &[0x00, 0x3c, 0x01, 0x80], &mut out);
         assert_eq!(out[0], 1.0);
-        assert_eq!(out[1], -5.960_464_5e-8);
+        assert_eq!(out[1], -(2f32.powi(-24)));
         floats_to_f32(Dtype::BF16, &[0x80, 0x3f, 0x00, 0xc0], &mut out);
         assert_eq!(out, [1.0, -2.0]);
     }

@@ -1,6 +1,7 @@
 //! The streaming read → plan → quantize → write path.
 
 pub mod backend;
+pub mod convert;
 pub mod quantize;
 pub mod source;
 

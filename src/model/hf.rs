@@ -1,0 +1,1161 @@
+//! A Hugging Face checkpoint directory as a [`TensorSource`]: config.json, safetensors weights
+//! and tokenizer, turned into the GGUF metadata and tensors llama.cpp's `convert_hf_to_gguf.py`
+//! writes, with each tensor's bytes produced on demand.
+//!
+//! What the script does, step by step, and where it lives here:
+//! - hyper-parameters: `AutoConfig.from_pretrained(dir).to_dict()` — config.json plus
+//!   transformers' defaults for the model type ([`Hparams::load`]);
+//! - tensors: every safetensors tensor in shard-then-name order, renamed through
+//!   `TensorNameMap`, Q/K rows permuted for Llama, each given an output type
+//!   ([`HfModel::open`]);
+//! - metadata: `general.*` from the model card and directory name, the model's
+//!   hyper-parameters, then the vocabulary ([`HfModel::build_metadata`]).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::{Map, Value as Json};
+
+use crate::formats::gguf::Metadata;
+use crate::formats::safetensors::{
+    float_dtype_size, Checkpoint, Dtype, SafetensorsError, TensorLocation,
+};
+use crate::model::arch::{ModelClass, TensorNameMap};
+use crate::model::card::{self, CardError, ModelCard};
+use crate::model::encode::{encode, encoded_size, OutType};
+use crate::model::kv::KvList;
+use crate::model::tokenizer::{self, VocabError};
+use crate::pipeline::source::{SourceTensor, TensorSource};
+use crate::quant::GgmlType;
+
+/// Errors opening or converting a checkpoint; each names the file (and tensor).
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    /// config.json is missing, unreadable, or holds an impossible value.
+    #[error("{path}: {what}")]
+    Config { path: PathBuf, what: String },
+    /// `architectures[0]` is not one qforge converts.
+    #[error("{path}: architecture '{arch}' is not supported (supported: {})", ModelClass::SUPPORTED.join(", "))]
+    UnsupportedArch { path: PathBuf, arch: String },
+    /// A feature of this checkpoint that the converter handles but qforge does not yet.
+    #[error("{path}: {what} is not supported yet")]
+    NotSupported { path: PathBuf, what: String },
+    /// A tensor the converter would refuse, or whose shape disagrees with config.json.
+    #[error("{path}: tensor '{tensor}': {what}")]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        what: String,
+    },
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    #[error(transparent)]
+    Vocab(#[from] VocabError),
+    #[error(transparent)]
+    Card(#[from] CardError),
+}
+
+/// Options of [`HfModel::open`].
+#[derive(Clone, Debug)]
+pub struct HfOptions {
+    /// `--outtype`.
+    pub outtype: OutType,
+    /// `--model-name`: overrides `general.name`.
+    pub model_name: Option<String>,
+}
+
+impl Default for HfOptions {
+    fn default() -> Self {
+        HfOptions {
+            outtype: OutType::Auto,
+            model_name: None,
+        }
+    }
+}
+
+/// The effective hyper-parameters: config.json with transformers' defaults for its model type,
+/// as `AutoConfig.from_pretrained(dir).to_dict()` returns them.
+#[derive(Clone, Debug)]
+pub struct Hparams {
+    path: PathBuf,
+    map: Map<String, Json>,
+}
+
+/// transformers' defaults (v4/v5 agree on these) for the config keys the converter reads.
+/// `head_dim` and `num_key_value_heads` marked `None` here are derived when absent or null.
+fn model_type_defaults(model_type: &str) -> Option<&'static [(&'static str, Option<f64>)]> {
+    const LLAMA: &[(&str, Option<f64>)] = &[
+        ("vocab_size", Some(32000.0)),
+        ("hidden_size", Some(4096.0)),
+        ("intermediate_size", Some(11008.0)),
+        ("num_hidden_layers", Some(32.0)),
+        ("num_attention_heads", Some(32.0)),
+        ("num_key_value_heads", None),
+        ("max_position_embeddings", Some(2048.0)),
+        ("rms_norm_eps", Some(1e-6)),
+        ("head_dim", None),
+    ];
+    const MISTRAL: &[(&str, Option<f64>)] = &[
+        ("vocab_size", Some(32000.0)),
+        ("hidden_size", Some(4096.0)),
+        ("intermediate_size", Some(14336.0)),
+        ("num_hidden_layers", Some(32.0)),
+        ("num_attention_heads", Some(32.0)),
+        ("num_key_value_heads", Some(8.0)),
+        ("max_position_embeddings", Some(131072.0)),
+        ("rms_norm_eps", Some(1e-6)),
+        ("head_dim", None),
+    ];
+    const QWEN2: &[(&str, Option<f64>)] = &[
+        ("vocab_size", Some(151936.0)),
+        ("hidden_size", Some(4096.0)),
+        ("intermediate_size", Some(22016.0)),
+        ("num_hidden_layers", Some(32.0)),
+        ("num_attention_heads", Some(32.0)),
+        ("num_key_value_heads", Some(32.0)),
+        ("max_position_embeddings", Some(32768.0)),
+        ("rms_norm_eps", Some(1e-6)),
+    ];
+    const QWEN3: &[(&str, Option<f64>)] = &[
+        ("vocab_size", Some(151936.0)),
+        ("hidden_size", Some(4096.0)),
+        ("intermediate_size", Some(22016.0)),
+        ("num_hidden_layers", Some(32.0)),
+        ("num_attention_heads", Some(32.0)),
+        ("num_key_value_heads", Some(32.0)),
+        ("max_position_embeddings", Some(32768.0)),
+        ("rms_norm_eps", Some(1e-6)),
+        ("head_dim", Some(128.0)),
+    ];
+    match model_type {
+        "llama" => Some(LLAMA),
+        "mistral" => Some(MISTRAL),
+        "qwen2" => Some(QWEN2),
+        "qwen3" => Some(QWEN3),
+        _ => None,
+    }
+}
+
+/// Keys transformers validates as integers.
+const INT_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "head_dim",
+];
+
+fn num(v: f64) -> Json {
+    if v.fract() == 0.0 {
+        Json::from(v as i64)
+    } else {
+        Json::from(v)
+    }
+}
+
+impl Hparams {
+    /// Read `dir/config.json` and apply transformers' defaults for its `model_type`.
+    pub fn load(dir: &Path) -> Result<Hparams, HfError> {
+        let path = dir.join("config.json");
+        let bad = |what: String| HfError::Config {
+            path: path.clone(),
+            what,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let Json::Object(mut map) = json else {
+            return Err(bad("not a JSON object".into()));
+        };
+        for nested in [
+            "text_config",
+            "llm_config",
+            "lm_config",
+            "thinker_config",
+            "language_config",
+            "lfm",
+        ] {
+            if map.contains_key(nested) {
+                return Err(HfError::NotSupported {
+                    path: path.clone(),
+                    what: format!("a nested '{nested}' (multimodal) config"),
+                });
+            }
+        }
+        // transformers picks the config class by model_type; without one, AutoConfig fails and
+        // the converter falls back to the raw file.
+        if let Some(mt) = map
+            .get("model_type")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+        {
+            let Some(defaults) = model_type_defaults(&mt) else {
+                return Err(HfError::NotSupported {
+                    path: path.clone(),
+                    what: format!("model_type '{mt}'"),
+                });
+            };
+            for key in INT_KEYS {
+                if let Some(v) = map.get(*key) {
+                    if !(v.is_null() || v.is_i64() || v.is_u64()) {
+                        return Err(bad(format!("'{key}' must be an integer, got {v}")));
+                    }
+                }
+            }
+            for (key, default) in defaults {
+                let absent = map.get(*key).is_none_or(Json::is_null);
+                if !absent {
+                    continue;
+                }
+                match (*key, default) {
+                    (_, Some(v)) => {
+                        map.insert(key.to_string(), num(*v));
+                    }
+                    ("num_key_value_heads", None) => {
+                        let heads = map
+                            .get("num_attention_heads")
+                            .cloned()
+                            .unwrap_or(Json::Null);
+                        map.insert(key.to_string(), heads);
+                    }
+                    ("head_dim", None) => {
+                        let h = map.get("hidden_size").and_then(Json::as_u64);
+                        let n = map.get("num_attention_heads").and_then(Json::as_u64);
+                        if let Some(d) = h.zip(n).and_then(|(h, n)| h.checked_div(n)) {
+                            map.insert(key.to_string(), Json::from(d));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !map.contains_key("rope_theta") && !map.contains_key("rope_parameters") {
+                map.insert("rope_theta".into(), Json::from(10000.0));
+            }
+        }
+        Ok(Hparams { path, map })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `find_hparam(keys, optional=True)`: the first key present (a null value counts as
+    /// present, as in Python, and reads as absent).
+    pub fn find(&self, keys: &[&str]) -> Option<&Json> {
+        keys.iter()
+            .find_map(|k| self.map.get(*k))
+            .filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, what: String) -> HfError {
+        HfError::Config {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    /// An optional unsigned 32-bit value.
+    pub fn find_u32(&self, keys: &[&str]) -> Result<Option<u32>, HfError> {
+        match self.find(keys) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.bad(format!(
+                        "'{}' must be an unsigned 32-bit integer, got {v}",
+                        keys[0]
+                    ))
+                }),
+        }
+    }
+
+    /// A required unsigned value.
+    pub fn require_u32(&self, keys: &[&str]) -> Result<u32, HfError> {
+        self.find_u32(keys)?
+            .ok_or_else(|| self.bad(format!("missing '{}'", keys[0])))
+    }
+
+    /// An optional float (from an integer or float).
+    pub fn find_f64(&self, keys: &[&str]) -> Result<Option<f64>, HfError> {
+        match self.find(keys) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(format!("'{}' must be a number, got {v}", keys[0]))),
+        }
+    }
+}
+
+/// How one output tensor is made.
+#[derive(Clone, Debug)]
+struct TensorPlan {
+    loc: TensorLocation,
+    hf_name: String,
+    /// PyTorch shape (outermost first).
+    shape: Vec<usize>,
+    /// Heads to permute the rows over (Q/K of Llama), if any.
+    permute_heads: Option<usize>,
+}
+
+/// A Hugging Face checkpoint opened for conversion.
+pub struct HfModel {
+    dir: PathBuf,
+    checkpoint: Checkpoint,
+    class: ModelClass,
+    hparams: Hparams,
+    outtype: OutType,
+    card: ModelCard,
+    metadata: Metadata,
+    tensors: Vec<SourceTensor>,
+    plans: Vec<TensorPlan>,
+}
+
+/// Names the converter drops outright (`prepare_tensors`).
+fn is_skipped(name: &str) -> bool {
+    name.ends_with(".attention.masked_bias")
+        || name.ends_with(".attention.bias")
+        || name.ends_with(".rotary_emb.inv_freq")
+}
+
+/// `filter_tensors` of TextModel and its bases: renames, and multimodal tensors dropped.
+fn filter_name(class: ModelClass, name: &str) -> Option<String> {
+    let mut name = name.to_string();
+    if class == ModelClass::Llama && name.contains("text_model.") {
+        name = name.replace("text_model.", "");
+    }
+    let multimodal = [
+        "mlp",
+        "vit.",
+        "vpm.",
+        "siglip2.",
+        "conformer.",
+        "merger.",
+        "resampler.",
+        "sound_encoder.",
+        "sound_projection.",
+        "speech_embeddings.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || [
+            "visual.",
+            "vision.",
+            "audio.",
+            "talker.",
+            "vision_",
+            "audio_",
+            "token2wav.",
+            "code2wav.",
+            "projector.",
+            "pre_mm_projector_norm",
+            "image_newline",
+            "view_seperator",
+            "patch_embed",
+            "patch_embedding",
+            "patch_merger.",
+            "patch_merge_mlp.",
+            "model.connector.",
+        ]
+        .iter()
+        .any(|p| name.contains(p));
+    if multimodal {
+        return None;
+    }
+    if name.ends_with("e_score_correction_bias") {
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias");
+    }
+    if name.contains("language_model.") {
+        name = name.replace("language_model.", "");
+    }
+    Some(name)
+}
+
+/// `LlamaModel.permute`: within each of `heads` groups of rows, the two halves are interleaved
+/// (output row `2i + j` of a head is input row `j·half + i`). Returns the input row of output
+/// row `r` for a tensor of `rows` rows.
+fn permuted_source_row(r: usize, rows: usize, heads: usize) -> usize {
+    let per_head = rows / heads;
+    let half = per_head / 2;
+    let (h, within) = (r / per_head, r % per_head);
+    let (i, j) = (within / 2, within % 2);
+    h * per_head + j * half + i
+}
+
+impl HfModel {
+    /// Read config.json, index the weights, plan every tensor and build the metadata.
+    pub fn open(dir: &Path, opts: &HfOptions) -> Result<HfModel, HfError> {
+        let dir = dir.to_path_buf();
+        if !dir.is_dir() {
+            return Err(HfError::Config {
+                path: dir.clone(),
+                what: "not a directory".into(),
+            });
+        }
+        let hparams = Hparams::load(&dir)?;
+        let arch = match hparams.map.get("architectures") {
+            Some(Json::Array(a)) if !a.is_empty() => a[0].as_str().unwrap_or("").to_string(),
+            _ => {
+                return Err(hparams
+                    .bad("no 'architectures' entry: cannot tell the model architecture".into()))
+            }
+        };
+        let class =
+            ModelClass::from_hf_architecture(&arch).ok_or_else(|| HfError::UnsupportedArch {
+                path: hparams.path.clone(),
+                arch: arch.clone(),
+            })?;
+        check_supported_features(&dir, class, &hparams)?;
+
+        let checkpoint = Checkpoint::open_dir(&dir)?;
+        let mut model = HfModel {
+            dir,
+            checkpoint,
+            class,
+            hparams,
+            outtype: opts.outtype,
+            card: ModelCard::default(),
+            metadata: Metadata::new(),
+            tensors: Vec::new(),
+            plans: Vec::new(),
+        };
+        model.plan_tensors()?;
+        model.build_metadata(opts)?;
+        Ok(model)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn class(&self) -> ModelClass {
+        self.class
+    }
+
+    /// The outtype after `auto` was resolved.
+    pub fn outtype(&self) -> OutType {
+        self.outtype
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// The file name the converter would choose in a directory (`naming_convention`).
+    pub fn default_file_name(&self) -> String {
+        let clean = |s: &str| s.trim().replace(' ', "-");
+        let name = match (&self.card.basename, &self.card.name) {
+            (Some(b), _) => clean(b).replace('/', "-"),
+            (None, Some(n)) => clean(n).replace('/', "-"),
+            (None, None) => "ggml-model".into(),
+        };
+        let mut s = name;
+        for part in [
+            &self.card.size_label,
+            &self.card.finetune,
+            &self.card.version,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.push('-');
+            s.push_str(&clean(part));
+        }
+        s.push('-');
+        s.push_str(self.outtype.label());
+        s.push_str(".gguf");
+        s
+    }
+
+    fn tensor_error(&self, loc: TensorLocation, name: &str, what: String) -> HfError {
+        HfError::Tensor {
+            path: self.checkpoint.file(loc).path().to_path_buf(),
+            tensor: name.to_string(),
+            what,
+        }
+    }
+
+    /// Name, permutation, output type and shape of every tensor, in the script's order.
+    fn plan_tensors(&mut self) -> Result<(), HfError> {
+        let hp = &self.hparams;
+        let n_blocks =
+            hp.require_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])? as usize;
+        let names = TensorNameMap::new(self.class, n_blocks);
+
+        // The checkpoint's tensors after the converter's renames, in its order.
+        let mut items: Vec<(TensorLocation, String)> = Vec::new();
+        for &loc in self.checkpoint.order() {
+            let t = self.checkpoint.tensor(loc);
+            if let Some(name) = filter_name(self.class, &t.name) {
+                items.push((loc, name));
+            }
+        }
+        for (loc, _) in &items {
+            self.checkpoint
+                .file(*loc)
+                .check_float(self.checkpoint.tensor(*loc))?;
+        }
+
+        // --outtype auto: the first matrix's dtype.
+        if self.outtype == OutType::Auto {
+            let first = items
+                .iter()
+                .map(|(loc, _)| self.checkpoint.tensor(*loc))
+                .find(|t| t.shape.len() >= 2);
+            self.outtype = match first.map(|t| t.dtype) {
+                Some(Dtype::BF16) => OutType::BF16,
+                _ => OutType::F16,
+            };
+        }
+        let matrix_type = self.outtype.matrix_type().expect("resolved above");
+
+        let (n_head, n_kv) = if self.class.permutes_qk() {
+            (
+                hp.require_u32(&["n_heads", "num_attention_heads"])? as usize,
+                hp.require_u32(&["n_kv_heads", "num_key_value_heads"])? as usize,
+            )
+        } else {
+            (0, 0)
+        };
+        let shapes = ExpectedShapes::from_hparams(hp)?;
+
+        let mut seen_kinds: Vec<(&'static str, Option<usize>)> = Vec::new();
+        for (loc, name) in items {
+            if is_skipped(&name) {
+                continue;
+            }
+            let t = self.checkpoint.tensor(loc).clone();
+            if name.contains("block_sparse_moe.experts") || name.contains("mlp.experts") {
+                return Err(HfError::NotSupported {
+                    path: self.checkpoint.file(loc).path().to_path_buf(),
+                    what: format!("expert (MoE) tensor '{}'", t.name),
+                });
+            }
+            let mut permute_heads = None;
+            if self.class.permutes_qk() {
+                if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+                    permute_heads = Some(n_head);
+                } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+                    permute_heads = Some(if n_kv != n_head { n_kv } else { n_head });
+                }
+            }
+            if let Some(h) = permute_heads {
+                let rows = t.shape.first().copied().unwrap_or(0);
+                if h == 0 || rows % (2 * h) != 0 {
+                    return Err(self.tensor_error(
+                        loc,
+                        &t.name,
+                        format!("{rows} rows cannot be split into {h} heads of two halves"),
+                    ));
+                }
+            }
+            let mapped = names.map(&name).ok_or_else(|| {
+                self.tensor_error(
+                    loc,
+                    &t.name,
+                    format!(
+                        "cannot map it to a GGUF tensor of '{}' with {n_blocks} blocks",
+                        self.class.gguf_arch()
+                    ),
+                )
+            })?;
+            if let Some(expected) = shapes.expected(mapped.kind, mapped.name.ends_with(".bias")) {
+                if t.shape != expected {
+                    return Err(self.tensor_error(
+                        loc,
+                        &t.name,
+                        format!(
+                            "shape {:?} disagrees with config.json, which implies {:?}",
+                            t.shape, expected
+                        ),
+                    ));
+                }
+            }
+            if self.tensors.iter().any(|s| s.name == mapped.name) {
+                return Err(self.tensor_error(
+                    loc,
+                    &t.name,
+                    format!("a second tensor maps to '{}'", mapped.name),
+                ));
+            }
+            seen_kinds.push((mapped.kind, mapped.bid));
+
+            // Output type, as prepare_tensors decides it.
+            let n_dims = t.shape.len();
+            // 1-D tensors, norms, router weights and anything not a `.weight` stay F32.
+            let mut ty = if n_dims <= 1
+                || mapped.name.ends_with("_norm.weight")
+                || mapped.kind == "FFN_GATE_INP"
+                || !mapped.name.ends_with(".weight")
+            {
+                GgmlType::F32
+            } else {
+                matrix_type
+            };
+            let row = t.shape.last().copied().unwrap_or(1);
+            if row % ty.block_size() != 0 {
+                // gguf-py's QuantError fallback.
+                ty = GgmlType::F16;
+            }
+            let ne: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+            self.tensors.push(SourceTensor {
+                name: mapped.name,
+                ty,
+                ne,
+            });
+            self.plans.push(TensorPlan {
+                loc,
+                hf_name: t.name.clone(),
+                shape: t.shape.clone(),
+                permute_heads,
+            });
+        }
+
+        // Every block must have its weights: a config that claims more layers than the
+        // checkpoint holds would otherwise make a file llama.cpp cannot load.
+        let required_global = ["TOKEN_EMBD", "OUTPUT_NORM"];
+        let required_block = [
+            "ATTN_NORM",
+            "ATTN_Q",
+            "ATTN_K",
+            "ATTN_V",
+            "ATTN_OUT",
+            "FFN_NORM",
+            "FFN_GATE",
+            "FFN_UP",
+            "FFN_DOWN",
+        ];
+        for k in required_global {
+            if !seen_kinds.contains(&(k, None)) {
+                return Err(self.hparams.bad(format!(
+                    "the checkpoint has no {} tensor",
+                    k.to_ascii_lowercase()
+                )));
+            }
+        }
+        for bid in 0..n_blocks {
+            for k in required_block {
+                if !seen_kinds.contains(&(k, Some(bid))) {
+                    return Err(self.hparams.bad(format!(
+                        "config.json declares {n_blocks} layers but the checkpoint has no {} tensor for layer {bid}",
+                        k.to_ascii_lowercase()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `get_total_parameter_count`: (total, shared, expert, expert count).
+    fn parameter_counts(&self) -> (u64, u64, u64, u64) {
+        let (mut total, mut shared, mut expert) = (0u64, 0u64, 0u64);
+        let (mut expert_sum, mut n_expert_tensors) = (0u64, 0u64);
+        for t in &self.tensors {
+            let size: u64 = t.ne.iter().product();
+            if t.name.contains("_exps.") && t.ne.len() >= 3 {
+                // PyTorch shape[-3] (or [-2] for biases) is ggml ne[2] (ne[1]).
+                let count = if t.name.contains(".bias") {
+                    t.ne[1]
+                } else {
+                    t.ne[2]
+                };
+                expert += size / count.max(1);
+                expert_sum += count;
+                n_expert_tensors += 1;
+            } else {
+                shared += size;
+            }
+            total += size;
+        }
+        let count = expert_sum.checked_div(n_expert_tensors).unwrap_or(0);
+        (total, shared, expert, count)
+    }
+
+    /// `prepare_metadata`: general.*, the model's parameters, quantization version, vocab.
+    fn build_metadata(&mut self, opts: &HfOptions) -> Result<(), HfError> {
+        let (total, shared, expert, expert_count) = self.parameter_counts();
+        let mut card = ModelCard::load(&self.dir, opts.model_name.as_deref(), total as i64)?;
+        if card.size_label.is_none() && total > 0 {
+            card.size_label = Some(if expert_count > 0 {
+                card::size_label_experts(shared, expert, expert_count)
+            } else {
+                card::size_label(total)
+            });
+        }
+        let arch = self.class.gguf_arch();
+        let mut kv = KvList::new();
+        kv.add_str("general.architecture", arch);
+        kv.add_str("general.type", "model");
+        card.write(&mut kv);
+        self.write_parameters(&mut kv)?;
+        kv.add_u32("general.quantization_version", 2);
+
+        let vocab_size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
+        match self.class {
+            ModelClass::Llama => tokenizer::write_llama_vocab(&self.dir, vocab_size, &mut kv)?,
+            ModelClass::Qwen2 | ModelClass::Qwen3 => {
+                let spm_size = self
+                    .hparams
+                    .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
+                    .map(|v| v as usize);
+                let size = if self.dir.join("tokenizer.model").is_file() {
+                    spm_size
+                } else {
+                    vocab_size
+                };
+                tokenizer::write_qwen2_vocab(&self.dir, size, &mut kv)?
+            }
+        }
+        self.card = card;
+        self.metadata = kv.into_metadata();
+        Ok(())
+    }
+
+    /// `TextModel.set_gguf_parameters` and the class's additions.
+    fn write_parameters(&self, kv: &mut KvList) -> Result<(), HfError> {
+        let hp = &self.hparams;
+        let arch = self.class.gguf_arch();
+        let key = |k: &str| format!("{arch}.{k}");
+        kv.add_u32(
+            &key("block_count"),
+            hp.require_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?,
+        );
+        let optional: [(&str, &[&str]); 5] = [
+            (
+                "context_length",
+                &[
+                    "max_position_embeddings",
+                    "n_ctx",
+                    "n_positions",
+                    "max_length",
+                    "max_sequence_length",
+                    "model_max_length",
+                ],
+            ),
+            ("embedding_length", &["hidden_size", "n_embd", "dim"]),
+            (
+                "feed_forward_length",
+                &[
+                    "prefix_dense_intermediate_size",
+                    "dense_intermediate_size",
+                    "intermediate_size",
+                    "n_inner",
+                    "hidden_dim",
+                ],
+            ),
+            (
+                "attention.head_count",
+                &["num_attention_heads", "n_head", "n_heads"],
+            ),
+            (
+                "attention.head_count_kv",
+                &["num_key_value_heads", "n_kv_heads"],
+            ),
+        ];
+        for (k, keys) in optional {
+            if let Some(v) = hp.find_u32(keys)? {
+                kv.add_u32(&key(k), v);
+            }
+        }
+        if hp.get("is_causal") == Some(&Json::Bool(false)) {
+            kv.add_bool(&key("attention.causal"), false);
+        }
+
+        // RoPE parameters, as TextModel.__init__ gathers them.
+        let mut rope: Map<String, Json> =
+            match hp.get("rope_parameters").or_else(|| hp.get("rope_scaling")) {
+                Some(Json::Object(m)) => m.clone(),
+                _ => Map::new(),
+            };
+        if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
+            return Err(HfError::NotSupported {
+                path: hp.path.clone(),
+                what: "per-layer-type RoPE parameters".into(),
+            });
+        }
+        if hp
+            .find(&[
+                "local_rope_theta",
+                "rope_local_theta",
+                "rope_theta_local",
+                "swa_rope_theta",
+                "rope_local_base_freq",
+            ])
+            .is_some()
+        {
+            return Err(HfError::NotSupported {
+                path: hp.path.clone(),
+                what: "a sliding-window RoPE base".into(),
+            });
+        }
+        if !rope.contains_key("rope_theta") {
+            if let Some(theta) = hp.find(&[
+                "global_rope_theta",
+                "rope_global_theta",
+                "rope_theta_global",
+                "rope_theta",
+                "rotary_emb_base",
+            ]) {
+                rope.insert("rope_theta".into(), theta.clone());
+            }
+        }
+        if !rope.contains_key("rope_type") {
+            if let Some(t) = rope.get("type").cloned() {
+                rope.insert("rope_type".into(), t);
+            }
+        }
+        if let Some(rope_type) = rope.get("rope_type").and_then(Json::as_str) {
+            let factor = rope.get("factor").and_then(Json::as_f64);
+            let num = |k: &str| rope.get(k).and_then(Json::as_f64);
+            match rope_type {
+                "linear" if factor.is_some() => {
+                    kv.add_str(&key("rope.scaling.type"), "linear");
+                    kv.add_f32(&key("rope.scaling.factor"), factor.unwrap());
+                }
+                "yarn" if factor.is_some() => {
+                    kv.add_str(&key("rope.scaling.type"), "yarn");
+                    kv.add_f32(&key("rope.scaling.factor"), factor.unwrap());
+                    let orig = rope
+                        .get("original_max_position_embeddings")
+                        .and_then(Json::as_u64)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| {
+                            hp.bad(
+                                "yarn RoPE scaling needs original_max_position_embeddings".into(),
+                            )
+                        })?;
+                    kv.add_u32(&key("rope.scaling.original_context_length"), orig);
+                    if let Some(v) = num("extrapolation_factor") {
+                        kv.add_f32(&key("rope.scaling.yarn_ext_factor"), v);
+                    }
+                    if let Some(v) = num("attention_factor").or_else(|| num("attn_factor")) {
+                        kv.add_f32(&key("rope.scaling.yarn_attn_factor"), v);
+                    }
+                    if let Some(v) = num("beta_fast") {
+                        kv.add_f32(&key("rope.scaling.yarn_beta_fast"), v);
+                    }
+                    if let Some(v) = num("beta_slow") {
+                        kv.add_f32(&key("rope.scaling.yarn_beta_slow"), v);
+                    }
+                }
+                "su" | "longrope" => kv.add_str(&key("rope.scaling.type"), "longrope"),
+                t if t.eq_ignore_ascii_case("llama3") => {
+                    return Err(HfError::NotSupported {
+                        path: hp.path.clone(),
+                        what: "llama3 RoPE scaling (its rope_freqs tensor)".into(),
+                    })
+                }
+                // "default", "dynamic" and unknown types write nothing.
+                _ => {}
+            }
+        }
+        if rope.contains_key("mrope_section") {
+            return Err(HfError::NotSupported {
+                path: hp.path.clone(),
+                what: "multimodal RoPE sections".into(),
+            });
+        }
+        if let Some(theta) = rope.get("rope_theta").filter(|v| !v.is_null()) {
+            let v = theta
+                .as_f64()
+                .ok_or_else(|| hp.bad(format!("'rope_theta' must be a number, got {theta}")))?;
+            kv.add_f32(&key("rope.freq_base"), v);
+        }
+        if let Some(v) = hp.find_f64(&["rms_norm_eps", "norm_eps"])? {
+            kv.add_f32(&key("attention.layer_norm_rms_epsilon"), v);
+        }
+        if let Some(v) = hp.find_f64(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
+            kv.add_f32(&key("attention.layer_norm_epsilon"), v);
+        }
+        if let Some(v) = hp.find_u32(&["num_local_experts", "num_experts", "n_routed_experts"])? {
+            kv.add_u32(&key("expert_count"), v);
+        }
+        if let Some(v) = hp.find_u32(&[
+            "num_experts_per_tok",
+            "num_experts_per_token",
+            "top_k_experts",
+        ])? {
+            kv.add_u32(&key("expert_used_count"), v);
+        }
+        if let Some(v) = hp.find_u32(&["n_group"])? {
+            kv.add_u32(&key("expert_group_count"), v);
+        }
+        if let Some(v) = hp.find_u32(&["topk_group"])? {
+            kv.add_u32(&key("expert_group_used_count"), v);
+        }
+        if hp
+            .find(&[
+                "score_function",
+                "scoring_func",
+                "score_func",
+                "moe_router_activation",
+                "moe_router_activation_func",
+                "expert_selection_fn",
+            ])
+            .is_some()
+        {
+            return Err(HfError::NotSupported {
+                path: hp.path.clone(),
+                what: "an expert gating function".into(),
+            });
+        }
+        if let Some(hd) = hp.find_u32(&["head_dim"])? {
+            kv.add_u32(&key("attention.key_length"), hd);
+            kv.add_u32(&key("attention.value_length"), hd);
+        }
+        kv.add_u32("general.file_type", self.outtype.file_type());
+
+        if self.class == ModelClass::Llama {
+            kv.add_u32(&key("vocab_size"), hp.require_u32(&["vocab_size"])?);
+            let rope_dim = match hp.find_u32(&["head_dim"])? {
+                Some(d) => d,
+                None => {
+                    let h = hp.require_u32(&["hidden_size"])?;
+                    let n = hp.require_u32(&["num_attention_heads"])?;
+                    if n == 0 {
+                        return Err(hp.bad("num_attention_heads is 0".into()));
+                    }
+                    h / n
+                }
+            };
+            kv.add_u32(&key("rope.dimension_count"), rope_dim);
+        }
+        Ok(())
+    }
+
+    /// Produce tensor `index` in its output type. Rows are converted in parallel; each output
+    /// byte depends only on its own block of input, so the result is the same for any number
+    /// of threads.
+    fn produce(&self, index: usize) -> Result<Vec<u8>, HfError> {
+        let plan = &self.plans[index];
+        let out_ty = self.tensors[index].ty;
+        let file = self.checkpoint.file(plan.loc);
+        let t = self.checkpoint.tensor(plan.loc);
+        file.check_float(t)?;
+        let n = t.n_elements();
+        let rows = plan.shape.first().copied().unwrap_or(1).max(1);
+        let row_len = if plan.shape.is_empty() { 1 } else { n / rows };
+        let src = file.data(t);
+        let in_size = float_dtype_size(t.dtype).expect("checked");
+        let mut out = vec![0u8; encoded_size(out_ty, n)];
+        if n == 0 {
+            return Ok(out);
+        }
+        let source_row = |r: usize| match plan.permute_heads {
+            Some(h) => permuted_source_row(r, rows, h),
+            None => r,
+        };
+        // Raw copies where the script's conversion is the identity.
+        let raw = matches!(
+            (t.dtype, out_ty),
+            (Dtype::F16, GgmlType::F16) | (Dtype::F32, GgmlType::F32)
+        );
+        // A row is a whole number of blocks: the type was chosen so (Q8_0 needs the last
+        // dimension to be a multiple of 32, and a row spans whole last-dimension rows).
+        let out_row_bytes = encoded_size(out_ty, row_len);
+        // Rows per parallel chunk: about 64 Ki elements.
+        let rows_per_chunk = (65536 / row_len).max(1);
+        out.par_chunks_mut(rows_per_chunk * out_row_bytes)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                let r0 = ci * rows_per_chunk;
+                let nr = chunk.len() / out_row_bytes;
+                let mut buf = vec![0f32; if raw { 0 } else { nr * row_len }];
+                for k in 0..nr {
+                    let sr = source_row(r0 + k);
+                    let s = &src[sr * row_len * in_size..(sr + 1) * row_len * in_size];
+                    if raw {
+                        chunk[k * out_row_bytes..(k + 1) * out_row_bytes].copy_from_slice(s);
+                    } else {
+                        crate::formats::safetensors::floats_to_f32(
+                            t.dtype,
+                            s,
+                            &mut buf[k * row_len..(k + 1) * row_len],
+                        );
+                    }
+                }
+                if !raw {
+                    encode(out_ty, &buf, chunk);
+                }
+                // Rows read in order are done with: drop their pages now, so the resident
+                // set holds about the output tensor, not the input too.
+                if plan.permute_heads.is_none() {
+                    let row_bytes = row_len * in_size;
+                    file.release_range(t, r0 * row_bytes, nr * row_bytes);
+                }
+            });
+        file.release(t);
+        Ok(out)
+    }
+}
+
+/// Shapes config.json implies for each tensor kind.
+struct ExpectedShapes {
+    vocab: Option<usize>,
+    hidden: Option<usize>,
+    ff: Option<usize>,
+    q_rows: Option<usize>,
+    kv_rows: Option<usize>,
+    head_dim: Option<usize>,
+}
+
+impl ExpectedShapes {
+    fn from_hparams(hp: &Hparams) -> Result<ExpectedShapes, HfError> {
+        let u = |keys: &[&str]| -> Result<Option<usize>, HfError> {
+            Ok(hp.find_u32(keys)?.map(|v| v as usize))
+        };
+        let hidden = u(&["hidden_size", "n_embd", "dim"])?;
+        let heads = u(&["num_attention_heads", "n_head", "n_heads"])?;
+        let kv = u(&["num_key_value_heads", "n_kv_heads"])?.or(heads);
+        let head_dim = match u(&["head_dim"])? {
+            Some(d) => Some(d),
+            None => match (hidden, heads) {
+                (Some(h), Some(n)) if n > 0 => Some(h / n),
+                _ => None,
+            },
+        };
+        Ok(ExpectedShapes {
+            vocab: u(&["vocab_size"])?,
+            hidden,
+            ff: u(&["intermediate_size"])?,
+            q_rows: heads.zip(head_dim).map(|(a, b)| a * b),
+            kv_rows: kv.zip(head_dim).map(|(a, b)| a * b),
+            head_dim,
+        })
+    }
+
+    /// The PyTorch shape a tensor of `kind` must have, when config.json determines it.
+    fn expected(&self, kind: &str, bias: bool) -> Option<Vec<usize>> {
+        let two = |a: Option<usize>, b: Option<usize>| Some(vec![a?, b?]);
+        let weight = match kind {
+            "TOKEN_EMBD" | "OUTPUT" => two(self.vocab, self.hidden),
+            "OUTPUT_NORM" | "ATTN_NORM" | "FFN_NORM" => Some(vec![self.hidden?]),
+            "ATTN_Q" => two(self.q_rows, self.hidden),
+            "ATTN_K" | "ATTN_V" => two(self.kv_rows, self.hidden),
+            "ATTN_OUT" => two(self.hidden, self.q_rows),
+            "FFN_GATE" | "FFN_UP" => two(self.ff, self.hidden),
+            "FFN_DOWN" => two(self.hidden, self.ff),
+            "ATTN_Q_NORM" | "ATTN_K_NORM" => Some(vec![self.head_dim?]),
+            _ => None,
+        }?;
+        if bias {
+            Some(vec![weight[0]])
+        } else {
+            Some(weight)
+        }
+    }
+}
+
+/// Features the converter handles for these architectures that qforge does not (yet): refuse
+/// them rather than write a different file.
+fn check_supported_features(dir: &Path, class: ModelClass, hp: &Hparams) -> Result<(), HfError> {
+    if hp.get("quantization_config").is_some() || dir.join("hf_quant_config.json").is_file() {
+        return Err(HfError::NotSupported {
+            path: hp.path.clone(),
+            what: "a pre-quantized checkpoint (quantization_config)".into(),
+        });
+    }
+    if class == ModelClass::Llama
+        && hp.get("draft_vocab_size").is_some()
+        && hp.find_u32(&["num_hidden_layers"])? == Some(1)
+    {
+        return Err(HfError::NotSupported {
+            path: hp.path.clone(),
+            what: "an EAGLE-3 draft model".into(),
+        });
+    }
+    if matches!(class, ModelClass::Qwen2 | ModelClass::Qwen3) {
+        let modules = dir.join("modules.json");
+        if modules.is_file() {
+            let text = std::fs::read_to_string(&modules).unwrap_or_default();
+            if text.contains("Pooling") {
+                return Err(HfError::NotSupported {
+                    path: modules,
+                    what: "a sentence-transformers pooling model".into(),
+                });
+            }
+        }
+        if hp.get("classifier_pooling").is_some() {
+            return Err(HfError::NotSupported {
+                path: hp.path.clone(),
+                what: "classifier pooling".into(),
+            });
+        }
+    }
+    if class == ModelClass::Qwen3 {
+        let readme = std::fs::read_to_string(dir.join("README.md"))
+            .unwrap_or_default()
+            .to_lowercase();
+        let dir_name = card::dir_name(dir).to_lowercase();
+        let hints = [
+            dir_name,
+            hp.get("_name_or_path")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_lowercase(),
+            hp.get("model_type")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_lowercase(),
+        ];
+        if readme.contains("# qwen3-reranker")
+            || readme.contains("# qwen3-vl-reranker")
+            || hints
+                .iter()
+                .any(|h| h.contains("qwen3-reranker") || h.contains("qwen3-vl-reranker"))
+        {
+            return Err(HfError::NotSupported {
+                path: dir.to_path_buf(),
+                what: "a Qwen3 reranker".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl TensorSource for HfModel {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    fn tensors(&self) -> &[SourceTensor] {
+        &self.tensors
+    }
+
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+        Ok(Cow::Owned(self.produce(index)?))
+    }
+}
+
+impl HfModel {
+    /// The checkpoint name a GGUF tensor came from.
+    pub fn source_name(&self, index: usize) -> &str {
+        &self.plans[index].hf_name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_interleaves_the_halves_of_each_head() {
+        // 2 heads of 4 rows: per head, out rows (0,1,2,3) come from (0,2,1,3).
+        let src: Vec<usize> = (0..8).map(|r| permuted_source_row(r, 8, 2)).collect();
+        assert_eq!(src, [0, 2, 1, 3, 4, 6, 5, 7]);
+    }
+}

@@ -1,0 +1,114 @@
+//! `qforge convert`: a Hugging Face checkpoint directory → GGUF, byte-identical with
+//! llama.cpp's `convert_hf_to_gguf.py --outtype <t>`. Tensors stream one at a time from the
+//! memory-mapped safetensors into the GGUF writer, so memory stays near one tensor's size.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::formats::gguf::GgufWriter;
+pub use crate::model::encode::OutType;
+use crate::model::hf::{HfModel, HfOptions};
+use crate::pipeline::source::TensorSource;
+
+/// Options of [`convert`].
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// `--outtype` (default `auto`: bf16 for a BF16 checkpoint, else f16).
+    pub outtype: OutType,
+    /// Overrides `general.name` (the script's `--model-name`).
+    pub model_name: Option<String>,
+    /// Worker threads for tensor conversion (`None`: rayon's default). The output does not
+    /// depend on it.
+    pub threads: Option<usize>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            outtype: OutType::Auto,
+            model_name: None,
+            threads: None,
+        }
+    }
+}
+
+/// What [`convert`] wrote.
+#[derive(Clone, Debug)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    /// The outtype after `auto` was resolved.
+    pub outtype: OutType,
+    /// `general.architecture`.
+    pub architecture: String,
+    pub n_tensors: usize,
+    /// Bytes of tensor data written (without padding).
+    pub tensor_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Convert `model_dir` to GGUF at `out`. If `out` is an existing directory, the file is named
+/// as the script names it (`<Name>-<Size>-<OUTTYPE>.gguf`) inside it. Nothing is written at
+/// `out` unless the whole conversion succeeds.
+pub fn convert(
+    model_dir: &Path,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> anyhow::Result<ConvertReport> {
+    match opts.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .context("cannot start the worker threads")?
+            .install(|| convert_in_pool(model_dir, out, opts)),
+        None => convert_in_pool(model_dir, out, opts),
+    }
+}
+
+fn convert_in_pool(
+    model_dir: &Path,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> anyhow::Result<ConvertReport> {
+    let start = Instant::now();
+    let model = HfModel::open(
+        model_dir,
+        &HfOptions {
+            outtype: opts.outtype,
+            model_name: opts.model_name.clone(),
+        },
+    )?;
+    let output = if out.is_dir() {
+        out.join(model.default_file_name())
+    } else {
+        out.to_path_buf()
+    };
+    let specs: Vec<_> = model
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
+        .collect();
+    let mut writer = GgufWriter::create(&output, model.metadata(), &specs)?;
+    let mut tensor_bytes = 0u64;
+    for i in 0..specs.len() {
+        let bytes = model.tensor_bytes(i).with_context(|| {
+            format!(
+                "{}: converting tensor '{}'",
+                model_dir.display(),
+                model.source_name(i)
+            )
+        })?;
+        writer.write_tensor(&bytes)?;
+        tensor_bytes += bytes.len() as u64;
+    }
+    writer.finish()?;
+    Ok(ConvertReport {
+        output,
+        outtype: model.outtype(),
+        architecture: model.class().gguf_arch().to_string(),
+        n_tensors: specs.len(),
+        tensor_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
