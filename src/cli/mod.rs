@@ -1,8 +1,10 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
+mod convert;
 mod demo;
 mod doctor;
 mod info;
+mod lora;
 mod quantize;
 mod synth;
 
@@ -23,6 +25,12 @@ struct Cli {
 enum Command {
     /// Quantize a GGUF file (llama-quantize's grammar: INPUT [OUTPUT] TYPE [NTHREADS]).
     Quantize(Box<quantize::QuantizeArgs>),
+    /// Convert a Hugging Face checkpoint directory to GGUF (optionally quantizing in one pass).
+    Convert(Box<convert::ConvertArgs>),
+    /// Merge PEFT LoRA adapters into a base (HF directory or GGUF file).
+    MergeLora(lora::MergeLoraArgs),
+    /// Convert a PEFT LoRA adapter to the GGUF adapter llama.cpp loads with --lora.
+    LoraToGguf(lora::LoraToGgufArgs),
     /// Show a GGUF or safetensors file's metadata and tensor table.
     Info(info::InfoArgs),
     /// Write a random llama GGUF of a chosen size (nothing downloaded).
@@ -38,6 +46,9 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Quantize(a) => quantize::run(*a),
         Command::Info(a) => info::run(a),
+        Command::Convert(a) => convert::run(*a),
+        Command::MergeLora(a) => lora::merge(a),
+        Command::LoraToGguf(a) => lora::to_gguf(a),
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Synth(a) => synth::run(a),

@@ -1,4 +1,5 @@
-//! `qforge quantize`: llama-quantize's command line, so users can swap binaries.
+//! `qforge quantize`: llama-quantize's command line, so users can swap binaries. The options
+//! that shape a quantization ([`QuantOptions`]) are shared with `qforge convert`.
 
 use std::path::{Path, PathBuf};
 
@@ -7,18 +8,21 @@ use clap::Args;
 
 use qforge::formats::imatrix;
 use qforge::gpu::DeviceSpec;
+use qforge::model::encode::OutType;
+use qforge::model::hf::{HfModel, HfOptions};
 use qforge::pipeline::quantize::{
     keep_split_path, parse_override, quantize, ImatrixInput, QuantizeJob, QuantizeReport,
 };
-use qforge::pipeline::{Backend, GgufSource};
+use qforge::pipeline::{Backend, GgufSource, TensorSource};
 use qforge::quant::ftype::QuantTarget;
 use qforge::quant::rules::{
     parse_ggml_type, parse_prune_layers, parse_tensor_type, parse_tensor_type_file, TypeOptions,
 };
-use qforge::quant::{FileType, GgmlType};
+use qforge::quant::FileType;
 
-#[derive(Args)]
-pub struct QuantizeArgs {
+/// llama-quantize's options (all but the positional words).
+#[derive(Args, Clone)]
+pub struct QuantOptions {
     /// Allow quantizing tensors that are already quantized.
     #[arg(long)]
     allow_requantize: bool,
@@ -52,9 +56,6 @@ pub struct QuantizeArgs {
     /// Remove these layers (comma-separated indices).
     #[arg(long = "prune-layers")]
     prune_layers: Option<String>,
-    /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
-    #[arg(long)]
-    keep_split: bool,
     /// KEY=TYPE:VALUE metadata override (int:, float:, bool:, str:), repeatable.
     #[arg(long = "override-kv")]
     override_kv: Vec<String>,
@@ -67,30 +68,132 @@ pub struct QuantizeArgs {
     /// Re-check this share (0–1) of every tensor's GPU rows on the CPU; a mismatch is an error.
     #[arg(long, default_value_t = 0.0)]
     verify: f64,
-    /// INPUT [OUTPUT] TYPE [NTHREADS]
+}
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    opts: QuantOptions,
+    /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
+    #[arg(long)]
+    keep_split: bool,
+    /// INPUT [OUTPUT] TYPE [NTHREADS]; INPUT is a .gguf file or a Hugging Face model directory.
     #[arg(required = true, num_args = 2..=4)]
     positional: Vec<String>,
 }
 
-fn parse_type(s: &str, what: &str) -> Result<GgmlType> {
-    parse_ggml_type(s).with_context(|| what.to_string())
+impl QuantOptions {
+    /// The job for `target` written to `output`.
+    pub fn job(&self, target: QuantTarget, output: PathBuf) -> Result<QuantizeJob> {
+        if !self.include_weights.is_empty() && !self.exclude_weights.is_empty() {
+            bail!("--include-weights and --exclude-weights cannot be used together");
+        }
+        if (!self.include_weights.is_empty() || !self.exclude_weights.is_empty())
+            && self.imatrix.is_none()
+        {
+            bail!("--include-weights/--exclude-weights need --imatrix");
+        }
+        let ftype = match target {
+            QuantTarget::Mix(f) => f,
+            QuantTarget::Copy => FileType::F32,
+        };
+        let mut tensor_types = Vec::new();
+        for s in &self.tensor_type {
+            tensor_types.push(parse_tensor_type(s)?);
+        }
+        if let Some(f) = &self.tensor_type_file {
+            tensor_types.extend(parse_tensor_type_file(f)?);
+        }
+        let parse_type = |s: &Option<String>, what: &str| -> Result<_> {
+            s.as_deref()
+                .map(|s| parse_ggml_type(s).with_context(|| what.to_string()))
+                .transpose()
+        };
+        let type_options = TypeOptions {
+            copy_only: target == QuantTarget::Copy,
+            pure: self.pure,
+            leave_output_tensor: self.leave_output_tensor,
+            output_tensor_type: parse_type(&self.output_tensor_type, "--output-tensor-type")?,
+            token_embedding_type: parse_type(&self.token_embedding_type, "--token-embedding-type")?,
+            tensor_types,
+            dry_run: self.dry_run,
+            prune_layers: self
+                .prune_layers
+                .as_deref()
+                .map(parse_prune_layers)
+                .transpose()?
+                .unwrap_or_default(),
+            ..TypeOptions::new(ftype)
+        };
+        // As llama-quantize: an imatrix left empty by the include/exclude filters is no imatrix.
+        let imatrix = match &self.imatrix {
+            Some(path) => imatrix::prepare(path, &self.include_weights, &self.exclude_weights)?
+                .map(|w| ImatrixInput {
+                    kv: w.quantize_kv(&path.to_string_lossy()),
+                    weights: w.entries,
+                }),
+            None => None,
+        };
+        let mut overrides = Vec::new();
+        for s in &self.override_kv {
+            overrides.push(parse_override(s)?);
+        }
+        Ok(QuantizeJob {
+            output,
+            target,
+            type_options,
+            allow_requantize: self.allow_requantize,
+            imatrix,
+            overrides,
+        })
+    }
+
+    pub fn backend(&self, threads: usize) -> Result<Backend> {
+        if !(0.0..=1.0).contains(&self.verify) {
+            bail!("--verify takes a fraction between 0 and 1");
+        }
+        let spec: DeviceSpec = self.device.parse()?;
+        Ok(Backend::select(spec, threads, self.verify)?)
+    }
+
+    /// Run the job on `source`, printing the per-tensor table.
+    pub fn run(
+        &self,
+        source: &dyn TensorSource,
+        target: QuantTarget,
+        output: PathBuf,
+        threads: usize,
+    ) -> Result<()> {
+        let job = self.job(target, output.clone())?;
+        let backend = self.backend(threads)?;
+        eprintln!(
+            "qforge: quantizing {} → {} on {}",
+            source.describe(),
+            output.display(),
+            backend.describe()
+        );
+        let report = quantize(source, &job, &backend)?;
+        print_report(&report, self.dry_run, &output);
+        Ok(())
+    }
 }
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
-    if !a.include_weights.is_empty() && !a.exclude_weights.is_empty() {
-        bail!("--include-weights and --exclude-weights cannot be used together");
-    }
-    if (!a.include_weights.is_empty() || !a.exclude_weights.is_empty()) && a.imatrix.is_none() {
-        bail!("--include-weights/--exclude-weights need --imatrix");
-    }
     // INPUT TYPE [N] or INPUT OUTPUT TYPE [N], decided as llama-quantize does: is the second
     // word a type?
     let p = &a.positional;
     let input = PathBuf::from(&p[0]);
     let (output, target, rest) = match QuantTarget::parse(&p[1]) {
         Some(t) => {
-            let name = target_name(t, &p[1]);
-            let dir = input.parent().unwrap_or(Path::new(""));
+            let name = match t {
+                QuantTarget::Copy => "COPY".into(),
+                QuantTarget::Mix(_) => p[1].to_ascii_uppercase(),
+            };
+            let dir = if input.is_dir() {
+                input.as_path()
+            } else {
+                input.parent().unwrap_or(Path::new(""))
+            };
             (dir.join(format!("ggml-model-{name}.gguf")), t, &p[2..])
         }
         None => {
@@ -120,86 +223,20 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     } else {
         output
     };
-
-    let ftype = match target {
-        QuantTarget::Mix(f) => f,
-        QuantTarget::Copy => FileType::F32,
-    };
-    let mut tensor_types = Vec::new();
-    for s in &a.tensor_type {
-        tensor_types.push(parse_tensor_type(s)?);
+    if input.is_dir() {
+        // A Hugging Face checkpoint: converted to f32 on the fly, exactly as
+        // `convert_hf_to_gguf.py --outtype f32` followed by llama-quantize.
+        let source = HfModel::open(
+            &input,
+            &HfOptions {
+                outtype: OutType::F32,
+                model_name: None,
+            },
+        )?;
+        return a.opts.run(&source, target, output, threads);
     }
-    if let Some(f) = &a.tensor_type_file {
-        tensor_types.extend(parse_tensor_type_file(f)?);
-    }
-    let type_options = TypeOptions {
-        copy_only: target == QuantTarget::Copy,
-        pure: a.pure,
-        leave_output_tensor: a.leave_output_tensor,
-        output_tensor_type: a
-            .output_tensor_type
-            .as_deref()
-            .map(|s| parse_type(s, "--output-tensor-type"))
-            .transpose()?,
-        token_embedding_type: a
-            .token_embedding_type
-            .as_deref()
-            .map(|s| parse_type(s, "--token-embedding-type"))
-            .transpose()?,
-        tensor_types,
-        dry_run: a.dry_run,
-        prune_layers: a
-            .prune_layers
-            .as_deref()
-            .map(parse_prune_layers)
-            .transpose()?
-            .unwrap_or_default(),
-        ..TypeOptions::new(ftype)
-    };
-    // As llama-quantize: an imatrix left empty by the include/exclude filters is no imatrix.
-    let imatrix = match &a.imatrix {
-        Some(path) => {
-            imatrix::prepare(path, &a.include_weights, &a.exclude_weights)?.map(|w| ImatrixInput {
-                kv: w.quantize_kv(&path.to_string_lossy()),
-                weights: w.entries,
-            })
-        }
-        None => None,
-    };
-    let mut overrides = Vec::new();
-    for s in &a.override_kv {
-        overrides.push(parse_override(s)?);
-    }
-    let job = QuantizeJob {
-        output: output.clone(),
-        target,
-        type_options,
-        allow_requantize: a.allow_requantize,
-        imatrix,
-        overrides,
-    };
-    if !(0.0..=1.0).contains(&a.verify) {
-        bail!("--verify takes a fraction between 0 and 1");
-    }
-    let spec: DeviceSpec = a.device.parse()?;
-    let backend = Backend::select(spec, threads, a.verify)?;
     let source = GgufSource::open(&input)?;
-    eprintln!(
-        "qforge: quantizing {} → {} on {}",
-        input.display(),
-        output.display(),
-        backend.describe()
-    );
-    let report = quantize(&source, &job, &backend)?;
-    print_report(&report, a.dry_run, &output);
-    Ok(())
-}
-
-fn target_name(t: QuantTarget, given: &str) -> String {
-    match t {
-        QuantTarget::Copy => "COPY".into(),
-        QuantTarget::Mix(_) => given.to_ascii_uppercase(),
-    }
+    a.opts.run(&source, target, output, threads)
 }
 
 fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {

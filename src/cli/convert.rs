@@ -1,0 +1,88 @@
+//! `qforge convert MODEL_DIR`: convert_hf_to_gguf.py's job, and — with a quantize TYPE as
+//! `--outtype` — convert + llama-quantize in one pass with no intermediate file.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+
+use qforge::model::encode::OutType;
+use qforge::model::hf::{HfModel, HfOptions};
+use qforge::pipeline::convert::{convert, ConvertOptions};
+use qforge::quant::ftype::QuantTarget;
+
+use super::quantize::QuantOptions;
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files).
+    model_dir: PathBuf,
+    /// Output file, or a directory to put the script-named file in (default: MODEL_DIR).
+    #[arg(short = 'o', long = "outfile")]
+    outfile: Option<PathBuf>,
+    /// f32, f16, bf16, q8_0, auto (as the script), or any quantize TYPE (Q4_K_M, …).
+    #[arg(long, default_value = "auto")]
+    outtype: String,
+    /// Override general.name.
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Merge these PEFT LoRA adapters first (ADAPTER_DIR[:SCALE]).
+    #[arg(long)]
+    lora: Vec<String>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[command(flatten)]
+    quant: QuantOptions,
+}
+
+pub fn run(a: ConvertArgs) -> Result<()> {
+    if !a.lora.is_empty() {
+        bail!("convert --lora (merge in the same pass) is not supported yet; run `qforge merge-lora` first");
+    }
+    if let Some(outtype) = OutType::parse(&a.outtype) {
+        let out = a.outfile.clone().unwrap_or_else(|| a.model_dir.clone());
+        let opts = ConvertOptions {
+            outtype,
+            model_name: a.model_name.clone(),
+            threads: (a.threads > 0).then_some(a.threads),
+        };
+        let r = convert(&a.model_dir, &out, &opts)?;
+        println!(
+            "wrote {} ({}, {:?}, {} tensors, {:.1} MiB) in {:.2} s",
+            r.output.display(),
+            r.architecture,
+            r.outtype,
+            r.n_tensors,
+            r.tensor_bytes as f64 / 1048576.0,
+            r.seconds
+        );
+        return Ok(());
+    }
+    let target = QuantTarget::parse(&a.outtype).ok_or_else(|| {
+        anyhow!(
+            "--outtype {}: not f32/f16/bf16/q8_0/auto nor a quantize type",
+            a.outtype
+        )
+    })?;
+    // One pass: the checkpoint seen as its f32 conversion, fed to the quantize pipeline.
+    let source = HfModel::open(
+        &a.model_dir,
+        &HfOptions {
+            outtype: OutType::F32,
+            model_name: a.model_name.clone(),
+        },
+    )?;
+    let out = match a.outfile {
+        Some(p) if p.is_dir() => p.join(format!(
+            "ggml-model-{}.gguf",
+            a.outtype.to_ascii_uppercase()
+        )),
+        Some(p) => p,
+        None => a.model_dir.join(format!(
+            "ggml-model-{}.gguf",
+            a.outtype.to_ascii_uppercase()
+        )),
+    };
+    a.quant.run(&source, target, out, a.threads)
+}
