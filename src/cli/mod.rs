@@ -1,5 +1,6 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
+mod bench;
 mod convert;
 mod demo;
 mod doctor;
@@ -35,6 +36,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Write a random llama GGUF of a chosen size (nothing downloaded).
     Synth(synth::SynthArgs),
+    /// Quantization throughput per type, CPU vs GPU, measured in one run.
+    Bench(bench::BenchArgs),
     /// List GPU adapters and self-check every GPU kernel on them.
     Doctor(doctor::DoctorArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
@@ -51,6 +54,7 @@ pub fn run() -> i32 {
         Command::LoraToGguf(a) => lora::to_gguf(a),
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
     };
     match result {

@@ -1,0 +1,84 @@
+//! `qforge bench`: MB/s of f32 input per type on the CPU path and the GPU path, measured in the
+//! same run on the same generated tensor, with their ratio.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+
+use qforge::gpu::DeviceSpec;
+use qforge::model::synthetic::Rng;
+use qforge::pipeline::Backend;
+use qforge::quant::{self, GgmlType};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Types to measure (comma-separated ggml type names).
+    #[arg(long, value_delimiter = ',', default_value = "F16,Q8_0,Q4_0,Q5_1,Q4_K,Q6_K,IQ4_XS,TQ2_0")]
+    types: Vec<String>,
+    /// GPU to compare with: gpu, gpu:N, or cpu (CPU only).
+    #[arg(long, default_value = "gpu")]
+    device: String,
+    /// Size of the generated tensor in MiB of f32.
+    #[arg(long, default_value_t = 64)]
+    mib: usize,
+    /// Repetitions (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Also measure with importance weights.
+    #[arg(long)]
+    imatrix: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+const N_PER_ROW: usize = 4096;
+
+fn best_mb_s(backend: &Backend, ty: GgmlType, x: &[f32], qw: Option<&[f32]>, reps: usize) -> Result<f64> {
+    let mut out = vec![0u8; quant::row_bytes(ty, N_PER_ROW)? * (x.len() / N_PER_ROW)];
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        backend.quantize_rows(ty, x, N_PER_ROW, qw, |_| 0, &mut out)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((x.len() * 4) as f64 / 1e6 / best)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let rows = (a.mib << 20) / (N_PER_ROW * 4);
+    let mut rng = Rng::new(1);
+    let x: Vec<f32> = (0..rows * N_PER_ROW).map(|_| 0.02 * rng.normal()).collect();
+    let qw: Vec<f32> = (0..N_PER_ROW).map(|_| rng.uniform() as f32).collect();
+    let cpu = Backend::cpu(a.threads);
+    let spec: DeviceSpec = a.device.parse()?;
+    let gpu = match spec {
+        DeviceSpec::Cpu => None,
+        s => Some(Backend::select(s, a.threads, 0.0)?),
+    };
+    println!("input: {} MiB of f32, rows of {N_PER_ROW}; CPU: {}", a.mib, cpu.describe());
+    if let Some(g) = &gpu {
+        println!("GPU: {}", g.describe());
+    }
+    println!("{:<8} {:>8} {:>12} {:>12} {:>9}", "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU");
+    for name in &a.types {
+        let ty = GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown type {name}"))?;
+        for with_im in [false, true] {
+            if with_im && (!a.imatrix || !ty.is_quantized()) {
+                continue;
+            }
+            let qw = with_im.then_some(qw.as_slice());
+            let c = best_mb_s(&cpu, ty, &x, qw, a.reps)?;
+            let g = match &gpu {
+                Some(g) => match best_mb_s(g, ty, &x, qw, a.reps) {
+                    Ok(v) => format!("{v:>12.1} {:>9.2}", v / c),
+                    Err(e) => format!("  {e}"),
+                },
+                None => String::new(),
+            };
+            println!("{:<8} {:>8} {:>12.1} {g}", ty.name(), if with_im { "yes" } else { "no" }, c);
+        }
+    }
+    Ok(())
+}
