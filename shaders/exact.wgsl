@@ -15,13 +15,21 @@
 //                    before opaque() can be fused with anything after it.
 //   xmul(a, b)       opaque(a * b): a product rounded on its own, safe to feed into an add.
 //                    (a*b alone is correctly rounded in WGSL; only contraction is the risk.)
-//   div_rn(a, b)     a / b correctly rounded (ties to even), computed in integer arithmetic by
-//                    restoring long division of the 24-bit significands: 25 quotient bits +
-//                    a sticky bit from the remainder. Subnormal inputs are normalised first and
-//                    subnormal results denormalised with correct rounding, so a driver that
-//                    flushes float subnormals cannot change the answer.
-//   sqrt_rn(a)       sqrt correctly rounded, by the bit-by-bit integer square root of the
+//   div_rn(a, b)     a / b correctly rounded (ties to even). The hardware quotient is taken
+//                    only when an exact integer residual check proves it is the correctly
+//                    rounded one (normal operands and result; see div_is_rn); otherwise
+//                    div_rn_bitwise computes it by restoring long division of the 24-bit
+//                    significands: 25 quotient bits + a sticky bit from the remainder, subnormal
+//                    inputs normalised first and subnormal results denormalised with correct
+//                    rounding, so a driver that flushes float subnormals cannot change the answer.
+//   sqrt_rn(a)       sqrt correctly rounded: the hardware root when the exact check sqrt_is_rn
+//                    proves it, else sqrt_rn_bitwise, the bit-by-bit integer square root of the
 //                    significand scaled to 50 bits (25 root bits + sticky from the remainder).
+//                    Why the fast paths: lavapipe (llvmpipe) ends every loop of an invocation
+//                    once 65535 loop iterations in total have run (LP_MAX_TGSI_LOOP_ITERATIONS),
+//                    silently; 25-iteration loops per division made the K-quant searches exceed
+//                    that. The checks are loop-free, and on a correctly rounding driver the
+//                    bitwise loops only run for subnormal, special or power-of-two results.
 //   nearest_int(f)   ggml's round-half-even through the adder: opaque(f) + 12582912.0, then the
 //                    low mantissa bits (valid for |f| <= 4194303, as on the CPU).
 //   round_half_away  C's roundf (ties away from zero), from trunc and an exact fraction.
@@ -32,8 +40,9 @@
 //                    c_float_to_byte: the low byte of that, i.e. C's (int8_t)/(uint8_t) casts.
 //   f32_to_f16_bits, f16_bits_to_f32, f32_to_bf16_bits
 //                    conversions done entirely on integer bit patterns: round-to-nearest-even,
-//                    f16 subnormals kept, overflow to ±inf, NaN quieted with the payload's top
-//                    bits kept (the `half` crate's rule, which the CPU path uses).
+//                    f16 subnormals kept, overflow to ±inf; f32→f16 writes every NaN as ggml's
+//                    canonical 0x7e00 with the input's sign, f16→f32 and bf16 keep the payload's
+//                    top bits (what the CPU path does).
 //
 // NaN and ±0 are handled explicitly in each helper: the sign of zero follows IEEE (x/±0 → ±inf,
 // 0/x → signed 0, sqrt(-0) = -0); arithmetic NaN results are the canonical quiet NaN 0x7fc00000
@@ -121,7 +130,7 @@ fn pack_rounded(sign: u32, q: u32, e: i32, sticky_in: bool) -> f32 {
     return bitcast<f32>(sign | m);
 }
 
-fn div_rn(a: f32, b: f32) -> f32 {
+fn div_rn_bitwise(a: f32, b: f32) -> f32 {
     let ua = bitcast<u32>(a);
     let ub = bitcast<u32>(b);
     let sign = (ua ^ ub) & F32_SIGN;
@@ -172,7 +181,7 @@ fn div_rn(a: f32, b: f32) -> f32 {
     return pack_rounded(sign, q, e, r != 0u);
 }
 
-fn sqrt_rn(a: f32) -> f32 {
+fn sqrt_rn_bitwise(a: f32) -> f32 {
     let u = bitcast<u32>(a);
     if (is_nan_bits(u)) {
         return bitcast<f32>(u | 0x400000u);
@@ -219,6 +228,127 @@ fn sqrt_rn(a: f32) -> f32 {
     return pack_rounded(0u, root, big_e / 2 + 127, rem != 0u);
 }
 
+// 64-bit unsigned integers as vec2(low word, high word), for the exact residual checks.
+fn wide_mul(a: u32, b: u32) -> vec2<u32> {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p00 = a0 * b0;
+    let mid = a0 * b1 + a1 * b0; // both terms < 2^32; their sum may carry
+    let mid_carry = select(0u, 0x10000u, mid < a0 * b1);
+    let lo = p00 + (mid << 16u);
+    let carry = select(0u, 1u, lo < p00);
+    return vec2<u32>(lo, a1 * b1 + (mid >> 16u) + mid_carry + carry);
+}
+
+// v << s for s < 64.
+fn wide_shl(v: u32, s: u32) -> vec2<u32> {
+    if (s == 0u) {
+        return vec2<u32>(v, 0u);
+    }
+    if (s < 32u) {
+        return vec2<u32>(v << s, v >> (32u - s));
+    }
+    return vec2<u32>(0u, v << (s - 32u));
+}
+
+fn wide_lt(a: vec2<u32>, b: vec2<u32>) -> bool {
+    return a.y < b.y || (a.y == b.y && a.x < b.x);
+}
+
+// a - b for a >= b.
+fn wide_sub(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    return vec2<u32>(a.x - b.x, a.y - b.y - select(0u, 1u, a.x < b.x));
+}
+
+// Whether q is a / b correctly rounded, proven exactly; false also means "not proven" (any
+// operand or q not normal, a q of the wrong sign or far off): the caller then takes the bitwise
+// path. With a = ma·2^(ea-150), b = mb·2^(eb-150), q = mq·2^(eq-150) and u = ulp(q):
+//   a/b − q = (T − P) / (2·mb) · u,   T = 2·ma·2^s, P = 2·mq·mb, s = ea − eb − eq + 150,
+// so q is the nearest float iff |T − P| < mb, or = mb (a tie) with mq even. Below a power of two
+// (mq = 2^23) the next float down is only u/2 away: there 2·|T − P| <= mb is required.
+fn div_is_rn(a: f32, b: f32, q: f32) -> bool {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let uq = bitcast<u32>(q);
+    let ea = (ua >> 23u) & 0xffu;
+    let eb = (ub >> 23u) & 0xffu;
+    let eq = (uq >> 23u) & 0xffu;
+    if (ea == 0u || ea == 255u || eb == 0u || eb == 255u || eq == 0u || eq == 255u) {
+        return false;
+    }
+    if (((ua ^ ub ^ uq) & F32_SIGN) != 0u) {
+        return false;
+    }
+    let s = i32(ea) - i32(eb) - i32(eq) + 150;
+    if (s < 0 || s > 38) {
+        return false;
+    }
+    let ma = (ua & 0x7fffffu) | 0x800000u;
+    let mb = (ub & 0x7fffffu) | 0x800000u;
+    let mq = (uq & 0x7fffffu) | 0x800000u;
+    let t = wide_shl(2u * ma, u32(s));
+    let p = wide_mul(2u * mq, mb);
+    let below = wide_lt(t, p); // the exact quotient is below q
+    var d: vec2<u32>;
+    if (below) {
+        d = wide_sub(p, t);
+    } else {
+        d = wide_sub(t, p);
+    }
+    if (d.y != 0u || d.x > mb) {
+        return false;
+    }
+    if (below && mq == 0x800000u) {
+        return 2u * d.x <= mb; // a tie here goes to q: its significand is even
+    }
+    return d.x < mb || (mq & 1u) == 0u;
+}
+
+fn div_rn(a: f32, b: f32) -> f32 {
+    let q = a / b;
+    var r = q;
+    if (!div_is_rn(a, b, q)) {
+        r = div_rn_bitwise(a, b);
+    }
+    return r;
+}
+
+// Whether r is sqrt(a) correctly rounded, proven exactly (false also means "not proven"). With
+// a = ma·2^(ea-150), r = mr·2^(er-150) and u = ulp(r), r is the nearest float iff
+//   r − u/2 < sqrt(a) < r + u/2  ⟺  (4·mr − 2)² < 16·ma·2^s < (4·mr + 2)²,   s = ea − 2·er + 150
+// (a square root is never exactly halfway between two floats). For a power of two r
+// (mr = 2^23) the next float down is only u/2 away: the lower bound is then (4·mr − 1)².
+fn sqrt_is_rn(a: f32, r: f32) -> bool {
+    let ua = bitcast<u32>(a);
+    let ur = bitcast<u32>(r);
+    let ea = (ua >> 23u) & 0xffu;
+    let er = (ur >> 23u) & 0xffu;
+    if (((ua | ur) & F32_SIGN) != 0u || ea == 0u || ea == 255u || er == 0u || er == 255u) {
+        return false;
+    }
+    let s = i32(ea) - 2 * i32(er) + 150;
+    if (s < 0 || s > 32) {
+        return false;
+    }
+    let ma = (ua & 0x7fffffu) | 0x800000u;
+    let mr = (ur & 0x7fffffu) | 0x800000u;
+    let x16 = wide_shl(16u * ma, u32(s));
+    let lower = 4u * mr - select(2u, 1u, mr == 0x800000u);
+    let upper = 4u * mr + 2u;
+    return wide_lt(wide_mul(lower, lower), x16) && wide_lt(x16, wide_mul(upper, upper));
+}
+
+fn sqrt_rn(a: f32) -> f32 {
+    let root = sqrt(a);
+    var r = root;
+    if (!sqrt_is_rn(a, root)) {
+        r = sqrt_rn_bitwise(a);
+    }
+    return r;
+}
+
 fn nearest_int(f: f32) -> i32 {
     let v = opaque(f) + 12582912.0;
     return (bitcast<i32>(v) & 0x007fffff) - 0x00400000;
@@ -256,7 +386,8 @@ fn f32_to_f16_bits(x: f32) -> u32 {
     let e = (u >> 23u) & 0xffu;
     let m = u & 0x7fffffu;
     if (e == 0xffu) {
-        return sign | 0x7c00u | select(0u, 0x200u, m != 0u) | (m >> 13u);
+        // ±inf, or ggml's canonical quiet NaN with the input's sign.
+        return sign | select(0x7c00u, 0x7e00u, m != 0u);
     }
     let he = i32(e) - 127 + 15;
     if (he >= 31) {

@@ -1,7 +1,7 @@
 // exact_probe.wgsl — runs every exact.wgsl helper on pairs (a, b) so tests can compare them
 // bit for bit with Rust. Input: src = a0, b0, a1, b1, ...; output: PROBE_WORDS words per pair.
 
-const PROBE_WORDS: u32 = 10u;
+const PROBE_WORDS: u32 = 13u;
 
 @compute @workgroup_size(64)
 fn probe_exact(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -22,4 +22,19 @@ fn probe_exact(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[base + 7u] = f32_to_bf16_bits(a);
     dst[base + 8u] = bitcast<u32>(xmul(a, b) + b);
     dst[base + 9u] = bitcast<u32>(c_float_to_int(a));
+    // The bitwise fallbacks on their own (the fast paths take most inputs on lavapipe).
+    dst[base + 10u] = bitcast<u32>(div_rn_bitwise(a, b));
+    dst[base + 11u] = bitcast<u32>(sqrt_rn_bitwise(a));
+    // The fast paths' proofs: bit 0/3 whether the correctly rounded quotient/root is accepted,
+    // bits 1, 2 / 4, 5 whether its two neighbours are (they never may be).
+    let q = bitcast<u32>(div_rn_bitwise(a, b));
+    let r = bitcast<u32>(sqrt_rn_bitwise(a));
+    var proofs = 0u;
+    proofs |= select(0u, 1u, div_is_rn(a, b, bitcast<f32>(q)));
+    proofs |= select(0u, 2u, div_is_rn(a, b, bitcast<f32>(q + 1u)));
+    proofs |= select(0u, 4u, div_is_rn(a, b, bitcast<f32>(q - 1u)));
+    proofs |= select(0u, 8u, sqrt_is_rn(a, bitcast<f32>(r)));
+    proofs |= select(0u, 16u, sqrt_is_rn(a, bitcast<f32>(r + 1u)));
+    proofs |= select(0u, 32u, sqrt_is_rn(a, bitcast<f32>(r - 1u)));
+    dst[base + 12u] = proofs;
 }

@@ -130,10 +130,13 @@ fn sq_weight(i: u32, use_w: bool) -> f32 {
     return xmul(wx[i], wx[i]);
 }
 
-// Reproduces ggml's `make_qkx3_quants`: asymmetric levels in [0, nmax] in `wl` with a scale and
-// a non-positive offset fitted by weighted least squares over nstep+1 trial scales.
-fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32,
-                    use_mad: bool, use_w: bool) -> ScaleMin {
+// The body shared by make_qkx2_quants and make_qkx3_quants (their arithmetic is identical; see
+// src/quant/search.rs `min_scale_search`): asymmetric levels in [0, nmax] in `wl` with a scale
+// and a non-positive offset fitted by weighted least squares over nstep+1 trial scales. A group
+// has no range when max == min (`empty_when_equal`, qkx2) or max <= min (qkx3); the two differ
+// only for NaN input.
+fn min_scale_search(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32,
+                    use_mad: bool, use_w: bool, empty_when_equal: bool) -> ScaleMin {
     var vmin = wx[base];
     var vmax = wx[base];
     var sum_w = sq_weight(base, use_w);
@@ -153,7 +156,11 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
     if (vmin > 0.0) {
         vmin = 0.0;
     }
-    if (vmax <= vmin) {
+    var no_range = vmax <= vmin;
+    if (empty_when_equal) {
+        no_range = vmax == vmin;
+    }
+    if (no_range) {
         for (var i = 0u; i < rt(n); i = i + 1u) {
             wl[base + i] = 0;
         }
@@ -221,4 +228,178 @@ fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
         }
     }
     return ScaleMin(scale, -vmin);
+}
+
+// Reproduces ggml's `make_qkx3_quants`: weights ww (or x² without them), no range when
+// max <= min.
+fn make_qkx3_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32,
+                    use_mad: bool, use_w: bool) -> ScaleMin {
+    return min_scale_search(base, n, nmax, rmin, rdelta, nstep, use_mad, use_w, false);
+}
+
+// Reproduces ggml's `make_qkx2_quants`: the weights in ww are mandatory, no range when
+// max == min.
+fn make_qkx2_quants(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32,
+                    use_mad: bool) -> ScaleMin {
+    return min_scale_search(base, n, nmax, rmin, rdelta, nstep, use_mad, true, true);
+}
+
+// Reproduces ggml's `make_qp_quants`: non-negative values wx[base..base+n) (sub-block scales or
+// mins) to levels in [0, nmax] with quant weights ww, the best of 9 trial inverse scales, then up
+// to five coordinate-descent passes. Levels are stored as C's uint8_t would hold them (a negative
+// input wraps), and read back wrapped where C reads L[i]. Returns the scale.
+fn make_qp_quants(base: u32, n: u32, nmax: i32) -> f32 {
+    var vmax = 0.0;
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        let v = wx[base + i];
+        vmax = select(v, vmax, vmax > v);
+    }
+    if (vmax < GROUP_MAX_EPS) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            wl[base + i] = 0;
+        }
+        return 0.0;
+    }
+    var iscale = div_rn(f32(nmax), vmax);
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        wl[base + i] = nearest_int(xmul(iscale, wx[base + i])) & 0xff;
+    }
+    let scale = div_rn(1.0, iscale);
+    var best_mse = 0.0;
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        let diff = wx[base + i] - xmul(scale, f32(wl[base + i]));
+        best_mse = best_mse + xmul(xmul(ww[base + i], diff), diff);
+    }
+    for (var is = -4; is <= 4; is = is + 1) {
+        if (is == 0) {
+            continue;
+        }
+        let iscale_is = div_rn(xmul(F32_0_1, f32(is)) + f32(nmax), vmax);
+        let scale_is = div_rn(1.0, iscale_is);
+        var mse = 0.0;
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            let l = min(nmax, nearest_int(xmul(iscale_is, wx[base + i])));
+            let diff = wx[base + i] - xmul(scale_is, f32(l));
+            mse = mse + xmul(xmul(ww[base + i], diff), diff);
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        let l = min(nmax, nearest_int(xmul(iscale, wx[base + i])));
+        wl[base + i] = l & 0xff;
+        let w = ww[base + i];
+        let lf = f32(l);
+        sumlx = sumlx + xmul(xmul(w, wx[base + i]), lf);
+        suml2 = suml2 + xmul(xmul(w, lf), lf);
+    }
+    for (var itry = 0u; itry < rt(5u); itry = itry + 1u) {
+        var n_changed = 0u;
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            let w = ww[base + i];
+            let x = wx[base + i];
+            let cur = f32(wl[base + i]);
+            var slx = sumlx - xmul(xmul(w, x), cur);
+            var sl2 = suml2 - xmul(xmul(w, cur), cur);
+            if (slx > 0.0 && sl2 > 0.0) {
+                let new_l = min(nmax, nearest_int(div_rn(xmul(x, sl2), slx)));
+                if (new_l != wl[base + i]) {
+                    let nf = f32(new_l);
+                    slx = slx + xmul(xmul(w, x), nf);
+                    sl2 = sl2 + xmul(xmul(w, nf), nf);
+                    if (xmul(xmul(slx, slx), suml2) > xmul(xmul(sumlx, sumlx), sl2)) {
+                        wl[base + i] = new_l & 0xff;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed = n_changed + 1u;
+                    }
+                }
+            }
+        }
+        if (n_changed == 0u) {
+            break;
+        }
+    }
+    if (suml2 > 0.0) {
+        return div_rn(sumlx, suml2);
+    }
+    return 0.0;
+}
+
+// Reproduces ggml's `make_q3_quants`: symmetric levels in [-nmax, nmax-1] (stored biased by
+// nmax in `wl`), weights x², and with `do_rmse` up to five coordinate-descent passes that move
+// single levels while the weighted fit strictly improves. Returns the scale.
+fn make_q3_quants(base: u32, n: u32, nmax: i32, do_rmse: bool) -> f32 {
+    var vmax = 0.0;
+    var amax = 0.0;
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        let ax = abs(wx[base + i]);
+        if (ax > amax) {
+            amax = ax;
+            vmax = wx[base + i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            wl[base + i] = 0;
+        }
+        return 0.0;
+    }
+    let iscale = div_rn(f32(-nmax), vmax);
+    if (!do_rmse) {
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            let l = max(-nmax, min(nmax - 1, nearest_int(xmul(iscale, wx[base + i]))));
+            wl[base + i] = l + nmax;
+        }
+        return div_rn(1.0, iscale);
+    }
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        let x = wx[base + i];
+        let l = max(-nmax, min(nmax - 1, nearest_int(xmul(iscale, x))));
+        wl[base + i] = l;
+        let w = xmul(x, x);
+        let lf = f32(l);
+        sumlx = sumlx + xmul(xmul(w, x), lf);
+        suml2 = suml2 + xmul(xmul(w, lf), lf);
+    }
+    for (var itry = 0u; itry < rt(5u); itry = itry + 1u) {
+        var n_changed = 0u;
+        for (var i = 0u; i < rt(n); i = i + 1u) {
+            let x = wx[base + i];
+            let w = xmul(x, x);
+            let cur = f32(wl[base + i]);
+            var slx = sumlx - xmul(xmul(w, x), cur);
+            if (slx > 0.0) {
+                var sl2 = suml2 - xmul(xmul(w, cur), cur);
+                let new_l = max(-nmax, min(nmax - 1, nearest_int(div_rn(xmul(x, sl2), slx))));
+                if (new_l != wl[base + i]) {
+                    let nf = f32(new_l);
+                    slx = slx + xmul(xmul(w, x), nf);
+                    sl2 = sl2 + xmul(xmul(w, nf), nf);
+                    if (sl2 > 0.0 && xmul(xmul(slx, slx), suml2) > xmul(xmul(sumlx, sumlx), sl2)) {
+                        wl[base + i] = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed = n_changed + 1u;
+                    }
+                }
+            }
+        }
+        if (n_changed == 0u) {
+            break;
+        }
+    }
+    for (var i = 0u; i < rt(n); i = i + 1u) {
+        wl[base + i] = wl[base + i] + nmax;
+    }
+    if (suml2 > 0.0) {
+        return div_rn(sumlx, suml2);
+    }
+    return 0.0;
 }

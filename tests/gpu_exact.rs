@@ -132,6 +132,7 @@ fn exact_helpers_match_rust_bit_for_bit() {
         }
     };
     let mut checked_nearest = 0usize;
+    let (mut div_normal, mut div_proved, mut sqrt_normal, mut sqrt_proved) = (0, 0, 0, 0);
     for (&(a, b), w) in pairs.iter().zip(&got) {
         check("xmul", same_float(w[0], a * b), a, b, w[0]);
         check("div_rn", same_float(w[1], a / b), a, b, w[1]);
@@ -153,7 +154,37 @@ fn exact_helpers_match_rust_bit_for_bit() {
             a as i32
         };
         check("c_float_to_int", w[9] as i32 == x86, a, b, w[9]);
+        check("div_rn_bitwise", same_float(w[10], a / b), a, b, w[10]);
+        check("sqrt_rn_bitwise", same_float(w[11], a.sqrt()), a, b, w[11]);
+        // The fast paths' exact checks never accept a neighbour of the right answer, and do
+        // accept the right answer for normal operands and results (else the bitwise loops
+        // would run for most inputs, see exact.wgsl).
+        check("div_is_rn accepts a neighbour", w[12] & 6 == 0, a, b, w[12]);
+        check(
+            "sqrt_is_rn accepts a neighbour",
+            w[12] & 48 == 0,
+            a,
+            b,
+            w[12],
+        );
+        let q = a / b;
+        if a.is_normal() && b.is_normal() && q.is_normal() {
+            div_normal += 1;
+            div_proved += (w[12] & 1) as usize;
+        }
+        if a.is_normal() && a > 0.0 {
+            sqrt_normal += 1;
+            sqrt_proved += ((w[12] >> 3) & 1) as usize;
+            check("sqrt_is_rn rejects", w[12] & 8 != 0, a, b, w[12]);
+        }
     }
     assert!(checked_nearest > 100_000);
+    eprintln!("fast path proofs: div {div_proved}/{div_normal}, sqrt {sqrt_proved}/{sqrt_normal}");
+    assert!(div_normal > 50_000 && sqrt_normal > 50_000);
+    // Only ties can make the division check give up on a right answer (2^-24 of random cases).
+    assert!(
+        div_proved * 1000 >= div_normal * 999,
+        "{div_proved}/{div_normal}"
+    );
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
 }

@@ -78,6 +78,49 @@ fn q5_1_matches_golden() {
 }
 
 #[test]
+fn q2_k_matches_golden() {
+    check("pure/Q2_K.gguf", GgmlType::Q2_K, 10);
+    check("pure-imatrix/Q2_K.gguf", GgmlType::Q2_K, 10);
+}
+
+/// With --pure, Q3_K_S means "every tensor Q3_K" (rows that do not block fall back).
+#[test]
+fn q3_k_matches_golden() {
+    check("pure/Q3_K_S.gguf", GgmlType::Q3_K, 10);
+    check("pure-imatrix/Q3_K_S.gguf", GgmlType::Q3_K, 10);
+}
+
+#[test]
+fn q4_k_matches_golden() {
+    check("pure/Q4_K_S.gguf", GgmlType::Q4_K, 10);
+    check("pure-imatrix/Q4_K_S.gguf", GgmlType::Q4_K, 10);
+}
+
+#[test]
+fn q5_k_matches_golden() {
+    check("pure/Q5_K_S.gguf", GgmlType::Q5_K, 10);
+    check("pure-imatrix/Q5_K_S.gguf", GgmlType::Q5_K, 10);
+}
+
+#[test]
+fn q6_k_matches_golden() {
+    check("pure/Q6_K.gguf", GgmlType::Q6_K, 10);
+    check("pure-imatrix/Q6_K.gguf", GgmlType::Q6_K, 10);
+}
+
+#[test]
+fn iq4_nl_matches_golden() {
+    check("pure/IQ4_NL.gguf", GgmlType::IQ4_NL, 10);
+    check("pure-imatrix/IQ4_NL.gguf", GgmlType::IQ4_NL, 10);
+}
+
+#[test]
+fn iq4_xs_matches_golden() {
+    check("pure/IQ4_XS.gguf", GgmlType::IQ4_XS, 10);
+    check("pure-imatrix/IQ4_XS.gguf", GgmlType::IQ4_XS, 10);
+}
+
+#[test]
 fn tq1_0_matches_golden() {
     check("pure/TQ1_0.gguf", GgmlType::TQ1_0, 5);
 }

@@ -54,6 +54,22 @@ fn every_kernel_with_a_cpu_reference_passes_its_self_check() {
     assert!(passed.iter().any(|p| p == "quantize_row_bf16"));
     assert!(passed.iter().any(|p| p == "quantize_q8_0"));
     assert!(passed.iter().any(|p| p == "quantize_q5_1"));
+    for k in [
+        "quantize_q2_k",
+        "quantize_q3_k",
+        "quantize_q4_k",
+        "quantize_q5_k",
+        "quantize_q6_k",
+        "quantize_iq4_nl",
+        "quantize_iq4_xs",
+    ] {
+        for label in [k.to_string(), format!("{k}+imatrix")] {
+            assert!(
+                passed.contains(&label),
+                "{label} did not pass its self-check"
+            );
+        }
+    }
 }
 
 #[test]

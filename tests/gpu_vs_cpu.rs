@@ -70,6 +70,11 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks() {
                 if compare(&q, ty, &x, n_per_row, Some(&w)) && i == 0 {
                     compared.push(format!("{ty}+imatrix"));
                 }
+                if i == 0 {
+                    // All-zero importance weights: every weighted fit degenerates.
+                    let zeros = vec![0.0f32; n_per_row];
+                    compare(&q, ty, &x, n_per_row, Some(&zeros));
+                }
             }
         }
         if block == 1 {
@@ -78,8 +83,13 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks() {
         }
     }
     eprintln!("GPU == CPU for {compared:?}");
+    for def in KERNELS.iter().filter(|d| d.imatrix == Imatrix::Used) {
+        let must = format!("{}+imatrix", def.ty.unwrap());
+        assert!(compared.contains(&must), "{must} not compared");
+    }
     for must in [
-        "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "TQ1_0", "TQ2_0",
+        "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+        "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
     ] {
         assert!(compared.iter().any(|c| c == must), "{must} not compared");
     }
@@ -104,6 +114,9 @@ fn chunked_dispatch_equals_single_dispatch() {
         (GgmlType::Q8_0, 96),
         (GgmlType::Q4_0, 96),
         (GgmlType::Q5_1, 160),
+        (GgmlType::Q3_K, 768), // two-block units straddling rows
+        (GgmlType::Q4_K, 512),
+        (GgmlType::IQ4_NL, 96),
     ] {
         let n_rows = 301;
         let x = adversarial_rows(n_per_row, n_rows, 5);

@@ -29,6 +29,8 @@ pub enum Family {
     Float,
     Legacy,
     Ternary,
+    KQuants,
+    Iq4,
 }
 
 impl Family {
@@ -41,6 +43,13 @@ impl Family {
             Family::Float => &[IO, EXACT, include_str!("../../shaders/float.wgsl")],
             Family::Legacy => &[IO, EXACT, SEARCH, include_str!("../../shaders/legacy.wgsl")],
             Family::Ternary => &[IO, EXACT, include_str!("../../shaders/ternary.wgsl")],
+            Family::KQuants => &[
+                IO,
+                EXACT,
+                SEARCH,
+                include_str!("../../shaders/kquants.wgsl"),
+            ],
+            Family::Iq4 => &[IO, EXACT, SEARCH, include_str!("../../shaders/iq4.wgsl")],
         }
     }
 
@@ -50,7 +59,16 @@ impl Family {
             Family::Probe | Family::Float => (1, 1),
             Family::Legacy => (17, 32),
             Family::Ternary => (33, 1),
+            // Q6_K's two 210-byte blocks; searches run one (≤ 32-element) sub-block at a time.
+            Family::KQuants => (105, 32),
+            Family::Iq4 => (34, 32),
         }
+    }
+
+    /// Whether the imatrix path reads a per-row σ² (the `row_sigma2` pre-pass). The K-quants
+    /// and IQ4 types compute their σ² per super-block inside the kernel.
+    fn needs_row_sigma2(self) -> bool {
+        self == Family::Legacy
     }
 
     fn source(self, faulty: bool) -> String {
@@ -177,6 +195,62 @@ pub static KERNELS: &[KernelDef] = &[
         24,
     ),
     quant(
+        "quantize_q2_k",
+        Family::KQuants,
+        GgmlType::Q2_K,
+        Imatrix::Used,
+        256,
+        84,
+    ),
+    quant(
+        "quantize_q3_k",
+        Family::KQuants,
+        GgmlType::Q3_K,
+        Imatrix::Used,
+        256,
+        110,
+    ),
+    quant(
+        "quantize_q4_k",
+        Family::KQuants,
+        GgmlType::Q4_K,
+        Imatrix::Used,
+        256,
+        144,
+    ),
+    quant(
+        "quantize_q5_k",
+        Family::KQuants,
+        GgmlType::Q5_K,
+        Imatrix::Used,
+        256,
+        176,
+    ),
+    quant(
+        "quantize_q6_k",
+        Family::KQuants,
+        GgmlType::Q6_K,
+        Imatrix::Used,
+        256,
+        210,
+    ),
+    quant(
+        "quantize_iq4_nl",
+        Family::Iq4,
+        GgmlType::IQ4_NL,
+        Imatrix::Used,
+        32,
+        18,
+    ),
+    quant(
+        "quantize_iq4_xs",
+        Family::Iq4,
+        GgmlType::IQ4_XS,
+        Imatrix::Used,
+        256,
+        136,
+    ),
+    quant(
         "quantize_tq1_0",
         Family::Ternary,
         GgmlType::TQ1_0,
@@ -206,7 +280,7 @@ pub(crate) static PROBE_KERNEL: KernelDef = KernelDef {
 };
 
 /// Words the probe writes per (a, b) pair.
-pub const PROBE_WORDS: usize = 10;
+pub const PROBE_WORDS: usize = 13;
 
 static ROW_SIGMA2: KernelDef = KernelDef {
     name: "row_sigma2",
@@ -498,8 +572,8 @@ impl GpuContext {
 
         let pipeline = self.pipeline(def)?;
         let sigma_pipeline = match qw {
-            Some(_) => Some(self.pipeline(&ROW_SIGMA2)?),
-            None => None,
+            Some(_) if def.family.needs_row_sigma2() => Some(self.pipeline(&ROW_SIGMA2)?),
+            _ => None,
         };
         if let Some(w) = qw {
             if w.len() != n_per_row {
