@@ -1,3 +1,4 @@
 //! Model architectures, tokenizers and (later) the forward pass.
 
+pub mod forward;
 pub mod synthetic;
