@@ -2,3 +2,4 @@
 
 pub mod forward;
 pub mod synthetic;
+pub mod tokenizer_spm;
