@@ -5,7 +5,9 @@
 pub mod imatrix;
 pub mod kld;
 pub mod perplexity;
+pub mod sweep;
 
 pub use imatrix::{collect_imatrix, ImatrixOptions, ImatrixRun};
 pub use kld::{kl_divergence, KldReport};
 pub use perplexity::{perplexity, score_logits, PplOptions, PplReport, ScoredLogits};
+pub use sweep::{sweep, SweepOptions, SweepReport, SweepRow};
