@@ -362,11 +362,7 @@ fn kld_reference(label: &str) -> f64 {
         .find(|l| l.starts_with(label))
         .unwrap_or_else(|| panic!("{label} not in kld_reference.txt"));
     let v = line.split(':').nth(1).unwrap().trim();
-    v.split(|c: char| c == ' ' || c == '%')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    v.split([' ', '%']).next().unwrap().parse().unwrap()
 }
 
 #[test]
