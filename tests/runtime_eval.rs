@@ -90,6 +90,19 @@ fn perplexity_matches_llama_perplexity_on_tiny_llama() {
     }
     assert!((r.ppl - want).abs() / want < 2e-3, "{} vs {want}", r.ppl);
     assert!((r.ppl_uncertainty - 9.45577).abs() / 9.45577 < 1e-2);
+
+    // One token at a time through the KV cache (generation): same logits, timed.
+    let n = 64;
+    let batch = model.forward(&tokens[..n]).unwrap();
+    let mut cache = qforge::model::forward::KvCache::default();
+    let t0 = std::time::Instant::now();
+    let mut steps = Vec::new();
+    for &t in &tokens[..n] {
+        steps.extend(model.forward_cached(&[t], &mut cache, None).unwrap());
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("tiny-llama decode: {:.2} ms/token", 1e3 * secs / n as f64);
+    assert_eq!(steps, batch);
 }
 
 fn synthetic(dir: &Path, seed: u64) -> (SyntheticLlama, PathBuf) {

@@ -35,20 +35,41 @@ impl Default for PplOptions {
 }
 
 /// The BOS token llama.cpp puts at the start of every chunk, or None when the vocabulary does
-/// not add BOS (`llama_vocab_get_add_bos`): `tokenizer.ggml.add_bos_token`, defaulting to true
-/// for SentencePiece ("llama") vocabularies and false otherwise; the id defaults to 1 for SPM.
+/// not add BOS (`llama_vocab_get_add_bos`): `tokenizer.ggml.add_bos_token` when present, else
+/// llama.cpp's default for the tokenizer — true for SentencePiece ("llama") and WordPiece
+/// ("bert") and for the BPE pre-tokenizers that force it (llama3 family, tekken, chameleon),
+/// false otherwise. The id defaults to 1 for SentencePiece; other vocabularies must name it.
 pub fn chunk_bos(md: &Metadata) -> Result<Option<u32>> {
-    let spm = md.get_str("tokenizer.ggml.model") == Some("llama");
+    let model = md.get_str("tokenizer.ggml.model").unwrap_or("");
+    let pre = md.get_str("tokenizer.ggml.pre").unwrap_or("");
+    let default_add = match model {
+        "llama" | "bert" => true,
+        "gpt2" => matches!(
+            pre,
+            "llama3"
+                | "llama-v3"
+                | "llama-bpe"
+                | "falcon3"
+                | "falcon-h1"
+                | "pixtral"
+                | "midm-2.0"
+                | "lfm2"
+                | "jina-v5-nano"
+                | "tekken"
+                | "chameleon"
+        ),
+        _ => false,
+    };
     let add = match md.get("tokenizer.ggml.add_bos_token") {
         Some(Value::Bool(b)) => *b,
-        _ => spm,
+        _ => default_add,
     };
     if !add {
         return Ok(None);
     }
     match md.get_u64("tokenizer.ggml.bos_token_id") {
         Some(id) => Ok(Some(id as u32)),
-        None if spm => Ok(Some(1)),
+        None if model == "llama" => Ok(Some(1)),
         None => bail!("the vocabulary adds BOS but names no tokenizer.ggml.bos_token_id"),
     }
 }
