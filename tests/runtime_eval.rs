@@ -176,6 +176,15 @@ fn perplexity_chunking_matches_a_plain_recomputation() {
     )
     .unwrap();
     assert_eq!(small_batches.ppl, r.ppl);
+    let mut seen = Vec::new();
+    let with_progress =
+        qforge::eval::perplexity_with_progress(&model, &tokens, &opts(n_ctx), &mut |p| {
+            seen.push((p.done, p.total, p.ppl))
+        })
+        .unwrap();
+    assert_eq!(with_progress.ppl, r.ppl);
+    let want_seen: Vec<_> = (0..4).map(|i| (i + 1, 4, r.chunk_ppl[i])).collect();
+    assert_eq!(seen, want_seen);
     let kept = score_logits(&model, &tokens, &opts(n_ctx)).unwrap();
     assert_eq!(kept.perplexity().ppl, r.ppl);
     // Chunk limit and the 2·n_ctx minimum.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use super::perplexity::{
-    chunk_bos, chunk_count, eval_chunk, NllAccumulator, PplOptions, PplReport,
+    chunk_bos, chunk_count, eval_chunk, ChunkProgress, NllAccumulator, PplOptions, PplReport,
 };
 use crate::formats::imatrix::ImatrixStats;
 use crate::model::forward::{LlamaModel, MatmulObserver};
@@ -85,6 +85,16 @@ pub fn collect_imatrix(
     tokens: &[u32],
     opts: &ImatrixOptions,
 ) -> Result<ImatrixRun> {
+    collect_imatrix_with_progress(model, tokens, opts, &mut |_| {})
+}
+
+/// `collect_imatrix`, calling `progress` after every chunk (with the running perplexity).
+pub fn collect_imatrix_with_progress(
+    model: &LlamaModel,
+    tokens: &[u32],
+    opts: &ImatrixOptions,
+    progress: &mut dyn FnMut(ChunkProgress),
+) -> Result<ImatrixRun> {
     let c = &opts.chunks;
     let n_chunks = chunk_count(tokens.len(), c)?;
     let bos = chunk_bos(&model.metadata)?;
@@ -109,6 +119,12 @@ pub fn collect_imatrix(
             &tokens[start + first + 1..start + c.n_ctx],
             nv,
         );
+        progress(ChunkProgress {
+            done: i + 1,
+            total: n_chunks,
+            ppl: acc.running_ppl(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
     Ok(ImatrixRun {
         stats: collector.stats,

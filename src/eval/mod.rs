@@ -7,9 +7,12 @@ pub mod kld;
 pub mod perplexity;
 pub mod sweep;
 
-pub use imatrix::{collect_imatrix, ImatrixOptions, ImatrixRun};
+pub use imatrix::{collect_imatrix, collect_imatrix_with_progress, ImatrixOptions, ImatrixRun};
 pub use kld::{kl_divergence, KldReport};
-pub use perplexity::{perplexity, score_logits, PplOptions, PplReport, ScoredLogits};
+pub use perplexity::{
+    perplexity, perplexity_with_progress, score_logits, ChunkProgress, PplOptions, PplReport,
+    ScoredLogits,
+};
 pub use sweep::{sweep, SweepOptions, SweepReport, SweepRow};
 
 use anyhow::Result;

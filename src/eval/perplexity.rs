@@ -208,6 +208,10 @@ impl NllAccumulator {
         self.chunk_ppl.push((self.nll / self.count as f64).exp());
     }
 
+    pub(crate) fn running_ppl(&self) -> f64 {
+        self.chunk_ppl.last().copied().unwrap_or(f64::NAN)
+    }
+
     pub(crate) fn finish(self, n_ctx: usize, tokens_evaluated: usize, seconds: f64) -> PplReport {
         let mean = self.nll / self.count as f64;
         let var = self.nll2 / self.count as f64 - mean * mean;
@@ -248,9 +252,31 @@ impl ScoredLogits {
     }
 }
 
+/// Progress after each chunk, for printing llama-perplexity's `[i]ppl,` line.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkProgress {
+    /// Chunks done (1-based index of the chunk just finished).
+    pub done: usize,
+    pub total: usize,
+    /// Running perplexity over the chunks done.
+    pub ppl: f64,
+    /// Seconds since the start.
+    pub seconds: f64,
+}
+
 /// Perplexity of `model` over `tokens` (llama-perplexity's default mode, no stride), holding
 /// only one chunk's logits at a time.
 pub fn perplexity(model: &LlamaModel, tokens: &[u32], opts: &PplOptions) -> Result<PplReport> {
+    perplexity_with_progress(model, tokens, opts, &mut |_| {})
+}
+
+/// `perplexity`, calling `progress` after every chunk.
+pub fn perplexity_with_progress(
+    model: &LlamaModel,
+    tokens: &[u32],
+    opts: &PplOptions,
+    progress: &mut dyn FnMut(ChunkProgress),
+) -> Result<PplReport> {
     let n_chunks = chunk_count(tokens.len(), opts)?;
     let bos = chunk_bos(&model.metadata)?;
     let nv = model.config.n_vocab;
@@ -265,6 +291,12 @@ pub fn perplexity(model: &LlamaModel, tokens: &[u32], opts: &PplOptions) -> Resu
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
+        progress(ChunkProgress {
+            done: i + 1,
+            total: n_chunks,
+            ppl: acc.running_ppl(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
     Ok(acc.finish(
         opts.n_ctx,
