@@ -6,21 +6,24 @@
 //! output matrix. The aim is a reference runtime for measuring quantized models (perplexity,
 //! KL divergence, importance matrices), not speed.
 //!
-//! Memory trade-off: every weight is dequantized to f32 once, at load time. That makes each
-//! matmul a plain f32 dot product (fast and simple), at 4 bytes per parameter — fine for small
-//! and medium models (a 1B model needs ~4 GiB), too much for large ones, which would need
-//! on-the-fly row dequantization instead.
+//! Memory trade-off: by default every weight is dequantized to f32 once, at load time, so each
+//! matmul is a plain f32 dot product — fast, at 4 bytes per parameter (a 1B model needs ~4 GiB).
+//! `LoadOptions::keep_quantized` instead leaves matrices in the memory-mapped file and
+//! dequantizes each weight row when a matmul reaches it (once per row per call, shared by all
+//! tokens of the call): the file's size in memory, for more work per forward call. Both give
+//! bit-identical logits, since the same row dequantizer produces the same f32 values.
 //!
 //! Determinism: every output element is one dot product computed by one thread in a fixed
 //! order, so results do not depend on the number of rayon threads.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufFile, Metadata, TensorInfo};
-use crate::quant::dequantizer;
+use crate::quant::{dequantizer, RowDequantizer};
 
 /// Hyper-parameters of a llama model, read from GGUF metadata the way llama.cpp's loader does.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,17 +139,72 @@ impl LlamaConfig {
     }
 }
 
-/// A weight matrix dequantized to f32, row-major: `rows` outputs × `cols` inputs (ggml ne =
-/// [cols, rows]).
+/// Where a matrix's values live.
+#[derive(Clone)]
+pub enum Weights {
+    /// Dequantized once: rows × cols values, row-major.
+    F32(Vec<f32>),
+    /// Still in the GGUF file's encoding, dequantized a row at a time.
+    Packed(PackedRows),
+}
+
+/// Rows of a tensor in the memory-mapped file.
+#[derive(Clone)]
+pub struct PackedRows {
+    file: Arc<GgufFile>,
+    tensor: TensorInfo,
+    row_bytes: usize,
+    dequantize: RowDequantizer,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Weights::F32(v) => write!(f, "F32({} values)", v.len()),
+            Weights::Packed(p) => write!(f, "Packed({}, {})", p.tensor.name, p.tensor.ty.name()),
+        }
+    }
+}
+
+/// A weight matrix: `rows` outputs × `cols` inputs (ggml ne = [cols, rows]).
 #[derive(Clone, Debug)]
 pub struct Matrix {
     pub name: String,
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f32>,
+    pub weights: Weights,
 }
 
 impl Matrix {
+    /// Row `r` as f32: borrowed when dequantized, else decoded into `buf`.
+    pub fn row<'a>(&'a self, r: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match &self.weights {
+            Weights::F32(v) => &v[r * self.cols..(r + 1) * self.cols],
+            Weights::Packed(p) => {
+                let bytes = &p.file.tensor_data(&p.tensor)[r * p.row_bytes..(r + 1) * p.row_bytes];
+                buf.resize(self.cols, 0.0);
+                (p.dequantize)(bytes, buf);
+                buf
+            }
+        }
+    }
+
+    /// The dequantized values, when the matrix holds them.
+    pub fn f32_values_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match &mut self.weights {
+            Weights::F32(v) => Some(v),
+            Weights::Packed(_) => None,
+        }
+    }
+
+    /// Bytes this matrix holds in memory (packed rows live in the shared file mapping).
+    pub fn resident_bytes(&self) -> usize {
+        match &self.weights {
+            Weights::F32(v) => v.len() * 4,
+            Weights::Packed(p) => p.row_bytes * self.rows,
+        }
+    }
+
     /// `y[t] = W · x[t]` for `n_tokens` inputs of `cols` values; returns n_tokens × rows.
     pub fn matmul(&self, x: &[f32], n_tokens: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), n_tokens * self.cols);
@@ -159,13 +217,17 @@ impl Matrix {
             .enumerate()
             .for_each(|(block, out)| {
                 let first = block * ROWS_PER_TASK;
+                let mut buf = Vec::new();
                 for (r, out_row) in out.chunks_mut(n_tokens.max(1)).enumerate() {
-                    let w = &self.data[(first + r) * self.cols..(first + r + 1) * self.cols];
+                    let w = self.row(first + r, &mut buf);
                     for (t, o) in out_row.iter_mut().enumerate() {
                         *o = dot(w, &x[t * self.cols..(t + 1) * self.cols]);
                     }
                 }
             });
+        if n_tokens == 1 {
+            return by_row;
+        }
         let mut y = vec![0f32; n_tokens * self.rows];
         for r in 0..self.rows {
             for t in 0..n_tokens {
@@ -174,6 +236,13 @@ impl Matrix {
         }
         y
     }
+}
+
+/// How to hold the weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Leave matrices in the file's encoding and dequantize rows on use (see the module doc).
+    pub keep_quantized: bool,
 }
 
 /// f32 dot product with eight fixed partial sums (vectorizes; order fixed, so deterministic).
@@ -299,21 +368,28 @@ fn dequantize_tensor(file: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
 }
 
 impl LlamaModel {
+    /// Load with every weight dequantized to f32.
     pub fn load(path: impl AsRef<Path>) -> Result<LlamaModel> {
-        let path = path.as_ref();
-        let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-        LlamaModel::from_gguf(&file).with_context(|| format!("loading {}", path.display()))
+        LlamaModel::load_with(path, &LoadOptions::default())
     }
 
-    pub fn from_gguf(file: &GgufFile) -> Result<LlamaModel> {
-        let c = LlamaConfig::from_metadata(&file.metadata)?;
-        let find = |name: &str| file.tensor(name);
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LlamaModel> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+        LlamaModel::from_gguf(Arc::new(file), opts)
+            .with_context(|| format!("loading {}", path.display()))
+    }
+
+    pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<LlamaModel> {
+        let file_ref: &GgufFile = &file;
+        let c = LlamaConfig::from_metadata(&file_ref.metadata)?;
+        let find = |name: &str| file_ref.tensor(name);
         let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
             let t = find(name).ok_or_else(|| anyhow!("missing tensor {name}"))?;
             if t.n_elements() as usize != n {
                 bail!("{name}: {} values, expected {n}", t.n_elements());
             }
-            dequantize_tensor(file, t)
+            dequantize_tensor(file_ref, t)
         };
         let matrix = |name: &str, cols: usize, rows: usize| -> Result<Matrix> {
             let t = find(name).ok_or_else(|| anyhow!("missing tensor {name}"))?;
@@ -325,11 +401,30 @@ impl LlamaModel {
             if !dims_ok {
                 bail!("{name}: shape {ne:?}, expected [{cols}, {rows}]");
             }
+            let weights = if opts.keep_quantized {
+                let dq = dequantizer(t.ty)
+                    .ok_or_else(|| anyhow!("{name}: no dequantizer for {}", t.ty.name()))?;
+                let row_bytes =
+                    t.ty.row_size(cols as u64).ok_or_else(|| {
+                        anyhow!("{name}: rows of {cols} do not fit {}", t.ty.name())
+                    })? as usize;
+                if file_ref.tensor_data(t).len() < row_bytes * rows {
+                    bail!("{name}: tensor data truncated");
+                }
+                Weights::Packed(PackedRows {
+                    file: Arc::clone(&file),
+                    tensor: t.clone(),
+                    row_bytes,
+                    dequantize: dq,
+                })
+            } else {
+                Weights::F32(dequantize_tensor(file_ref, t)?)
+            };
             Ok(Matrix {
                 name: name.to_string(),
                 rows,
                 cols,
-                data: dequantize_tensor(file, t)?,
+                weights,
             })
         };
         let bias = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
@@ -381,18 +476,18 @@ impl LlamaModel {
             layers,
             output,
             rope_freqs,
-            metadata: file.metadata.clone(),
+            metadata: file_ref.metadata.clone(),
             config: c,
         })
     }
 
-    /// Bytes of f32 weights held in memory.
+    /// Bytes of weights held in memory (for packed matrices: their share of the file mapping).
     pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &Linear| l.weight.data.len() + l.bias.as_ref().map_or(0, Vec::len);
-        let mut n = self.tok_embd.data.len() + self.output_norm.len();
+        let lin = |l: &Linear| l.weight.resident_bytes() + 4 * l.bias.as_ref().map_or(0, Vec::len);
+        let mut n = self.tok_embd.resident_bytes() + 4 * self.output_norm.len();
         n += self.output.as_ref().map_or(0, lin);
         for l in &self.layers {
-            n += l.attn_norm.len() + l.ffn_norm.len();
+            n += 4 * (l.attn_norm.len() + l.ffn_norm.len());
             n += [
                 &l.wq,
                 &l.wk,
@@ -406,7 +501,7 @@ impl LlamaModel {
             .map(lin)
             .sum::<usize>();
         }
-        n * 4
+        n
     }
 
     /// Logits (n_tokens × n_vocab) of `tokens` at positions 0.., evaluated from an empty cache.
@@ -441,9 +536,9 @@ impl LlamaModel {
         let pos0 = cache.n_pos;
 
         let mut hidden = Vec::with_capacity(n * c.n_embd);
+        let mut buf = Vec::new();
         for &t in tokens {
-            let t = t as usize;
-            hidden.extend_from_slice(&self.tok_embd.data[t * c.n_embd..(t + 1) * c.n_embd]);
+            hidden.extend_from_slice(self.tok_embd.row(t as usize, &mut buf));
         }
 
         for (il, layer) in self.layers.iter().enumerate() {
