@@ -2,7 +2,7 @@
 //! against the F16 original, and the three reports written.
 
 use qforge::eval::{perplexity, sweep, PplOptions, SweepOptions};
-use qforge::model::forward::LlamaModel;
+use qforge::model::forward::{LlamaModel, LoadOptions};
 use qforge::model::synthetic::{Rng, SyntheticLlama};
 use qforge::quant::GgmlType;
 
@@ -41,6 +41,9 @@ fn sweep_measures_each_type_against_the_original() {
         imatrix: None,
         threads: 2,
         remove_files: false,
+        load: LoadOptions {
+            keep_quantized: true,
+        },
     };
     let r = sweep(&opts, &tokens).unwrap();
     for row in &r.rows {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::kld::{kl_divergence, KldReport};
 use super::perplexity::{score_logits, PplOptions, PplReport};
 use crate::formats::imatrix;
-use crate::model::forward::LlamaModel;
+use crate::model::forward::{LlamaModel, LoadOptions};
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
 use crate::pipeline::{Backend, GgufSource};
 use crate::quant::ftype::QuantTarget;
@@ -34,6 +34,8 @@ pub struct SweepOptions {
     pub threads: usize,
     /// Delete each quantized file after measuring it.
     pub remove_files: bool,
+    /// How the runtime holds the weights of each model it measures.
+    pub load: LoadOptions,
 }
 
 /// One line of the report.
@@ -81,7 +83,7 @@ pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let t0 = Instant::now();
-    let base_model = LlamaModel::load(&opts.model)?;
+    let base_model = LlamaModel::load_with(&opts.model, &opts.load)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let base = score_logits(&base_model, tokens, &opts.ppl)?;
     drop(base_model);
@@ -189,7 +191,7 @@ fn measure_one(
     row.file_bytes = std::fs::metadata(&out)?.len();
     row.file = Some(out.clone());
     let t0 = Instant::now();
-    let model = LlamaModel::load(&out)?;
+    let model = LlamaModel::load_with(&out, &opts.load)?;
     let logits = score_logits(&model, tokens, &opts.ppl)?;
     row.eval_seconds = t0.elapsed().as_secs_f64();
     row.ppl = Some(logits.perplexity());
