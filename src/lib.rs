@@ -4,6 +4,7 @@
 //! (numbers) → `formats::gguf::GgufWriter`. Formats know nothing of GPUs; kernels know nothing of
 //! files.
 
+pub mod eval;
 pub mod formats;
 pub mod gpu;
 pub mod lora;

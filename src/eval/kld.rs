@@ -1,0 +1,145 @@
+//! KL divergence between a base model's and a test model's token distributions over the same
+//! scored positions — the statistics llama-perplexity's `--kl-divergence` prints.
+//!
+//! One deliberate difference: llama.cpp stores the base log-probabilities as 16-bit codes
+//! (a per-row scale and offset) and drops base probabilities below e⁻¹⁶; here both
+//! distributions are exact f32 logits and every vocabulary entry is summed in f64.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::perplexity::ScoredLogits;
+
+/// Distribution statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct KldReport {
+    pub count: usize,
+    pub ppl_base: f64,
+    pub ppl: f64,
+    /// Mean ln(PPL(test)/PPL(base)).
+    pub ln_ppl_ratio: f64,
+    pub mean_kld: f64,
+    /// ± of the mean (llama.cpp's `mean_and_uncertainty`: 0 for ≤ 10 samples).
+    pub kld_uncertainty: f64,
+    pub median_kld: f64,
+    pub max_kld: f64,
+    pub min_kld: f64,
+    /// (fraction, value) for 99.9, 99, 95, 90, 10, 5, 1 and 0.1 %.
+    pub kld_percentiles: Vec<(f64, f64)>,
+    /// Mean of p_test(target) − p_base(target).
+    pub mean_delta_p: f64,
+    /// RMS of that difference.
+    pub rms_delta_p: f64,
+    /// Percentage of positions where both models rank the same token first.
+    pub same_top_pct: f64,
+}
+
+/// Log-softmax of one row in f64 (max and sum of exponentials as llama-perplexity computes
+/// them, the result kept in double).
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&l| (l - max).exp() as f64).sum();
+    let lse = max as f64 + sum.ln();
+    row.iter().map(|&l| l as f64 - lse).collect()
+}
+
+/// First index of the largest value (ties keep the lower index, as llama.cpp's scan does).
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Linear interpolation between order statistics (llama-perplexity's `percentile`).
+pub fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if fraction <= 0.0 {
+        return sorted[0];
+    }
+    if fraction >= 1.0 {
+        return sorted[sorted.len() - 1];
+    }
+    let p = fraction * (sorted.len() - 1) as f64;
+    let ip = p as usize;
+    let frac = p - ip as f64;
+    (1.0 - frac) * sorted[ip] + frac * sorted[(ip + 1).min(sorted.len() - 1)]
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 0 {
+        0.5 * (sorted[n / 2] + sorted[n / 2 - 1])
+    } else {
+        sorted[n / 2]
+    }
+}
+
+fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> (f64, f64) {
+    if count == 0 {
+        return (0.0, 0.0);
+    }
+    let f = sum / count as f64;
+    let df = sum2 / count as f64 - f * f;
+    let u = if df > 0.0 && count > 10 {
+        (df / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    (f, u)
+}
+
+/// Compare `test` with `base`; both must come from the same tokens and options.
+pub fn kl_divergence(base: &ScoredLogits, test: &ScoredLogits) -> Result<KldReport> {
+    if base.n_vocab != test.n_vocab || base.targets != test.targets || base.n_ctx != test.n_ctx {
+        bail!("the two runs did not score the same tokens with the same vocabulary");
+    }
+    let nv = base.n_vocab;
+    let count = base.targets.len();
+    if count == 0 {
+        bail!("no scored positions");
+    }
+    let mut klds = Vec::with_capacity(count);
+    let (mut nll, mut nll_base, mut dp_sum, mut dp2_sum) = (0f64, 0f64, 0f64, 0f64);
+    let mut same_top = 0usize;
+    for (i, &t) in base.targets.iter().enumerate() {
+        let rb = &base.logits[i * nv..(i + 1) * nv];
+        let rt = &test.logits[i * nv..(i + 1) * nv];
+        let (lb, lt) = (log_softmax(rb), log_softmax(rt));
+        let kl: f64 = lb.iter().zip(&lt).map(|(&b, &q)| b.exp() * (b - q)).sum();
+        klds.push(kl.max(0.0));
+        nll -= lt[t as usize];
+        nll_base -= lb[t as usize];
+        let dp = lt[t as usize].exp() - lb[t as usize].exp();
+        dp_sum += dp;
+        dp2_sum += dp * dp;
+        if argmax(rb) == argmax(rt) {
+            same_top += 1;
+        }
+    }
+    let sum: f64 = klds.iter().sum();
+    let sum2: f64 = klds.iter().map(|k| k * k).sum();
+    let (mean_kld, kld_uncertainty) = mean_and_uncertainty(sum, sum2, count);
+    klds.sort_by(|a, b| a.total_cmp(b));
+    let fractions = [0.999, 0.99, 0.95, 0.90, 0.10, 0.05, 0.01, 0.001];
+    Ok(KldReport {
+        count,
+        ppl_base: (nll_base / count as f64).exp(),
+        ppl: (nll / count as f64).exp(),
+        ln_ppl_ratio: (nll - nll_base) / count as f64,
+        mean_kld,
+        kld_uncertainty,
+        median_kld: median(&klds),
+        max_kld: klds[count - 1],
+        min_kld: klds[0],
+        kld_percentiles: fractions
+            .iter()
+            .map(|&f| (f, percentile(&klds, f)))
+            .collect(),
+        mean_delta_p: dp_sum / count as f64,
+        rms_delta_p: (dp2_sum / count as f64).sqrt(),
+        same_top_pct: 100.0 * same_top as f64 / count as f64,
+    })
+}

@@ -1,0 +1,28 @@
+//! Measuring models: perplexity, KL divergence between two models, importance-matrix
+//! collection (llama-perplexity / llama-imatrix semantics) and quantization sweeps, all on the
+//! CPU forward pass in `model::forward`.
+
+pub mod imatrix;
+pub mod kld;
+pub mod perplexity;
+pub mod sweep;
+
+pub use imatrix::{collect_imatrix, collect_imatrix_with_progress, ImatrixOptions, ImatrixRun};
+pub use kld::{kl_divergence, KldReport};
+pub use perplexity::{
+    perplexity, perplexity_with_progress, score_logits, ChunkProgress, PplOptions, PplReport,
+    ScoredLogits,
+};
+pub use sweep::{sweep, SweepOptions, SweepReport, SweepRow};
+
+use anyhow::Result;
+
+use crate::formats::gguf::Metadata;
+use crate::model::tokenizer_spm::SpmTokenizer;
+
+/// Tokenize an evaluation text the way llama-perplexity and llama-imatrix do
+/// (`common_tokenize(ctx, text, add_special = true, parse_special)`; perplexity passes false).
+/// Only SentencePiece ("llama") vocabularies are supported so far.
+pub fn tokenize_eval_text(md: &Metadata, text: &[u8], parse_special: bool) -> Result<Vec<u32>> {
+    SpmTokenizer::from_metadata(md)?.encode(text, true, parse_special)
+}

@@ -1,0 +1,302 @@
+//! Quantization sweep: quantize one model to several types, then measure each result against
+//! the unquantized model on the same tokens — file size, bits per weight, quantization time,
+//! perplexity and KL divergence — and write report.md / report.csv / report.json.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+
+use super::kld::{kl_divergence, KldReport};
+use super::perplexity::{score_logits, PplOptions, PplReport};
+use crate::formats::imatrix;
+use crate::model::forward::{LlamaModel, LoadOptions};
+use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
+use crate::pipeline::{Backend, GgufSource};
+use crate::quant::ftype::QuantTarget;
+use crate::quant::rules::TypeOptions;
+
+/// What to sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// The unquantized model (F32/F16/BF16 GGUF) — the reference for KL divergence.
+    pub model: PathBuf,
+    /// ftype names as llama-quantize takes them (Q4_K_M, Q8_0, IQ4_XS, …).
+    pub types: Vec<String>,
+    /// Where the quantized files and the reports go (created if missing).
+    pub out_dir: PathBuf,
+    pub ppl: PplOptions,
+    /// Importance matrix for every quantization (GGUF or legacy .dat).
+    pub imatrix: Option<PathBuf>,
+    /// Quantizer threads (0 = all cores).
+    pub threads: usize,
+    /// Delete each quantized file after measuring it.
+    pub remove_files: bool,
+    /// How the runtime holds the weights of each model it measures.
+    pub load: LoadOptions,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepRow {
+    pub name: String,
+    pub file: Option<PathBuf>,
+    pub file_bytes: u64,
+    /// Tensor data bits per weight (all tensors, as `qforge demo` counts them).
+    pub bpw: f64,
+    pub quantize_seconds: f64,
+    pub eval_seconds: f64,
+    pub ppl: Option<PplReport>,
+    /// None for the reference row.
+    pub kld: Option<KldReport>,
+    /// Why this type produced no numbers.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepReport {
+    pub model: PathBuf,
+    pub n_ctx: usize,
+    pub n_chunks: usize,
+    pub n_tokens: usize,
+    pub imatrix: Option<PathBuf>,
+    /// The unquantized model first, then each type in the order asked.
+    pub rows: Vec<SweepRow>,
+}
+
+fn model_stem(path: &Path) -> String {
+    let s = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    s.strip_suffix(".gguf").unwrap_or(&s).to_string()
+}
+
+/// Run the sweep over `tokens` (already tokenized with the model's vocabulary) and write the
+/// reports into `opts.out_dir`. A type that fails to quantize or load is reported, not fatal.
+pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
+    if opts.types.is_empty() {
+        bail!("no quantization types to sweep");
+    }
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let t0 = Instant::now();
+    let base_model = LlamaModel::load_with(&opts.model, &opts.load)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let base = score_logits(&base_model, tokens, &opts.ppl)?;
+    drop(base_model);
+    let base_bytes = std::fs::metadata(&opts.model)?.len();
+    let source = GgufSource::open(&opts.model)
+        .with_context(|| format!("opening {}", opts.model.display()))?;
+    let n_elements: u64 = source.file().tensors.iter().map(|t| t.n_elements()).sum();
+    let data_bytes: u64 = source
+        .file()
+        .tensors
+        .iter()
+        .map(|t| t.n_bytes().unwrap_or(0))
+        .sum();
+    let mut rows = vec![SweepRow {
+        name: source
+            .file()
+            .metadata
+            .get_u64("general.file_type")
+            .and_then(|id| crate::quant::FileType::all().find(|f| f.id() as u64 == id))
+            .map_or_else(|| "base".to_string(), |f| f.name().to_string()),
+        file: Some(opts.model.clone()),
+        file_bytes: base_bytes,
+        bpw: data_bytes as f64 * 8.0 / n_elements as f64,
+        quantize_seconds: 0.0,
+        eval_seconds: load_seconds + base.seconds,
+        ppl: Some(base.perplexity()),
+        kld: None,
+        error: None,
+    }];
+
+    let imatrix_input = match &opts.imatrix {
+        Some(path) => imatrix::prepare(path, &[], &[])?.map(|w| ImatrixInput {
+            kv: w.quantize_kv(&path.to_string_lossy()),
+            weights: w.entries,
+        }),
+        None => None,
+    };
+    let backend = Backend::cpu(opts.threads);
+    let stem = model_stem(&opts.model);
+    for name in &opts.types {
+        let mut row = SweepRow {
+            name: name.clone(),
+            file: None,
+            file_bytes: 0,
+            bpw: 0.0,
+            quantize_seconds: 0.0,
+            eval_seconds: 0.0,
+            ppl: None,
+            kld: None,
+            error: None,
+        };
+        if let Err(e) = measure_one(
+            opts,
+            &source,
+            &backend,
+            imatrix_input.as_ref(),
+            &stem,
+            tokens,
+            &base,
+            &mut row,
+        ) {
+            row.error = Some(format!("{e:#}"));
+        }
+        rows.push(row);
+    }
+    let report = SweepReport {
+        model: opts.model.clone(),
+        n_ctx: opts.ppl.n_ctx,
+        n_chunks: base.n_chunks,
+        n_tokens: tokens.len(),
+        imatrix: opts.imatrix.clone(),
+        rows,
+    };
+    write_reports(&report, &opts.out_dir)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_one(
+    opts: &SweepOptions,
+    source: &GgufSource,
+    backend: &Backend,
+    imatrix_input: Option<&ImatrixInput>,
+    stem: &str,
+    tokens: &[u32],
+    base: &super::perplexity::ScoredLogits,
+    row: &mut SweepRow,
+) -> Result<()> {
+    let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(&row.name) else {
+        bail!("unknown quantization type '{}'", row.name);
+    };
+    row.name = ftype.name().to_string();
+    let out = opts.out_dir.join(format!("{stem}.{}.gguf", ftype.name()));
+    let job = QuantizeJob {
+        output: out.clone(),
+        target: QuantTarget::Mix(ftype),
+        type_options: TypeOptions::new(ftype),
+        allow_requantize: false,
+        imatrix: imatrix_input.cloned(),
+        overrides: Vec::new(),
+    };
+    let q = quantize(source, &job, backend)?;
+    row.quantize_seconds = q.seconds;
+    row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
+    row.file_bytes = std::fs::metadata(&out)?.len();
+    row.file = Some(out.clone());
+    let t0 = Instant::now();
+    let model = LlamaModel::load_with(&out, &opts.load)?;
+    let logits = score_logits(&model, tokens, &opts.ppl)?;
+    row.eval_seconds = t0.elapsed().as_secs_f64();
+    row.ppl = Some(logits.perplexity());
+    row.kld = Some(kl_divergence(base, &logits)?);
+    if opts.remove_files {
+        std::fs::remove_file(&out).ok();
+        row.file = None;
+    }
+    Ok(())
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(String::new, |x| format!("{x:.digits$}"))
+}
+
+fn kld_99(k: &KldReport) -> Option<f64> {
+    k.kld_percentiles
+        .iter()
+        .find(|(f, _)| (*f - 0.99).abs() < 1e-9)
+        .map(|p| p.1)
+}
+
+/// Write report.md, report.csv and report.json.
+pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(r)?;
+    std::fs::write(dir.join("report.json"), json)?;
+
+    let mut csv = String::from(
+        "type,file_bytes,bpw,quantize_seconds,eval_seconds,ppl,ppl_uncertainty,ln_ppl_ratio,\
+         mean_kld,kld_uncertainty,median_kld,kld_p99,max_kld,same_top_pct,rms_delta_p,error\n",
+    );
+    for row in &r.rows {
+        let p = row.ppl.as_ref();
+        let k = row.kld.as_ref();
+        writeln!(
+            csv,
+            "{},{},{:.4},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+            row.name,
+            row.file_bytes,
+            row.bpw,
+            row.quantize_seconds,
+            row.eval_seconds,
+            opt(p.map(|p| p.ppl), 6),
+            opt(p.map(|p| p.ppl_uncertainty), 6),
+            opt(k.map(|k| k.ln_ppl_ratio), 6),
+            opt(k.map(|k| k.mean_kld), 6),
+            opt(k.map(|k| k.kld_uncertainty), 6),
+            opt(k.map(|k| k.median_kld), 6),
+            opt(k.and_then(kld_99), 6),
+            opt(k.map(|k| k.max_kld), 6),
+            opt(k.map(|k| k.same_top_pct), 3),
+            opt(k.map(|k| 100.0 * k.rms_delta_p), 3),
+            row.error
+                .as_deref()
+                .map(|e| format!("\"{}\"", e.replace('"', "\"\"")))
+                .unwrap_or_default()
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    }
+    std::fs::write(dir.join("report.csv"), csv)?;
+
+    let mut md = String::new();
+    writeln!(md, "# Quantization sweep: {}\n", r.model.display())?;
+    writeln!(
+        md,
+        "{} tokens, {} chunks of {} (second half of each scored, llama-perplexity method){}.\n",
+        r.n_tokens,
+        r.n_chunks,
+        r.n_ctx,
+        r.imatrix
+            .as_ref()
+            .map_or(String::new(), |p| format!(", imatrix {}", p.display()))
+    )?;
+    writeln!(
+        md,
+        "| type | MiB | BPW | quantize s | PPL | ln(PPL/PPL base) | mean KLD | 99% KLD | same top % |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for row in &r.rows {
+        if let Some(e) = &row.error {
+            writeln!(
+                md,
+                "| {} | failed: {} |||||||",
+                row.name,
+                e.replace('|', "\\|")
+            )?;
+            continue;
+        }
+        let p = row.ppl.as_ref();
+        let k = row.kld.as_ref();
+        writeln!(
+            md,
+            "| {} | {:.3} | {:.3} | {:.2} | {} ± {} | {} | {} | {} | {} |",
+            row.name,
+            row.file_bytes as f64 / 1048576.0,
+            row.bpw,
+            row.quantize_seconds,
+            opt(p.map(|p| p.ppl), 4),
+            opt(p.map(|p| p.ppl_uncertainty), 4),
+            opt(k.map(|k| k.ln_ppl_ratio), 5),
+            opt(k.map(|k| k.mean_kld), 6),
+            opt(k.and_then(kld_99), 6),
+            opt(k.map(|k| k.same_top_pct), 2),
+        )?;
+    }
+    std::fs::write(dir.join("report.md"), md)?;
+    Ok(())
+}
