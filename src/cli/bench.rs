@@ -14,7 +14,11 @@ use qforge::quant::{self, GgmlType};
 #[derive(Args)]
 pub struct BenchArgs {
     /// Types to measure (comma-separated ggml type names).
-    #[arg(long, value_delimiter = ',', default_value = "F16,Q8_0,Q4_0,Q5_1,Q4_K,Q6_K,IQ4_XS,TQ2_0")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "F16,Q8_0,Q4_0,Q5_1,Q4_K,Q6_K,IQ4_XS,TQ2_0"
+    )]
     types: Vec<String>,
     /// GPU to compare with: gpu, gpu:N, or cpu (CPU only).
     #[arg(long, default_value = "gpu")]
@@ -35,7 +39,13 @@ pub struct BenchArgs {
 
 const N_PER_ROW: usize = 4096;
 
-fn best_mb_s(backend: &Backend, ty: GgmlType, x: &[f32], qw: Option<&[f32]>, reps: usize) -> Result<f64> {
+fn best_mb_s(
+    backend: &Backend,
+    ty: GgmlType,
+    x: &[f32],
+    qw: Option<&[f32]>,
+    reps: usize,
+) -> Result<f64> {
     let mut out = vec![0u8; quant::row_bytes(ty, N_PER_ROW)? * (x.len() / N_PER_ROW)];
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {
@@ -57,11 +67,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         DeviceSpec::Cpu => None,
         s => Some(Backend::select(s, a.threads, 0.0)?),
     };
-    println!("input: {} MiB of f32, rows of {N_PER_ROW}; CPU: {}", a.mib, cpu.describe());
+    println!(
+        "input: {} MiB of f32, rows of {N_PER_ROW}; CPU: {}",
+        a.mib,
+        cpu.describe()
+    );
     if let Some(g) = &gpu {
         println!("GPU: {}", g.describe());
     }
-    println!("{:<8} {:>8} {:>12} {:>12} {:>9}", "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU");
+    println!(
+        "{:<8} {:>8} {:>12} {:>12} {:>9}",
+        "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU"
+    );
     for name in &a.types {
         let ty = GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown type {name}"))?;
         for with_im in [false, true] {
@@ -77,7 +94,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 },
                 None => String::new(),
             };
-            println!("{:<8} {:>8} {:>12.1} {g}", ty.name(), if with_im { "yes" } else { "no" }, c);
+            println!(
+                "{:<8} {:>8} {:>12.1} {g}",
+                ty.name(),
+                if with_im { "yes" } else { "no" },
+                c
+            );
         }
     }
     Ok(())
