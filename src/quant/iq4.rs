@@ -457,3 +457,71 @@ fn dequantize_row_mxfp4(bytes: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_index_is_the_nearest_level_with_ties_up() {
+        // Compare with a brute-force nearest search (strict < keeps the later, upper level on a
+        // tie when scanning downward from the top).
+        let mut x = -140.0f32;
+        while x < 130.0 {
+            let mut best = 15usize;
+            for i in (0..15).rev() {
+                if (KVALUES_IQ4NL[i] as f32 - x).abs() < (KVALUES_IQ4NL[best] as f32 - x).abs() {
+                    best = i;
+                }
+            }
+            assert_eq!(best_index(x) as usize, best, "x = {x}");
+            x += 0.25;
+        }
+    }
+
+    #[test]
+    fn iq4_xs_block_scales_unpack_as_packed() {
+        // Quantize blocks of growing magnitude: scales differ per block and decode consistently.
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i % 7) as f32 - 3.0) * (1 + i / 32) as f32)
+            .collect();
+        let blk = quantize_block_iq4_xs(&x, None);
+        let mut bytes = [0u8; 136];
+        blk.write(&mut bytes);
+        assert_eq!(BlockIq4Xs::read(&bytes), blk);
+        let d = f16_to_f32(blk.d);
+        // The largest block (the last) gets the extreme 6-bit scale: −32 + 32 = 0 stored, since
+        // d = −max_scale/32 maps it to l = −32.
+        assert_eq!(blk.block_scale(7), 0);
+        let mut y = [0f32; 256];
+        dequantize_row_iq4_xs(&bytes, &mut y);
+        for ib in 0..8 {
+            let dl = d * (blk.block_scale(ib) as i32 - 32) as f32;
+            let q = blk.qs[16 * ib] & 0x0f;
+            assert_eq!(y[32 * ib], dl * KVALUES_IQ4NL[q as usize] as f32);
+        }
+    }
+
+    #[test]
+    fn mxfp4_scale_and_levels() {
+        assert_eq!(e8m0_to_f32_half(0), f32::from_bits(0x0020_0000)); // 2^-128
+        assert_eq!(e8m0_to_f32_half(1), f32::from_bits(0x0040_0000)); // 2^-127
+        assert_eq!(e8m0_to_f32_half(128), 1.0);
+        assert_eq!(e8m0_to_f32_half(255), 2f32.powi(127));
+        // amax = 6: e = ⌊log2 6⌋ − 2 + 127 = 127, d = 0.5; 6 = 12·0.5 → code 7, −3 = −6·0.5 →
+        // code 13, 0.25 is a tie between 0 and 0.5 → the first (code 0).
+        let mut x = [0.0f32; 32];
+        x[0] = 6.0;
+        x[1] = -3.0;
+        x[2] = 0.25;
+        let b = quantize_block_mxfp4(&x);
+        assert_eq!(b.e, 127);
+        assert_eq!(b.qs[0] & 0x0f, 7);
+        assert_eq!(b.qs[1] & 0x0f, 13);
+        assert_eq!(b.qs[2] & 0x0f, 0);
+        // A subnormal amax: ⌊log2⌋ − 2 + 127 is negative and C keeps its low byte.
+        let mut x = [0.0f32; 32];
+        x[0] = 1e-40; // log2 ≈ −132.9 → −133 − 2 + 127 = −8 → 248
+        assert_eq!(quantize_block_mxfp4(&x).e, 248);
+    }
+}

@@ -623,3 +623,140 @@ fn dequantize_row_q8_0(bytes: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_conversion_truncates_and_gives_indefinite_for_nan_and_overflow() {
+        assert_eq!(c_float_to_i32(16.5), 16);
+        assert_eq!(c_float_to_i32(-0.9), 0);
+        assert_eq!(c_float_to_i32(-1.5), -1);
+        assert_eq!(c_float_to_i32(f32::NAN), i32::MIN);
+        assert_eq!(c_float_to_i32(f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_i32(-f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_i32(3e9), i32::MIN);
+        assert_eq!(c_float_to_i32(-2147483648.0), i32::MIN);
+        // The byte C keeps of the indefinite value is 0.
+        assert_eq!(c_float_to_i32(f32::NAN) as i8, 0);
+    }
+
+    #[test]
+    fn block_layouts_round_trip_through_bytes() {
+        let qs: [u8; 16] = core::array::from_fn(|i| (i * 17 + 3) as u8);
+        let mut buf = [0u8; 34];
+        let b = BlockQ4_0 { d: 0x1234, qs };
+        b.write(&mut buf);
+        assert_eq!(&buf[..2], &[0x34, 0x12]);
+        assert_eq!(&buf[2..18], &qs);
+        assert_eq!(BlockQ4_0::read(&buf), b);
+        let b = BlockQ4_1 {
+            d: 1,
+            m: 0xabcd,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[2..4], &[0xcd, 0xab]);
+        assert_eq!(BlockQ4_1::read(&buf), b);
+        let b = BlockQ5_0 {
+            d: 2,
+            qh: 0x0102_0304,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[2..6], &[4, 3, 2, 1]);
+        assert_eq!(BlockQ5_0::read(&buf), b);
+        let b = BlockQ5_1 {
+            d: 3,
+            m: 4,
+            qh: 0xdead_beef,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[4..8], &[0xef, 0xbe, 0xad, 0xde]);
+        assert_eq!(BlockQ5_1::read(&buf), b);
+        let b = BlockQ8_0 {
+            d: 5,
+            qs: core::array::from_fn(|i| i as i8 - 16),
+        };
+        b.write(&mut buf);
+        assert_eq!(buf[2], 0xf0);
+        assert_eq!(BlockQ8_0::read(&buf), b);
+    }
+
+    #[test]
+    fn dequantizers_decode_hand_built_blocks() {
+        // Q4_0: d = 0.5, element 0 = level 0 (−8·0.5), element 16 = level 15 (7·0.5).
+        let mut b = [0u8; 18];
+        BlockQ4_0 {
+            d: f32_to_f16(0.5),
+            qs: [0xf0; 16],
+        }
+        .write(&mut b);
+        let mut y = [0f32; 32];
+        dequantize_row_q4_0(&b, &mut y);
+        assert_eq!((y[0], y[16]), (-4.0, 3.5));
+        // Q4_1: d = 2, m = −1: levels 3 and 12.
+        let mut b = [0u8; 20];
+        BlockQ4_1 {
+            d: f32_to_f16(2.0),
+            m: f32_to_f16(-1.0),
+            qs: [0xc3; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q4_1(&b, &mut y);
+        assert_eq!((y[0], y[16]), (5.0, 23.0));
+        // Q5_0: fifth bit set for element 1 and element 17 only; nibbles 0xf.
+        let mut b = [0u8; 22];
+        let qh = (1 << 1) | (1 << 17);
+        BlockQ5_0 {
+            d: f32_to_f16(1.0),
+            qh,
+            qs: [0xff; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q5_0(&b, &mut y);
+        assert_eq!((y[0], y[1], y[16], y[17]), (-1.0, 15.0, -1.0, 15.0));
+        // Q5_1: same bits, d = 1, m = 0.5.
+        let mut b = [0u8; 24];
+        BlockQ5_1 {
+            d: f32_to_f16(1.0),
+            m: f32_to_f16(0.5),
+            qh,
+            qs: [0xff; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q5_1(&b, &mut y);
+        assert_eq!((y[0], y[1], y[16], y[17]), (15.5, 31.5, 15.5, 31.5));
+        // Q8_0: d = 0.25, q = −128 and 127.
+        let mut qs = [0i8; 32];
+        qs[0] = -128;
+        qs[31] = 127;
+        let mut b = [0u8; 34];
+        BlockQ8_0 {
+            d: f32_to_f16(0.25),
+            qs,
+        }
+        .write(&mut b);
+        dequantize_row_q8_0(&b, &mut y);
+        assert_eq!((y[0], y[1], y[31]), (-32.0, 0.0, 31.75));
+    }
+
+    #[test]
+    fn q4_1_and_q5_1_are_exact_on_integer_ranges() {
+        // Range 0..31 exactly: d = 1, quants equal the values.
+        let x: [f32; 32] = core::array::from_fn(|i| i as f32);
+        let b = quantize_block_q5_1(&x);
+        assert_eq!(f16_to_f32(b.d), 1.0);
+        let mut y = [0f32; 32];
+        let mut bytes = [0u8; 24];
+        b.write(&mut bytes);
+        dequantize_row_q5_1(&bytes, &mut y);
+        assert_eq!(y, x);
+        // Q4_1 over 0..15 with the top at 15: d = 1 and the max lands on 15 exactly.
+        let x: [f32; 32] = core::array::from_fn(|i| (i % 16) as f32);
+        let b = quantize_block_q4_1(&x);
+        assert_eq!(b.qs[15], 0xff);
+    }
+}
