@@ -1,11 +1,14 @@
-//! The 4-bit non-linear types IQ4_NL (32-element blocks) and IQ4_XS (256-element super-blocks of
-//! eight 32-element blocks with 6-bit block scales). Both map each weight to one of the 16
-//! levels of [`KVALUES_IQ4NL`] times a scale.
+//! The 4-bit table types: IQ4_NL (32-element blocks) and IQ4_XS (256-element super-blocks of
+//! eight 32-element blocks with 6-bit block scales), which map each weight to one of the 16
+//! levels of [`KVALUES_IQ4NL`] times a scale, and MXFP4 (32-element blocks of FP4 E2M1 values
+//! with a shared power-of-two E8M0 scale).
 //!
-//! Quantization reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e. `quantize_row_iq4_nl_impl`
-//! with `ntry = 7` — the path llama-quantize takes with or without an importance matrix (the
-//! `_ref` entry points use another `ntry` and are not what model files are made with).
+//! IQ4 quantization reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e.
+//! `quantize_row_iq4_nl_impl` with `ntry = 7` — the path llama-quantize takes with or without an
+//! importance matrix (the `_ref` entry points use another `ntry` and are not what model files are
+//! made with). MXFP4 reproduces `quantize_row_mxfp4_ref` and ignores the importance matrix.
 
+use super::legacy::c_float_to_i32;
 use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
@@ -30,6 +33,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => quantize_row_iq4_nl,
         GgmlType::IQ4_XS => quantize_row_iq4_xs,
+        GgmlType::MXFP4 => quantize_row_mxfp4,
         _ => return None,
     })
 }
@@ -38,6 +42,7 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => dequantize_row_iq4_nl,
         GgmlType::IQ4_XS => dequantize_row_iq4_xs,
+        GgmlType::MXFP4 => dequantize_row_mxfp4,
         _ => return None,
     })
 }
@@ -337,5 +342,186 @@ fn dequantize_row_iq4_xs(bytes: &[u8], out: &mut [f32]) {
                 yb[j + 16] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MXFP4
+// ---------------------------------------------------------------------------------------------
+
+/// The FP4 (E2M1) values doubled, by 4-bit code (`kvalues_mxfp4`): codes 8..16 are the negatives
+/// of 0..8 (code 8 is −0, equal to 0).
+pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// MXFP4, 17 bytes: the E8M0 exponent `e` at 0, `qs` at 1..17 (element j < 16 in the low nibble
+/// of `qs[j]`, j + 16 in the high nibble); value = KVALUES_MXFP4[q]·2^(e − 128) (half the E8M0
+/// scale, since the table is doubled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockMxfp4 {
+    pub e: u8,
+    pub qs: [u8; 16],
+}
+
+impl BlockMxfp4 {
+    pub const BYTES: usize = 17;
+
+    pub fn write(&self, out: &mut [u8]) {
+        out[0] = self.e;
+        out[1..17].copy_from_slice(&self.qs);
+    }
+
+    pub fn read(b: &[u8]) -> BlockMxfp4 {
+        BlockMxfp4 {
+            e: b[0],
+            qs: b[1..17].try_into().unwrap(),
+        }
+    }
+}
+
+/// Half the E8M0 scale `2^(e − 127)`, built from its bits (`ggml_e8m0_to_fp32_half`; e < 2 gives
+/// the subnormals 2^−128 and 2^−127).
+#[inline(always)]
+pub fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        ((e - 1) as u32) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// Code of the level nearest to `x` at scale `d` (`best_index_mxfp4`): a linear scan, the first
+/// code wins ties.
+#[inline(always)]
+fn best_index_mxfp4(x: f32, d: f32) -> u8 {
+    let mut best = 0u8;
+    let mut best_err = (KVALUES_MXFP4[0] as f32 * d - x).abs();
+    for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
+        let err = (k as f32 * d - x).abs();
+        if err < best_err {
+            best = i as u8;
+            best_err = err;
+        }
+    }
+    best
+}
+
+/// One block of `quantize_row_mxfp4_ref`: e = floor(log2(amax)) − 2 + 127 computed in f32 and
+/// converted to a byte as C does (so a subnormal amax wraps), 0 for an all-zero block; each
+/// element gets the nearest level at half that scale.
+pub fn quantize_block_mxfp4(x: &[f32]) -> BlockMxfp4 {
+    let x = &x[..BLOCK];
+    let mut amax = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+        }
+    }
+    let e = if amax > 0.0 {
+        c_float_to_i32(amax.log2().floor() - 2.0 + 127.0) as u8
+    } else {
+        0
+    };
+    let d = e8m0_to_f32_half(e);
+    let mut l = [0u8; BLOCK];
+    for (lj, &v) in l.iter_mut().zip(x) {
+        *lj = best_index_mxfp4(v, d);
+    }
+    let mut qs = [0u8; 16];
+    pack_block(&l, &mut qs);
+    BlockMxfp4 { e, qs }
+}
+
+/// MXFP4 ignores the importance matrix, as `quantize_mxfp4` does.
+fn quantize_row_mxfp4(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
+    debug_assert_eq!(x.len() % BLOCK, 0);
+    for (xb, ob) in x
+        .chunks_exact(BLOCK)
+        .zip(out.chunks_exact_mut(BlockMxfp4::BYTES))
+    {
+        quantize_block_mxfp4(xb).write(ob);
+    }
+}
+
+/// `dequantize_row_mxfp4`: level·d.
+fn dequantize_row_mxfp4(bytes: &[u8], out: &mut [f32]) {
+    for (b, y) in bytes
+        .chunks_exact(BlockMxfp4::BYTES)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        let blk = BlockMxfp4::read(b);
+        let d = e8m0_to_f32_half(blk.e);
+        for j in 0..16 {
+            y[j] = KVALUES_MXFP4[(blk.qs[j] & 0x0f) as usize] as f32 * d;
+            y[j + 16] = KVALUES_MXFP4[(blk.qs[j] >> 4) as usize] as f32 * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_index_is_the_nearest_level_with_ties_up() {
+        // Compare with a brute-force nearest search (strict < keeps the later, upper level on a
+        // tie when scanning downward from the top).
+        let mut x = -140.0f32;
+        while x < 130.0 {
+            let mut best = 15usize;
+            for i in (0..15).rev() {
+                if (KVALUES_IQ4NL[i] as f32 - x).abs() < (KVALUES_IQ4NL[best] as f32 - x).abs() {
+                    best = i;
+                }
+            }
+            assert_eq!(best_index(x) as usize, best, "x = {x}");
+            x += 0.25;
+        }
+    }
+
+    #[test]
+    fn iq4_xs_block_scales_unpack_as_packed() {
+        // Quantize blocks of growing magnitude: scales differ per block and decode consistently.
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i % 7) as f32 - 3.0) * (1 + i / 32) as f32)
+            .collect();
+        let blk = quantize_block_iq4_xs(&x, None);
+        let mut bytes = [0u8; 136];
+        blk.write(&mut bytes);
+        assert_eq!(BlockIq4Xs::read(&bytes), blk);
+        let d = f16_to_f32(blk.d);
+        // The largest block (the last) gets the extreme 6-bit scale: −32 + 32 = 0 stored, since
+        // d = −max_scale/32 maps it to l = −32.
+        assert_eq!(blk.block_scale(7), 0);
+        let mut y = [0f32; 256];
+        dequantize_row_iq4_xs(&bytes, &mut y);
+        for ib in 0..8 {
+            let dl = d * (blk.block_scale(ib) as i32 - 32) as f32;
+            let q = blk.qs[16 * ib] & 0x0f;
+            assert_eq!(y[32 * ib], dl * KVALUES_IQ4NL[q as usize] as f32);
+        }
+    }
+
+    #[test]
+    fn mxfp4_scale_and_levels() {
+        assert_eq!(e8m0_to_f32_half(0), f32::from_bits(0x0020_0000)); // 2^-128
+        assert_eq!(e8m0_to_f32_half(1), f32::from_bits(0x0040_0000)); // 2^-127
+        assert_eq!(e8m0_to_f32_half(128), 1.0);
+        assert_eq!(e8m0_to_f32_half(255), 2f32.powi(127));
+        // amax = 6: e = ⌊log2 6⌋ − 2 + 127 = 127, d = 0.5; 6 = 12·0.5 → code 7, −3 = −6·0.5 →
+        // code 13, 0.25 is a tie between 0 and 0.5 → the first (code 0).
+        let mut x = [0.0f32; 32];
+        x[0] = 6.0;
+        x[1] = -3.0;
+        x[2] = 0.25;
+        let b = quantize_block_mxfp4(&x);
+        assert_eq!(b.e, 127);
+        assert_eq!(b.qs[0] & 0x0f, 7);
+        assert_eq!(b.qs[1] & 0x0f, 13);
+        assert_eq!(b.qs[2] & 0x0f, 0);
+        // A subnormal amax: ⌊log2⌋ − 2 + 127 is negative and C keeps its low byte.
+        let mut x = [0.0f32; 32];
+        x[0] = 1e-40; // log2 ≈ −132.9 → −133 − 2 + 127 = −8 → 248
+        assert_eq!(quantize_block_mxfp4(&x).e, 248);
     }
 }

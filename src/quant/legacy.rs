@@ -469,10 +469,53 @@ pub fn quantize_block_q5_1_weighted(xb: &[f32], w: &[f32; QK]) -> BlockQ5_1 {
     }
 }
 
+/// The Q4_0 `_ref` row quantizer block by block with the scalar code: the oracle the SIMD path
+/// must match byte for byte.
+pub fn quantize_row_q4_0_scalar(x: &[f32], out: &mut [u8]) {
+    quantize_blocks(
+        x,
+        out,
+        BlockQ4_0::BYTES,
+        quantize_block_q4_0,
+        BlockQ4_0::write,
+    );
+}
+
+/// The Q8_0 row quantizer with the scalar code (the SIMD path's oracle).
+pub fn quantize_row_q8_0_scalar(x: &[f32], out: &mut [u8]) {
+    quantize_blocks(
+        x,
+        out,
+        BlockQ8_0::BYTES,
+        quantize_block_q8_0,
+        BlockQ8_0::write,
+    );
+}
+
+/// Whether the row quantizers of Q8_0 and Q4_0 (without imatrix) use the AVX2 path here.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn quantize_row_q4_0(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let bytes = BlockQ4_0::BYTES;
     match qw {
-        None => quantize_blocks(x, out, bytes, quantize_block_q4_0, BlockQ4_0::write),
+        None => {
+            #[cfg(target_arch = "x86_64")]
+            if simd_available() {
+                // SAFETY: AVX2 is available (checked just above).
+                unsafe { avx2::quantize_row_q4_0(x, out) };
+                return;
+            }
+            quantize_row_q4_0_scalar(x, out)
+        }
         Some(qw) => quantize_blocks_weighted(
             x,
             qw,
@@ -531,13 +574,262 @@ fn quantize_row_q5_1(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
 
 /// Q8_0 ignores the importance matrix, as `quantize_q8_0` does.
 fn quantize_row_q8_0(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
-    quantize_blocks(
-        x,
-        out,
-        BlockQ8_0::BYTES,
-        quantize_block_q8_0,
-        BlockQ8_0::write,
-    );
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: AVX2 is available (checked just above).
+        unsafe { avx2::quantize_row_q8_0(x, out) };
+        return;
+    }
+    quantize_row_q8_0_scalar(x, out)
+}
+
+/// AVX2 versions of the Q8_0 and Q4_0 `_ref` quantizers, vectorized ACROSS blocks: lane k of
+/// every vector belongs to block k of a group of eight, and runs exactly the scalar sequence of
+/// IEEE operations for that block (same comparisons, same single-rounding multiplies, adds and
+/// divides, no FMA, no reciprocal approximations), so the bytes cannot differ. Scales go through
+/// the scalar f16 conversion. Blocks left over after the last group of eight use the scalar code.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{f32_to_f16, quantize_block_q4_0, quantize_block_q8_0, BlockQ4_0, BlockQ8_0, QK};
+    use std::arch::x86_64::*;
+
+    /// Blocks per group: one per f32 lane.
+    const LANES: usize = 8;
+
+    /// Transpose an 8×8 f32 tile: row r of the input becomes column r of the output.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// Element j of eight consecutive blocks, for every j: `cols[j]` lane k = x[32k + j].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_columns(x: &[f32]) -> [__m256; QK] {
+        assert!(x.len() >= LANES * QK);
+        let mut cols = [_mm256_setzero_ps(); QK];
+        for j0 in (0..QK).step_by(8) {
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (k, r) in rows.iter_mut().enumerate() {
+                // SAFETY: k*32 + j0 + 8 <= 256 <= x.len() (asserted above).
+                *r = unsafe { _mm256_loadu_ps(x.as_ptr().add(k * QK + j0)) };
+            }
+            let c = transpose8(rows);
+            cols[j0..j0 + 8].copy_from_slice(&c);
+        }
+        cols
+    }
+
+    /// `d ? 1/d : 0` per lane (NaN counts as non-zero, as in C).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn inverse_or_zero(d: __m256) -> __m256 {
+        let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+        _mm256_and_ps(nonzero, _mm256_div_ps(_mm256_set1_ps(1.0), d))
+    }
+
+    /// C `roundf` per lane (halves away from zero): truncate, then step away from zero when the
+    /// exactly computed fraction is at least one half. Infinities and NaN pass through.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn round_half_away(p: __m256) -> __m256 {
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+        let sign = _mm256_and_ps(p, _mm256_set1_ps(-0.0));
+        let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(p, t));
+        let away = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+        let step = _mm256_and_ps(away, _mm256_or_ps(sign, _mm256_set1_ps(1.0)));
+        _mm256_add_ps(t, step)
+    }
+
+    /// Eight i32 lanes holding byte values 0..=255 (lanes a0..a3 = 32 values in order) → 32 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pack_bytes32(a: [__m256i; 4]) -> __m256i {
+        let p01 = _mm256_packus_epi32(a[0], a[1]);
+        let p23 = _mm256_packus_epi32(a[2], a[3]);
+        let b = _mm256_packus_epi16(p01, p23);
+        _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// Transpose the per-lane results back to per-block rows: `vals[j]` lane k → `rows[k][j]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose_back<const N: usize>(vals: &[__m256i; N], j0: usize) -> [__m256i; 8] {
+        let mut tile = [_mm256_setzero_ps(); 8];
+        for (t, v) in tile.iter_mut().zip(&vals[j0..j0 + 8]) {
+            *t = _mm256_castsi256_ps(*v);
+        }
+        let cols = transpose8(tile);
+        let mut rows = [_mm256_setzero_si256(); 8];
+        for (r, c) in rows.iter_mut().zip(cols) {
+            *r = _mm256_castps_si256(c);
+        }
+        rows
+    }
+
+    /// Eight Q8_0 blocks: lane k reproduces `quantize_block_q8_0` on block k.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn q8_0_group(x: &[f32], out: &mut [u8]) {
+        let cols = load_columns(x);
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut amax = _mm256_setzero_ps();
+        for c in &cols {
+            // maxps(a, b) is `a > b ? a : b`, the C MAX macro exactly.
+            amax = _mm256_max_ps(amax, _mm256_and_ps(*c, abs_mask));
+        }
+        let d = _mm256_div_ps(amax, _mm256_set1_ps(127.0));
+        let id = inverse_or_zero(d);
+        let low_byte = _mm256_set1_epi32(0xff);
+        let mut q = [_mm256_setzero_si256(); QK];
+        for (qj, c) in q.iter_mut().zip(&cols) {
+            let r = round_half_away(_mm256_mul_ps(*c, id));
+            // cvttps2dq gives the same indefinite value for NaN/overflow as the scalar path.
+            *qj = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
+        }
+        let mut ds = [0f32; LANES];
+        // SAFETY: ds has room for 8 f32.
+        unsafe { _mm256_storeu_ps(ds.as_mut_ptr(), d) };
+        let t = [
+            transpose_back(&q, 0),
+            transpose_back(&q, 8),
+            transpose_back(&q, 16),
+            transpose_back(&q, 24),
+        ];
+        for k in 0..LANES {
+            let ob = &mut out[k * BlockQ8_0::BYTES..(k + 1) * BlockQ8_0::BYTES];
+            ob[0..2].copy_from_slice(&f32_to_f16(ds[k]).to_le_bytes());
+            let bytes = pack_bytes32([t[0][k], t[1][k], t[2][k], t[3][k]]);
+            // SAFETY: ob[2..34] is 32 bytes.
+            unsafe { _mm256_storeu_si256(ob[2..34].as_mut_ptr() as *mut __m256i, bytes) };
+        }
+    }
+
+    /// Eight Q4_0 blocks: lane k reproduces `quantize_block_q4_0` on block k.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn q4_0_group(x: &[f32], out: &mut [u8]) {
+        let cols = load_columns(x);
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut amax = _mm256_setzero_ps();
+        let mut max = _mm256_setzero_ps();
+        for c in &cols {
+            let a = _mm256_and_ps(*c, abs_mask);
+            // `amax < |v|` (false for NaN): the first element of largest magnitude wins.
+            let bigger = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, a);
+            amax = _mm256_blendv_ps(amax, a, bigger);
+            max = _mm256_blendv_ps(max, *c, bigger);
+        }
+        let d = _mm256_div_ps(max, _mm256_set1_ps(-8.0));
+        let id = inverse_or_zero(d);
+        let half_offset = _mm256_set1_ps(8.5);
+        let fifteen = _mm256_set1_epi32(15);
+        let mut q = [_mm256_setzero_si256(); QK];
+        for (qj, c) in q.iter_mut().zip(&cols) {
+            let t = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(*c, id), half_offset));
+            // Keep the low byte as a signed int8, then MIN(15, ·).
+            let t8 = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(t));
+            *qj = _mm256_min_epi32(t8, fifteen);
+        }
+        let low_byte = _mm256_set1_epi32(0xff);
+        let mut packed = [_mm256_setzero_si256(); 16];
+        for j in 0..16 {
+            let hi = _mm256_slli_epi32::<4>(q[j + 16]);
+            packed[j] = _mm256_and_si256(_mm256_or_si256(q[j], hi), low_byte);
+        }
+        let mut ds = [0f32; LANES];
+        // SAFETY: ds has room for 8 f32.
+        unsafe { _mm256_storeu_ps(ds.as_mut_ptr(), d) };
+        let t0 = transpose_back(&packed, 0);
+        let t1 = transpose_back(&packed, 8);
+        for k in 0..LANES {
+            let ob = &mut out[k * BlockQ4_0::BYTES..(k + 1) * BlockQ4_0::BYTES];
+            ob[0..2].copy_from_slice(&f32_to_f16(ds[k]).to_le_bytes());
+            // 16 values → 16 bytes: u16 pack, fix the lane interleave, u8 pack.
+            let w = _mm256_permute4x64_epi64::<0xd8>(_mm256_packus_epi32(t0[k], t1[k]));
+            let b = _mm256_packus_epi16(w, w);
+            let b = _mm256_permute4x64_epi64::<0x08>(b);
+            // SAFETY: ob[2..18] is 16 bytes.
+            unsafe {
+                _mm_storeu_si128(
+                    ob[2..18].as_mut_ptr() as *mut __m128i,
+                    _mm256_castsi256_si128(b),
+                )
+            };
+        }
+    }
+
+    /// A Q8_0 row: groups of eight blocks in SIMD, the rest scalar.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+        let groups = x.len() / (LANES * QK);
+        let (xg, xr) = x.split_at(groups * LANES * QK);
+        let (og, or) = out.split_at_mut(groups * LANES * BlockQ8_0::BYTES);
+        for (xs, os) in xg
+            .chunks_exact(LANES * QK)
+            .zip(og.chunks_exact_mut(LANES * BlockQ8_0::BYTES))
+        {
+            q8_0_group(xs, os);
+        }
+        for (xb, ob) in xr
+            .chunks_exact(QK)
+            .zip(or.chunks_exact_mut(BlockQ8_0::BYTES))
+        {
+            quantize_block_q8_0(xb).write(ob);
+        }
+    }
+
+    /// A Q4_0 row (no imatrix): groups of eight blocks in SIMD, the rest scalar.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_row_q4_0(x: &[f32], out: &mut [u8]) {
+        let groups = x.len() / (LANES * QK);
+        let (xg, xr) = x.split_at(groups * LANES * QK);
+        let (og, or) = out.split_at_mut(groups * LANES * BlockQ4_0::BYTES);
+        for (xs, os) in xg
+            .chunks_exact(LANES * QK)
+            .zip(og.chunks_exact_mut(LANES * BlockQ4_0::BYTES))
+        {
+            q4_0_group(xs, os);
+        }
+        for (xb, ob) in xr
+            .chunks_exact(QK)
+            .zip(or.chunks_exact_mut(BlockQ4_0::BYTES))
+        {
+            quantize_block_q4_0(xb).write(ob);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,5 +913,142 @@ fn dequantize_row_q8_0(bytes: &[u8], out: &mut [f32]) {
         for (yj, &q) in y.iter_mut().zip(&b[2..34]) {
             *yj = (q as i8) as f32 * d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_conversion_truncates_and_gives_indefinite_for_nan_and_overflow() {
+        assert_eq!(c_float_to_i32(16.5), 16);
+        assert_eq!(c_float_to_i32(-0.9), 0);
+        assert_eq!(c_float_to_i32(-1.5), -1);
+        assert_eq!(c_float_to_i32(f32::NAN), i32::MIN);
+        assert_eq!(c_float_to_i32(f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_i32(-f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_i32(3e9), i32::MIN);
+        assert_eq!(c_float_to_i32(-2147483648.0), i32::MIN);
+        // The byte C keeps of the indefinite value is 0.
+        assert_eq!(c_float_to_i32(f32::NAN) as i8, 0);
+    }
+
+    #[test]
+    fn block_layouts_round_trip_through_bytes() {
+        let qs: [u8; 16] = core::array::from_fn(|i| (i * 17 + 3) as u8);
+        let mut buf = [0u8; 34];
+        let b = BlockQ4_0 { d: 0x1234, qs };
+        b.write(&mut buf);
+        assert_eq!(&buf[..2], &[0x34, 0x12]);
+        assert_eq!(&buf[2..18], &qs);
+        assert_eq!(BlockQ4_0::read(&buf), b);
+        let b = BlockQ4_1 {
+            d: 1,
+            m: 0xabcd,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[2..4], &[0xcd, 0xab]);
+        assert_eq!(BlockQ4_1::read(&buf), b);
+        let b = BlockQ5_0 {
+            d: 2,
+            qh: 0x0102_0304,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[2..6], &[4, 3, 2, 1]);
+        assert_eq!(BlockQ5_0::read(&buf), b);
+        let b = BlockQ5_1 {
+            d: 3,
+            m: 4,
+            qh: 0xdead_beef,
+            qs,
+        };
+        b.write(&mut buf);
+        assert_eq!(&buf[4..8], &[0xef, 0xbe, 0xad, 0xde]);
+        assert_eq!(BlockQ5_1::read(&buf), b);
+        let b = BlockQ8_0 {
+            d: 5,
+            qs: core::array::from_fn(|i| i as i8 - 16),
+        };
+        b.write(&mut buf);
+        assert_eq!(buf[2], 0xf0);
+        assert_eq!(BlockQ8_0::read(&buf), b);
+    }
+
+    #[test]
+    fn dequantizers_decode_hand_built_blocks() {
+        // Q4_0: d = 0.5, element 0 = level 0 (−8·0.5), element 16 = level 15 (7·0.5).
+        let mut b = [0u8; 18];
+        BlockQ4_0 {
+            d: f32_to_f16(0.5),
+            qs: [0xf0; 16],
+        }
+        .write(&mut b);
+        let mut y = [0f32; 32];
+        dequantize_row_q4_0(&b, &mut y);
+        assert_eq!((y[0], y[16]), (-4.0, 3.5));
+        // Q4_1: d = 2, m = −1: levels 3 and 12.
+        let mut b = [0u8; 20];
+        BlockQ4_1 {
+            d: f32_to_f16(2.0),
+            m: f32_to_f16(-1.0),
+            qs: [0xc3; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q4_1(&b, &mut y);
+        assert_eq!((y[0], y[16]), (5.0, 23.0));
+        // Q5_0: fifth bit set for element 1 and element 17 only; nibbles 0xf.
+        let mut b = [0u8; 22];
+        let qh = (1 << 1) | (1 << 17);
+        BlockQ5_0 {
+            d: f32_to_f16(1.0),
+            qh,
+            qs: [0xff; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q5_0(&b, &mut y);
+        assert_eq!((y[0], y[1], y[16], y[17]), (-1.0, 15.0, -1.0, 15.0));
+        // Q5_1: same bits, d = 1, m = 0.5.
+        let mut b = [0u8; 24];
+        BlockQ5_1 {
+            d: f32_to_f16(1.0),
+            m: f32_to_f16(0.5),
+            qh,
+            qs: [0xff; 16],
+        }
+        .write(&mut b);
+        dequantize_row_q5_1(&b, &mut y);
+        assert_eq!((y[0], y[1], y[16], y[17]), (15.5, 31.5, 15.5, 31.5));
+        // Q8_0: d = 0.25, q = −128 and 127.
+        let mut qs = [0i8; 32];
+        qs[0] = -128;
+        qs[31] = 127;
+        let mut b = [0u8; 34];
+        BlockQ8_0 {
+            d: f32_to_f16(0.25),
+            qs,
+        }
+        .write(&mut b);
+        dequantize_row_q8_0(&b, &mut y);
+        assert_eq!((y[0], y[1], y[31]), (-32.0, 0.0, 31.75));
+    }
+
+    #[test]
+    fn q4_1_and_q5_1_are_exact_on_integer_ranges() {
+        // Range 0..31 exactly: d = 1, quants equal the values.
+        let x: [f32; 32] = core::array::from_fn(|i| i as f32);
+        let b = quantize_block_q5_1(&x);
+        assert_eq!(f16_to_f32(b.d), 1.0);
+        let mut y = [0f32; 32];
+        let mut bytes = [0u8; 24];
+        b.write(&mut bytes);
+        dequantize_row_q5_1(&bytes, &mut y);
+        assert_eq!(y, x);
+        // Q4_1 over 0..15 with the top at 15: d = 1 and the max lands on 15 exactly.
+        let x: [f32; 32] = core::array::from_fn(|i| (i % 16) as f32);
+        let b = quantize_block_q4_1(&x);
+        assert_eq!(b.qs[15], 0xff);
     }
 }

@@ -249,3 +249,63 @@ fn dequantize_row_tq2_0(bytes: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_trits_survive_the_byte_packing() {
+        // Every combination of five trits decodes back from its ⌈·256/243⌉ byte.
+        for code in 0u32..243 {
+            let trits: Vec<u8> = (0..5)
+                .rev()
+                .map(|k| ((code / 3u32.pow(k)) % 3) as u8)
+                .collect();
+            let mut q = 0u8;
+            for &t in &trits {
+                q = q * 3 + t;
+            }
+            let byte = trits_to_byte(q);
+            for (n, &t) in trits.iter().enumerate() {
+                assert_eq!(unpack_trit(byte, n), t as i32, "code {code} trit {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn trit_rounds_half_away_and_maps_non_finite_to_zero_weight() {
+        assert_eq!(trit(0.5, 1.0), 2);
+        assert_eq!(trit(-0.5, 1.0), 0);
+        assert_eq!(trit(0.49, 1.0), 1);
+        assert_eq!(trit(1.0, f32::INFINITY), 1);
+        assert_eq!(trit(0.0, f32::INFINITY), 1); // NaN
+    }
+
+    #[test]
+    fn tq_layouts_place_elements_where_documented() {
+        // One +1 at element e, everything else 0 (amax = 1, d = 1): find which byte changed.
+        for e in [0usize, 31, 32, 159, 160, 175, 176, 239, 240, 243, 255] {
+            let mut x = [0.0f32; 256];
+            x[e] = 1.0;
+            let blk = quantize_block_tq1_0(&x);
+            let mut bytes = [0u8; 54];
+            blk.write(&mut bytes);
+            let mut y = [0f32; 256];
+            dequantize_row_tq1_0(&bytes, &mut y);
+            assert_eq!(y, x, "TQ1_0 element {e}");
+            let blk = quantize_block_tq2_0(&x);
+            let mut bytes = [0u8; 66];
+            blk.write(&mut bytes);
+            // Element e is in byte 32·(e/128) + e%32, bits 2·((e%128)/32).
+            let byte = 32 * (e / 128) + e % 32;
+            assert_eq!(
+                (bytes[byte] >> (2 * ((e % 128) / 32))) & 3,
+                2,
+                "TQ2_0 element {e}"
+            );
+            dequantize_row_tq2_0(&bytes, &mut y);
+            assert_eq!(y, x, "TQ2_0 element {e}");
+        }
+    }
+}
