@@ -593,15 +593,15 @@ pub fn fit_sub_blocks_k_imatrix(x: &[f32], qw: &[f32], nmax: i32) -> (SubBlockFi
 /// No-imatrix scale quantization of Q4_K/Q5_K: 6-bit scales and mins relative to the largest,
 /// fp16 `d = max_scale/63`, `dmin = max_min/63`. Writes bytes 0..16 and returns the read-back
 /// (d, dmin).
-pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
+pub fn quantize_scales_k(scales: &[f32; 8], mins: &[f32; 8], out: &mut [u8]) -> (f32, f32) {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..8 {
-        if fits.scales[j] > max_scale {
-            max_scale = fits.scales[j];
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if fits.mins[j] > max_min {
-            max_min = fits.mins[j];
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -613,8 +613,8 @@ pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
     for j in 0..8 {
-        ls[j] = (nearest_int(inv_scale * fits.scales[j]) as u8).min(63);
-        lm[j] = (nearest_int(inv_min * fits.mins[j]) as u8).min(63);
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
     out[4..16].copy_from_slice(&pack_scale_min_k4(&ls, &lm));
     (
@@ -626,15 +626,16 @@ pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
 /// Imatrix scale quantization of Q4_K/Q5_K via `make_qp_quants` weighted by the sub-block weight
 /// sums. Q5_K clamps the levels to 63 (a no-op unless a level wrapped); Q4_K does not.
 pub fn quantize_scales_k_imatrix(
-    fits: &SubBlockFits,
+    scales: &[f32; 8],
+    mins: &[f32; 8],
     sw: &[f32; 8],
     clamp_levels: bool,
     out: &mut [u8],
 ) -> (f32, f32) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, &fits.scales, &mut ls, sw);
-    let m_block = make_qp_quants(63, &fits.mins, &mut lm, sw);
+    let d_block = make_qp_quants(63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, sw);
     if clamp_levels {
         ls = ls.map(|l| l.min(63));
         lm = lm.map(|l| l.min(63));
@@ -701,14 +702,14 @@ pub fn pack_q5_k(levels: &[u8; QK_K], qh: &mut [u8], qs: &mut [u8]) {
 /// Reproduces one block of `quantize_row_q4_K_ref`.
 pub fn quantize_block_q4_k(x: &[f32], out: &mut [u8]) {
     let mut fits = fit_sub_blocks_k(x, 15, -1.0, 20);
-    let (d, dmin) = quantize_scales_k(&fits, out);
+    let (d, dmin) = quantize_scales_k(&fits.scales, &fits.mins, out);
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
 /// Reproduces one block of `quantize_row_q4_K_impl` (importance weights `qw`).
 pub fn quantize_block_q4_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut fits, sw) = fit_sub_blocks_k_imatrix(x, qw, 15);
-    let (d, dmin) = quantize_scales_k_imatrix(&fits, &sw, false, out);
+    let (d, dmin) = quantize_scales_k_imatrix(&fits.scales, &fits.mins, &sw, false, out);
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
@@ -721,14 +722,14 @@ pub fn finish_q4_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &
 /// Reproduces one block of `quantize_row_q5_K_ref`.
 pub fn quantize_block_q5_k(x: &[f32], out: &mut [u8]) {
     let mut fits = fit_sub_blocks_k(x, 31, -0.5, 15);
-    let (d, dmin) = quantize_scales_k(&fits, out);
+    let (d, dmin) = quantize_scales_k(&fits.scales, &fits.mins, out);
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
 /// Reproduces one block of `quantize_row_q5_K_impl` (importance weights `qw`).
 pub fn quantize_block_q5_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut fits, sw) = fit_sub_blocks_k_imatrix(x, qw, 31);
-    let (d, dmin) = quantize_scales_k_imatrix(&fits, &sw, true, out);
+    let (d, dmin) = quantize_scales_k_imatrix(&fits.scales, &fits.mins, &sw, true, out);
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
@@ -828,16 +829,9 @@ pub fn finish_q6_k(
     levels: &mut [i8; QK_K],
     out: &mut [u8],
 ) {
-    if max_abs_scale < GROUP_MAX_EPS {
-        out[..BLOCK_Q6_K_BYTES].fill(0);
-        write_f16(out, 208, 0.0);
+    let Some(d) = quantize_scales_q6_k(scales, max_scale, max_abs_scale, out) else {
         return;
-    }
-    let iscale = -128.0 / max_scale;
-    let d = write_f16(out, 208, 1.0 / iscale);
-    for ib in 0..16 {
-        out[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
-    }
+    };
     for j in 0..16 {
         let dl = d * (out[192 + j] as i8) as f32;
         if dl == 0.0 {
@@ -848,6 +842,34 @@ pub fn finish_q6_k(
             levels[16 * j + ii] = (l + 32) as i8;
         }
     }
+    pack_q6_k(levels, out);
+}
+
+/// Q6_K's 8-bit sub-block scales relative to the largest-magnitude one, and the fp16 `d`.
+/// Returns the read-back `d`, or None for a block whose scales are all (near) zero, which is
+/// then already written as all zero bytes.
+pub fn quantize_scales_q6_k(
+    scales: &[f32; 16],
+    max_scale: f32,
+    max_abs_scale: f32,
+    out: &mut [u8],
+) -> Option<f32> {
+    if max_abs_scale < GROUP_MAX_EPS {
+        out[..BLOCK_Q6_K_BYTES].fill(0);
+        write_f16(out, 208, 0.0);
+        return None;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = write_f16(out, 208, 1.0 / iscale);
+    for ib in 0..16 {
+        out[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+    }
+    Some(d)
+}
+
+/// Q6_K packing: low nibbles of elements `l`/`l+64` and `l+32`/`l+96` of each 128-element half
+/// share bytes of `ql`; the top two bits of all four go to `qh[l]`.
+pub fn pack_q6_k(levels: &[i8; QK_K], out: &mut [u8]) {
     let (ql, rest) = out.split_at_mut(128);
     let qh = &mut rest[..64];
     for half in 0..2 {

@@ -97,8 +97,12 @@ pub(crate) trait Lanes: Copy {
     fn iadd(self, a: Self::I, b: Self::I) -> Self::I;
     /// Exact int → float conversion (levels are small).
     fn to_f32(self, a: Self::I) -> Self::F;
+    /// Float → int conversion of values that are already exact small integers.
+    fn to_i32(self, a: Self::F) -> Self::I;
     fn iselect(self, m: Self::M, a: Self::I, b: Self::I) -> Self::I;
     fn istore(self, v: Self::I, dst: &mut [i32]);
+    /// Loads `W` ints from the start of `src`.
+    fn iload(self, src: &[i32]) -> Self::I;
     fn and(self, a: Self::M, b: Self::M) -> Self::M;
     /// `a & !b`.
     fn andnot(self, a: Self::M, b: Self::M) -> Self::M;
@@ -156,24 +160,28 @@ pub(crate) fn min_scale_search_lanes<S: Lanes>(
     }
     min = s.select(s.gt(min, zero), zero, min);
     let no_range = if qkx3 { s.le(max, min) } else { s.eq(max, min) };
+    // x - min, kept up to date as `min` moves (the C search subtracts on every pass); levels
+    // are carried as exact floats and converted once at the end.
+    let mut shifted = [zero; 32];
+    for i in 0..n {
+        shifted[i] = s.sub(x[i], min);
+    }
+    let mut best_levels = [zero; 32];
     let mut iscale = s.div(s.splat(nmax as f32), s.sub(max, min));
     let mut scale = s.div(s.splat(1.0), iscale);
     let lo = s.isplat(0);
     let hi = s.isplat(nmax);
     let mut best_error = zero;
     for i in 0..n {
-        let l = s.imax(
-            lo,
-            s.imin(hi, s.nearest_int(s.mul(iscale, s.sub(x[i], min)))),
-        );
-        levels[i] = l;
-        let diff = s.sub(s.add(s.mul(scale, s.to_f32(l)), min), x[i]);
+        let l = s.imax(lo, s.imin(hi, s.nearest_int(s.mul(iscale, shifted[i]))));
+        let lf = s.to_f32(l);
+        best_levels[i] = lf;
+        let diff = s.sub(s.add(s.mul(scale, lf), min), x[i]);
         best_error = s.add(best_error, s.mul(w[i], err(diff)));
     }
-    let mut trial = [s.isplat(0); 32];
+    let mut trial = [zero; 32];
     let steps = if nstep < 1 { 0 } else { nstep + 1 };
     for step in 0..steps {
-        // `min` moves when a candidate wins, and the C search keeps using the moved value.
         iscale = s.div(
             s.splat(rmin + rdelta * step as f32 + nmax as f32),
             s.sub(max, min),
@@ -182,12 +190,9 @@ pub(crate) fn min_scale_search_lanes<S: Lanes>(
         let mut sum_l2 = zero;
         let mut sum_xl = zero;
         for i in 0..n {
-            let l = s.imax(
-                lo,
-                s.imin(hi, s.nearest_int(s.mul(iscale, s.sub(x[i], min)))),
-            );
-            trial[i] = l;
+            let l = s.imax(lo, s.imin(hi, s.nearest_int(s.mul(iscale, shifted[i]))));
             let lf = s.to_f32(l);
+            trial[i] = lf;
             let wl = s.mul(w[i], lf);
             sum_l = s.add(sum_l, wl);
             sum_l2 = s.add(sum_l2, s.mul(wl, lf));
@@ -205,22 +210,23 @@ pub(crate) fn min_scale_search_lanes<S: Lanes>(
         this_scale = s.select(min_pos, s.div(sum_xl, sum_l2), this_scale);
         let mut cur_error = zero;
         for i in 0..n {
-            let diff = s.sub(s.add(s.mul(this_scale, s.to_f32(trial[i])), this_min), x[i]);
+            let diff = s.sub(s.add(s.mul(this_scale, trial[i]), this_min), x[i]);
             cur_error = s.add(cur_error, s.mul(w[i], err(diff)));
         }
         let better = s.and(fit, s.lt(cur_error, best_error));
         if !s.any(better) {
             continue;
         }
-        for i in 0..n {
-            levels[i] = s.iselect(better, trial[i], levels[i]);
-        }
         best_error = s.select(better, cur_error, best_error);
         scale = s.select(better, this_scale, scale);
         min = s.select(better, this_min, min);
+        for i in 0..n {
+            best_levels[i] = s.select(better, trial[i], best_levels[i]);
+            shifted[i] = s.sub(x[i], min);
+        }
     }
     for i in 0..n {
-        levels[i] = s.iselect(no_range, lo, levels[i]);
+        levels[i] = s.iselect(no_range, lo, s.to_i32(best_levels[i]));
     }
     scale = s.select(no_range, zero, scale);
     (scale, s.neg(min))
@@ -252,13 +258,18 @@ pub(crate) fn qx_search_lanes<S: Lanes>(
     let hi = s.isplat(nmax - 1);
     let offset = s.isplat(nmax);
     let iscale = s.div(s.splat((-nmax) as f32), max);
+    // w·x is a loop invariant (the same rounded product on every pass).
+    let mut wx = [zero; 32];
+    for i in 0..n {
+        wx[i] = s.mul(w[i], x[i]);
+    }
     let mut sumlx = zero;
     let mut suml2 = zero;
     for i in 0..n {
         let l = s.imax(lo, s.imin(hi, s.nearest_int(s.mul(iscale, x[i]))));
         levels[i] = s.iadd(l, offset);
         let lf = s.to_f32(l);
-        sumlx = s.add(sumlx, s.mul(s.mul(w[i], x[i]), lf));
+        sumlx = s.add(sumlx, s.mul(wx[i], lf));
         suml2 = s.add(suml2, s.mul(s.mul(w[i], lf), lf));
     }
     let mut scale = s.select(s.ne(suml2, zero), s.div(sumlx, suml2), zero);
@@ -275,7 +286,7 @@ pub(crate) fn qx_search_lanes<S: Lanes>(
             let l = s.imax(lo, s.imin(hi, s.nearest_int(s.mul(iscale, x[i]))));
             trial[i] = l;
             let lf = s.to_f32(l);
-            sumlx = s.add(sumlx, s.mul(s.mul(w[i], x[i]), lf));
+            sumlx = s.add(sumlx, s.mul(wx[i], lf));
             suml2 = s.add(suml2, s.mul(s.mul(w[i], lf), lf));
         }
         let better = s.andnot(
@@ -312,9 +323,7 @@ pub(crate) fn quantize_batch_q4_q5<S: Lanes>(
     out: &mut [u8],
     q5: bool,
 ) {
-    use super::{
-        finish_q4_k, finish_q5_k, quantize_scales_k, quantize_scales_k_imatrix, SubBlockFits,
-    };
+    use super::{pack_q4_k, pack_q5_k, quantize_scales_k, quantize_scales_k_imatrix, scale_min_k4};
     let w = S::W;
     let nb = x.len() / QK_K;
     debug_assert!(nb >= 1 && nb <= w && x.len() == nb * QK_K);
@@ -378,24 +387,51 @@ pub(crate) fn quantize_batch_q4_q5<S: Lanes>(
             s.istore(ls[i], &mut lv[(32 * j + i) * w..]);
         }
     }
+    // Per block: the scalar scale quantization, then each sub-block's effective scale and
+    // offset exactly as the scalar requantization derives them (padding lanes stay inactive).
+    let mut dls = [0f32; 8 * MAX_LANES];
+    let mut mls = [0f32; 8 * MAX_LANES];
     for lane in 0..nb {
-        let mut fits = SubBlockFits {
-            scales: std::array::from_fn(|j| scales[j * w + lane]),
-            mins: std::array::from_fn(|j| mins[j * w + lane]),
-            levels: std::array::from_fn(|i| lv[i * w + lane] as u8),
-        };
-        let xb = &x[lane * QK_K..(lane + 1) * QK_K];
+        let block_scales = std::array::from_fn(|j| scales[j * w + lane]);
+        let block_mins = std::array::from_fn(|j| mins[j * w + lane]);
         let ob = &mut out[lane * block_bytes..(lane + 1) * block_bytes];
         let (d, dmin) = if qw.is_some() {
             let sw = std::array::from_fn(|j| sws[j * w + lane]);
-            quantize_scales_k_imatrix(&fits, &sw, q5, ob)
+            quantize_scales_k_imatrix(&block_scales, &block_mins, &sw, q5, ob)
         } else {
-            quantize_scales_k(&fits, ob)
+            quantize_scales_k(&block_scales, &block_mins, ob)
         };
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, &ob[4..16]);
+            dls[j * w + lane] = d * sc as f32;
+            mls[j * w + lane] = dmin * m as f32;
+        }
+    }
+    let lo = s.isplat(0);
+    let hi = s.isplat(nmax);
+    for j in 0..8 {
+        let dl = s.load(&dls[j * w..]);
+        let ml = s.load(&mls[j * w..]);
+        let active = s.ne(dl, zero);
+        if !s.any(active) {
+            continue;
+        }
+        for i in 0..32 {
+            let k = (32 * j + i) * w;
+            let x = s.load(&xt[k..]);
+            let l = s.imax(lo, s.imin(hi, s.nearest_int(s.div(s.add(x, ml), dl))));
+            let old = s.iload(&lv[k..]);
+            s.istore(s.iselect(active, l, old), &mut lv[k..]);
+        }
+    }
+    for lane in 0..nb {
+        let levels: [u8; QK_K] = std::array::from_fn(|i| lv[i * w + lane] as u8);
+        let ob = &mut out[lane * block_bytes..(lane + 1) * block_bytes];
         if q5 {
-            finish_q5_k(xb, &mut fits.levels, d, dmin, ob);
+            let (qh, qs) = ob[16..].split_at_mut(32);
+            pack_q5_k(&levels, qh, qs);
         } else {
-            finish_q4_k(xb, &mut fits.levels, d, dmin, ob);
+            pack_q4_k(&levels, &mut ob[16..]);
         }
     }
 }
@@ -404,7 +440,7 @@ pub(crate) fn quantize_batch_q4_q5<S: Lanes>(
 /// the scalar oracle's finish per block.
 #[inline(always)]
 pub(crate) fn quantize_batch_q6<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    use super::{finish_q6_k, BLOCK_Q6_K_BYTES};
+    use super::{pack_q6_k, quantize_scales_q6_k, BLOCK_Q6_K_BYTES};
     let w = S::W;
     let nb = x.len() / QK_K;
     debug_assert!(nb >= 1 && nb <= w && x.len() == nb * QK_K);
@@ -435,6 +471,8 @@ pub(crate) fn quantize_batch_q6<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, o
             s.istore(ls[i], &mut lv[(16 * ib + i) * w..]);
         }
     }
+    let mut dls = [0f32; 16 * MAX_LANES];
+    let mut zero_block = [true; MAX_LANES];
     for lane in 0..nb {
         let block_scales: [f32; 16] = std::array::from_fn(|ib| scales[ib * w + lane]);
         let mut max_scale = 0.0f32;
@@ -446,13 +484,38 @@ pub(crate) fn quantize_batch_q6<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, o
                 max_scale = scale;
             }
         }
-        let mut levels: [i8; QK_K] = std::array::from_fn(|i| lv[i * w + lane] as i8);
-        finish_q6_k(
-            &x[lane * QK_K..(lane + 1) * QK_K],
-            &block_scales,
-            max_scale,
-            max_abs_scale,
-            &mut levels,
+        let ob = &mut out[lane * BLOCK_Q6_K_BYTES..(lane + 1) * BLOCK_Q6_K_BYTES];
+        if let Some(d) = quantize_scales_q6_k(&block_scales, max_scale, max_abs_scale, ob) {
+            zero_block[lane] = false;
+            for j in 0..16 {
+                dls[j * w + lane] = d * (ob[192 + j] as i8) as f32;
+            }
+        }
+    }
+    let lo = s.isplat(-32);
+    let hi = s.isplat(31);
+    let offset = s.isplat(32);
+    for j in 0..16 {
+        let dl = s.load(&dls[j * w..]);
+        let active = s.ne(dl, zero);
+        if !s.any(active) {
+            continue;
+        }
+        for i in 0..16 {
+            let k = (16 * j + i) * w;
+            let x = s.load(&xt[k..]);
+            let l = s.imax(lo, s.imin(hi, s.nearest_int(s.div(x, dl))));
+            let old = s.iload(&lv[k..]);
+            s.istore(s.iselect(active, s.iadd(l, offset), old), &mut lv[k..]);
+        }
+    }
+    for lane in 0..nb {
+        if zero_block[lane] {
+            continue;
+        }
+        let levels: [i8; QK_K] = std::array::from_fn(|i| lv[i * w + lane] as i8);
+        pack_q6_k(
+            &levels,
             &mut out[lane * BLOCK_Q6_K_BYTES..(lane + 1) * BLOCK_Q6_K_BYTES],
         );
     }

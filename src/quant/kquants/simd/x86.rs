@@ -145,6 +145,10 @@ impl Lanes for Avx2 {
         unsafe { _mm256_cvtepi32_ps(a) }
     }
     #[inline(always)]
+    fn to_i32(self, a: __m256) -> __m256i {
+        unsafe { _mm256_cvttps_epi32(a) }
+    }
+    #[inline(always)]
     fn iselect(self, m: __m256, a: __m256i, b: __m256i) -> __m256i {
         unsafe {
             _mm256_castps_si256(_mm256_blendv_ps(
@@ -153,6 +157,11 @@ impl Lanes for Avx2 {
                 m,
             ))
         }
+    }
+    #[inline(always)]
+    fn iload(self, src: &[i32]) -> __m256i {
+        assert!(src.len() >= 8);
+        unsafe { _mm256_loadu_si256(src.as_ptr().cast()) }
     }
     #[inline(always)]
     fn istore(self, v: __m256i, dst: &mut [i32]) {
@@ -286,8 +295,17 @@ impl Lanes for Avx512 {
         unsafe { _mm512_cvtepi32_ps(a) }
     }
     #[inline(always)]
+    fn to_i32(self, a: __m512) -> __m512i {
+        unsafe { _mm512_cvttps_epi32(a) }
+    }
+    #[inline(always)]
     fn iselect(self, m: __mmask16, a: __m512i, b: __m512i) -> __m512i {
         unsafe { _mm512_mask_blend_epi32(m, b, a) }
+    }
+    #[inline(always)]
+    fn iload(self, src: &[i32]) -> __m512i {
+        assert!(src.len() >= 16);
+        unsafe { _mm512_loadu_si512(src.as_ptr().cast()) }
     }
     #[inline(always)]
     fn istore(self, v: __m512i, dst: &mut [i32]) {
