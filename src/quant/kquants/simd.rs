@@ -104,6 +104,9 @@ pub(crate) trait Lanes: Copy {
     /// Loads `W` ints from the start of `src`.
     fn iload(self, src: &[i32]) -> Self::I;
     fn and(self, a: Self::M, b: Self::M) -> Self::M;
+    fn or(self, a: Self::M, b: Self::M) -> Self::M;
+    /// Per-lane integer equality.
+    fn ieq(self, a: Self::I, b: Self::I) -> Self::M;
     /// `a & !b`.
     fn andnot(self, a: Self::M, b: Self::M) -> Self::M;
     fn any(self, m: Self::M) -> bool;
@@ -521,9 +524,274 @@ pub(crate) fn quantize_batch_q6<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, o
     }
 }
 
+/// Reproduces `make_q3_quants(n, nmax, x, L, true)` on every lane: weights x², then up to five
+/// coordinate-descent passes; a lane whose pass changes nothing stops (is masked) exactly where
+/// the C loop breaks. Writes levels offset by `nmax` and returns the scale per lane.
+#[inline(always)]
+pub(crate) fn q3_search_lanes<S: Lanes>(s: S, nmax: i32, x: &[S::F], levels: &mut [S::I]) -> S::F {
+    let n = x.len();
+    let zero = s.splat(0.0);
+    let mut max = zero;
+    let mut amax = zero;
+    for i in 0..n {
+        let ax = s.abs(x[i]);
+        let bigger = s.gt(ax, amax);
+        amax = s.select(bigger, ax, amax);
+        max = s.select(bigger, x[i], max);
+    }
+    let all_zero = s.lt(amax, s.splat(super::GROUP_MAX_EPS));
+    let lo = s.isplat(-nmax);
+    let hi = s.isplat(nmax - 1);
+    let iscale = s.div(s.splat((-nmax) as f32), max);
+    let mut w = [zero; 32];
+    let mut wx = [zero; 32];
+    let mut lv = [s.isplat(0); 32];
+    let mut sumlx = zero;
+    let mut suml2 = zero;
+    for i in 0..n {
+        w[i] = s.mul(x[i], x[i]);
+        wx[i] = s.mul(w[i], x[i]);
+        let l = s.imax(lo, s.imin(hi, s.nearest_int(s.mul(iscale, x[i]))));
+        lv[i] = l;
+        let lf = s.to_f32(l);
+        sumlx = s.add(sumlx, s.mul(wx[i], lf));
+        suml2 = s.add(suml2, s.mul(s.mul(w[i], lf), lf));
+    }
+    let all_lanes = s.eq(zero, zero);
+    let mut running = s.andnot(all_lanes, all_zero);
+    for _ in 0..5 {
+        if !s.any(running) {
+            break;
+        }
+        let mut changed = s.lt(zero, zero);
+        for i in 0..n {
+            let cur = s.to_f32(lv[i]);
+            let slx = s.sub(sumlx, s.mul(wx[i], cur));
+            let positive = s.gt(slx, zero);
+            let sl2 = s.sub(suml2, s.mul(s.mul(w[i], cur), cur));
+            let new_l = s.imax(lo, s.imin(hi, s.nearest_int(s.div(s.mul(x[i], sl2), slx))));
+            let moved = s.andnot(positive, s.ieq(new_l, lv[i]));
+            let nf = s.to_f32(new_l);
+            let slx_new = s.add(slx, s.mul(wx[i], nf));
+            let sl2_new = s.add(sl2, s.mul(s.mul(w[i], nf), nf));
+            let improves = s.and(
+                s.gt(sl2_new, zero),
+                s.gt(
+                    s.mul(s.mul(slx_new, slx_new), suml2),
+                    s.mul(s.mul(sumlx, sumlx), sl2_new),
+                ),
+            );
+            let take = s.and(running, s.and(moved, improves));
+            lv[i] = s.iselect(take, new_l, lv[i]);
+            sumlx = s.select(take, slx_new, sumlx);
+            suml2 = s.select(take, sl2_new, suml2);
+            changed = s.or(changed, take);
+        }
+        running = s.and(running, changed);
+    }
+    let offset = s.isplat(nmax);
+    let zero_level = s.isplat(0);
+    for i in 0..n {
+        levels[i] = s.iselect(all_zero, zero_level, s.iadd(lv[i], offset));
+    }
+    let scale = s.select(s.gt(suml2, zero), s.div(sumlx, suml2), zero);
+    s.select(all_zero, zero, scale)
+}
+
+/// Q2_K blocks of `x` (1 ..= W super-blocks): vectorized sub-block searches and requantization,
+/// scalar scale quantization and packing per block.
+#[inline(always)]
+pub(crate) fn quantize_batch_q2<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    use super::{pack_2bit, quantize_scales_q2_k, quantize_scales_q2_k_imatrix, BLOCK_Q2_K_BYTES};
+    let w = S::W;
+    let nb = x.len() / QK_K;
+    let mut xt = [0f32; QK_K * MAX_LANES];
+    transpose_in(x, nb, w, &mut xt);
+    let mut qwt = [0f32; QK_K * MAX_LANES];
+    if let Some(qw) = qw {
+        transpose_in(qw, nb, w, &mut qwt);
+    }
+    let mut scales = [0f32; 16 * MAX_LANES];
+    let mut mins = [0f32; 16 * MAX_LANES];
+    let mut sws = [0f32; 16 * MAX_LANES];
+    let mut lv = [0i32; QK_K * MAX_LANES];
+    let zero = s.splat(0.0);
+    let mut xs = [zero; 16];
+    let mut ws = [zero; 16];
+    let mut ls = [s.isplat(0); 16];
+    let sigma2 = if qw.is_some() {
+        let mut sum_x2 = zero;
+        for i in 0..QK_K {
+            let v = s.load(&xt[i * w..]);
+            sum_x2 = s.add(sum_x2, s.mul(v, v));
+        }
+        s.div(s.mul(s.splat(1.0), sum_x2), s.splat(QK_K as f32))
+    } else {
+        zero
+    };
+    for j in 0..16 {
+        for i in 0..16 {
+            xs[i] = s.load(&xt[(16 * j + i) * w..]);
+        }
+        let (scale, neg_min) = if qw.is_none() {
+            for i in 0..16 {
+                ws[i] = s.abs(xs[i]);
+            }
+            min_scale_search_lanes(s, 3, &xs, &ws, &mut ls, -0.5, 0.1, 15, true, false)
+        } else {
+            let mut sum_w = zero;
+            for i in 0..16 {
+                let q = s.load(&qwt[(16 * j + i) * w..]);
+                ws[i] = s.mul(q, s.sqrt(s.add(sigma2, s.mul(xs[i], xs[i]))));
+                sum_w = s.add(sum_w, ws[i]);
+            }
+            s.store(sum_w, &mut sws[j * w..]);
+            min_scale_search_lanes(s, 3, &xs, &ws, &mut ls, -0.9, 0.05, 36, false, true)
+        };
+        s.store(scale, &mut scales[j * w..]);
+        s.store(neg_min, &mut mins[j * w..]);
+        for i in 0..16 {
+            s.istore(ls[i], &mut lv[(16 * j + i) * w..]);
+        }
+    }
+    let mut dls = [0f32; 16 * MAX_LANES];
+    let mut mls = [0f32; 16 * MAX_LANES];
+    for lane in 0..nb {
+        let block_scales = std::array::from_fn(|j| scales[j * w + lane]);
+        let block_mins = std::array::from_fn(|j| mins[j * w + lane]);
+        let ob = &mut out[lane * BLOCK_Q2_K_BYTES..(lane + 1) * BLOCK_Q2_K_BYTES];
+        let (d, dmin) = if qw.is_some() {
+            let sw = std::array::from_fn(|j| sws[j * w + lane]);
+            quantize_scales_q2_k_imatrix(&block_scales, &block_mins, &sw, ob)
+        } else {
+            quantize_scales_q2_k(&block_scales, &block_mins, ob)
+        };
+        for j in 0..16 {
+            dls[j * w + lane] = d * (ob[j] & 0xF) as f32;
+            mls[j * w + lane] = dmin * (ob[j] >> 4) as f32;
+        }
+    }
+    let lo = s.isplat(0);
+    let hi = s.isplat(3);
+    for j in 0..16 {
+        let dl = s.load(&dls[j * w..]);
+        let ml = s.load(&mls[j * w..]);
+        let active = s.ne(dl, zero);
+        if !s.any(active) {
+            continue;
+        }
+        for i in 0..16 {
+            let k = (16 * j + i) * w;
+            let x = s.load(&xt[k..]);
+            let l = s.imax(lo, s.imin(hi, s.nearest_int(s.div(s.add(x, ml), dl))));
+            let old = s.iload(&lv[k..]);
+            s.istore(s.iselect(active, l, old), &mut lv[k..]);
+        }
+    }
+    for lane in 0..nb {
+        let levels: [u8; QK_K] = std::array::from_fn(|i| lv[i * w + lane] as u8);
+        let ob = &mut out[lane * BLOCK_Q2_K_BYTES..(lane + 1) * BLOCK_Q2_K_BYTES];
+        pack_2bit(&levels, &mut ob[16..80]);
+    }
+}
+
+/// Q3_K blocks of `x` (1 ..= W super-blocks): vectorized sub-block searches and requantization,
+/// scalar scale quantization and packing per block.
+#[inline(always)]
+pub(crate) fn quantize_batch_q3<S: Lanes>(s: S, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    use super::{
+        pack_q3_k, q3_k_scale, quantize_scales_q3_k, quantize_scales_q3_k_imatrix, BLOCK_Q3_K_BYTES,
+    };
+    let w = S::W;
+    let nb = x.len() / QK_K;
+    let mut xt = [0f32; QK_K * MAX_LANES];
+    transpose_in(x, nb, w, &mut xt);
+    let mut qwt = [0f32; QK_K * MAX_LANES];
+    if let Some(qw) = qw {
+        transpose_in(qw, nb, w, &mut qwt);
+    }
+    let mut scales = [0f32; 16 * MAX_LANES];
+    let mut sws = [0f32; 16 * MAX_LANES];
+    let mut lv = [0i32; QK_K * MAX_LANES];
+    let zero = s.splat(0.0);
+    let mut xs = [zero; 16];
+    let mut ws = [zero; 16];
+    let mut ls = [s.isplat(0); 16];
+    let sigma2 = if qw.is_some() {
+        let mut sum_x2 = zero;
+        for i in 0..QK_K {
+            let v = s.load(&xt[i * w..]);
+            sum_x2 = s.add(sum_x2, s.mul(v, v));
+        }
+        s.div(s.mul(s.splat(2.0), sum_x2), s.splat(QK_K as f32))
+    } else {
+        zero
+    };
+    for j in 0..16 {
+        for i in 0..16 {
+            xs[i] = s.load(&xt[(16 * j + i) * w..]);
+        }
+        let scale = if qw.is_none() {
+            q3_search_lanes(s, 4, &xs, &mut ls)
+        } else {
+            let mut sum_w = zero;
+            for i in 0..16 {
+                let q = s.load(&qwt[(16 * j + i) * w..]);
+                ws[i] = s.mul(q, s.sqrt(s.add(sigma2, s.mul(xs[i], xs[i]))));
+                sum_w = s.add(sum_w, ws[i]);
+            }
+            s.store(sum_w, &mut sws[j * w..]);
+            qx_search_lanes(s, 4, &xs, &ws, &mut ls)
+        };
+        s.store(scale, &mut scales[j * w..]);
+        for i in 0..16 {
+            s.istore(ls[i], &mut lv[(16 * j + i) * w..]);
+        }
+    }
+    let mut dls = [0f32; 16 * MAX_LANES];
+    for lane in 0..nb {
+        let block_scales = std::array::from_fn(|j| scales[j * w + lane]);
+        let ob = &mut out[lane * BLOCK_Q3_K_BYTES..(lane + 1) * BLOCK_Q3_K_BYTES];
+        if qw.is_some() {
+            let sw = std::array::from_fn(|j| sws[j * w + lane]);
+            quantize_scales_q3_k_imatrix(&block_scales, &sw, ob);
+        } else {
+            quantize_scales_q3_k(&block_scales, ob);
+        }
+        let d_all = super::f16_to_f32(super::read_u16(ob, 108));
+        for j in 0..16 {
+            dls[j * w + lane] = d_all * q3_k_scale(j, &ob[96..108]) as f32;
+        }
+    }
+    let lo = s.isplat(-4);
+    let hi = s.isplat(3);
+    let offset = s.isplat(4);
+    for j in 0..16 {
+        let dl = s.load(&dls[j * w..]);
+        let active = s.ne(dl, zero);
+        if !s.any(active) {
+            continue;
+        }
+        for i in 0..16 {
+            let k = (16 * j + i) * w;
+            let x = s.load(&xt[k..]);
+            let l = s.imax(lo, s.imin(hi, s.nearest_int(s.div(x, dl))));
+            let old = s.iload(&lv[k..]);
+            s.istore(s.iselect(active, s.iadd(l, offset), old), &mut lv[k..]);
+        }
+    }
+    for lane in 0..nb {
+        let mut levels: [u8; QK_K] = std::array::from_fn(|i| lv[i * w + lane] as u8);
+        let ob = &mut out[lane * BLOCK_Q3_K_BYTES..(lane + 1) * BLOCK_Q3_K_BYTES];
+        pack_q3_k(&mut levels, ob);
+    }
+}
+
 /// The types with SIMD kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -532,6 +800,8 @@ pub(crate) enum Kernel {
 impl Kernel {
     fn block_bytes(self) -> usize {
         match self {
+            Kernel::Q2K => super::BLOCK_Q2_K_BYTES,
+            Kernel::Q3K => super::BLOCK_Q3_K_BYTES,
             Kernel::Q4K => super::BLOCK_Q4_K_BYTES,
             Kernel::Q5K => super::BLOCK_Q5_K_BYTES,
             Kernel::Q6K => super::BLOCK_Q6_K_BYTES,
@@ -553,6 +823,8 @@ fn quantize_row_lanes<S: Lanes>(
     for (k, (xb, ob)) in x.chunks(step).zip(out.chunks_mut(S::W * bb)).enumerate() {
         let wb = qw.map(|w| &w[k * step..k * step + xb.len()]);
         match kernel {
+            Kernel::Q2K => quantize_batch_q2(s, xb, wb, ob),
+            Kernel::Q3K => quantize_batch_q3(s, xb, wb, ob),
             Kernel::Q4K => quantize_batch_q4_q5(s, xb, wb, ob, false),
             Kernel::Q5K => quantize_batch_q4_q5(s, xb, wb, ob, true),
             Kernel::Q6K => quantize_batch_q6(s, xb, wb, ob),

@@ -173,6 +173,14 @@ impl Lanes for Avx2 {
         unsafe { _mm256_and_ps(a, b) }
     }
     #[inline(always)]
+    fn or(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_or_ps(a, b) }
+    }
+    #[inline(always)]
+    fn ieq(self, a: __m256i, b: __m256i) -> __m256 {
+        unsafe { _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)) }
+    }
+    #[inline(always)]
     fn andnot(self, a: __m256, b: __m256) -> __m256 {
         unsafe { _mm256_andnot_ps(b, a) }
     }
@@ -315,6 +323,14 @@ impl Lanes for Avx512 {
     #[inline(always)]
     fn and(self, a: __mmask16, b: __mmask16) -> __mmask16 {
         a & b
+    }
+    #[inline(always)]
+    fn or(self, a: __mmask16, b: __mmask16) -> __mmask16 {
+        a | b
+    }
+    #[inline(always)]
+    fn ieq(self, a: __m512i, b: __m512i) -> __mmask16 {
+        unsafe { _mm512_cmpeq_epi32_mask(a, b) }
     }
     #[inline(always)]
     fn andnot(self, a: __mmask16, b: __mmask16) -> __mmask16 {
