@@ -7,9 +7,10 @@
 //! Q6_K passes them to its search unchanged. The stored fp16 super-block scales are read back
 //! (rounded) before the final requantization, as in C.
 //!
-//! Super-blocks are independent, so rows are processed a block at a time; the scalar code here
-//! is the oracle that the SIMD paths (which run many blocks side by side) must match byte for
-//! byte.
+//! Super-blocks are independent. The scalar code here processes one at a time and is the
+//! oracle; `simd` runs 8 or 16 super-blocks side by side (AVX2 / AVX-512, detected at run time)
+//! and must, and is tested to, write the same bytes. `quantizer(ty)` uses the best backend;
+//! `quantize_row_with` picks one explicitly.
 
 // Index loops here walk several parallel arrays in the reference's element order; iterator
 // chains would hide that order, which is what byte-exactness depends on.

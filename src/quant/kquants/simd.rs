@@ -5,11 +5,14 @@
 //! the data becomes per-lane selection; a lane that the scalar code would have left early still
 //! computes, but its results are masked away.
 //!
-//! What is vectorized is the expensive part, the per-sub-block scale searches (and the final
-//! requantization); the cheap per-block remainder (super-block scale quantization, bit packing)
-//! runs the scalar oracle's own functions on each lane's results.
+//! What is vectorized is the expensive part: the per-sub-block scale searches and the final
+//! requantization against the stored scales. The cheap per-block remainder (quantizing the
+//! sub-block scales against the fp16 super-block scale, bit packing) runs the scalar oracle's
+//! own functions on each lane's results.
 //!
-//! x86-64 only: AVX2 (8 lanes) and AVX-512F (16 lanes), chosen at run time.
+//! x86-64 only: AVX2 (8 lanes) and AVX-512F (16 lanes), chosen at run time. All five K-quants
+//! have kernels; a row is processed in batches of W super-blocks, the last batch padded with
+//! copies of its first block whose results are discarded.
 
 // Index loops walk parallel lane arrays in the scalar code's element order.
 #![allow(clippy::needless_range_loop)]
