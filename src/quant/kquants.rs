@@ -7,9 +7,10 @@
 //! Q6_K passes them to its search unchanged. The stored fp16 super-block scales are read back
 //! (rounded) before the final requantization, as in C.
 //!
-//! Super-blocks are independent, so rows are processed a block at a time; the scalar code here
-//! is the oracle that the SIMD paths (which run many blocks side by side) must match byte for
-//! byte.
+//! Super-blocks are independent. The scalar code here processes one at a time and is the
+//! oracle; `simd` runs 8 or 16 super-blocks side by side (AVX2 / AVX-512, detected at run time)
+//! and must, and is tested to, write the same bytes. `quantizer(ty)` uses the best backend;
+//! `quantize_row_with` picks one explicitly.
 
 // Index loops here walk several parallel arrays in the reference's element order; iterator
 // chains would hide that order, which is what byte-exactness depends on.
@@ -72,8 +73,8 @@ pub fn quantize_row_with(
     out: &mut [u8],
 ) {
     let (kernel, bytes) = match ty {
-        GgmlType::Q2_K => (None, BLOCK_Q2_K_BYTES),
-        GgmlType::Q3_K => (None, BLOCK_Q3_K_BYTES),
+        GgmlType::Q2_K => (Some(simd::Kernel::Q2K), BLOCK_Q2_K_BYTES),
+        GgmlType::Q3_K => (Some(simd::Kernel::Q3K), BLOCK_Q3_K_BYTES),
         GgmlType::Q4_K => (Some(simd::Kernel::Q4K), BLOCK_Q4_K_BYTES),
         GgmlType::Q5_K => (Some(simd::Kernel::Q5K), BLOCK_Q5_K_BYTES),
         GgmlType::Q6_K => (Some(simd::Kernel::Q6K), BLOCK_Q6_K_BYTES),
@@ -165,7 +166,7 @@ fn block_sigma2(x: &[f32], factor: f32) -> f32 {
 /// Packs two 2-bit fields per 128 elements four deep: byte `l` of each 32-byte group holds
 /// elements `l, l+32, l+64, l+96` of its 128-element half (Q2_K and Q3_K low bits).
 #[inline(always)]
-fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
+pub fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
     for half in 0..2 {
         let base = half * 128;
         for l in 0..32 {
@@ -242,14 +243,12 @@ pub fn quantize_block_q2_k(x: &[f32], out: &mut [u8]) {
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     let mut weights = [0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..16 {
         let xs = &x[16 * j..16 * j + 16];
         for l in 0..16 {
             weights[l] = xs[l].abs();
         }
-        let (scale, min) = make_qkx2_quants(
+        (scales[j], mins[j]) = make_qkx2_quants(
             3,
             xs,
             &weights,
@@ -259,13 +258,22 @@ pub fn quantize_block_q2_k(x: &[f32], out: &mut [u8]) {
             15,
             true,
         );
-        scales[j] = scale;
-        mins[j] = min;
-        if scale > max_scale {
-            max_scale = scale;
+    }
+    let (d, dmin) = quantize_scales_q2_k(&scales, &mins, out);
+    finish_q2_k(x, &mut levels, d, dmin, out);
+}
+
+/// No-imatrix Q2_K scale quantization: 4-bit scales and mins relative to the largest of each,
+/// fp16 `d = max_scale/15`, `dmin = max_min/15`. Returns the read-back (d, dmin).
+pub fn quantize_scales_q2_k(scales: &[f32; 16], mins: &[f32; 16], out: &mut [u8]) -> (f32, f32) {
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..16 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if min > max_min {
-            max_min = min;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let d = if max_scale > 0.0 {
@@ -287,7 +295,26 @@ pub fn quantize_block_q2_k(x: &[f32], out: &mut [u8]) {
     } else {
         write_f16(out, 82, 0.0)
     };
-    finish_q2_k(x, &mut levels, d, dmin, out);
+    (d, dmin)
+}
+
+/// Imatrix Q2_K scale quantization with `make_qp_quants` weighted by the sub-block weight sums.
+pub fn quantize_scales_q2_k_imatrix(
+    scales: &[f32; 16],
+    mins: &[f32; 16],
+    sw: &[f32; 16],
+    out: &mut [u8],
+) -> (f32, f32) {
+    let mut ls = [0u8; 16];
+    let mut lm = [0u8; 16];
+    let dm = make_qp_quants(15, scales, &mut ls, sw);
+    let mm = make_qp_quants(15, mins, &mut lm, sw);
+    let d = write_f16(out, 80, dm);
+    let dmin = write_f16(out, 82, mm);
+    for j in 0..16 {
+        out[j] = ((ls[j] as u32) | ((lm[j] as u32) << 4)) as u8;
+    }
+    (d, dmin)
 }
 
 /// Reproduces one block of `quantize_row_q2_K_impl` (importance weights `qw`).
@@ -319,15 +346,7 @@ pub fn quantize_block_q2_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
             false,
         );
     }
-    let mut ls = [0u8; 16];
-    let mut lm = [0u8; 16];
-    let dm = make_qp_quants(15, &scales, &mut ls, &sw);
-    let mm = make_qp_quants(15, &mins, &mut lm, &sw);
-    let d = write_f16(out, 80, dm);
-    let dmin = write_f16(out, 82, mm);
-    for j in 0..16 {
-        out[j] = ((ls[j] as u32) | ((lm[j] as u32) << 4)) as u8;
-    }
+    let (d, dmin) = quantize_scales_q2_k_imatrix(&scales, &mins, &sw, out);
     finish_q2_k(x, &mut levels, d, dmin, out);
 }
 
@@ -382,7 +401,7 @@ fn pack_q3_k_scales(l6: &[u8; 16]) -> [u8; 12] {
 
 /// Sub-block `j`'s signed scale from the packed Q3_K scales.
 #[inline(always)]
-fn q3_k_scale(j: usize, s: &[u8]) -> i8 {
+pub fn q3_k_scale(j: usize, s: &[u8]) -> i8 {
     let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
     let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
     (low | (high << 4)) as i8 - 32
@@ -401,6 +420,12 @@ fn finish_q3_k(x: &[f32], levels: &mut [u8; QK_K], out: &mut [u8]) {
             levels[16 * j + ii] = (l + 4) as u8;
         }
     }
+    pack_q3_k(levels, out);
+}
+
+/// Q3_K bits: the third bit of element j goes to bit `j/32` of `hmask[j%32]`, the low two bits
+/// are packed like Q2_K's.
+pub fn pack_q3_k(levels: &mut [u8; QK_K], out: &mut [u8]) {
     let hmask = &mut out[..32];
     hmask.fill(0);
     for j in 0..QK_K {
@@ -416,8 +441,6 @@ fn finish_q3_k(x: &[f32], levels: &mut [u8; QK_K], out: &mut [u8]) {
 pub fn quantize_block_q3_k(x: &[f32], out: &mut [u8]) {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];
-    let mut max_scale = 0.0f32;
-    let mut amax = 0.0f32;
     for j in 0..16 {
         scales[j] = make_q3_quants(
             4,
@@ -425,6 +448,18 @@ pub fn quantize_block_q3_k(x: &[f32], out: &mut [u8]) {
             &mut levels[16 * j..16 * j + 16],
             true,
         );
+    }
+    quantize_scales_q3_k(&scales, out);
+    let mut levels = levels.map(|l| l as u8);
+    finish_q3_k(x, &mut levels, out);
+}
+
+/// No-imatrix Q3_K scale quantization: signed 6-bit scales relative to the largest-magnitude
+/// one, fp16 `d`. Writes bytes 96..110.
+pub fn quantize_scales_q3_k(scales: &[f32; 16], out: &mut [u8]) {
+    let mut max_scale = 0.0f32;
+    let mut amax = 0.0f32;
+    for j in 0..16 {
         let a = scales[j].abs();
         if a > amax {
             amax = a;
@@ -444,8 +479,6 @@ pub fn quantize_block_q3_k(x: &[f32], out: &mut [u8]) {
         out[96..108].fill(0);
         write_f16(out, 108, 0.0);
     }
-    let mut levels = levels.map(|l| l as u8);
-    finish_q3_k(x, &mut levels, out);
 }
 
 /// Reproduces one block of `quantize_row_q3_K_impl` (importance weights `qw`).
@@ -467,12 +500,18 @@ pub fn quantize_block_q3_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
         sw[j] = sum_w;
         scales[j] = make_qx_quants(4, xs, &mut levels[16 * j..16 * j + 16], 1, Some(&weights));
     }
-    let mut ls = [0i8; 16];
-    let d_block = make_qx_quants(32, &scales, &mut ls, 1, Some(&sw));
-    out[96..108].copy_from_slice(&pack_q3_k_scales(&ls.map(|l| l as u8)));
-    write_f16(out, 108, d_block);
+    quantize_scales_q3_k_imatrix(&scales, &sw, out);
     let mut levels = levels.map(|l| l as u8);
     finish_q3_k(x, &mut levels, out);
+}
+
+/// Imatrix Q3_K scale quantization: `make_qx_quants` on the sub-block scales weighted by the
+/// sub-block weight sums. Writes bytes 96..110.
+pub fn quantize_scales_q3_k_imatrix(scales: &[f32; 16], sw: &[f32; 16], out: &mut [u8]) {
+    let mut ls = [0i8; 16];
+    let d_block = make_qx_quants(32, scales, &mut ls, 1, Some(sw));
+    out[96..108].copy_from_slice(&pack_q3_k_scales(&ls.map(|l| l as u8)));
+    write_f16(out, 108, d_block);
 }
 
 fn dequantize_row_q3_k(bytes: &[u8], out: &mut [f32]) {
@@ -593,15 +632,15 @@ pub fn fit_sub_blocks_k_imatrix(x: &[f32], qw: &[f32], nmax: i32) -> (SubBlockFi
 /// No-imatrix scale quantization of Q4_K/Q5_K: 6-bit scales and mins relative to the largest,
 /// fp16 `d = max_scale/63`, `dmin = max_min/63`. Writes bytes 0..16 and returns the read-back
 /// (d, dmin).
-pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
+pub fn quantize_scales_k(scales: &[f32; 8], mins: &[f32; 8], out: &mut [u8]) -> (f32, f32) {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..8 {
-        if fits.scales[j] > max_scale {
-            max_scale = fits.scales[j];
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if fits.mins[j] > max_min {
-            max_min = fits.mins[j];
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -613,8 +652,8 @@ pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
     for j in 0..8 {
-        ls[j] = (nearest_int(inv_scale * fits.scales[j]) as u8).min(63);
-        lm[j] = (nearest_int(inv_min * fits.mins[j]) as u8).min(63);
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
     out[4..16].copy_from_slice(&pack_scale_min_k4(&ls, &lm));
     (
@@ -626,15 +665,16 @@ pub fn quantize_scales_k(fits: &SubBlockFits, out: &mut [u8]) -> (f32, f32) {
 /// Imatrix scale quantization of Q4_K/Q5_K via `make_qp_quants` weighted by the sub-block weight
 /// sums. Q5_K clamps the levels to 63 (a no-op unless a level wrapped); Q4_K does not.
 pub fn quantize_scales_k_imatrix(
-    fits: &SubBlockFits,
+    scales: &[f32; 8],
+    mins: &[f32; 8],
     sw: &[f32; 8],
     clamp_levels: bool,
     out: &mut [u8],
 ) -> (f32, f32) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, &fits.scales, &mut ls, sw);
-    let m_block = make_qp_quants(63, &fits.mins, &mut lm, sw);
+    let d_block = make_qp_quants(63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, sw);
     if clamp_levels {
         ls = ls.map(|l| l.min(63));
         lm = lm.map(|l| l.min(63));
@@ -701,14 +741,14 @@ pub fn pack_q5_k(levels: &[u8; QK_K], qh: &mut [u8], qs: &mut [u8]) {
 /// Reproduces one block of `quantize_row_q4_K_ref`.
 pub fn quantize_block_q4_k(x: &[f32], out: &mut [u8]) {
     let mut fits = fit_sub_blocks_k(x, 15, -1.0, 20);
-    let (d, dmin) = quantize_scales_k(&fits, out);
+    let (d, dmin) = quantize_scales_k(&fits.scales, &fits.mins, out);
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
 /// Reproduces one block of `quantize_row_q4_K_impl` (importance weights `qw`).
 pub fn quantize_block_q4_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut fits, sw) = fit_sub_blocks_k_imatrix(x, qw, 15);
-    let (d, dmin) = quantize_scales_k_imatrix(&fits, &sw, false, out);
+    let (d, dmin) = quantize_scales_k_imatrix(&fits.scales, &fits.mins, &sw, false, out);
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
@@ -721,14 +761,14 @@ pub fn finish_q4_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &
 /// Reproduces one block of `quantize_row_q5_K_ref`.
 pub fn quantize_block_q5_k(x: &[f32], out: &mut [u8]) {
     let mut fits = fit_sub_blocks_k(x, 31, -0.5, 15);
-    let (d, dmin) = quantize_scales_k(&fits, out);
+    let (d, dmin) = quantize_scales_k(&fits.scales, &fits.mins, out);
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
 /// Reproduces one block of `quantize_row_q5_K_impl` (importance weights `qw`).
 pub fn quantize_block_q5_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut fits, sw) = fit_sub_blocks_k_imatrix(x, qw, 31);
-    let (d, dmin) = quantize_scales_k_imatrix(&fits, &sw, true, out);
+    let (d, dmin) = quantize_scales_k_imatrix(&fits.scales, &fits.mins, &sw, true, out);
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
@@ -828,16 +868,9 @@ pub fn finish_q6_k(
     levels: &mut [i8; QK_K],
     out: &mut [u8],
 ) {
-    if max_abs_scale < GROUP_MAX_EPS {
-        out[..BLOCK_Q6_K_BYTES].fill(0);
-        write_f16(out, 208, 0.0);
+    let Some(d) = quantize_scales_q6_k(scales, max_scale, max_abs_scale, out) else {
         return;
-    }
-    let iscale = -128.0 / max_scale;
-    let d = write_f16(out, 208, 1.0 / iscale);
-    for ib in 0..16 {
-        out[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
-    }
+    };
     for j in 0..16 {
         let dl = d * (out[192 + j] as i8) as f32;
         if dl == 0.0 {
@@ -848,6 +881,34 @@ pub fn finish_q6_k(
             levels[16 * j + ii] = (l + 32) as i8;
         }
     }
+    pack_q6_k(levels, out);
+}
+
+/// Q6_K's 8-bit sub-block scales relative to the largest-magnitude one, and the fp16 `d`.
+/// Returns the read-back `d`, or None for a block whose scales are all (near) zero, which is
+/// then already written as all zero bytes.
+pub fn quantize_scales_q6_k(
+    scales: &[f32; 16],
+    max_scale: f32,
+    max_abs_scale: f32,
+    out: &mut [u8],
+) -> Option<f32> {
+    if max_abs_scale < GROUP_MAX_EPS {
+        out[..BLOCK_Q6_K_BYTES].fill(0);
+        write_f16(out, 208, 0.0);
+        return None;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = write_f16(out, 208, 1.0 / iscale);
+    for ib in 0..16 {
+        out[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+    }
+    Some(d)
+}
+
+/// Q6_K packing: low nibbles of elements `l`/`l+64` and `l+32`/`l+96` of each 128-element half
+/// share bytes of `ql`; the top two bits of all four go to `qh[l]`.
+pub fn pack_q6_k(levels: &[i8; QK_K], out: &mut [u8]) {
     let (ql, rest) = out.split_at_mut(128);
     let qh = &mut rest[..64];
     for half in 0..2 {

@@ -74,19 +74,33 @@ pub fn make_qx_quants(
     }
     let return_early = rmse_type < 0;
     let rmse_type = rmse_type.abs();
-    let weight = |i: usize| match qw {
-        Some(w) => w[i],
-        None => qx_default_weight(rmse_type, x[i]),
+    // The weights and the products w·x are loop invariants: computing them once gives the same
+    // rounded values the C code recomputes on every pass.
+    let mut stack = [0f32; 2 * MAX_GROUP];
+    let mut heap = Vec::new();
+    let scratch = if n <= MAX_GROUP {
+        &mut stack[..2 * n]
+    } else {
+        heap.resize(2 * n, 0.0);
+        &mut heap[..]
     };
+    let (w, wx) = scratch.split_at_mut(n);
+    for i in 0..n {
+        w[i] = match qw {
+            Some(q) => q[i],
+            None => qx_default_weight(rmse_type, x[i]),
+        };
+        wx[i] = w[i] * x[i];
+    }
+    let (w, wx) = (&*w, &*wx);
     let mut sumlx = 0.0f32;
     let mut suml2 = 0.0f32;
     for i in 0..n {
         let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
         levels[i] = (q + nmax) as i8;
-        let w = weight(i);
         let lf = q as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
+        sumlx += wx[i] * lf;
+        suml2 += w[i] * lf * lf;
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     if return_early {
@@ -106,10 +120,9 @@ pub fn make_qx_quants(
         suml2 = 0.0;
         for i in 0..n {
             let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = weight(i);
             let lf = q as f32;
-            sumlx += w * x[i] * lf;
-            suml2 += w * lf * lf;
+            sumlx += wx[i] * lf;
+            suml2 += w[i] * lf * lf;
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (l, &v) in levels.iter_mut().zip(x) {
@@ -302,9 +315,14 @@ fn min_scale_search(
         "min+scale search on a group of {n} > {MAX_GROUP}"
     );
     let levels = &mut levels[..n];
+    let mut w = [0f32; MAX_GROUP];
+    for i in 0..n {
+        w[i] = weight(i);
+    }
+    let w = &w[..n];
     let mut min = x[0];
     let mut max = x[0];
-    let mut sum_w = weight(0);
+    let mut sum_w = w[0];
     let mut sum_x = sum_w * x[0];
     for i in 1..n {
         if x[i] < min {
@@ -313,9 +331,8 @@ fn min_scale_search(
         if x[i] > max {
             max = x[i];
         }
-        let w = weight(i);
-        sum_w += w;
-        sum_x += w * x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
     }
     if min > 0.0 {
         min = 0.0;
@@ -328,14 +345,20 @@ fn min_scale_search(
         levels.fill(0);
         return (0.0, -min);
     }
+    // x - min, recomputed whenever a candidate moves `min` (the C code subtracts every time).
+    let mut shifted = [0f32; MAX_GROUP];
+    let shifted = &mut shifted[..n];
+    for i in 0..n {
+        shifted[i] = x[i] - min;
+    }
     let mut iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best_error = 0.0f32;
     for i in 0..n {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        let q = nearest_int(iscale * shifted[i]).clamp(0, nmax);
         levels[i] = q as u8;
         let diff = scale * levels[i] as f32 + min - x[i];
-        best_error += weight(i) * error_term(use_mad, diff);
+        best_error += w[i] * error_term(use_mad, diff);
     }
     if nstep < 1 {
         return (scale, -min);
@@ -348,13 +371,12 @@ fn min_scale_search(
         let mut sum_l2 = 0.0f32;
         let mut sum_xl = 0.0f32;
         for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            let q = nearest_int(iscale * shifted[i]).clamp(0, nmax);
             trial[i] = q as u8;
-            let w = weight(i);
             let lf = q as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
+            sum_l += w[i] * lf;
+            sum_l2 += w[i] * lf * lf;
+            sum_xl += w[i] * lf * x[i];
         }
         let det = sum_w * sum_l2 - sum_l * sum_l;
         if det > 0.0 {
@@ -367,13 +389,16 @@ fn min_scale_search(
             let mut cur_error = 0.0f32;
             for i in 0..n {
                 let diff = this_scale * trial[i] as f32 + this_min - x[i];
-                cur_error += weight(i) * error_term(use_mad, diff);
+                cur_error += w[i] * error_term(use_mad, diff);
             }
             if cur_error < best_error {
                 levels.copy_from_slice(trial);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
+                for i in 0..n {
+                    shifted[i] = x[i] - min;
+                }
             }
         }
     }

@@ -145,6 +145,10 @@ impl Lanes for Avx2 {
         unsafe { _mm256_cvtepi32_ps(a) }
     }
     #[inline(always)]
+    fn to_i32(self, a: __m256) -> __m256i {
+        unsafe { _mm256_cvttps_epi32(a) }
+    }
+    #[inline(always)]
     fn iselect(self, m: __m256, a: __m256i, b: __m256i) -> __m256i {
         unsafe {
             _mm256_castps_si256(_mm256_blendv_ps(
@@ -155,6 +159,11 @@ impl Lanes for Avx2 {
         }
     }
     #[inline(always)]
+    fn iload(self, src: &[i32]) -> __m256i {
+        assert!(src.len() >= 8);
+        unsafe { _mm256_loadu_si256(src.as_ptr().cast()) }
+    }
+    #[inline(always)]
     fn istore(self, v: __m256i, dst: &mut [i32]) {
         assert!(dst.len() >= 8);
         unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
@@ -162,6 +171,14 @@ impl Lanes for Avx2 {
     #[inline(always)]
     fn and(self, a: __m256, b: __m256) -> __m256 {
         unsafe { _mm256_and_ps(a, b) }
+    }
+    #[inline(always)]
+    fn or(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_or_ps(a, b) }
+    }
+    #[inline(always)]
+    fn ieq(self, a: __m256i, b: __m256i) -> __m256 {
+        unsafe { _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)) }
     }
     #[inline(always)]
     fn andnot(self, a: __m256, b: __m256) -> __m256 {
@@ -286,8 +303,17 @@ impl Lanes for Avx512 {
         unsafe { _mm512_cvtepi32_ps(a) }
     }
     #[inline(always)]
+    fn to_i32(self, a: __m512) -> __m512i {
+        unsafe { _mm512_cvttps_epi32(a) }
+    }
+    #[inline(always)]
     fn iselect(self, m: __mmask16, a: __m512i, b: __m512i) -> __m512i {
         unsafe { _mm512_mask_blend_epi32(m, b, a) }
+    }
+    #[inline(always)]
+    fn iload(self, src: &[i32]) -> __m512i {
+        assert!(src.len() >= 16);
+        unsafe { _mm512_loadu_si512(src.as_ptr().cast()) }
     }
     #[inline(always)]
     fn istore(self, v: __m512i, dst: &mut [i32]) {
@@ -297,6 +323,14 @@ impl Lanes for Avx512 {
     #[inline(always)]
     fn and(self, a: __mmask16, b: __mmask16) -> __mmask16 {
         a & b
+    }
+    #[inline(always)]
+    fn or(self, a: __mmask16, b: __mmask16) -> __mmask16 {
+        a | b
+    }
+    #[inline(always)]
+    fn ieq(self, a: __m512i, b: __m512i) -> __mmask16 {
+        unsafe { _mm512_cmpeq_epi32_mask(a, b) }
     }
     #[inline(always)]
     fn andnot(self, a: __mmask16, b: __mmask16) -> __mmask16 {
