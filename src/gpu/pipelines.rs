@@ -139,6 +139,14 @@ const fn quant(
 /// Every quantization kernel, in report order.
 pub static KERNELS: &[KernelDef] = &[
     quant(
+        "quantize_row_f32",
+        Family::Float,
+        GgmlType::F32,
+        Imatrix::Ignored,
+        1,
+        4,
+    ),
+    quant(
         "quantize_row_f16",
         Family::Float,
         GgmlType::F16,
