@@ -50,7 +50,10 @@
 // quantization), so NaN payloads are documented, not promised.
 //
 // Plain `+`, `-`, `*` (not feeding an add), comparisons, abs, floor/trunc and bit operations are
-// exact in WGSL and used directly. What this file cannot make exact — a driver that flushes
+// exact in WGSL and used directly — one at a time. Compilers may still rewrite a *chain*: Mesa's
+// NIR reassociates (c1 + t) + c2 into t + (c1 + c2) when c1, c2 are constants (after inlining,
+// function arguments often are). So no add chain may have two constant operands unless the
+// inner sum goes through opaque(). What this file cannot make exact — a driver that flushes
 // subnormal *operands* of a plain add or multiply — the self-check's canary set (which contains
 // f32 subnormals) detects, and the kernel is then disabled on that adapter.
 //

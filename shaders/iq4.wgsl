@@ -73,14 +73,14 @@ fn iq4_weighted_sums(base: u32, id: f32) -> SumPair {
 // The best scale of the 32-element block src[x0..x0+32) (best_block_scale in iq4.rs): weights
 // qw·sqrt(σ² + x²) (or x²), the least-squares scale at d = max/127, then 15 trial inverse
 // scales kept on strict improvement. 0 for a block below GROUP_MAX_EPS.
-fn iq4_best_block_scale(x0: u32, col: u32, sigma2: f32) -> f32 {
+fn iq4_best_block_scale(x0: u32, col: u32, sigma2: f32, imatrix: bool) -> f32 {
     let base = 0u;
     for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
         wx[j] = src[x0 + j];
     }
     for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
         let x = wx[base + j];
-        if (params.has_qw != 0u) {
+        if (imatrix) {
             ww[base + j] = xmul(qw[col + j], sqrt_rn(sigma2 + xmul(x, x)));
         } else {
             ww[base + j] = xmul(x, x);
@@ -135,9 +135,9 @@ fn iq4_pack_block(x0: u32, id: f32, pos: u32) {
 
 // One IQ4_NL block (elements src[x0..x0+32), columns from `col`) at byte `pos`: the f32 scale
 // rounded to fp16 is stored, the levels re-picked with the inverse of the f32 scale.
-fn quantize_block_iq4_nl(x0: u32, col: u32, pos: u32) {
+fn quantize_block_iq4_nl(x0: u32, col: u32, pos: u32, imatrix: bool) {
     let sigma2 = iq4_sigma2(x0, IQ4_BLOCK);
-    let d = iq4_best_block_scale(x0, col, sigma2);
+    let d = iq4_best_block_scale(x0, col, sigma2, imatrix);
     put_u16(pos, f32_to_f16_bits(d));
     iq4_pack_block(x0, inverse_or_zero(d), pos + 2u);
 }
@@ -145,13 +145,13 @@ fn quantize_block_iq4_nl(x0: u32, col: u32, pos: u32) {
 // One IQ4_XS super-block (src[x0..x0+256)) at byte `pos`: block scales quantized to 6 bits
 // against d = −max_scale/32 (max_scale the signed block scale of largest magnitude, first wins),
 // each block's levels re-picked with 1/(d·l) from the f32 d.
-fn quantize_block_iq4_xs(x0: u32, col: u32, pos: u32) {
+fn quantize_block_iq4_xs(x0: u32, col: u32, pos: u32, imatrix: bool) {
     let sigma2 = iq4_sigma2(x0, IQ4_SUPER);
     var scales: array<f32, 8>;
     var max_scale = 0.0;
     var amax_scale = 0.0;
     for (var ib = 0u; ib < rt(8u); ib = ib + 1u) {
-        let s = iq4_best_block_scale(x0 + ib * IQ4_BLOCK, col + ib * IQ4_BLOCK, sigma2);
+        let s = iq4_best_block_scale(x0 + ib * IQ4_BLOCK, col + ib * IQ4_BLOCK, sigma2, imatrix);
         scales[ib] = s;
         if (abs(s) > amax_scale) {
             amax_scale = abs(s);
@@ -175,25 +175,42 @@ fn quantize_block_iq4_xs(x0: u32, col: u32, pos: u32) {
     put_u32(pos + 4u, scales_l);
 }
 
+// A plain and an imatrix entry point per type (`imatrix` a literal): one path per pipeline.
+fn iq4_nl_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 2u; k = k + 1u) {
+            let blk = unit * 2u + k;
+            quantize_block_iq4_nl(blk * IQ4_BLOCK, block_col(blk, IQ4_BLOCK), k * 18u, imatrix);
+        }
+        store_unit(unit, 9u);
+    }
+}
+
+fn iq4_xs_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        quantize_block_iq4_xs(unit * IQ4_SUPER, block_col(unit, IQ4_SUPER), 0u, imatrix);
+        store_unit(unit, 34u);
+    }
+}
+
 @compute @workgroup_size(64)
 fn quantize_iq4_nl(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    for (var k = 0u; k < 2u; k = k + 1u) {
-        let blk = unit * 2u + k;
-        quantize_block_iq4_nl(blk * IQ4_BLOCK, block_col(blk, IQ4_BLOCK), k * 18u);
-    }
-    store_unit(unit, 9u);
+    iq4_nl_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_iq4_nl_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    iq4_nl_units(gid, true);
 }
 
 @compute @workgroup_size(64)
 fn quantize_iq4_xs(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    quantize_block_iq4_xs(unit * IQ4_SUPER, block_col(unit, IQ4_SUPER), 0u);
-    store_unit(unit, 34u);
+    iq4_xs_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_iq4_xs_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    iq4_xs_units(gid, true);
 }

@@ -237,8 +237,7 @@ fn quantize_scales_q2_k_imatrix(pos: u32) -> vec2<f32> {
 }
 
 // One Q2_K block: quantize_row_q2_K_ref, or quantize_row_q2_K_impl with an imatrix.
-fn quantize_block_q2_k(pos: u32) {
-    let imatrix = params.has_qw != 0u;
+fn quantize_block_q2_k(pos: u32, imatrix: bool) {
     fit_sub_blocks_q2_k(imatrix);
     var dm: vec2<f32>;
     if (imatrix) {
@@ -615,82 +614,122 @@ fn finish_q6_k(pos: u32, max_scale: f32, max_abs_scale: f32) {
 }
 
 // ───────────────────────────────────────── entry points ─────────────────────────────────────────
+// Each type has a plain and an imatrix entry point (`imatrix` a literal), so a pipeline holds
+// one path: lavapipe runs both sides of even a uniform branch, and build time grows with code.
+
+fn q2_k_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        select_super_block(unit);
+        quantize_block_q2_k(0u, imatrix);
+        store_unit(unit, 21u);
+    }
+}
+
+fn q3_k_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 2u; k = k + 1u) {
+            select_super_block(unit * 2u + k);
+            if (imatrix) {
+                quantize_block_q3_k_imatrix(k * 110u);
+            } else {
+                quantize_block_q3_k(k * 110u);
+            }
+        }
+        store_unit(unit, 55u);
+    }
+}
+
+fn q4_k_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        select_super_block(unit);
+        fit_sub_blocks_k(imatrix, 15, -1.0, 20);
+        var dm: vec2<f32>;
+        if (imatrix) {
+            dm = quantize_scales_k_imatrix(0u, false);
+        } else {
+            dm = quantize_scales_k(0u);
+        }
+        finish_q4_k(0u, dm);
+        store_unit(unit, 36u);
+    }
+}
+
+fn q5_k_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        select_super_block(unit);
+        fit_sub_blocks_k(imatrix, 31, -0.5, 15);
+        var dm: vec2<f32>;
+        if (imatrix) {
+            dm = quantize_scales_k_imatrix(0u, true);
+        } else {
+            dm = quantize_scales_k(0u);
+        }
+        finish_q5_k(0u, dm);
+        store_unit(unit, 44u);
+    }
+}
+
+fn q6_k_units(gid: vec3<u32>, imatrix: bool) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 2u; k = k + 1u) {
+            select_super_block(unit * 2u + k);
+            quantize_block_q6_k(k * 210u, imatrix);
+        }
+        store_unit(unit, 105u);
+    }
+}
 
 @compute @workgroup_size(64)
 fn quantize_q2_k(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    select_super_block(unit);
-    quantize_block_q2_k(0u);
-    store_unit(unit, 21u);
+    q2_k_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q2_k_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    q2_k_units(gid, true);
 }
 
 @compute @workgroup_size(64)
 fn quantize_q3_k(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    for (var k = 0u; k < 2u; k = k + 1u) {
-        select_super_block(unit * 2u + k);
-        if (params.has_qw != 0u) {
-            quantize_block_q3_k_imatrix(k * 110u);
-        } else {
-            quantize_block_q3_k(k * 110u);
-        }
-    }
-    store_unit(unit, 55u);
+    q3_k_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q3_k_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    q3_k_units(gid, true);
 }
 
 @compute @workgroup_size(64)
 fn quantize_q4_k(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    select_super_block(unit);
-    let imatrix = params.has_qw != 0u;
-    fit_sub_blocks_k(imatrix, 15, -1.0, 20);
-    var dm: vec2<f32>;
-    if (imatrix) {
-        dm = quantize_scales_k_imatrix(0u, false);
-    } else {
-        dm = quantize_scales_k(0u);
-    }
-    finish_q4_k(0u, dm);
-    store_unit(unit, 36u);
+    q4_k_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q4_k_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    q4_k_units(gid, true);
 }
 
 @compute @workgroup_size(64)
 fn quantize_q5_k(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    select_super_block(unit);
-    let imatrix = params.has_qw != 0u;
-    fit_sub_blocks_k(imatrix, 31, -0.5, 15);
-    var dm: vec2<f32>;
-    if (imatrix) {
-        dm = quantize_scales_k_imatrix(0u, true);
-    } else {
-        dm = quantize_scales_k(0u);
-    }
-    finish_q5_k(0u, dm);
-    store_unit(unit, 44u);
+    q5_k_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_k_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    q5_k_units(gid, true);
 }
 
 @compute @workgroup_size(64)
 fn quantize_q6_k(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
-    }
-    for (var k = 0u; k < 2u; k = k + 1u) {
-        select_super_block(unit * 2u + k);
-        quantize_block_q6_k(k * 210u, params.has_qw != 0u);
-    }
-    store_unit(unit, 105u);
+    q6_k_units(gid, false);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q6_k_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
+    q6_k_units(gid, true);
 }

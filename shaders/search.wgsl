@@ -185,7 +185,9 @@ fn min_scale_search(base: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep:
         return ScaleMin(scale, -vmin);
     }
     for (var is = 0; is <= nstep; is = is + 1) {
-        iscale = div_rn(rmin + xmul(rdelta, f32(is)) + f32(nmax), vmax - vmin);
+        // opaque(): rmin and nmax are often literals, and Mesa's NIR reassociates
+        // (c1 + t) + c2 into t + (c1 + c2), which rounds differently.
+        iscale = div_rn(opaque(rmin + xmul(rdelta, f32(is))) + f32(nmax), vmax - vmin);
         var sum_l = 0.0;
         var sum_l2 = 0.0;
         var sum_xl = 0.0;

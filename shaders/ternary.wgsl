@@ -84,24 +84,22 @@ fn tq2_0_block(xoff: u32, pos: u32) {
 
 @compute @workgroup_size(64)
 fn quantize_tq1_0(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 2u; k = k + 1u) {
+            tq1_0_block((unit * 2u + k) * QK_K, k * 54u);
+        }
+        store_unit(unit, 27u);
     }
-    for (var k = 0u; k < 2u; k = k + 1u) {
-        tq1_0_block((unit * 2u + k) * QK_K, k * 54u);
-    }
-    store_unit(unit, 27u);
 }
 
 @compute @workgroup_size(64)
 fn quantize_tq2_0(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let unit = unit_index(gid);
-    if (unit >= params.n_units) {
-        return;
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 2u; k = k + 1u) {
+            tq2_0_block((unit * 2u + k) * QK_K, k * 66u);
+        }
+        store_unit(unit, 33u);
     }
-    for (var k = 0u; k < 2u; k = k + 1u) {
-        tq2_0_block((unit * 2u + k) * QK_K, k * 66u);
-    }
-    store_unit(unit, 33u);
 }

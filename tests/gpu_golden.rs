@@ -38,6 +38,11 @@ fn check(golden_file: &str, ty: GgmlType, min_cases: usize) {
 }
 
 #[test]
+fn f32_matches_golden() {
+    check("pure/F32.gguf", GgmlType::F32, 10);
+}
+
+#[test]
 fn f16_matches_golden() {
     check("pure/F16.gguf", GgmlType::F16, 10);
 }

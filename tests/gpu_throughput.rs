@@ -1,13 +1,22 @@
-//! Throughput of the GPU path against the CPU path (rayon over rows, as the pipeline does).
-//! Not a pass/fail test of speed: `cargo test --test gpu_throughput -- --ignored --nocapture`.
+//! Throughput of the GPU path against the CPU path (`pipeline::Backend::cpu`, rayon over rows),
+//! measured in one run by `qforge::gpu::bench::bench_types`. Not a pass/fail test of speed:
+//! `cargo test --release --test gpu_throughput -- --ignored --nocapture` prints the table.
+//! BENCH_TYPES=Q4_K,Q6_K narrows the types; BENCH_ROWS sets the tensor's rows (of 4096).
 
 mod gpu_support;
 
-use std::time::Instant;
+use qforge::gpu::bench::{bench_types, gpu_types, BenchOptions};
+use qforge::quant::GgmlType;
 
-use qforge::gpu::selfcheck::adversarial_rows;
-use qforge::quant::{self, GgmlType};
-use rayon::prelude::*;
+fn types() -> Vec<GgmlType> {
+    match std::env::var("BENCH_TYPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|t| GgmlType::from_name(t.trim()).unwrap_or_else(|| panic!("unknown type {t}")))
+            .collect(),
+        Err(_) => gpu_types(),
+    }
+}
 
 #[test]
 #[ignore = "benchmark-like: run on demand"]
@@ -15,43 +24,31 @@ fn gpu_vs_cpu_throughput() {
     let Some(q) = gpu_support::quantizer() else {
         return;
     };
-    let n_per_row = 4096;
-    let n_rows = 4096; // 16 Mi elements, 64 MiB of f32
-    let x = adversarial_rows(n_per_row, n_rows, 3);
-    for ty in [
-        GgmlType::F16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q5_1,
-        GgmlType::TQ2_0,
-    ] {
-        let row_bytes = quant::row_bytes(ty, n_per_row).unwrap();
-        let mut gpu = vec![0u8; row_bytes * n_rows];
-        q.quantize_rows_unchecked(
-            ty,
-            &x[..n_per_row * 64],
-            n_per_row,
-            None,
-            &mut gpu[..row_bytes * 64],
-        )
-        .unwrap(); // pipeline build outside the timing
-        let t = Instant::now();
-        q.quantize_rows_unchecked(ty, &x, n_per_row, None, &mut gpu)
-            .unwrap();
-        let tg = t.elapsed();
-        let mut cpu = vec![0u8; row_bytes * n_rows];
-        let t = Instant::now();
-        x.par_chunks(n_per_row)
-            .zip(cpu.par_chunks_mut(row_bytes))
-            .for_each(|(xr, or)| quant::quantize_rows(ty, xr, n_per_row, None, or).unwrap());
-        let tc = t.elapsed();
-        assert!(gpu == cpu, "{ty}: GPU and CPU differ");
-        let mb = (x.len() * 4) as f64 / 1e6;
+    let n_rows = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4096);
+    for imatrix in [false, true] {
+        let opts = BenchOptions {
+            n_rows,
+            imatrix,
+            ..BenchOptions::default()
+        };
+        let rows = bench_types(&q, &types(), &opts).unwrap();
         println!(
-            "{ty}: GPU {:.0} MB/s ({tg:?}), CPU {:.0} MB/s ({tc:?}), GPU/CPU {:.2}",
-            mb / tg.as_secs_f64(),
-            mb / tc.as_secs_f64(),
-            tc.as_secs_f64() / tg.as_secs_f64()
+            "{:<8} {:>8} {:>10} {:>10} {:>7}",
+            "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU"
         );
+        for r in &rows {
+            println!(
+                "{:<8} {:>8} {:>10.0} {:>10.0} {:>7.2}",
+                r.ty.to_string(),
+                r.imatrix,
+                r.cpu_mb_s,
+                r.gpu_mb_s,
+                r.ratio()
+            );
+            assert!(r.identical, "{}: GPU and CPU bytes differ", r.ty);
+        }
     }
 }

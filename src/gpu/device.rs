@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use super::dispatch::TransferMode;
 use super::pipelines::KernelCache;
 use super::GpuError;
 
@@ -272,6 +273,7 @@ pub struct GpuContext {
     pub(crate) adapter: AdapterReport,
     pub(crate) limits: wgpu::Limits,
     pub(crate) kernels: KernelCache,
+    pub(crate) transfer: TransferMode,
 }
 
 impl fmt::Debug for GpuContext {
@@ -285,12 +287,14 @@ impl fmt::Debug for GpuContext {
 impl GpuContext {
     fn open(report: AdapterReport, adapter: wgpu::Adapter) -> Result<GpuContext, GpuError> {
         check_backend(&report)?;
-        // WebGPU-baseline features only: nothing requested. Limits: the adapter's own, so big
-        // tensors need fewer chunks.
+        // Features: WebGPU-baseline, plus mappable storage buffers where memory is shared with
+        // the host (see dispatch.rs). Limits: the adapter's own, so big tensors need fewer
+        // chunks.
         let limits = adapter.limits();
+        let transfer = TransferMode::for_adapter(adapter.features(), report.device_type);
         let desc = wgpu::DeviceDescriptor {
             label: Some("qforge"),
-            required_features: wgpu::Features::empty(),
+            required_features: transfer.features(),
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -308,6 +312,7 @@ impl GpuContext {
             adapter: report,
             limits,
             kernels,
+            transfer,
         })
     }
 

@@ -5,17 +5,22 @@
 //! - [`device`]: adapter enumeration and `--device auto|cpu|gpu|gpu:N` selection, pinned to
 //!   Vulkan/Metal/DX12 (a GL adapter is refused: its float behaviour differs).
 //! - [`pipelines`]: WGSL sources (`shaders/`), one compute pipeline per kernel built once and
-//!   cached, and the chunked dispatch of a tensor (bindings never above the adapter's
-//!   `max_storage_buffer_binding_size`).
+//!   cached.
+//! - [`dispatch`]: the chunked run of a kernel over a tensor (bindings never above the
+//!   adapter's `max_storage_buffer_binding_size`) through persistent, double-buffered
+//!   transfer buffers.
 //! - [`selfcheck`]: every kernel is run on a canary set and compared with the CPU answer before
 //!   it is trusted.
 //! - [`quantize`]: [`GpuQuantizer`], the seam the pipeline calls (mirrors `quant::quantize_rows`).
 //! - [`doctor`]: a human-readable report of adapters and per-kernel self-check results.
+//! - [`bench`]: GPU against CPU throughput per type, measured in one run (`qforge bench`).
 //!
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
 //! `shaders/exact.wgsl` (see the comment at its top).
 
+pub mod bench;
 pub mod device;
+pub mod dispatch;
 pub mod doctor;
 pub mod pipelines;
 pub mod quantize;
