@@ -14,7 +14,7 @@ use super::perplexity::{
     chunk_bos, chunk_count, eval_chunk, ChunkProgress, NllAccumulator, PplOptions, PplReport,
 };
 use crate::formats::imatrix::ImatrixStats;
-use crate::model::forward::{LlamaModel, MatmulObserver};
+use crate::model::forward::{CausalLm, MatmulObserver};
 
 /// llama-imatrix options that change the statistics.
 #[derive(Clone, Debug, Default)]
@@ -81,7 +81,7 @@ impl MatmulObserver for Collector {
 
 /// Run `model` over `tokens` and collect the importance matrix.
 pub fn collect_imatrix(
-    model: &LlamaModel,
+    model: &dyn CausalLm,
     tokens: &[u32],
     opts: &ImatrixOptions,
 ) -> Result<ImatrixRun> {
@@ -90,15 +90,15 @@ pub fn collect_imatrix(
 
 /// `collect_imatrix`, calling `progress` after every chunk (with the running perplexity).
 pub fn collect_imatrix_with_progress(
-    model: &LlamaModel,
+    model: &dyn CausalLm,
     tokens: &[u32],
     opts: &ImatrixOptions,
     progress: &mut dyn FnMut(ChunkProgress),
 ) -> Result<ImatrixRun> {
     let c = &opts.chunks;
     let n_chunks = chunk_count(tokens.len(), c)?;
-    let bos = chunk_bos(&model.metadata)?;
-    let nv = model.config.n_vocab;
+    let bos = chunk_bos(model.metadata())?;
+    let nv = model.config().n_vocab;
     let first = c.n_ctx / 2;
     let mut collector = Collector {
         stats: ImatrixStats::new(c.n_ctx as i32),

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::formats::gguf::{Metadata, Value};
-use crate::model::forward::{KvCache, LlamaModel, MatmulObserver};
+use crate::model::forward::{CausalLm, MatmulObserver};
 
 /// How to cut and evaluate the token stream.
 #[derive(Clone, Debug)]
@@ -93,27 +93,19 @@ pub fn chunk_count(n_tokens: usize, opts: &PplOptions) -> Result<usize> {
 /// Evaluate chunk `index` (BOS-substituted, micro-batched through a fresh KV cache) and return
 /// its logits, n_ctx × n_vocab.
 pub(crate) fn eval_chunk(
-    model: &LlamaModel,
+    model: &dyn CausalLm,
     tokens: &[u32],
     index: usize,
     opts: &PplOptions,
     bos: Option<u32>,
-    mut observer: Option<&mut dyn MatmulObserver>,
+    observer: Option<&mut dyn MatmulObserver>,
 ) -> Result<Vec<f32>> {
     let start = index * opts.n_ctx;
     let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
     if let Some(b) = bos {
         chunk[0] = b;
     }
-    let mut cache = KvCache::default();
-    let mut logits = Vec::with_capacity(opts.n_ctx * model.config.n_vocab);
-    for piece in chunk.chunks(opts.n_ubatch.max(1)) {
-        let obs = observer
-            .as_mut()
-            .map(|o| &mut **o as &mut dyn MatmulObserver);
-        logits.extend(model.forward_cached(piece, &mut cache, obs)?);
-    }
-    Ok(logits)
+    model.eval_sequence(&chunk, opts.n_ubatch, observer)
 }
 
 /// log p(target) from one row of logits, as llama-perplexity's `log_softmax`: f32 max, f64 sum
@@ -142,10 +134,14 @@ pub struct ScoredLogits {
 }
 
 /// Run the chunks and keep the logits that are scored.
-pub fn score_logits(model: &LlamaModel, tokens: &[u32], opts: &PplOptions) -> Result<ScoredLogits> {
+pub fn score_logits(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    opts: &PplOptions,
+) -> Result<ScoredLogits> {
     let n_chunks = chunk_count(tokens.len(), opts)?;
-    let bos = chunk_bos(&model.metadata)?;
-    let nv = model.config.n_vocab;
+    let bos = chunk_bos(model.metadata())?;
+    let nv = model.config().n_vocab;
     let first = opts.n_ctx / 2;
     let per_chunk = opts.n_ctx - 1 - first;
     let mut out = ScoredLogits {
@@ -266,20 +262,20 @@ pub struct ChunkProgress {
 
 /// Perplexity of `model` over `tokens` (llama-perplexity's default mode, no stride), holding
 /// only one chunk's logits at a time.
-pub fn perplexity(model: &LlamaModel, tokens: &[u32], opts: &PplOptions) -> Result<PplReport> {
+pub fn perplexity(model: &dyn CausalLm, tokens: &[u32], opts: &PplOptions) -> Result<PplReport> {
     perplexity_with_progress(model, tokens, opts, &mut |_| {})
 }
 
 /// `perplexity`, calling `progress` after every chunk.
 pub fn perplexity_with_progress(
-    model: &LlamaModel,
+    model: &dyn CausalLm,
     tokens: &[u32],
     opts: &PplOptions,
     progress: &mut dyn FnMut(ChunkProgress),
 ) -> Result<PplReport> {
     let n_chunks = chunk_count(tokens.len(), opts)?;
-    let bos = chunk_bos(&model.metadata)?;
-    let nv = model.config.n_vocab;
+    let bos = chunk_bos(model.metadata())?;
+    let nv = model.config().n_vocab;
     let first = opts.n_ctx / 2;
     let mut acc = NllAccumulator::default();
     let t0 = Instant::now();

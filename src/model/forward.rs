@@ -309,6 +309,51 @@ pub trait MatmulObserver {
 
 type Observer<'a> = Option<&'a mut dyn MatmulObserver>;
 
+/// What evaluation (perplexity, KL divergence, importance matrices) needs of a model. The CPU
+/// [`LlamaModel`] and the GPU twin (`gpu::forward`) both provide it, so every eval command runs
+/// on either device.
+pub trait CausalLm {
+    fn config(&self) -> &LlamaConfig;
+    /// Metadata of the model file (tokenizer, BOS rules).
+    fn metadata(&self) -> &Metadata;
+    /// Logits (tokens.len() × n_vocab) of `tokens` at positions 0.. from an empty context, fed
+    /// `n_ubatch` tokens per forward call (llama.cpp's micro-batch); `observer` sees every matmul
+    /// input of every call.
+    fn eval_sequence(
+        &self,
+        tokens: &[u32],
+        n_ubatch: usize,
+        observer: Observer<'_>,
+    ) -> Result<Vec<f32>>;
+}
+
+impl CausalLm for LlamaModel {
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    fn eval_sequence(
+        &self,
+        tokens: &[u32],
+        n_ubatch: usize,
+        mut observer: Observer<'_>,
+    ) -> Result<Vec<f32>> {
+        let mut cache = KvCache::default();
+        let mut logits = Vec::with_capacity(tokens.len() * self.config.n_vocab);
+        for piece in tokens.chunks(n_ubatch.max(1)) {
+            let obs = observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn MatmulObserver);
+            logits.extend(self.forward_cached(piece, &mut cache, obs)?);
+        }
+        Ok(logits)
+    }
+}
+
 /// Keys and values of the positions evaluated so far (f32, one buffer per layer).
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
