@@ -540,6 +540,34 @@ impl GgufFile {
         let start = (self.data_offset + t.offset) as usize;
         &self.map[start..start + t.n_bytes().expect("checked on open") as usize]
     }
+
+    /// Tell the kernel this tensor's pages will not be read again soon, so a streaming reader's
+    /// resident memory stays one tensor deep instead of growing to the file size. The pages stay in
+    /// the page cache; a later read faults them back in from the file. Only whole pages inside the
+    /// tensor are released.
+    pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let start = (self.data_offset + t.offset) as usize;
+            let end = start + t.n_bytes().unwrap_or(0) as usize;
+            let first = start.div_ceil(PAGE) * PAGE;
+            let last = end / PAGE * PAGE;
+            if last > first {
+                // SAFETY: the map is read-only and private; dropping its pages cannot lose data,
+                // and no slice into this range is used after the caller releases it.
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        last - first,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = t;
+    }
 }
 
 pub fn align_up(x: u64, a: u64) -> u64 {

@@ -36,6 +36,11 @@ pub enum BackendError {
 }
 
 impl CpuBackend {
+    /// Run `f` on this backend's thread pool (so `--threads` bounds every parallel step).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn new(threads: usize) -> CpuBackend {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -80,6 +85,15 @@ impl CpuBackend {
 }
 
 impl Backend {
+    /// The CPU side of this backend: the whole of it, or the GPU's helper for what the GPU
+    /// does not do (dequantizing input, validating output).
+    pub fn cpu_side(&self) -> &CpuBackend {
+        match self {
+            Backend::Cpu(cpu) => cpu,
+            Backend::Gpu { cpu, .. } => cpu,
+        }
+    }
+
     /// A CPU backend with `threads` workers (0 = all cores).
     pub fn cpu(threads: usize) -> Backend {
         Backend::Cpu(CpuBackend::new(threads))

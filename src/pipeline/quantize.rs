@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufWriter, Metadata, Value};
-use crate::pipeline::backend::Backend;
+use crate::pipeline::backend::{Backend, CpuBackend};
 use crate::pipeline::source::TensorSource;
 use crate::quant::ftype::{FileType, QuantTarget};
 use crate::quant::rules::{self, ModelInfo, TypeOptions};
@@ -303,6 +303,8 @@ pub fn quantize(
                     .map_err(|e| anyhow!("{src_name}: tensor '{}': row {r}: {e}", t.name))?;
             }
             writer.write_tensor(&data)?;
+            drop(data);
+            source.release(p.source_index);
             continue;
         }
         report.tensors[i].used_imatrix = imatrix_rows[i].is_some();
@@ -319,6 +321,8 @@ pub fn quantize(
             &mut writer,
         )?;
         writer.end_tensor()?;
+        drop(data);
+        source.release(p.source_index);
     }
     writer.finish()?;
     report.seconds = start.elapsed().as_secs_f64();
@@ -343,50 +347,152 @@ fn convert_tensor(
     let row_out = to.row_size(n_per_row as u64).unwrap() as usize;
     let n_rows = data.len() / row_in;
     let slab_rows = (SLAB_BYTES / (n_per_row * 4)).clamp(1, n_rows.max(1));
+    let cpu = backend.cpu_side();
+    // Expert tensors (3-D) use the imatrix slice of their expert.
+    let qw_of = |row: usize| {
+        qw_all.map(|w| {
+            let e = row / rows_per_expert.max(1);
+            &w[e * n_per_row..(e + 1) * n_per_row]
+        })
+    };
     let mut f32_buf: Vec<f32> = Vec::new();
     let mut out_buf: Vec<u8> = Vec::new();
     let mut first = 0;
     while first < n_rows {
         let rows = slab_rows.min(n_rows - first);
         let src = &data[first * row_in..(first + rows) * row_in];
-        // F32 input is used in place when aligned; otherwise dequantize exactly as ggml does.
-        f32_buf.resize(rows * n_per_row, 0.0);
-        if from == GgmlType::F32 {
-            for (o, c) in f32_buf.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes(c.try_into().unwrap());
-            }
-        } else {
-            let deq = quant::dequantizer(from).expect("checked before writing");
-            f32_buf
-                .par_chunks_mut(n_per_row)
-                .zip(src.par_chunks(row_in))
-                .for_each(|(o, b)| deq(b, o));
-        }
-        if let Some((i, v)) = validate::first_non_finite(&f32_buf) {
-            let r = first + i / n_per_row;
-            bail!(
-                "{src_name}: tensor '{name}': row {r}, column {}: value {v} is not finite",
-                i % n_per_row
-            );
-        }
         out_buf.resize(rows * row_out, 0);
-        // Expert tensors (3-D) use the imatrix slice of their expert.
-        let expert_of = |row: usize| (first + row) / rows_per_expert.max(1);
-        backend
-            .quantize_rows(to, &f32_buf, n_per_row, qw_all, expert_of, &mut out_buf)
-            .map_err(|e| anyhow!("{src_name}: tensor '{name}': {e}"))?;
-        for (r, chunk) in out_buf.chunks(row_out).enumerate() {
-            validate::validate_row(to, chunk).map_err(|e| {
-                anyhow!(
-                    "{src_name}: tensor '{name}': row {}: quantized data invalid: {e}",
-                    first + r
-                )
-            })?;
+        let fault = if let Backend::Cpu(cpu) = backend {
+            // One pass per row: dequantize into a small per-worker buffer, check, quantize,
+            // validate; the slab never exists as f32 (half the memory traffic of two passes).
+            convert_rows_fused(cpu, from, to, n_per_row, src, first, &qw_of, &mut out_buf)
+        } else {
+            f32_buf.resize(rows * n_per_row, 0.0);
+            let deq = quant::dequantizer(from).expect("checked before writing");
+            cpu.install(|| {
+                f32_buf
+                    .par_chunks_mut(n_per_row)
+                    .zip(src.par_chunks(row_in))
+                    .for_each(|(o, b)| deq(b, o))
+            });
+            match first_non_finite_row(cpu, &f32_buf, n_per_row) {
+                Some(f) => Some(f),
+                None => {
+                    let expert_of = |row: usize| (first + row) / rows_per_expert.max(1);
+                    backend
+                        .quantize_rows(to, &f32_buf, n_per_row, qw_all, expert_of, &mut out_buf)
+                        .map_err(|e| anyhow!("{src_name}: tensor '{name}': {e}"))?;
+                    first_invalid_row(cpu, to, &out_buf, row_out)
+                }
+            }
+        };
+        if let Some((r, fault)) = fault {
+            let r = first + r;
+            return Err(match fault {
+                RowFault::NonFinite { col, value } => anyhow!(
+                    "{src_name}: tensor '{name}': row {r}, column {col}: value {value} is not finite"
+                ),
+                RowFault::Invalid(e) => {
+                    anyhow!("{src_name}: tensor '{name}': row {r}: quantized data invalid: {e}")
+                }
+            });
         }
         writer.write_part(&out_buf)?;
         first += rows;
     }
     Ok(())
+}
+
+/// Why a row was refused. The lowest refused row of a slab is reported, so the message does not
+/// depend on the thread count.
+enum RowFault {
+    /// The input holds NaN or ±Inf (llama.cpp's loader refuses such tensors).
+    NonFinite { col: usize, value: f32 },
+    /// The quantized row fails llama.cpp's post-quantization check (e.g. a scale overflowed f16).
+    Invalid(String),
+}
+
+/// Rows smaller than this many elements are grouped into one task.
+const MIN_TASK_ELEMENTS: usize = 16384;
+
+#[allow(clippy::too_many_arguments)]
+fn convert_rows_fused<'a>(
+    cpu: &CpuBackend,
+    from: GgmlType,
+    to: GgmlType,
+    n_per_row: usize,
+    src: &[u8],
+    first_row: usize,
+    qw_of: &(dyn Fn(usize) -> Option<&'a [f32]> + Sync),
+    out: &mut [u8],
+) -> Option<(usize, RowFault)> {
+    let row_in = from.row_size(n_per_row as u64).unwrap() as usize;
+    let row_out = to.row_size(n_per_row as u64).unwrap() as usize;
+    let deq = quant::dequantizer(from).expect("checked before writing");
+    let q = quant::quantizer(to).expect("checked before writing");
+    let min_rows = (MIN_TASK_ELEMENTS / n_per_row.max(1)).max(1);
+    cpu.install(|| {
+        src.par_chunks(row_in)
+            .zip(out.par_chunks_mut(row_out))
+            .enumerate()
+            .with_min_len(min_rows)
+            .map_init(Vec::<f32>::new, |buf, (r, (b, o))| {
+                // Aligned F32 input is quantized in place, without a copy.
+                let x: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(b) {
+                    Ok(x) if from == GgmlType::F32 && cfg!(target_endian = "little") => x,
+                    _ => {
+                        if buf.len() != n_per_row {
+                            buf.resize(n_per_row, 0.0);
+                        }
+                        deq(b, buf);
+                        buf
+                    }
+                };
+                if let Some((col, value)) = validate::first_non_finite(x) {
+                    return Some((r, RowFault::NonFinite { col, value }));
+                }
+                q(x, qw_of(first_row + r), o);
+                validate::validate_row(to, o)
+                    .err()
+                    .map(|e| (r, RowFault::Invalid(e)))
+            })
+            .flatten()
+            .min_by_key(|(r, _)| *r)
+    })
+}
+
+fn first_non_finite_row(
+    cpu: &CpuBackend,
+    x: &[f32],
+    n_per_row: usize,
+) -> Option<(usize, RowFault)> {
+    cpu.install(|| {
+        x.par_chunks(n_per_row)
+            .enumerate()
+            .filter_map(|(r, row)| {
+                validate::first_non_finite(row)
+                    .map(|(col, value)| (r, RowFault::NonFinite { col, value }))
+            })
+            .min_by_key(|(r, _)| *r)
+    })
+}
+
+fn first_invalid_row(
+    cpu: &CpuBackend,
+    to: GgmlType,
+    out: &[u8],
+    row_out: usize,
+) -> Option<(usize, RowFault)> {
+    cpu.install(|| {
+        out.par_chunks(row_out)
+            .enumerate()
+            .filter_map(|(r, row)| {
+                validate::validate_row(to, row)
+                    .err()
+                    .map(|e| (r, RowFault::Invalid(e)))
+            })
+            .min_by_key(|(r, _)| *r)
+    })
 }
 
 /// Where `quantize` should write when `--keep-split` is given (llama.cpp's split naming).

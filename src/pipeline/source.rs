@@ -25,6 +25,9 @@ pub trait TensorSource: Sync {
     fn tensors(&self) -> &[SourceTensor];
     /// The bytes of tensor `index`, in its declared type.
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error>;
+    /// The pipeline is done with tensor `index`: a memory-mapped source may drop its pages, which
+    /// keeps resident memory bounded by one tensor rather than the model.
+    fn release(&self, _index: usize) {}
 }
 
 /// A GGUF file as a source: bytes come straight from the memory map.
@@ -70,5 +73,9 @@ impl TensorSource for GgufSource {
         Ok(Cow::Borrowed(
             self.file.tensor_data(&self.file.tensors[index]),
         ))
+    }
+
+    fn release(&self, index: usize) {
+        self.file.release_tensor_pages(&self.file.tensors[index]);
     }
 }

@@ -69,7 +69,19 @@ pub fn validate_row(ty: GgmlType, bytes: &[u8]) -> Result<(), String> {
 
 /// Index and value of the first non-finite element of `x`.
 pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
-    x.iter().position(|v| !v.is_finite()).map(|i| (i, x[i]))
+    // A branch-free OR over each chunk vectorizes; the exact position is searched only in a chunk
+    // that holds a NaN/Inf (an all-ones exponent).
+    const EXP: u32 = 0x7f80_0000;
+    for (c, chunk) in x.chunks(64).enumerate() {
+        let bad = chunk
+            .iter()
+            .fold(0u32, |acc, v| acc | (((v.to_bits() & EXP) == EXP) as u32));
+        if bad != 0 {
+            let i = chunk.iter().position(|v| !v.is_finite()).unwrap();
+            return Some((c * 64 + i, chunk[i]));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
