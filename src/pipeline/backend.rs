@@ -153,10 +153,8 @@ impl Backend {
             Backend::Cpu(cpu) => Ok(cpu.quantize_rows(ty, x, n_per_row, qw_all, &expert_of, out)?),
             Backend::Gpu { gpu, cpu, strict } => {
                 let has_imatrix = qw_all.is_some();
-                // F32 output is a copy: no kernel needed. Q4_1 with an imatrix has a known
-                // GPU/CPU mismatch (golden mixes-imatrix/Q4_0, blk.0.ffn_down) that the
-                // self-check canaries miss: kept on the CPU until fixed.
-                if ty == GgmlType::F32 || (ty == GgmlType::Q4_1 && has_imatrix) {
+                // F32 output is a copy: no kernel needed.
+                if ty == GgmlType::F32 {
                     return Ok(cpu.quantize_rows(ty, x, n_per_row, qw_all, &expert_of, out)?);
                 }
                 if !gpu.supports(ty, has_imatrix) {
