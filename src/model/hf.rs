@@ -648,7 +648,7 @@ impl HfModel {
         // Every block must have its weights: a config that claims more layers than the
         // checkpoint holds would otherwise make a file llama.cpp cannot load.
         let required_global = ["TOKEN_EMBD", "OUTPUT_NORM"];
-        let required_block = [
+        let mut required_block = vec![
             "ATTN_NORM",
             "ATTN_Q",
             "ATTN_K",
@@ -659,6 +659,10 @@ impl HfModel {
             "FFN_UP",
             "FFN_DOWN",
         ];
+        if self.class == ModelClass::Qwen3 {
+            // llama.cpp's qwen3 loader requires the per-head Q/K norms.
+            required_block.extend(["ATTN_Q_NORM", "ATTN_K_NORM"]);
+        }
         for k in required_global {
             if !seen_kinds.contains(&(k, None)) {
                 return Err(self.hparams.bad(format!(
@@ -668,11 +672,12 @@ impl HfModel {
             }
         }
         for bid in 0..n_blocks {
-            for k in required_block {
+            for &k in &required_block {
                 if !seen_kinds.contains(&(k, Some(bid))) {
                     return Err(self.hparams.bad(format!(
-                        "config.json declares {n_blocks} layers but the checkpoint has no {} tensor for layer {bid}",
-                        k.to_ascii_lowercase()
+                        "the checkpoint has no {} tensor for layer {bid} (of the {n_blocks} layers declared here; '{}' needs one per layer)",
+                        k.to_ascii_lowercase(),
+                        self.class.gguf_arch()
                     )));
                 }
             }
