@@ -300,12 +300,23 @@ impl Hparams {
 /// How one output tensor is made.
 #[derive(Clone, Debug)]
 struct TensorPlan {
-    loc: TensorLocation,
+    origin: TensorOrigin,
+    /// The checkpoint's name for it (or the converter's, for a computed tensor).
     hf_name: String,
     /// PyTorch shape (outermost first).
     shape: Vec<usize>,
-    /// Heads to permute the rows over (Q/K of Llama), if any.
-    permute_heads: Option<usize>,
+}
+
+/// Where a tensor's values come from.
+#[derive(Clone, Debug)]
+enum TensorOrigin {
+    /// A checkpoint tensor, its rows permuted over `permute_heads` heads (Q/K of Llama) if set.
+    Checkpoint {
+        loc: TensorLocation,
+        permute_heads: Option<usize>,
+    },
+    /// Values the converter computes itself (llama3 `rope_freqs`), always written as F32.
+    Computed(Vec<f32>),
 }
 
 /// A Hugging Face checkpoint opened for conversion.
@@ -529,6 +540,20 @@ impl HfModel {
         };
         let shapes = ExpectedShapes::from_hparams(hp)?;
 
+        // Tensors the converter generates come before the checkpoint's.
+        if let Some(factors) = self.llama3_rope_freqs()? {
+            self.tensors.push(SourceTensor {
+                name: "rope_freqs.weight".into(),
+                ty: GgmlType::F32,
+                ne: vec![factors.len() as u64],
+            });
+            self.plans.push(TensorPlan {
+                hf_name: "rope_freqs.weight".into(),
+                shape: vec![factors.len()],
+                origin: TensorOrigin::Computed(factors),
+            });
+        }
+
         let mut seen_kinds: Vec<(&'static str, Option<usize>)> = Vec::new();
         for (loc, name) in items {
             if is_skipped(&name) {
@@ -614,17 +639,16 @@ impl HfModel {
                 ne,
             });
             self.plans.push(TensorPlan {
-                loc,
+                origin: TensorOrigin::Checkpoint { loc, permute_heads },
                 hf_name: t.name.clone(),
                 shape: t.shape.clone(),
-                permute_heads,
             });
         }
 
         // Every block must have its weights: a config that claims more layers than the
         // checkpoint holds would otherwise make a file llama.cpp cannot load.
         let required_global = ["TOKEN_EMBD", "OUTPUT_NORM"];
-        let required_block = [
+        let mut required_block = vec![
             "ATTN_NORM",
             "ATTN_Q",
             "ATTN_K",
@@ -635,6 +659,10 @@ impl HfModel {
             "FFN_UP",
             "FFN_DOWN",
         ];
+        if self.class == ModelClass::Qwen3 {
+            // llama.cpp's qwen3 loader requires the per-head Q/K norms.
+            required_block.extend(["ATTN_Q_NORM", "ATTN_K_NORM"]);
+        }
         for k in required_global {
             if !seen_kinds.contains(&(k, None)) {
                 return Err(self.hparams.bad(format!(
@@ -644,16 +672,67 @@ impl HfModel {
             }
         }
         for bid in 0..n_blocks {
-            for k in required_block {
+            for &k in &required_block {
                 if !seen_kinds.contains(&(k, Some(bid))) {
                     return Err(self.hparams.bad(format!(
-                        "config.json declares {n_blocks} layers but the checkpoint has no {} tensor for layer {bid}",
-                        k.to_ascii_lowercase()
+                        "the checkpoint has no {} tensor for layer {bid} (of the {n_blocks} layers declared here; '{}' needs one per layer)",
+                        k.to_ascii_lowercase(),
+                        self.class.gguf_arch()
                     )));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The `rope_freqs` factors of a Llama-class model whose RoPE type is `llama3`.
+    fn llama3_rope_freqs(&self) -> Result<Option<Vec<f32>>, HfError> {
+        if self.class != ModelClass::Llama {
+            return Ok(None);
+        }
+        let hp = &self.hparams;
+        let rope = rope_parameters(hp)?;
+        let is_llama3 = rope
+            .get("rope_type")
+            .and_then(Json::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("llama3"));
+        if !is_llama3 {
+            return Ok(None);
+        }
+        let param = |key: &str, default: f64| -> Result<f64, HfError> {
+            match rope.get(key).filter(|v| !v.is_null()) {
+                None => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| {
+                    hp.bad(format!("RoPE parameter '{key}' must be a number, got {v}"))
+                }),
+            }
+        };
+        let base = param("rope_theta", 10000.0)?;
+        let factor = param("factor", 8.0)?;
+        let low = param("low_freq_factor", 1.0)?;
+        let high = param("high_freq_factor", 4.0)?;
+        let original = param("original_max_position_embeddings", 8192.0)?;
+        if low == 0.0 || high == 0.0 {
+            // The script divides by them and stops with ZeroDivisionError.
+            return Err(hp.bad("llama3 RoPE scaling with a zero low/high_freq_factor".into()));
+        }
+        let dim = match hp.find_u32(&["head_dim"])? {
+            Some(d) => d,
+            None => {
+                let h = hp.require_u32(&["hidden_size"])?;
+                let n = hp.require_u32(&["num_attention_heads"])?;
+                if n == 0 {
+                    return Err(hp.bad("num_attention_heads is 0".into()));
+                }
+                h / n
+            }
+        };
+        if dim == 0 {
+            return Err(hp.bad("llama3 RoPE scaling with a head dimension of 0".into()));
+        }
+        Ok(Some(llama3_rope_factors(
+            base, dim, factor, low, high, original,
+        )))
     }
 
     /// `get_total_parameter_count`: (total, shared, expert, expert count).
@@ -771,49 +850,7 @@ impl HfModel {
             kv.add_bool(&key("attention.causal"), false);
         }
 
-        // RoPE parameters, as TextModel.__init__ gathers them.
-        let mut rope: Map<String, Json> =
-            match hp.get("rope_parameters").or_else(|| hp.get("rope_scaling")) {
-                Some(Json::Object(m)) => m.clone(),
-                _ => Map::new(),
-            };
-        if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
-            return Err(HfError::NotSupported {
-                path: hp.path.clone(),
-                what: "per-layer-type RoPE parameters".into(),
-            });
-        }
-        if hp
-            .find(&[
-                "local_rope_theta",
-                "rope_local_theta",
-                "rope_theta_local",
-                "swa_rope_theta",
-                "rope_local_base_freq",
-            ])
-            .is_some()
-        {
-            return Err(HfError::NotSupported {
-                path: hp.path.clone(),
-                what: "a sliding-window RoPE base".into(),
-            });
-        }
-        if !rope.contains_key("rope_theta") {
-            if let Some(theta) = hp.find(&[
-                "global_rope_theta",
-                "rope_global_theta",
-                "rope_theta_global",
-                "rope_theta",
-                "rotary_emb_base",
-            ]) {
-                rope.insert("rope_theta".into(), theta.clone());
-            }
-        }
-        if !rope.contains_key("rope_type") {
-            if let Some(t) = rope.get("type").cloned() {
-                rope.insert("rope_type".into(), t);
-            }
-        }
+        let rope = rope_parameters(hp)?;
         if let Some(rope_type) = rope.get("rope_type").and_then(Json::as_str) {
             let factor = rope.get("factor").and_then(Json::as_f64);
             let num = |k: &str| rope.get(k).and_then(Json::as_f64);
@@ -849,13 +886,8 @@ impl HfModel {
                     }
                 }
                 "su" | "longrope" => kv.add_str(&key("rope.scaling.type"), "longrope"),
-                t if t.eq_ignore_ascii_case("llama3") => {
-                    return Err(HfError::NotSupported {
-                        path: hp.path.clone(),
-                        what: "llama3 RoPE scaling (its rope_freqs tensor)".into(),
-                    })
-                }
-                // "default", "dynamic" and unknown types write nothing.
+                // "llama3" is a tensor, not keys (see `llama3_rope_factors`); "default",
+                // "dynamic" and unknown types write nothing.
                 _ => {}
             }
         }
@@ -939,8 +971,15 @@ impl HfModel {
     fn produce(&self, index: usize) -> Result<Vec<u8>, HfError> {
         let plan = &self.plans[index];
         let out_ty = self.tensors[index].ty;
-        let file = self.checkpoint.file(plan.loc);
-        let t = self.checkpoint.tensor(plan.loc);
+        let (loc, permute_heads) = match &plan.origin {
+            TensorOrigin::Checkpoint { loc, permute_heads } => (*loc, *permute_heads),
+            TensorOrigin::Computed(values) => {
+                debug_assert_eq!(out_ty, GgmlType::F32);
+                return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+            }
+        };
+        let file = self.checkpoint.file(loc);
+        let t = self.checkpoint.tensor(loc);
         file.check_float(t)?;
         let n = t.n_elements();
         let rows = plan.shape.first().copied().unwrap_or(1).max(1);
@@ -951,7 +990,7 @@ impl HfModel {
         if n == 0 {
             return Ok(out);
         }
-        let source_row = |r: usize| match plan.permute_heads {
+        let source_row = |r: usize| match permute_heads {
             Some(h) => permuted_source_row(r, rows, h),
             None => r,
         };
@@ -989,7 +1028,7 @@ impl HfModel {
                 }
                 // Rows read in order are done with: drop their pages now, so the resident
                 // set holds about the output tensor, not the input too.
-                if plan.permute_heads.is_none() {
+                if permute_heads.is_none() {
                     let row_bytes = row_len * in_size;
                     file.release_range(t, r0 * row_bytes, nr * row_bytes);
                 }
@@ -997,6 +1036,100 @@ impl HfModel {
         file.release(t);
         Ok(out)
     }
+}
+
+/// The RoPE parameters as `TextModel.__init__` gathers them: `rope_parameters` (or
+/// `rope_scaling`) with the top-level base frequency, type and original context mirrored in.
+fn rope_parameters(hp: &Hparams) -> Result<Map<String, Json>, HfError> {
+    let mut rope: Map<String, Json> =
+        match hp.get("rope_parameters").or_else(|| hp.get("rope_scaling")) {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+    if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
+        return Err(HfError::NotSupported {
+            path: hp.path.clone(),
+            what: "per-layer-type RoPE parameters".into(),
+        });
+    }
+    if hp
+        .find(&[
+            "local_rope_theta",
+            "rope_local_theta",
+            "rope_theta_local",
+            "swa_rope_theta",
+            "rope_local_base_freq",
+        ])
+        .is_some()
+    {
+        return Err(HfError::NotSupported {
+            path: hp.path.clone(),
+            what: "a sliding-window RoPE base".into(),
+        });
+    }
+    if !rope.contains_key("rope_theta") {
+        if let Some(theta) = hp.find(&[
+            "global_rope_theta",
+            "rope_global_theta",
+            "rope_theta_global",
+            "rope_theta",
+            "rotary_emb_base",
+        ]) {
+            rope.insert("rope_theta".into(), theta.clone());
+        }
+    }
+    if !rope.contains_key("rope_type") {
+        if let Some(t) = rope.get("type").cloned() {
+            rope.insert("rope_type".into(), t);
+        }
+    }
+    if !rope.contains_key("original_max_position_embeddings") {
+        if let Some(v) = hp.find(&["original_max_position_embeddings"]) {
+            rope.insert("original_max_position_embeddings".into(), v.clone());
+        }
+    }
+    Ok(rope)
+}
+
+/// The per-frequency RoPE scale factors of Llama 3.1's `rope_type: llama3`, which the
+/// converter stores as the F32 tensor `rope_freqs.weight` (reproduces
+/// `LlamaModel.generate_extra_tensors`).
+///
+/// The script computes in float32 torch tensors, so every step here is one f32 operation in
+/// its order: `x / t` on a tensor is `t.reciprocal() * x`, Python scalars are rounded to f32
+/// before they meet a tensor. The base raised to `i / dim` uses the C library's `powf`, which
+/// is what torch runs for fewer elements than one AVX-512 loop step (head_dim < 64); for wider
+/// heads torch's vectorized pow (SLEEF, within 1 ulp) can differ from it in the last bit of
+/// an interpolated factor, rarely (none of Llama 3.1/3.2's configurations).
+pub fn llama3_rope_factors(
+    base: f64,
+    dim: u32,
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_context: f64,
+) -> Vec<f32> {
+    let low_freq_wavelen = (original_context / low_freq_factor) as f32;
+    let high_freq_wavelen = (original_context / high_freq_factor) as f32;
+    let band = (high_freq_factor - low_freq_factor) as f32;
+    let two_pi = std::f64::consts::TAU as f32;
+    (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let exponent = i as f32 / dim as f32;
+            let freq = 1.0f32 / (base as f32).powf(exponent);
+            let wavelen = (1.0f32 / freq) * two_pi;
+            if wavelen < high_freq_wavelen {
+                1.0
+            } else if wavelen > low_freq_wavelen {
+                factor as f32
+            } else {
+                let smooth =
+                    ((1.0f32 / wavelen) * original_context as f32 - low_freq_factor as f32) / band;
+                1.0f32 / ((1.0f32 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect()
 }
 
 /// Shapes config.json implies for each tensor kind.

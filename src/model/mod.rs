@@ -8,6 +8,7 @@ pub mod forward;
 pub mod hf;
 pub mod kv;
 pub mod synthetic;
+pub mod synthetic_hf;
 pub mod tensor_names;
 pub mod tokenizer;
 pub mod tokenizer_spm;

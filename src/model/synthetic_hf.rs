@@ -1,0 +1,435 @@
+//! Small Hugging Face checkpoints of the architectures `qforge convert` handles, generated
+//! bit-for-bit reproducibly, so converter goldens need only the (tiny) expected output committed,
+//! never the checkpoint.
+//!
+//! Every value comes from integer arithmetic on SplitMix64 output (a 24-bit integer times a
+//! power of two), never from `ln`/`cos`: those come from the platform's libm and could differ
+//! in the last bit between machines, which would change a golden's hash.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::formats::safetensors::{Dtype, SafetensorsWriter};
+use crate::model::synthetic::Rng;
+use crate::quant::{f32_to_bf16, f32_to_f16};
+
+/// Which kind of checkpoint: the architecture and the config.json quirks of its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HfFlavor {
+    /// `MistralForCausalLM`, Mistral-Nemo style: `head_dim` wider than hidden / heads, a
+    /// sliding window, SentencePiece vocabulary.
+    Mistral,
+    /// `Qwen2ForCausalLM`: Q/K/V biases, tied embeddings, byte-level BPE vocabulary.
+    Qwen2,
+    /// `Qwen3ForCausalLM`: per-head Q/K RMS norms, explicit `head_dim`, tied embeddings,
+    /// byte-level BPE vocabulary.
+    Qwen3,
+    /// `LlamaForCausalLM` with Llama 3.1 `rope_scaling` (`rope_type: llama3`), SentencePiece
+    /// vocabulary.
+    Llama3,
+}
+
+impl HfFlavor {
+    pub const ALL: [HfFlavor; 4] = [
+        HfFlavor::Mistral,
+        HfFlavor::Qwen2,
+        HfFlavor::Qwen3,
+        HfFlavor::Llama3,
+    ];
+
+    /// Short name: the golden folder and the checkpoint directory's suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            HfFlavor::Mistral => "mistral",
+            HfFlavor::Qwen2 => "qwen2",
+            HfFlavor::Qwen3 => "qwen3",
+            HfFlavor::Llama3 => "llama3",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HfFlavor> {
+        HfFlavor::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Whether the vocabulary is byte-level BPE (`tokenizer.json`) rather than SentencePiece.
+    pub fn uses_bpe(self) -> bool {
+        matches!(self, HfFlavor::Qwen2 | HfFlavor::Qwen3)
+    }
+}
+
+/// The shape and storage of a generated checkpoint.
+#[derive(Clone, Debug)]
+pub struct SyntheticHf {
+    pub flavor: HfFlavor,
+    pub n_layer: usize,
+    pub hidden: usize,
+    pub ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Per-head width; written to config.json only when it differs from hidden / heads or the
+    /// family always writes it (Qwen3).
+    pub head_dim: usize,
+    /// Must match the tokenizer the checkpoint is given (512 for tiny-llama's SentencePiece
+    /// model, 49152 for tiny-bpe's byte-level BPE).
+    pub vocab: usize,
+    pub tied: bool,
+    /// Storage type of every tensor in model.safetensors.
+    pub dtype: Dtype,
+    pub seed: u64,
+}
+
+impl SyntheticHf {
+    /// The checkpoint each golden under tests/data/convert_arch/ was made from.
+    pub fn preset(flavor: HfFlavor) -> SyntheticHf {
+        match flavor {
+            HfFlavor::Mistral => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 64,
+                ff: 160,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 32,
+                vocab: 512,
+                tied: false,
+                dtype: Dtype::F32,
+                seed: 0x6d69_7374,
+            },
+            HfFlavor::Qwen2 => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 64,
+                ff: 128,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 16,
+                vocab: 49152,
+                tied: true,
+                dtype: Dtype::BF16,
+                seed: 0x7177_6e32,
+            },
+            HfFlavor::Qwen3 => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 64,
+                ff: 96,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 32,
+                vocab: 49152,
+                tied: true,
+                dtype: Dtype::F16,
+                seed: 0x7177_6e33,
+            },
+            HfFlavor::Llama3 => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 128,
+                ff: 256,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 32,
+                vocab: 512,
+                tied: true,
+                dtype: Dtype::BF16,
+                seed: 0x6c6c_3033,
+            },
+        }
+    }
+
+    /// The directory name the checkpoint is written under: the converter derives
+    /// `general.name` and friends from it, so goldens depend on it.
+    pub fn dir_name(&self) -> String {
+        format!("tiny-{}", self.flavor.name())
+    }
+
+    fn torch_dtype(&self) -> &'static str {
+        match self.dtype {
+            Dtype::F32 => "float32",
+            Dtype::F16 => "float16",
+            _ => "bfloat16",
+        }
+    }
+
+    /// config.json, shaped like the family's published configs.
+    pub fn config(&self) -> serde_json::Value {
+        let mut c = json!({
+            "hidden_act": "silu",
+            "hidden_size": self.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": self.ff,
+            "num_attention_heads": self.n_head,
+            "num_hidden_layers": self.n_layer,
+            "num_key_value_heads": self.n_head_kv,
+            "tie_word_embeddings": self.tied,
+            "torch_dtype": self.torch_dtype(),
+            "transformers_version": "4.57.6",
+            "use_cache": true,
+            "vocab_size": self.vocab,
+        });
+        let extra = match self.flavor {
+            HfFlavor::Mistral => json!({
+                "architectures": ["MistralForCausalLM"],
+                "model_type": "mistral",
+                "attention_dropout": 0.0,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "head_dim": self.head_dim,
+                "max_position_embeddings": 131072,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 1000000.0,
+                "sliding_window": 4096,
+            }),
+            HfFlavor::Qwen2 => json!({
+                "architectures": ["Qwen2ForCausalLM"],
+                "model_type": "qwen2",
+                "attention_dropout": 0.0,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+                "max_position_embeddings": 32768,
+                "max_window_layers": 21,
+                "rms_norm_eps": 1e-6,
+                "rope_scaling": null,
+                "rope_theta": 1000000.0,
+                "sliding_window": 32768,
+                "use_sliding_window": false,
+            }),
+            HfFlavor::Qwen3 => json!({
+                "architectures": ["Qwen3ForCausalLM"],
+                "model_type": "qwen3",
+                "attention_bias": false,
+                "attention_dropout": 0.0,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+                "head_dim": self.head_dim,
+                "max_position_embeddings": 40960,
+                "max_window_layers": 28,
+                "rms_norm_eps": 1e-6,
+                "rope_scaling": null,
+                "rope_theta": 1000000.0,
+                "sliding_window": null,
+                "use_sliding_window": false,
+            }),
+            HfFlavor::Llama3 => json!({
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "attention_bias": false,
+                "attention_dropout": 0.0,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "max_position_embeddings": 131072,
+                "mlp_bias": false,
+                "pretraining_tp": 1,
+                "rms_norm_eps": 1e-5,
+                // Llama 3.1's scheme; high_freq_factor is raised from 4 so that several
+                // frequencies land in the smoothly interpolated band, not just one.
+                "rope_scaling": {
+                    "factor": 32.0,
+                    "high_freq_factor": 16.0,
+                    "low_freq_factor": 1.0,
+                    "original_max_position_embeddings": 8192,
+                    "rope_type": "llama3"
+                },
+                "rope_theta": 500000.0,
+            }),
+        };
+        let (serde_json::Value::Object(c_map), serde_json::Value::Object(e)) = (&mut c, extra)
+        else {
+            unreachable!("both are objects")
+        };
+        c_map.extend(e);
+        c
+    }
+
+    /// tokenizer_config.json for the BPE flavors, Qwen2.5's with tiny-bpe's token strings
+    /// (no BOS, `<|im_end|>` ends a turn, `<|endoftext|>` pads).
+    fn bpe_tokenizer_config() -> serde_json::Value {
+        json!({
+            "add_bos_token": false,
+            "add_prefix_space": false,
+            "bos_token": null,
+            "chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+            "clean_up_tokenization_spaces": false,
+            "eos_token": "<|im_end|>",
+            "errors": "replace",
+            "model_max_length": 32768,
+            "pad_token": "<|endoftext|>",
+            "split_special_tokens": false,
+            "tokenizer_class": "Qwen2Tokenizer",
+            "unk_token": null
+        })
+    }
+
+    /// Tensor names and PyTorch shapes, in the order a `save_pretrained` module walk gives.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, q, kv) = (
+            self.hidden,
+            self.n_head * self.head_dim,
+            self.n_head_kv * self.head_dim,
+        );
+        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab, h])];
+        for l in 0..self.n_layer {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            v.push((p("self_attn.q_proj.weight"), vec![q, h]));
+            if self.flavor == HfFlavor::Qwen2 {
+                v.push((p("self_attn.q_proj.bias"), vec![q]));
+            }
+            v.push((p("self_attn.k_proj.weight"), vec![kv, h]));
+            if self.flavor == HfFlavor::Qwen2 {
+                v.push((p("self_attn.k_proj.bias"), vec![kv]));
+            }
+            v.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+            if self.flavor == HfFlavor::Qwen2 {
+                v.push((p("self_attn.v_proj.bias"), vec![kv]));
+            }
+            v.push((p("self_attn.o_proj.weight"), vec![h, q]));
+            if self.flavor == HfFlavor::Qwen3 {
+                v.push((p("self_attn.q_norm.weight"), vec![self.head_dim]));
+                v.push((p("self_attn.k_norm.weight"), vec![self.head_dim]));
+            }
+            v.push((p("mlp.gate_proj.weight"), vec![self.ff, h]));
+            v.push((p("mlp.up_proj.weight"), vec![self.ff, h]));
+            v.push((p("mlp.down_proj.weight"), vec![h, self.ff]));
+            v.push((p("input_layernorm.weight"), vec![h]));
+            v.push((p("post_attention_layernorm.weight"), vec![h]));
+        }
+        v.push(("model.norm.weight".to_string(), vec![h]));
+        if !self.tied {
+            v.push(("lm_head.weight".to_string(), vec![self.vocab, h]));
+        }
+        v
+    }
+
+    /// Values of tensor `index` (of [`SyntheticHf::tensors`]), `n` of them: norm weights near
+    /// 1, biases and matrices centred on 0 over a wide range of magnitudes (down to where f16
+    /// goes subnormal) with rare large outliers — the cases where type conversions round.
+    pub fn values(&self, index: usize, n: usize) -> Vec<f32> {
+        const CHUNK: usize = 1 << 14;
+        let name = &self.tensors()[index].0;
+        let is_norm = name.ends_with("norm.weight");
+        let is_bias = name.ends_with(".bias");
+        let seed = self.seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = Rng::new(seed.wrapping_add((c as u64).wrapping_mul(0x9e37_79b9)));
+                for v in chunk {
+                    let bits = rng.next_u64();
+                    // A signed 24-bit integer: exact in f32.
+                    let m = ((bits >> 40) as i64 - (1 << 23)) as f32;
+                    *v = if is_norm {
+                        1.0 + m * pow2(-27)
+                    } else {
+                        let shift = (bits & 7) as i32;
+                        let outlier = (bits >> 3) & 511 == 0;
+                        let scale = pow2(-27 - shift + if outlier { 6 } else { 0 });
+                        let x = m * scale;
+                        if is_bias {
+                            x * 4.0
+                        } else {
+                            x
+                        }
+                    };
+                }
+            });
+        out
+    }
+
+    /// Write config.json, model.safetensors and the tokenizer files into `dir` (created if
+    /// needed). `tokenizer_dir` supplies the vocabulary: a directory with `tokenizer.model`
+    /// and `tokenizer_config.json` (SentencePiece flavors, e.g. tiny-llama) or with a byte-level
+    /// BPE `tokenizer.json` (BPE flavors, e.g. tiny-bpe).
+    pub fn write(&self, dir: &Path, tokenizer_dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let write_json = |name: &str, v: &serde_json::Value| -> anyhow::Result<()> {
+            let path = dir.join(name);
+            let mut text = serde_json::to_string_pretty(v).expect("serializes");
+            text.push('\n');
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write_json("config.json", &self.config())?;
+        let copy = |name: &str| -> anyhow::Result<()> {
+            let from = tokenizer_dir.join(name);
+            std::fs::copy(&from, dir.join(name))
+                .with_context(|| format!("copying {}", from.display()))?;
+            Ok(())
+        };
+        if self.flavor.uses_bpe() {
+            copy("tokenizer.json")?;
+            write_json("tokenizer_config.json", &Self::bpe_tokenizer_config())?;
+        } else {
+            copy("tokenizer.model")?;
+            copy("tokenizer_config.json")?;
+        }
+
+        let tensors = self.tensors();
+        let specs: Vec<(String, Dtype, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, s)| (n.clone(), self.dtype, s.clone()))
+            .collect();
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let mut w = SafetensorsWriter::create(dir.join("model.safetensors"), &specs, Some(&meta))?;
+        for (i, (_, shape)) in tensors.iter().enumerate() {
+            let vals = self.values(i, shape.iter().product());
+            let bytes: Vec<u8> = match self.dtype {
+                Dtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                Dtype::F16 => vals
+                    .iter()
+                    .flat_map(|x| f32_to_f16(*x).to_le_bytes())
+                    .collect(),
+                Dtype::BF16 => vals
+                    .iter()
+                    .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
+                    .collect(),
+                other => anyhow::bail!("synthetic checkpoints in {other:?} are not supported"),
+            };
+            w.write_tensor(&bytes)?;
+        }
+        w.finish()?;
+        Ok(())
+    }
+}
+
+/// 2^e for exponents in f32's normal range, exactly.
+fn pow2(e: i32) -> f32 {
+    debug_assert!((-126..=127).contains(&e));
+    f32::from_bits(((127 + e) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_reproducible_and_spread() {
+        let m = SyntheticHf::preset(HfFlavor::Qwen2);
+        let a = m.values(1, 5000);
+        assert_eq!(a, m.values(1, 5000));
+        assert_ne!(a, m.values(2, 5000));
+        let max = a.iter().fold(0f32, |acc, x| acc.max(x.abs()));
+        let min = a.iter().fold(1f32, |acc, x| acc.min(x.abs()));
+        assert!(max > 0.5 && min < 1e-5, "range {min}..{max}");
+    }
+
+    #[test]
+    fn shapes_follow_the_flavor() {
+        let q3 = SyntheticHf::preset(HfFlavor::Qwen3).tensors();
+        assert!(q3
+            .iter()
+            .any(|(n, s)| n.ends_with("q_norm.weight") && s == &vec![32]));
+        assert!(!q3.iter().any(|(n, _)| n == "lm_head.weight"));
+        let q2 = SyntheticHf::preset(HfFlavor::Qwen2).tensors();
+        assert_eq!(q2.iter().filter(|(n, _)| n.ends_with(".bias")).count(), 6);
+        let m = SyntheticHf::preset(HfFlavor::Mistral);
+        assert_eq!(
+            m.config()["architectures"][0].as_str(),
+            Some("MistralForCausalLM")
+        );
+        assert!(m.tensors().iter().any(|(n, _)| n == "lm_head.weight"));
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Remakes the goldens in this folder: qforge writes the synthetic checkpoints (bit-reproducible,
+# so they are not committed), llama.cpp's convert_hf_to_gguf.py converts each to every outtype,
+# and shared/tools/gguf_manifest.py records what it wrote.
+#
+#   LLAMA_CPP   llama.cpp checkout            (default /work/ref/llama.cpp)
+#   PYTHON      Python with its requirements  (default /work/ref/conv/bin/python)
+#   MANIFEST    gguf_manifest.py              (default ../shared/tools/gguf_manifest.py beside the checkout)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+LLAMA_CPP=${LLAMA_CPP:-/work/ref/llama.cpp}
+PYTHON=${PYTHON:-/work/ref/conv/bin/python}
+MANIFEST=${MANIFEST:-$repo/../shared/tools/gguf_manifest.py}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+QFORGE_SYNTH_DIR="$work" cargo test --release --manifest-path "$repo/Cargo.toml" \
+    --test convert2_arch -- --ignored --exact write_checkpoints
+for arch in mistral qwen2 qwen3 llama3; do
+    mkdir -p "$here/$arch"
+    for outtype in f32 f16 bf16 q8_0; do
+        out="$work/$arch.$outtype.gguf"
+        "$PYTHON" "$LLAMA_CPP/convert_hf_to_gguf.py" "$work/tiny-$arch" \
+            --outtype "$outtype" --outfile "$out" > "$work/log.txt" 2>&1 \
+            || { cat "$work/log.txt"; exit 1; }
+        python3 "$MANIFEST" "$out" > "$here/$arch/$outtype.json"
+        echo "$arch $outtype: $(stat -c %s "$out") bytes"
+    done
+done
