@@ -10,5 +10,6 @@ pub mod kv;
 pub mod synthetic;
 pub mod tensor_names;
 pub mod tokenizer;
+pub mod tokenizer_bpe;
 pub mod tokenizer_spm;
 pub mod yaml;
