@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use qforge::formats::gguf::{GgufWriter, Metadata, Value};
+use qforge::formats::gguf::{GgufFile, GgufWriter, Metadata, Value};
 use qforge::formats::imatrix::{ImatrixFile, ImatrixFormat};
 use qforge::model::synthetic::{Rng, SyntheticLlama};
 use qforge::quant::GgmlType;
@@ -300,21 +300,48 @@ fn kl_divergence_base_save_and_compare() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Text whose SentencePiece tokens are the synthetic vocabulary's byte tokens.
+/// A synthetic llama (random weights) with tiny-llama's SentencePiece vocabulary, so that
+/// real text tokenizes.
 fn synthetic_model(dir: &Path) -> PathBuf {
     let m = SyntheticLlama {
         n_layer: 2,
-        n_embd: 128,
-        n_ff: 256,
+        n_embd: 256,
+        n_ff: 512,
         n_head: 4,
         n_head_kv: 2,
         n_vocab: 512,
         weight_type: GgmlType::F16,
         seed: 5,
     };
+    let raw = dir.join("synth-raw.gguf");
+    m.write_gguf(&raw).unwrap();
+    let donor = GgufFile::open(common::golden("tiny-llama.f16.gguf")).unwrap();
     let path = dir.join("synth.f16.gguf");
-    m.write_gguf(&path).unwrap();
+    graft_vocab(&raw, &donor.metadata, &path);
+    std::fs::remove_file(raw).ok();
     path
+}
+
+/// Copy `src` to `out` with its tokenizer.* keys replaced by `donor`'s.
+fn graft_vocab(src: &Path, donor: &Metadata, out: &Path) {
+    let f = GgufFile::open(src).unwrap();
+    let mut md = f.metadata.clone();
+    md.retain(|k| !k.starts_with("tokenizer."));
+    for (k, v) in donor.iter() {
+        if k.starts_with("tokenizer.") {
+            md.set(k, v.clone());
+        }
+    }
+    let infos: Vec<(String, GgmlType, Vec<u64>)> = f
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
+        .collect();
+    let mut w = GgufWriter::create(out, &md, &infos).unwrap();
+    for t in &f.tensors {
+        w.write_tensor(f.tensor_data(t)).unwrap();
+    }
+    w.finish().unwrap();
 }
 
 fn pseudo_text(n_words: usize) -> String {
@@ -362,7 +389,7 @@ fn sweep_command_writes_consistent_reports() {
         .map(|l| l.split(',').collect())
         .collect();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    let gguf = qforge::formats::gguf::GgufFile::open(&model).unwrap();
+    let gguf = GgufFile::open(&model).unwrap();
     let params: u64 = gguf.tensors.iter().map(|t| t.n_elements()).sum();
     let mut klds = Vec::new();
     for (i, row) in rows.iter().enumerate() {
@@ -371,7 +398,7 @@ fn sweep_command_writes_consistent_reports() {
         let bytes = row["file_bytes"].as_u64().unwrap();
         assert_eq!(bytes, std::fs::metadata(&file).unwrap().len(), "{name}");
         // bpw counts tensor data bytes over parameters.
-        let f = qforge::formats::gguf::GgufFile::open(&file).unwrap();
+        let f = GgufFile::open(&file).unwrap();
         let data_bytes: u64 = f.tensors.iter().map(|t| t.n_bytes().unwrap()).sum();
         let bpw = row["bpw"].as_f64().unwrap();
         assert!(
