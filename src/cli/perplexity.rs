@@ -126,7 +126,7 @@ fn print_kld(k: &KldReport) {
     );
     println!("Maximum KLD: {:10.6}", k.max_kld);
     for &(f, v) in k.kld_percentiles.iter().filter(|(f, _)| *f > 0.5) {
-        println!("{:5.1}%   KLD: {v:10.6}", 100.0 * f);
+        println!("{:4.1}%   KLD: {v:10.6}", 100.0 * f);
     }
     println!("Median  KLD: {:10.6}", k.median_kld);
     for &(f, v) in k.kld_percentiles.iter().filter(|(f, _)| *f < 0.5) {
