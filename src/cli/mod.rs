@@ -4,9 +4,13 @@ mod bench;
 mod convert;
 mod demo;
 mod doctor;
+mod imatrix;
 mod info;
 mod lora;
+mod perplexity;
 mod quantize;
+mod runtime;
+mod sweep;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +44,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List GPU adapters and self-check every GPU kernel on them.
     Doctor(doctor::DoctorArgs),
+    /// Collect an importance matrix from a text (llama-imatrix).
+    Imatrix(Box<imatrix::ImatrixArgs>),
+    /// Perplexity of a model on a text, and KL divergence against a saved base (llama-perplexity).
+    Perplexity(Box<perplexity::PerplexityArgs>),
+    /// Quantize to several types and report size, perplexity and KL divergence of each.
+    Sweep(Box<sweep::SweepArgs>),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
 }
@@ -56,6 +66,9 @@ pub fn run() -> i32 {
         Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Imatrix(a) => imatrix::run(*a),
+        Command::Perplexity(a) => perplexity::run(*a),
+        Command::Sweep(a) => sweep::run(*a),
     };
     match result {
         Ok(()) => 0,

@@ -5,7 +5,9 @@
 //! (a per-row scale and offset) and drops base probabilities below e⁻¹⁶; here both
 //! distributions are exact f32 logits and every vocabulary entry is summed in f64.
 
-use anyhow::{bail, Result};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use super::perplexity::ScoredLogits;
@@ -141,5 +143,79 @@ pub fn kl_divergence(base: &ScoredLogits, test: &ScoredLogits) -> Result<KldRepo
         mean_delta_p: dp_sum / count as f64,
         rms_delta_p: (dp2_sum / count as f64).sqrt(),
         same_top_pct: 100.0 * same_top as f64 / count as f64,
+    })
+}
+
+/// First bytes of a saved-logits file (`qforge perplexity --kl-divergence-base`).
+const LOGITS_MAGIC: &[u8; 8] = b"QFLOGIT1";
+
+/// Save the scored logits of a base model, for a later `--kl-divergence` run.
+///
+/// Format (little-endian): the 8 bytes `QFLOGIT1`; u32 n_ctx, n_vocab, n_chunks, n_rows; n_rows
+/// u32 target token ids; n_rows × n_vocab f32 logits (row after row, the positions
+/// llama-perplexity scores: n_ctx/2 .. n_ctx−2 of each chunk). Exact logits rather than
+/// llama.cpp's 16-bit log-probability codes, so the statistics are those of [`kl_divergence`].
+/// The file is written under a temporary name and renamed, so a failed run leaves none.
+pub fn write_scored_logits(s: &ScoredLogits, path: &Path) -> Result<()> {
+    let mut bytes = Vec::with_capacity(24 + 4 * (s.targets.len() + s.logits.len()));
+    bytes.extend_from_slice(LOGITS_MAGIC);
+    for v in [s.n_ctx, s.n_vocab, s.n_chunks, s.targets.len()] {
+        bytes.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+    for t in &s.targets {
+        bytes.extend_from_slice(&t.to_le_bytes());
+    }
+    for l in &s.logits {
+        bytes.extend_from_slice(&l.to_le_bytes());
+    }
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Read a file written by [`write_scored_logits`].
+pub fn read_scored_logits(path: &Path) -> Result<ScoredLogits> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bad = |what: &str| anyhow!("{}: {what}", path.display());
+    if bytes.len() < 24 || &bytes[..8] != LOGITS_MAGIC {
+        if bytes.starts_with(b"_logits_") {
+            return Err(bad(
+                "a llama-perplexity logits file; reading llama.cpp's format is not supported yet",
+            ));
+        }
+        return Err(bad(
+            "not a qforge logits file (written by --kl-divergence-base)",
+        ));
+    }
+    let word = |i: usize| u32::from_le_bytes(bytes[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+    let (n_ctx, n_vocab, n_chunks, n_rows) = (
+        word(0) as usize,
+        word(1) as usize,
+        word(2) as usize,
+        word(3) as usize,
+    );
+    let want = 24 + 4 * n_rows + 4 * n_rows * n_vocab;
+    if bytes.len() != want || n_ctx < 2 || n_rows != n_chunks * (n_ctx - 1 - n_ctx / 2) {
+        return Err(bad("truncated or inconsistent logits file"));
+    }
+    let u32s = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let targets = u32s(&bytes[24..24 + 4 * n_rows]);
+    let logits = bytes[24 + 4 * n_rows..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Ok(ScoredLogits {
+        n_ctx,
+        n_vocab,
+        n_chunks,
+        logits,
+        targets,
+        seconds: 0.0,
+        tokens_evaluated: n_chunks * n_ctx,
     })
 }

@@ -10,19 +10,23 @@ pub mod sweep;
 pub use imatrix::{collect_imatrix, collect_imatrix_with_progress, ImatrixOptions, ImatrixRun};
 pub use kld::{kl_divergence, KldReport};
 pub use perplexity::{
-    perplexity, perplexity_with_progress, score_logits, ChunkProgress, PplOptions, PplReport,
-    ScoredLogits,
+    perplexity, perplexity_with_progress, score_logits, score_logits_with_progress, ChunkProgress,
+    PplOptions, PplReport, ScoredLogits,
 };
-pub use sweep::{sweep, SweepOptions, SweepReport, SweepRow};
+pub use sweep::{sweep, sweep_with_progress, SweepOptions, SweepReport, SweepRow, SweepStep};
 
 use anyhow::Result;
 
 use crate::formats::gguf::Metadata;
+use crate::model::tokenizer_bpe::BpeTokenizer;
 use crate::model::tokenizer_spm::SpmTokenizer;
 
 /// Tokenize an evaluation text the way llama-perplexity and llama-imatrix do
 /// (`common_tokenize(ctx, text, add_special = true, parse_special)`; perplexity passes false).
-/// Only SentencePiece ("llama") vocabularies are supported so far.
+/// SentencePiece ("llama") and byte-level BPE ("gpt2") vocabularies are supported.
 pub fn tokenize_eval_text(md: &Metadata, text: &[u8], parse_special: bool) -> Result<Vec<u32>> {
-    SpmTokenizer::from_metadata(md)?.encode(text, true, parse_special)
+    match md.get_str("tokenizer.ggml.model") {
+        Some("gpt2") => BpeTokenizer::from_metadata(md)?.encode(text, true, parse_special),
+        _ => SpmTokenizer::from_metadata(md)?.encode(text, true, parse_special),
+    }
 }

@@ -139,6 +139,16 @@ pub fn score_logits(
     tokens: &[u32],
     opts: &PplOptions,
 ) -> Result<ScoredLogits> {
+    score_logits_with_progress(model, tokens, opts, &mut |_| {})
+}
+
+/// `score_logits`, calling `progress` after every chunk.
+pub fn score_logits_with_progress(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    opts: &PplOptions,
+    progress: &mut dyn FnMut(ChunkProgress),
+) -> Result<ScoredLogits> {
     let n_chunks = chunk_count(tokens.len(), opts)?;
     let bos = chunk_bos(model.metadata())?;
     let nv = model.config().n_vocab;
@@ -153,6 +163,7 @@ pub fn score_logits(
         seconds: 0.0,
         tokens_evaluated: 0,
     };
+    let mut acc = NllAccumulator::default();
     let t0 = Instant::now();
     for i in 0..n_chunks {
         let logits = eval_chunk(model, tokens, i, opts, bos, None)?;
@@ -162,6 +173,17 @@ pub fn score_logits(
         out.targets
             .extend_from_slice(&tokens[start + first + 1..start + opts.n_ctx]);
         out.tokens_evaluated += opts.n_ctx;
+        acc.add_chunk(
+            &logits[first * nv..(first + per_chunk) * nv],
+            &tokens[start + first + 1..start + opts.n_ctx],
+            nv,
+        );
+        progress(ChunkProgress {
+            done: i + 1,
+            total: n_chunks,
+            ppl: acc.running_ppl(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
     out.seconds = t0.elapsed().as_secs_f64();
     Ok(out)

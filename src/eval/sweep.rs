@@ -1,6 +1,7 @@
 //! Quantization sweep: quantize one model to several types, then measure each result against
 //! the unquantized model on the same tokens — file size, bits per weight, quantization time,
-//! perplexity and KL divergence — and write report.md / report.csv / report.json.
+//! perplexity and KL divergence — and write report.md / report.csv / report.json and a
+//! size-vs-KLD plot, report.svg.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,11 @@ use serde::Serialize;
 use super::kld::{kl_divergence, KldReport};
 use super::perplexity::{score_logits, PplOptions, PplReport};
 use crate::formats::imatrix;
+use crate::model::encode::OutType;
 use crate::model::forward::{LlamaModel, LoadOptions};
+use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
-use crate::pipeline::{Backend, GgufSource};
+use crate::pipeline::{Backend, GgufSource, TensorSource};
 use crate::quant::ftype::QuantTarget;
 use crate::quant::rules::TypeOptions;
 
@@ -74,36 +77,133 @@ fn model_stem(path: &Path) -> String {
     s.strip_suffix(".gguf").unwrap_or(&s).to_string()
 }
 
+/// What [`sweep_with_progress`] reports as it goes.
+#[derive(Clone, Debug)]
+pub enum SweepStep<'a> {
+    /// The reference model was measured.
+    Base(&'a SweepRow),
+    /// Type `index` (0-based, of `total`) is being quantized.
+    Quantizing {
+        index: usize,
+        total: usize,
+        name: &'a str,
+    },
+    /// Type `index` is done (or failed: see `row.error`).
+    Done {
+        index: usize,
+        total: usize,
+        row: &'a SweepRow,
+    },
+}
+
+/// The model to sweep, as a quantization source and as the reference runtime model. A Hugging
+/// Face directory is converted in memory at F32 (its exact weights), as `qforge quantize` does.
+enum SweepSource {
+    Gguf(GgufSource),
+    Hf(Box<HfModel>),
+}
+
+impl SweepSource {
+    fn open(path: &Path) -> Result<SweepSource> {
+        if path.is_dir() {
+            let hf = HfModel::open(
+                path,
+                &HfOptions {
+                    outtype: OutType::F32,
+                    model_name: None,
+                },
+            )?;
+            return Ok(SweepSource::Hf(Box::new(hf)));
+        }
+        Ok(SweepSource::Gguf(
+            GgufSource::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    }
+
+    fn tensor_source(&self) -> &dyn TensorSource {
+        match self {
+            SweepSource::Gguf(g) => g,
+            SweepSource::Hf(h) => h.as_ref(),
+        }
+    }
+
+    fn load(&self, path: &Path, load: &LoadOptions) -> Result<LlamaModel> {
+        match self {
+            SweepSource::Gguf(_) => LlamaModel::load_with(path, load),
+            SweepSource::Hf(h) => LlamaModel::from_source(h.as_ref()),
+        }
+    }
+
+    /// Bytes on disk: the GGUF file, or every safetensors file of the checkpoint.
+    fn file_bytes(&self, path: &Path) -> Result<u64> {
+        match self {
+            SweepSource::Gguf(_) => Ok(std::fs::metadata(path)?.len()),
+            SweepSource::Hf(_) => {
+                let mut n = 0;
+                for e in std::fs::read_dir(path)? {
+                    let e = e?;
+                    if e.path().extension().is_some_and(|x| x == "safetensors") {
+                        n += e.metadata()?.len();
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
 /// Run the sweep over `tokens` (already tokenized with the model's vocabulary) and write the
 /// reports into `opts.out_dir`. A type that fails to quantize or load is reported, not fatal.
 pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
+    sweep_with_progress(opts, tokens, &mut |_| {})
+}
+
+/// `sweep`, telling `progress` about each step. `opts.model` may be a GGUF file or a Hugging
+/// Face directory.
+pub fn sweep_with_progress(
+    opts: &SweepOptions,
+    tokens: &[u32],
+    progress: &mut dyn FnMut(SweepStep<'_>),
+) -> Result<SweepReport> {
     if opts.types.is_empty() {
         bail!("no quantization types to sweep");
     }
-    std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let source = SweepSource::open(&opts.model)?;
     let t0 = Instant::now();
-    let base_model = LlamaModel::load_with(&opts.model, &opts.load)?;
+    let base_model = source.load(&opts.model, &opts.load)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let base = score_logits(&base_model, tokens, &opts.ppl)?;
     drop(base_model);
-    let base_bytes = std::fs::metadata(&opts.model)?.len();
-    let source = GgufSource::open(&opts.model)
-        .with_context(|| format!("opening {}", opts.model.display()))?;
-    let n_elements: u64 = source.file().tensors.iter().map(|t| t.n_elements()).sum();
-    let data_bytes: u64 = source
-        .file()
-        .tensors
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let base_bytes = source.file_bytes(&opts.model)?;
+    let src = source.tensor_source();
+    let n_elements: u64 = src
+        .tensors()
         .iter()
-        .map(|t| t.n_bytes().unwrap_or(0))
+        .map(|t| t.ne.iter().product::<u64>())
         .sum();
-    let mut rows = vec![SweepRow {
-        name: source
+    let data_bytes: u64 = match &source {
+        SweepSource::Gguf(g) => g
+            .file()
+            .tensors
+            .iter()
+            .map(|t| t.n_bytes().unwrap_or(0))
+            .sum(),
+        // The checkpoint's own dtypes are not kept by the converter: count its files.
+        SweepSource::Hf(_) => base_bytes,
+    };
+    let base_name = match &source {
+        SweepSource::Gguf(g) => g
             .file()
             .metadata
             .get_u64("general.file_type")
             .and_then(|id| crate::quant::FileType::all().find(|f| f.id() as u64 == id))
             .map_or_else(|| "base".to_string(), |f| f.name().to_string()),
+        SweepSource::Hf(_) => "HF".to_string(),
+    };
+    let mut rows = vec![SweepRow {
+        name: base_name,
         file: Some(opts.model.clone()),
         file_bytes: base_bytes,
         bpw: data_bytes as f64 * 8.0 / n_elements as f64,
@@ -113,6 +213,7 @@ pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
         kld: None,
         error: None,
     }];
+    progress(SweepStep::Base(&rows[0]));
 
     let imatrix_input = match &opts.imatrix {
         Some(path) => imatrix::prepare(path, &[], &[])?.map(|w| ImatrixInput {
@@ -123,7 +224,9 @@ pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
     };
     let backend = Backend::cpu(opts.threads);
     let stem = model_stem(&opts.model);
-    for name in &opts.types {
+    let total = opts.types.len();
+    for (index, name) in opts.types.iter().enumerate() {
+        progress(SweepStep::Quantizing { index, total, name });
         let mut row = SweepRow {
             name: name.clone(),
             file: None,
@@ -147,6 +250,11 @@ pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
         ) {
             row.error = Some(format!("{e:#}"));
         }
+        progress(SweepStep::Done {
+            index,
+            total,
+            row: &row,
+        });
         rows.push(row);
     }
     let report = SweepReport {
@@ -164,7 +272,7 @@ pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
 #[allow(clippy::too_many_arguments)]
 fn measure_one(
     opts: &SweepOptions,
-    source: &GgufSource,
+    source: &SweepSource,
     backend: &Backend,
     imatrix_input: Option<&ImatrixInput>,
     stem: &str,
@@ -185,7 +293,7 @@ fn measure_one(
         imatrix: imatrix_input.cloned(),
         overrides: Vec::new(),
     };
-    let q = quantize(source, &job, backend)?;
+    let q = quantize(source.tensor_source(), &job, backend)?;
     row.quantize_seconds = q.seconds;
     row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
     row.file_bytes = std::fs::metadata(&out)?.len();
@@ -298,5 +406,65 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
         )?;
     }
     std::fs::write(dir.join("report.md"), md)?;
+    write_plot(r, &dir.join("report.svg"))?;
+    Ok(())
+}
+
+/// File size (MiB) against mean KL divergence, one labelled point per quantized type, as SVG.
+/// Types without numbers are left out; with none at all the plot is an empty frame.
+pub fn write_plot(r: &SweepReport, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+
+    let points: Vec<(f64, f64, &str)> = r
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let k = row.kld.as_ref()?;
+            Some((
+                row.file_bytes as f64 / 1048576.0,
+                k.mean_kld,
+                row.name.as_str(),
+            ))
+        })
+        .collect();
+    let (mut x_max, mut y_max) = (1e-6f64, 1e-9f64);
+    for &(x, y, _) in &points {
+        x_max = x_max.max(x);
+        y_max = y_max.max(y);
+    }
+    let svg_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    {
+        let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| svg_err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("file size vs mean KL divergence", ("sans-serif", 20))
+            .margin(20)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_max * 1.1, 0f64..y_max * 1.15)
+            .map_err(|e| svg_err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("file size (MiB)")
+            .y_desc("mean KLD")
+            .draw()
+            .map_err(|e| svg_err(&e))?;
+        let mut by_size = points.clone();
+        by_size.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(
+                by_size.iter().map(|&(x, y, _)| (x, y)),
+                &BLUE,
+            ))
+            .map_err(|e| svg_err(&e))?;
+        chart
+            .draw_series(points.iter().map(|&(x, y, name)| {
+                EmptyElement::at((x, y))
+                    + Circle::new((0, 0), 4, BLUE.filled())
+                    + Text::new(name.to_string(), (6, -14), ("sans-serif", 13))
+            }))
+            .map_err(|e| svg_err(&e))?;
+        root.present().map_err(|e| svg_err(&e))?;
+    }
     Ok(())
 }

@@ -23,7 +23,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufFile, Metadata, TensorInfo};
-use crate::quant::{dequantizer, RowDequantizer};
+use crate::pipeline::TensorSource;
+use crate::quant::{dequantizer, GgmlType, RowDequantizer};
 
 /// Hyper-parameters of a llama model, read from GGUF metadata the way llama.cpp's loader does.
 #[derive(Clone, Debug, PartialEq)]
@@ -206,24 +207,41 @@ impl Matrix {
     }
 
     /// `y[t] = W · x[t]` for `n_tokens` inputs of `cols` values; returns n_tokens × rows.
+    ///
+    /// Each rayon task owns a block of output rows; inside it, tiles of weight rows × tokens
+    /// are computed together so every loaded weight and activation vector feeds several dot
+    /// products (see [`dot_tile`]). Every output element is still [`dot`]'s exact sum, so the
+    /// result does not depend on tiling or thread count.
     pub fn matmul(&self, x: &[f32], n_tokens: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), n_tokens * self.cols);
-        // Each thread owns a block of output rows and reuses each weight row for every token;
-        // results land transposed (row-major by weight row) and are transposed back after.
+        if n_tokens == 0 {
+            return Vec::new();
+        }
+        // Results land transposed (row-major by weight row) and are transposed back after.
         let mut by_row = vec![0f32; self.rows * n_tokens];
-        const ROWS_PER_TASK: usize = 16;
+        let cols = self.cols;
         by_row
-            .par_chunks_mut(ROWS_PER_TASK * n_tokens.max(1))
+            .par_chunks_mut(ROWS_PER_TASK * n_tokens)
             .enumerate()
             .for_each(|(block, out)| {
                 let first = block * ROWS_PER_TASK;
-                let mut buf = Vec::new();
-                for (r, out_row) in out.chunks_mut(n_tokens.max(1)).enumerate() {
-                    let w = self.row(first + r, &mut buf);
-                    for (t, o) in out_row.iter_mut().enumerate() {
-                        *o = dot(w, &x[t * self.cols..(t + 1) * self.cols]);
+                let n_rows = out.len() / n_tokens;
+                let decoded: Vec<f32>;
+                let rows: Vec<&[f32]> = match &self.weights {
+                    Weights::F32(v) => (0..n_rows)
+                        .map(|r| &v[(first + r) * cols..(first + r + 1) * cols])
+                        .collect(),
+                    Weights::Packed(_) => {
+                        let mut buf = Vec::new();
+                        let mut all = Vec::with_capacity(n_rows * cols);
+                        for r in 0..n_rows {
+                            all.extend_from_slice(self.row(first + r, &mut buf));
+                        }
+                        decoded = all;
+                        decoded.chunks(cols).collect()
                     }
-                }
+                };
+                dot_tile(&rows, x, cols, n_tokens, out);
             });
         if n_tokens == 1 {
             return by_row;
@@ -236,6 +254,100 @@ impl Matrix {
         }
         y
     }
+}
+
+/// Weight rows per rayon task: enough work per task, and the block's rows stay in L2 while
+/// every token passes over them.
+const ROWS_PER_TASK: usize = 16;
+/// Tile shape: weight rows × tokens computed together (8 accumulators of 8 lanes).
+const TILE_ROWS: usize = 2;
+const TILE_TOKENS: usize = 4;
+
+/// `out[r·n_tokens + t] = dot(rows[r], x[t])` for every row and token, tile by tile.
+fn dot_tile(rows: &[&[f32]], x: &[f32], cols: usize, n_tokens: usize, out: &mut [f32]) {
+    let token = |t: usize| &x[t * cols..(t + 1) * cols];
+    let mut t0 = 0;
+    while t0 < n_tokens {
+        let nt = TILE_TOKENS.min(n_tokens - t0);
+        let mut r0 = 0;
+        while r0 < rows.len() {
+            let nr = TILE_ROWS.min(rows.len() - r0);
+            if nr == TILE_ROWS && nt == TILE_TOKENS {
+                let w: [&[f32]; TILE_ROWS] = std::array::from_fn(|i| rows[r0 + i]);
+                let xs: [&[f32]; TILE_TOKENS] = std::array::from_fn(|j| token(t0 + j));
+                let sums = dot_block(w, xs);
+                for (i, row) in sums.iter().enumerate() {
+                    out[(r0 + i) * n_tokens + t0..(r0 + i) * n_tokens + t0 + TILE_TOKENS]
+                        .copy_from_slice(row);
+                }
+            } else {
+                for i in 0..nr {
+                    for j in 0..nt {
+                        out[(r0 + i) * n_tokens + t0 + j] = dot(rows[r0 + i], token(t0 + j));
+                    }
+                }
+            }
+            r0 += nr;
+        }
+        t0 += nt;
+    }
+}
+
+/// R×T dot products at once, each equal to [`dot`] bit for bit.
+fn dot_block<const R: usize, const T: usize>(w: [&[f32]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is present (checked just above).
+            return unsafe { dot_block_avx(w, x) };
+        }
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| dot(w[r], x[t])))
+}
+
+/// AVX version of [`dot_block`]: lane l of each 8-wide accumulator is [`dot`]'s partial sum l
+/// (a rounded product, then a rounded add — no FMA), and the lanes and tail combine in
+/// `dot`'s order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_block_avx<const R: usize, const T: usize>(
+    w: [&[f32]; R],
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    use std::arch::x86_64::*;
+    let n = w[0].len();
+    let chunks = n / 8;
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for c in 0..chunks {
+        let wv: [__m256; R] = std::array::from_fn(|r| {
+            debug_assert!(w[r].len() >= c * 8 + 8);
+            // SAFETY: every row has n values and c·8 + 8 ≤ n.
+            unsafe { _mm256_loadu_ps(w[r].as_ptr().add(c * 8)) }
+        });
+        for t in 0..T {
+            // SAFETY: every token has n values.
+            let xv = unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * 8)) };
+            for r in 0..R {
+                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(wv[r], xv));
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            let mut lanes = [0f32; 8];
+            // SAFETY: lanes holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][t]) };
+            let mut tail = 0f32;
+            for i in chunks * 8..n {
+                tail += w[r][i] * x[t][i];
+            }
+            out[r][t] = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+                + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+                + tail;
+        }
+    }
+    out
 }
 
 /// How to hold the weights.
@@ -393,23 +505,117 @@ pub struct LlamaModel {
 }
 
 fn dequantize_tensor(file: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
-    let dq = dequantizer(t.ty)
-        .ok_or_else(|| anyhow!("{}: no dequantizer for {}", t.name, t.ty.name()))?;
-    let n_per_row = t.ne.first().copied().unwrap_or(1) as usize;
-    let n_rows = t.n_rows() as usize;
-    let row_bytes =
-        t.ty.row_size(n_per_row as u64)
-            .ok_or_else(|| anyhow!("{}: rows of {n_per_row} do not fit {}", t.name, t.ty.name()))?
-            as usize;
-    let bytes = file.tensor_data(t);
+    dequantize_bytes(&t.name, t.ty, &t.ne, file.tensor_data(t))
+}
+
+/// Every row of a tensor's bytes (type `ty`, ggml shape `ne`) as f32.
+fn dequantize_bytes(name: &str, ty: GgmlType, ne: &[u64], bytes: &[u8]) -> Result<Vec<f32>> {
+    let dq = dequantizer(ty).ok_or_else(|| anyhow!("{name}: no dequantizer for {}", ty.name()))?;
+    let n_per_row = ne.first().copied().unwrap_or(1) as usize;
+    let n_rows = ne.iter().skip(1).product::<u64>() as usize;
+    let row_bytes = ty
+        .row_size(n_per_row as u64)
+        .ok_or_else(|| anyhow!("{name}: rows of {n_per_row} do not fit {}", ty.name()))?
+        as usize;
     if bytes.len() < row_bytes * n_rows {
-        bail!("{}: tensor data truncated", t.name);
+        bail!("{name}: tensor data truncated");
     }
     let mut out = vec![0f32; n_rows * n_per_row];
     out.par_chunks_mut(n_per_row.max(1))
         .zip(bytes.par_chunks(row_bytes.max(1)))
         .for_each(|(o, b)| dq(b, o));
     Ok(out)
+}
+
+/// Where the loader reads tensors from: a memory-mapped GGUF file or any [`TensorSource`].
+trait WeightSource {
+    fn metadata(&self) -> &Metadata;
+    /// ggml ne of a tensor, None when absent.
+    fn shape(&self, name: &str) -> Option<Vec<u64>>;
+    /// All values as f32.
+    fn values(&self, name: &str) -> Result<Vec<f32>>;
+    /// A matrix's weights, dequantized or left packed as the source prefers.
+    fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Weights>;
+}
+
+struct GgufTensors {
+    file: Arc<GgufFile>,
+    opts: LoadOptions,
+}
+
+impl GgufTensors {
+    fn find(&self, name: &str) -> Result<&TensorInfo> {
+        self.file
+            .tensor(name)
+            .ok_or_else(|| anyhow!("missing tensor {name}"))
+    }
+}
+
+impl WeightSource for GgufTensors {
+    fn metadata(&self) -> &Metadata {
+        &self.file.metadata
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<u64>> {
+        self.file.tensor(name).map(|t| t.ne.clone())
+    }
+
+    fn values(&self, name: &str) -> Result<Vec<f32>> {
+        dequantize_tensor(&self.file, self.find(name)?)
+    }
+
+    fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Weights> {
+        let t = self.find(name)?;
+        if !self.opts.keep_quantized {
+            return Ok(Weights::F32(dequantize_tensor(&self.file, t)?));
+        }
+        let dq = dequantizer(t.ty)
+            .ok_or_else(|| anyhow!("{name}: no dequantizer for {}", t.ty.name()))?;
+        let row_bytes =
+            t.ty.row_size(cols as u64)
+                .ok_or_else(|| anyhow!("{name}: rows of {cols} do not fit {}", t.ty.name()))?
+                as usize;
+        if self.file.tensor_data(t).len() < row_bytes * rows {
+            bail!("{name}: tensor data truncated");
+        }
+        Ok(Weights::Packed(PackedRows {
+            file: Arc::clone(&self.file),
+            tensor: t.clone(),
+            row_bytes,
+            dequantize: dq,
+        }))
+    }
+}
+
+struct SourceTensors<'a> {
+    source: &'a dyn TensorSource,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl WeightSource for SourceTensors<'_> {
+    fn metadata(&self) -> &Metadata {
+        self.source.metadata()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<u64>> {
+        self.index
+            .get(name)
+            .map(|&i| self.source.tensors()[i].ne.clone())
+    }
+
+    fn values(&self, name: &str) -> Result<Vec<f32>> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+        let t = &self.source.tensors()[i];
+        let bytes = self.source.tensor_bytes(i)?;
+        dequantize_bytes(name, t.ty, &t.ne, &bytes)
+    }
+
+    fn matrix(&self, name: &str, _cols: usize, _rows: usize) -> Result<Weights> {
+        Ok(Weights::F32(self.values(name)?))
+    }
 }
 
 impl LlamaModel {
@@ -426,19 +632,44 @@ impl LlamaModel {
     }
 
     pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<LlamaModel> {
-        let file_ref: &GgufFile = &file;
-        let c = LlamaConfig::from_metadata(&file_ref.metadata)?;
-        let find = |name: &str| file_ref.tensor(name);
+        LlamaModel::build(&GgufTensors { file, opts: *opts })
+    }
+
+    /// Load from any tensor source (a Hugging Face checkpoint converted on the fly, …): every
+    /// tensor is read once, in its declared type, and dequantized to f32 — no temporary file.
+    pub fn from_source(source: &dyn TensorSource) -> Result<LlamaModel> {
+        LlamaModel::build(&SourceTensors {
+            source,
+            index: source
+                .tensors()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
+        })
+        .with_context(|| format!("loading {}", source.describe()))
+    }
+
+    fn build(src: &dyn WeightSource) -> Result<LlamaModel> {
+        let md = src.metadata();
+        let c = LlamaConfig::from_metadata(md)?;
+        let has = |name: &str| src.shape(name).is_some();
         let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = find(name).ok_or_else(|| anyhow!("missing tensor {name}"))?;
-            if t.n_elements() as usize != n {
-                bail!("{name}: {} values, expected {n}", t.n_elements());
+            let ne = src
+                .shape(name)
+                .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+            if ne.iter().product::<u64>() as usize != n {
+                bail!(
+                    "{name}: {} values, expected {n}",
+                    ne.iter().product::<u64>()
+                );
             }
-            dequantize_tensor(file_ref, t)
+            src.values(name)
         };
         let matrix = |name: &str, cols: usize, rows: usize| -> Result<Matrix> {
-            let t = find(name).ok_or_else(|| anyhow!("missing tensor {name}"))?;
-            let ne: Vec<u64> = t.ne.clone();
+            let ne = src
+                .shape(name)
+                .ok_or_else(|| anyhow!("missing tensor {name}"))?;
             let dims_ok = ne.len() >= 2
                 && ne[0] as usize == cols
                 && ne[1] as usize == rows
@@ -446,36 +677,18 @@ impl LlamaModel {
             if !dims_ok {
                 bail!("{name}: shape {ne:?}, expected [{cols}, {rows}]");
             }
-            let weights = if opts.keep_quantized {
-                let dq = dequantizer(t.ty)
-                    .ok_or_else(|| anyhow!("{name}: no dequantizer for {}", t.ty.name()))?;
-                let row_bytes =
-                    t.ty.row_size(cols as u64).ok_or_else(|| {
-                        anyhow!("{name}: rows of {cols} do not fit {}", t.ty.name())
-                    })? as usize;
-                if file_ref.tensor_data(t).len() < row_bytes * rows {
-                    bail!("{name}: tensor data truncated");
-                }
-                Weights::Packed(PackedRows {
-                    file: Arc::clone(&file),
-                    tensor: t.clone(),
-                    row_bytes,
-                    dequantize: dq,
-                })
-            } else {
-                Weights::F32(dequantize_tensor(file_ref, t)?)
-            };
             Ok(Matrix {
                 name: name.to_string(),
                 rows,
                 cols,
-                weights,
+                weights: src.matrix(name, cols, rows)?,
             })
         };
         let bias = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
-            match find(name) {
-                Some(_) => vector(name, n).map(Some),
-                None => Ok(None),
+            if has(name) {
+                vector(name, n).map(Some)
+            } else {
+                Ok(None)
             }
         };
         let linear = |base: &str, cols: usize, rows: usize| -> Result<Linear> {
@@ -491,7 +704,7 @@ impl LlamaModel {
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let b = |s: &str| format!("blk.{i}.{s}");
-            if find(&b("attn_qkv.weight")).is_some() {
+            if has(&b("attn_qkv.weight")) {
                 bail!("fused attn_qkv tensors are not supported yet by the CPU runtime");
             }
             layers.push(LlamaLayer {
@@ -506,14 +719,16 @@ impl LlamaModel {
                 ffn_down: linear(&b("ffn_down"), c.n_ff, c.n_embd)?,
             });
         }
-        let output = match find("output.weight") {
-            Some(_) => Some(linear("output", c.n_embd, c.n_vocab)?),
-            None => None,
+        let output = if has("output.weight") {
+            Some(linear("output", c.n_embd, c.n_vocab)?)
+        } else {
+            None
         };
         // llama.cpp loads one rope_freqs tensor (llama3 scaling) and shares it by every layer.
-        let rope_freqs = match find("rope_freqs.weight") {
-            Some(_) => Some(vector("rope_freqs.weight", c.n_rot / 2)?),
-            None => None,
+        let rope_freqs = if has("rope_freqs.weight") {
+            Some(vector("rope_freqs.weight", c.n_rot / 2)?)
+        } else {
+            None
         };
         Ok(LlamaModel {
             tok_embd: matrix("token_embd.weight", c.n_embd, c.n_vocab)?,
@@ -521,7 +736,7 @@ impl LlamaModel {
             layers,
             output,
             rope_freqs,
-            metadata: file_ref.metadata.clone(),
+            metadata: md.clone(),
             config: c,
         })
     }

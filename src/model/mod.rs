@@ -11,5 +11,6 @@ pub mod synthetic;
 pub mod synthetic_hf;
 pub mod tensor_names;
 pub mod tokenizer;
+pub mod tokenizer_bpe;
 pub mod tokenizer_spm;
 pub mod yaml;

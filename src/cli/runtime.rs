@@ -1,0 +1,119 @@
+//! What the eval commands (imatrix, perplexity, sweep) share: loading the model on a device,
+//! reading the evaluation text, thread count, progress display.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use qforge::eval::ChunkProgress;
+use qforge::model::encode::OutType;
+use qforge::model::forward::{CausalLm, LlamaModel};
+use qforge::model::hf::{HfModel, HfOptions};
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EvalDevice {
+    Cpu,
+    Gpu,
+    /// The GPU when a forward pass exists for it, else the CPU.
+    Auto,
+}
+
+/// Load MODEL (a GGUF file or a Hugging Face directory) for evaluation on `device`. The one
+/// place that chooses the forward-pass implementation.
+pub fn load_causal_lm(model: &Path, device: EvalDevice) -> Result<Box<dyn CausalLm>> {
+    require_cpu(device)?;
+    Ok(Box::new(load_cpu_model(model)?))
+}
+
+/// Until a GPU forward pass exists: `gpu` is an error, `auto` means the CPU (said once).
+pub fn require_cpu(device: EvalDevice) -> Result<()> {
+    match device {
+        EvalDevice::Gpu => bail!("the GPU forward pass is not supported yet (use --device cpu)"),
+        EvalDevice::Auto => {
+            eprintln!("qforge: --device auto: running on the CPU (no GPU forward pass yet)")
+        }
+        EvalDevice::Cpu => {}
+    }
+    Ok(())
+}
+
+/// The CPU model: a GGUF file memory-mapped and dequantized, or a Hugging Face checkpoint
+/// converted in memory at F32 (its exact weights; no temporary GGUF).
+pub fn load_cpu_model(model: &Path) -> Result<LlamaModel> {
+    if model.is_dir() {
+        let hf = HfModel::open(
+            model,
+            &HfOptions {
+                outtype: OutType::F32,
+                model_name: None,
+            },
+        )?;
+        return LlamaModel::from_source(&hf);
+    }
+    if !model.exists() {
+        bail!("{}: no such model file or directory", model.display());
+    }
+    LlamaModel::load(model)
+}
+
+/// The evaluation text, refusing a missing or empty file up front.
+pub fn read_text(path: &Path) -> Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.is_empty() {
+        bail!("{}: the text file is empty", path.display());
+    }
+    Ok(text)
+}
+
+/// Size the global rayon pool (0 = one thread per core). Must run before any parallel work.
+pub fn set_threads(threads: usize) -> Result<()> {
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    Ok(())
+}
+
+/// Per-chunk progress: a bar with ETA when stderr is a terminal, else nothing (the caller's
+/// llama.cpp-style `[i]ppl` line is the log).
+pub struct ChunkBar {
+    bar: Option<ProgressBar>,
+}
+
+impl ChunkBar {
+    pub fn new(total: usize, what: &str) -> ChunkBar {
+        if !std::io::stderr().is_terminal() {
+            return ChunkBar { bar: None };
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} chunks, ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(500));
+        ChunkBar { bar: Some(bar) }
+    }
+
+    pub fn update(&self, p: &ChunkProgress) {
+        if let Some(b) = &self.bar {
+            b.set_position(p.done as u64);
+            b.set_message(format!("PPL {:.4}", p.ppl));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
