@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Tokens of the forward-pass line (a generated 4-layer llama, CPU vs GPU); 0 skips it.
+    #[arg(long, default_value_t = 256)]
+    forward_tokens: usize,
 }
 
 const N_PER_ROW: usize = 4096;
@@ -102,5 +105,56 @@ pub fn run(a: BenchArgs) -> Result<()> {
             );
         }
     }
+    if a.forward_tokens > 0 {
+        bench_forward(&gpu, a.forward_tokens, a.reps)?;
+    }
+    Ok(())
+}
+
+/// Tokens per second of one forward pass over `n` tokens (one micro-batch) of the default
+/// synthetic llama, on the CPU and on the GPU when there is one.
+fn bench_forward(gpu: &Option<Backend>, n: usize, reps: usize) -> Result<()> {
+    use qforge::gpu::forward::GpuLlama;
+    use qforge::model::forward::{CausalLm, LlamaModel};
+    use qforge::model::synthetic::SyntheticLlama;
+
+    let s = SyntheticLlama::default();
+    let dir = std::env::temp_dir().join(format!("qforge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("synthetic.gguf");
+    s.write_gguf(&path)?;
+    let model = LlamaModel::load(&path);
+    std::fs::remove_dir_all(&dir).ok();
+    let model = model?;
+    let tokens: Vec<u32> = (0..n)
+        .map(|i| (i * 7919 % s.n_vocab as usize) as u32)
+        .collect();
+    let tok_s = |m: &dyn CausalLm| -> Result<f64> {
+        let mut best = f64::MAX;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            m.eval_sequence(&tokens, n, None)?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(n as f64 / best)
+    };
+    let c = tok_s(&model)?;
+    let g = match gpu {
+        Some(Backend::Gpu { gpu, .. }) => {
+            match GpuLlama::new(gpu.context(), &model).and_then(|g| tok_s(&g)) {
+                Ok(v) => format!("{v:>12.1} {:>9.2}", v / c),
+                Err(e) => format!("  {e:#}"),
+            }
+        }
+        _ => String::new(),
+    };
+    println!(
+        "{:<8} {:>8} {:>12} {:>12} {:>9}",
+        "forward", "", "CPU tok/s", "GPU tok/s", "GPU/CPU"
+    );
+    println!(
+        "{:<17} {c:>12.1} {g}    ({} layers, {} wide, {n} tokens)",
+        "llama", s.n_layer, s.n_embd
+    );
     Ok(())
 }

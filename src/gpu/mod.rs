@@ -13,6 +13,7 @@
 //!   it is trusted.
 //! - [`quantize`]: [`GpuQuantizer`], the seam the pipeline calls (mirrors `quant::quantize_rows`).
 //! - [`doctor`]: a human-readable report of adapters and per-kernel self-check results.
+//! - [`forward`]: [`forward::GpuLlama`], the llama forward pass on the GPU (a `CausalLm`).
 //! - [`bench`]: GPU against CPU throughput per type, measured in one run (`qforge bench`).
 //!
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
@@ -22,6 +23,7 @@ pub mod bench;
 pub mod device;
 pub mod dispatch;
 pub mod doctor;
+pub mod forward;
 pub mod pipelines;
 pub mod quantize;
 pub mod selfcheck;
