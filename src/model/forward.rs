@@ -293,8 +293,8 @@ fn dot_tile(rows: &[&[f32]], x: &[f32], cols: usize, n_tokens: usize, out: &mut 
     }
 }
 
-/// R×T dot products at once, each equal to [`dot`] bit for bit.
-fn dot_block<const R: usize, const T: usize>(w: [&[f32]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+/// 2×4 dot products at once, each equal to [`dot`] bit for bit.
+fn dot_block(w: [&[f32]; TILE_ROWS], x: [&[f32]; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx") {
@@ -307,34 +307,47 @@ fn dot_block<const R: usize, const T: usize>(w: [&[f32]; R], x: [&[f32]; T]) -> 
 
 /// AVX version of [`dot_block`]: lane l of each 8-wide accumulator is [`dot`]'s partial sum l
 /// (a rounded product, then a rounded add — no FMA), and the lanes and tail combine in
-/// `dot`'s order.
+/// `dot`'s order. Written out by hand (raw pointers, eight named accumulators) so that
+/// everything stays in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn dot_block_avx<const R: usize, const T: usize>(
-    w: [&[f32]; R],
-    x: [&[f32]; T],
-) -> [[f32; T]; R] {
+unsafe fn dot_block_avx(
+    w: [&[f32]; TILE_ROWS],
+    x: [&[f32]; TILE_TOKENS],
+) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
     use std::arch::x86_64::*;
     let n = w[0].len();
+    assert!(w.iter().chain(x.iter()).all(|v| v.len() == n));
     let chunks = n / 8;
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let (w0, w1) = (w[0].as_ptr(), w[1].as_ptr());
+    let (x0, x1, x2, x3) = (x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr());
+    let z = _mm256_setzero_ps();
+    let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
+    let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
     for c in 0..chunks {
-        let wv: [__m256; R] = std::array::from_fn(|r| {
-            debug_assert!(w[r].len() >= c * 8 + 8);
-            // SAFETY: every row has n values and c·8 + 8 ≤ n.
-            unsafe { _mm256_loadu_ps(w[r].as_ptr().add(c * 8)) }
-        });
-        for t in 0..T {
-            // SAFETY: every token has n values.
-            let xv = unsafe { _mm256_loadu_ps(x[t].as_ptr().add(c * 8)) };
-            for r in 0..R {
-                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(wv[r], xv));
-            }
+        let o = c * 8;
+        // SAFETY: all six vectors have n values (asserted) and o + 8 ≤ n.
+        unsafe {
+            let v0 = _mm256_loadu_ps(w0.add(o));
+            let v1 = _mm256_loadu_ps(w1.add(o));
+            let t = _mm256_loadu_ps(x0.add(o));
+            a00 = _mm256_add_ps(a00, _mm256_mul_ps(v0, t));
+            a10 = _mm256_add_ps(a10, _mm256_mul_ps(v1, t));
+            let t = _mm256_loadu_ps(x1.add(o));
+            a01 = _mm256_add_ps(a01, _mm256_mul_ps(v0, t));
+            a11 = _mm256_add_ps(a11, _mm256_mul_ps(v1, t));
+            let t = _mm256_loadu_ps(x2.add(o));
+            a02 = _mm256_add_ps(a02, _mm256_mul_ps(v0, t));
+            a12 = _mm256_add_ps(a12, _mm256_mul_ps(v1, t));
+            let t = _mm256_loadu_ps(x3.add(o));
+            a03 = _mm256_add_ps(a03, _mm256_mul_ps(v0, t));
+            a13 = _mm256_add_ps(a13, _mm256_mul_ps(v1, t));
         }
     }
-    let mut out = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
+    let acc = [[a00, a01, a02, a03], [a10, a11, a12, a13]];
+    let mut out = [[0f32; TILE_TOKENS]; TILE_ROWS];
+    for r in 0..TILE_ROWS {
+        for t in 0..TILE_TOKENS {
             let mut lanes = [0f32; 8];
             // SAFETY: lanes holds 8 f32.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][t]) };
