@@ -519,19 +519,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         "--kl-divergence",
     ]);
     assert!(err.contains("not a qforge logits file"), "{err}");
-    // The GPU forward pass is not there yet.
-    let err = fails(&[
-        "imatrix",
-        "-m",
-        s(&model),
-        "-f",
-        s(&text),
-        "-o",
-        s(&out),
-        "--device",
-        "gpu",
-    ]);
-    assert!(err.contains("not supported yet"), "{err}");
+    // The sweep's models run on the CPU only, for now.
     let err = fails(&[
         "sweep",
         s(&model),
@@ -568,4 +556,35 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     left.sort();
     assert_eq!(left, ["gpt2.gguf", "short.txt"]);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--device gpu` runs the forward pass on the GPU twin (lavapipe in CI) and gives llama.cpp's
+/// perplexity too; `--device cpu` and `gpu` agree closely.
+#[test]
+fn perplexity_on_the_gpu_matches_the_cpu_and_llama_perplexity() {
+    let model = common::golden("tiny-llama.f16.gguf");
+    let run = |device: &str| {
+        let out = qforge(&[
+            "perplexity",
+            "-m",
+            s(&model),
+            "-f",
+            s(&data("ppl_text.txt")),
+            "-c",
+            "128",
+            "--chunks",
+            "3",
+            "--device",
+            device,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "--device {device}: {stderr}");
+        (final_ppl(&String::from_utf8(out.stdout).unwrap()), stderr)
+    };
+    let (gpu, stderr) = run("gpu");
+    assert!(stderr.contains("running the model on"), "{stderr}");
+    let (cpu, _) = run("cpu");
+    assert!((gpu - cpu).abs() / cpu < 1e-3, "GPU {gpu} vs CPU {cpu}");
+    // Chunks 1-3 of llama-perplexity's run (ppl_reference.txt: [3]564.7314).
+    assert!((gpu - 564.7314).abs() / 564.7314 < 5e-3, "GPU {gpu}");
 }

@@ -10,6 +10,8 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use qforge::eval::ChunkProgress;
+use qforge::gpu::forward::GpuLlama;
+use qforge::gpu::DeviceSpec;
 use qforge::model::encode::OutType;
 use qforge::model::forward::{CausalLm, LlamaModel};
 use qforge::model::hf::{HfModel, HfOptions};
@@ -24,10 +26,31 @@ pub enum EvalDevice {
 }
 
 /// Load MODEL (a GGUF file or a Hugging Face directory) for evaluation on `device`. The one
-/// place that chooses the forward-pass implementation.
+/// place that chooses the forward-pass implementation: `gpu` uses the GPU twin
+/// (`gpu::forward::GpuLlama`) or fails saying why; `auto` uses it on a hardware GPU and the CPU
+/// otherwise (software adapters such as lavapipe are slower than the CPU path), saying which.
 pub fn load_causal_lm(model: &Path, device: EvalDevice) -> Result<Box<dyn CausalLm>> {
-    require_cpu(device)?;
-    Ok(Box::new(load_cpu_model(model)?))
+    let cpu_model = load_cpu_model(model)?;
+    let spec = match device {
+        EvalDevice::Cpu => return Ok(Box::new(cpu_model)),
+        EvalDevice::Gpu => DeviceSpec::Gpu,
+        EvalDevice::Auto => DeviceSpec::Auto,
+    };
+    let Some(ctx) = qforge::gpu::device::select(spec)? else {
+        eprintln!("qforge: --device auto: running the model on the CPU (no hardware GPU)");
+        return Ok(Box::new(cpu_model));
+    };
+    match GpuLlama::new(&ctx, &cpu_model) {
+        Ok(g) => {
+            eprintln!("qforge: running the model on {}", ctx.adapter().name);
+            Ok(Box::new(g))
+        }
+        Err(e) if device == EvalDevice::Auto => {
+            eprintln!("qforge: GPU forward pass unavailable ({e:#}); running on the CPU");
+            Ok(Box::new(cpu_model))
+        }
+        Err(e) => Err(e.context(format!("loading {} on the GPU", model.display()))),
+    }
 }
 
 /// Until a GPU forward pass exists: `gpu` is an error, `auto` means the CPU (said once).

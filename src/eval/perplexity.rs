@@ -108,6 +108,22 @@ pub(crate) fn eval_chunk(
     model.eval_sequence(&chunk, opts.n_ubatch, observer)
 }
 
+/// The scored logits of chunk `index`: positions n_ctx/2 .. n_ctx (n_ctx − n_ctx/2 rows).
+fn eval_chunk_scored(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    index: usize,
+    opts: &PplOptions,
+    bos: Option<u32>,
+) -> Result<Vec<f32>> {
+    let start = index * opts.n_ctx;
+    let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
+    if let Some(b) = bos {
+        chunk[0] = b;
+    }
+    model.eval_sequence_from(&chunk, opts.n_ubatch, opts.n_ctx / 2)
+}
+
 /// log p(target) from one row of logits, as llama-perplexity's `log_softmax`: f32 max, f64 sum
 /// of f32 exponentials.
 pub fn log_prob(logits: &[f32], target: u32) -> f64 {
@@ -166,15 +182,14 @@ pub fn score_logits_with_progress(
     let mut acc = NllAccumulator::default();
     let t0 = Instant::now();
     for i in 0..n_chunks {
-        let logits = eval_chunk(model, tokens, i, opts, bos, None)?;
-        out.logits
-            .extend_from_slice(&logits[first * nv..(first + per_chunk) * nv]);
+        let logits = eval_chunk_scored(model, tokens, i, opts, bos)?;
+        out.logits.extend_from_slice(&logits[..per_chunk * nv]);
         let start = i * opts.n_ctx;
         out.targets
             .extend_from_slice(&tokens[start + first + 1..start + opts.n_ctx]);
         out.tokens_evaluated += opts.n_ctx;
         acc.add_chunk(
-            &logits[first * nv..(first + per_chunk) * nv],
+            &logits[..per_chunk * nv],
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
@@ -302,10 +317,10 @@ pub fn perplexity_with_progress(
     let mut acc = NllAccumulator::default();
     let t0 = Instant::now();
     for i in 0..n_chunks {
-        let logits = eval_chunk(model, tokens, i, opts, bos, None)?;
+        let logits = eval_chunk_scored(model, tokens, i, opts, bos)?;
         let start = i * opts.n_ctx;
         acc.add_chunk(
-            &logits[first * nv..(opts.n_ctx - 1) * nv],
+            &logits[..(opts.n_ctx - 1 - first) * nv],
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );

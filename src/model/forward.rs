@@ -450,6 +450,20 @@ pub trait CausalLm {
         n_ubatch: usize,
         observer: Observer<'_>,
     ) -> Result<Vec<f32>>;
+
+    /// Logits of positions `first..tokens.len()` only, ((len − first) × n_vocab): what perplexity
+    /// and KL divergence score. llama.cpp computes only the logits a batch requests, so skipping
+    /// the others is part of matching its speed. The default computes all and drops the rest.
+    fn eval_sequence_from(
+        &self,
+        tokens: &[u32],
+        n_ubatch: usize,
+        first: usize,
+    ) -> Result<Vec<f32>> {
+        let mut all = self.eval_sequence(tokens, n_ubatch, None)?;
+        all.drain(..first.min(tokens.len()) * self.config().n_vocab);
+        Ok(all)
+    }
 }
 
 impl CausalLm for LlamaModel {
@@ -474,6 +488,22 @@ impl CausalLm for LlamaModel {
                 .as_mut()
                 .map(|o| &mut **o as &mut dyn MatmulObserver);
             logits.extend(self.forward_cached(piece, &mut cache, obs)?);
+        }
+        Ok(logits)
+    }
+
+    fn eval_sequence_from(
+        &self,
+        tokens: &[u32],
+        n_ubatch: usize,
+        first: usize,
+    ) -> Result<Vec<f32>> {
+        let first = first.min(tokens.len());
+        let mut cache = KvCache::default();
+        let mut logits = Vec::with_capacity((tokens.len() - first) * self.config.n_vocab);
+        for piece in tokens.chunks(n_ubatch.max(1)) {
+            let skip = first.saturating_sub(cache.len()).min(piece.len());
+            logits.extend(self.forward_cached_from(piece, &mut cache, None, skip)?);
         }
         Ok(logits)
     }
@@ -789,7 +819,19 @@ impl LlamaModel {
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
+        observer: Observer<'_>,
+    ) -> Result<Vec<f32>> {
+        self.forward_cached_from(tokens, cache, observer, 0)
+    }
+
+    /// [`LlamaModel::forward_cached`] returning the logits of the tokens after the first `skip`
+    /// only ((n_tokens − skip) × n_vocab); the output matmul runs on those rows alone.
+    pub fn forward_cached_from(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
         mut observer: Observer<'_>,
+        skip: usize,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let n = tokens.len();
@@ -842,14 +884,16 @@ impl LlamaModel {
         }
         cache.n_pos += n;
 
-        let x = rms_norm(&hidden, &self.output_norm, c.rms_eps);
+        let skip = skip.min(n);
+        let x = rms_norm(&hidden[skip * c.n_embd..], &self.output_norm, c.rms_eps);
+        let m = n - skip;
         Ok(match &self.output {
-            Some(out) => out.apply(&x, n, &mut observer),
+            Some(out) => out.apply(&x, m, &mut observer),
             None => {
                 if let Some(o) = observer {
-                    o.observe(&self.tok_embd.name, &x, n, c.n_embd);
+                    o.observe(&self.tok_embd.name, &x, m, c.n_embd);
                 }
-                self.tok_embd.matmul(&x, n)
+                self.tok_embd.matmul(&x, m)
             }
         })
     }
