@@ -1,14 +1,17 @@
 //! `qforge convert MODEL_DIR`: convert_hf_to_gguf.py's job, and — with a quantize TYPE as
 //! `--outtype` — convert + llama-quantize in one pass with no intermediate file.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use qforge::model::encode::OutType;
 use qforge::model::hf::{HfModel, HfOptions};
-use qforge::pipeline::convert::{convert, ConvertOptions};
+use qforge::pipeline::convert::{
+    convert, convert_with_progress, ConvertOptions, ConvertProgress, ConvertReport,
+};
 use qforge::quant::ftype::QuantTarget;
 
 use super::quantize::QuantOptions;
@@ -47,7 +50,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             model_name: a.model_name.clone(),
             threads: (a.threads > 0).then_some(a.threads),
         };
-        let r = convert(&a.model_dir, &out, &opts)?;
+        let r = if std::io::stderr().is_terminal() {
+            convert_with_bar(&a.model_dir, &out, &opts)?
+        } else {
+            convert(&a.model_dir, &out, &opts)?
+        };
         println!(
             "wrote {} ({}, {:?}, {} tensors, {:.1} MiB) in {:.2} s",
             r.output.display(),
@@ -85,4 +92,38 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         )),
     };
     a.quant.run(&source, target, out, a.threads)
+}
+
+/// [`convert`] with a progress bar on stderr (bytes written, current tensor). Only for a
+/// terminal: logs and pipes get the plain summary line alone.
+fn convert_with_bar(model_dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    let bar = indicatif::ProgressBar::hidden();
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} \
+         ({binary_bytes_per_sec}) {msg}",
+    )
+    .expect("valid template");
+    let result = convert_with_progress(model_dir, out, opts, &mut |p| match p {
+        ConvertProgress::Start {
+            output,
+            n_tensors,
+            total_bytes,
+        } => {
+            bar.set_length(total_bytes);
+            bar.set_style(style.clone());
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.println(format!(
+                "writing {} ({n_tensors} tensors)",
+                output.display()
+            ));
+            // Redraw while one big tensor (an embedding) is converting, so time visibly moves.
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+        ConvertProgress::Tensor { name, bytes, .. } => {
+            bar.set_message(name.to_string());
+            bar.inc(bytes);
+        }
+    });
+    bar.finish_and_clear();
+    result
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::formats::gguf::GgufWriter;
+use crate::model::encode::encoded_size;
 pub use crate::model::encode::OutType;
 use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::source::TensorSource;
@@ -48,6 +49,23 @@ pub struct ConvertReport {
     pub seconds: f64,
 }
 
+/// How far a conversion is, for a progress display.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvertProgress<'a> {
+    /// The checkpoint is planned; `total_bytes` of tensor data will be written.
+    Start {
+        output: &'a Path,
+        n_tensors: usize,
+        total_bytes: u64,
+    },
+    /// Tensor `index` (GGUF name `name`, `bytes` long) is written.
+    Tensor {
+        index: usize,
+        name: &'a str,
+        bytes: u64,
+    },
+}
+
 /// Convert `model_dir` to GGUF at `out`. If `out` is an existing directory, the file is named
 /// as the script names it (`<Name>-<Size>-<OUTTYPE>.gguf`) inside it. Nothing is written at
 /// `out` unless the whole conversion succeeds.
@@ -56,13 +74,23 @@ pub fn convert(
     out: &Path,
     opts: &ConvertOptions,
 ) -> anyhow::Result<ConvertReport> {
+    convert_with_progress(model_dir, out, opts, &mut |_| {})
+}
+
+/// [`convert`], reporting each step to `progress` (called on this thread, in order).
+pub fn convert_with_progress(
+    model_dir: &Path,
+    out: &Path,
+    opts: &ConvertOptions,
+    progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
+) -> anyhow::Result<ConvertReport> {
     match opts.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build()
             .context("cannot start the worker threads")?
-            .install(|| convert_in_pool(model_dir, out, opts)),
-        None => convert_in_pool(model_dir, out, opts),
+            .install(|| convert_in_pool(model_dir, out, opts, progress)),
+        None => convert_in_pool(model_dir, out, opts, progress),
     }
 }
 
@@ -70,6 +98,7 @@ fn convert_in_pool(
     model_dir: &Path,
     out: &Path,
     opts: &ConvertOptions,
+    progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
 ) -> anyhow::Result<ConvertReport> {
     let start = Instant::now();
     let model = HfModel::open(
@@ -90,6 +119,14 @@ fn convert_in_pool(
         .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
         .collect();
     let mut writer = GgufWriter::create(&output, model.metadata(), &specs)?;
+    progress(ConvertProgress::Start {
+        output: &output,
+        n_tensors: specs.len(),
+        total_bytes: specs
+            .iter()
+            .map(|(_, ty, ne)| encoded_size(*ty, ne.iter().product::<u64>() as usize) as u64)
+            .sum(),
+    });
     let mut tensor_bytes = 0u64;
     for i in 0..specs.len() {
         let bytes = model.tensor_bytes(i).with_context(|| {
@@ -101,6 +138,11 @@ fn convert_in_pool(
         })?;
         writer.write_tensor(&bytes)?;
         tensor_bytes += bytes.len() as u64;
+        progress(ConvertProgress::Tensor {
+            index: i,
+            name: &specs[i].0,
+            bytes: bytes.len() as u64,
+        });
     }
     writer.finish()?;
     Ok(ConvertReport {
