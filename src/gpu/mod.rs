@@ -14,6 +14,8 @@
 //! - [`quantize`]: [`GpuQuantizer`], the seam the pipeline calls (mirrors `quant::quantize_rows`).
 //! - [`doctor`]: a human-readable report of adapters and per-kernel self-check results.
 //! - [`bench`]: GPU against CPU throughput per type, measured in one run (`qforge bench`).
+//! - [`lora_merge`]: the LoRA merge kernel (`merge-lora`, `convert --lora`), with its own
+//!   self-check.
 //!
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
 //! `shaders/exact.wgsl` (see the comment at its top).
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod device;
 pub mod dispatch;
 pub mod doctor;
+pub mod lora_merge;
 pub mod pipelines;
 pub mod quantize;
 pub mod selfcheck;
