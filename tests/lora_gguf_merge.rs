@@ -23,7 +23,10 @@ fn check(scale: f32, manifest: &str, tag: &str) {
             scale,
         )],
         &out,
-        &MergeOptions { threads: 2 },
+        &MergeOptions {
+            threads: 2,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(report.merged, 56);

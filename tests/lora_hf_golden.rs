@@ -16,7 +16,10 @@ fn tiny_llama_merge_matches_the_reference_byte_for_byte() {
             &common::golden("tiny-llama"),
             &[AdapterSpec::new(common::golden("lora/adapter"), 1.0)],
             &out,
-            &MergeOptions { threads },
+            &MergeOptions {
+                threads,
+                ..Default::default()
+            },
         )
         .unwrap();
         // 8 layers × 7 projections.

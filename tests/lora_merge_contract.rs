@@ -126,7 +126,10 @@ fn odd_shapes_rank_one_and_two_adapters_follow_the_contract() {
                 AdapterSpec::new(tmp.join("ad2"), 0.7),
             ],
             &out,
-            &MergeOptions { threads: 3 },
+            &MergeOptions {
+                threads: 3,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!((report.merged, report.copied), (2, 1));
@@ -196,7 +199,10 @@ fn odd_shapes_rank_one_and_two_adapters_follow_the_contract() {
                 AdapterSpec::new(tmp.join("ad2"), 0.7),
             ],
             &out1,
-            &MergeOptions { threads: 1 },
+            &MergeOptions {
+                threads: 1,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(

@@ -4,9 +4,10 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 
+use qforge::lora::{convert_with_lora, AdapterSpec, LoraMergedModel};
 use qforge::model::encode::OutType;
 use qforge::model::hf::{HfModel, HfOptions};
 use qforge::pipeline::convert::{
@@ -14,6 +15,7 @@ use qforge::pipeline::convert::{
 };
 use qforge::quant::ftype::QuantTarget;
 
+use super::lora::merge_device;
 use super::quantize::QuantOptions;
 
 #[derive(Args)]
@@ -29,7 +31,8 @@ pub struct ConvertArgs {
     /// Override general.name.
     #[arg(long)]
     model_name: Option<String>,
-    /// Merge these PEFT LoRA adapters first (ADAPTER_DIR[:SCALE]).
+    /// Merge these PEFT LoRA adapters in the same pass (ADAPTER_DIR[:SCALE], repeatable, folded
+    /// in order): the output equals `merge-lora` then `convert`. `--device` picks where.
     #[arg(long)]
     lora: Vec<String>,
     /// Worker threads (0 = all cores).
@@ -40,9 +43,11 @@ pub struct ConvertArgs {
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
-    if !a.lora.is_empty() {
-        bail!("convert --lora (merge in the same pass) is not supported yet; run `qforge merge-lora` first");
-    }
+    let adapters = a
+        .lora
+        .iter()
+        .map(|s| AdapterSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(outtype) = OutType::parse(&a.outtype) {
         let out = a.outfile.clone().unwrap_or_else(|| a.model_dir.clone());
         let opts = ConvertOptions {
@@ -50,7 +55,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             model_name: a.model_name.clone(),
             threads: (a.threads > 0).then_some(a.threads),
         };
-        let r = if std::io::stderr().is_terminal() {
+        let r = if !adapters.is_empty() {
+            // No quantize backend here: the device is for the merge alone.
+            let device = merge_device(a.quant.device_spec()?, None)?;
+            convert_with_lora(&a.model_dir, &adapters, &out, &opts, device)?
+        } else if std::io::stderr().is_terminal() {
             convert_with_bar(&a.model_dir, &out, &opts)?
         } else {
             convert(&a.model_dir, &out, &opts)?
@@ -72,14 +81,6 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             a.outtype
         )
     })?;
-    // One pass: the checkpoint seen as its f32 conversion, fed to the quantize pipeline.
-    let source = HfModel::open(
-        &a.model_dir,
-        &HfOptions {
-            outtype: OutType::F32,
-            model_name: a.model_name.clone(),
-        },
-    )?;
     let out = match a.outfile {
         Some(p) if p.is_dir() => p.join(format!(
             "ggml-model-{}.gguf",
@@ -91,7 +92,25 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             a.outtype.to_ascii_uppercase()
         )),
     };
-    a.quant.run(&source, target, out, a.threads)
+    // One pass: the checkpoint seen as its f32 conversion, fed to the quantize pipeline.
+    let hf_opts = HfOptions {
+        outtype: OutType::F32,
+        model_name: a.model_name.clone(),
+    };
+    let backend = a.quant.backend(a.threads)?;
+    if adapters.is_empty() {
+        let source = HfModel::open(&a.model_dir, &hf_opts)?;
+        return a.quant.run_on(&source, target, out, &backend);
+    }
+    // The merge runs where the quantization runs (one device, one self-check policy).
+    let device = merge_device(a.quant.device_spec()?, Some(&backend))?;
+    let source = LoraMergedModel::open(&a.model_dir, &hf_opts, &adapters, device)?;
+    eprintln!(
+        "qforge: merging {} adapter(s) into {} tensor(s) in the same pass",
+        adapters.len(),
+        source.n_merged()
+    );
+    a.quant.run_on(&source, target, out, &backend)
 }
 
 /// [`convert`] with a progress bar on stderr (bytes written, current tensor). Only for a

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 
+use qforge::gpu::DeviceSpec;
 use qforge::lora::{
     lora_to_gguf, merge_lora_gguf, merge_lora_hf, AdapterSpec, GgufAdapterSpec, LoraOutType,
-    MergeOptions,
+    MergeDevice, MergeOptions,
 };
+use qforge::pipeline::Backend;
 
 #[derive(Args)]
 pub struct MergeLoraArgs {
@@ -21,22 +23,34 @@ pub struct MergeLoraArgs {
     /// Output directory (HF base) or .gguf file (GGUF base).
     #[arg(short = 'o', long)]
     output: PathBuf,
-    /// Where to run: cpu (the GPU merge kernel is not supported yet).
-    #[arg(long, default_value = "cpu")]
+    /// Where to merge: auto (a hardware GPU if usable, else the CPU), cpu, gpu or gpu:N.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
 
+/// The merge device for `--device`: `cpu` → the CPU; `gpu`/`gpu:N` → that GPU (its merge
+/// kernel self-checked) or an error; `auto` → a hardware GPU whose kernel passes, else the CPU.
+/// `backend`, when the job already selected one for quantizing, is reused so one job runs on
+/// one device.
+pub fn merge_device(spec: DeviceSpec, backend: Option<&Backend>) -> Result<MergeDevice> {
+    let ctx = match backend {
+        Some(b) => b.gpu_context(),
+        None => qforge::gpu::device::select(spec)?.map(|c| c.into_shared()),
+    };
+    let device = MergeDevice::open(ctx, spec.is_strict())?;
+    eprintln!("qforge: merging LoRA on {}", device.describe());
+    Ok(device)
+}
+
 pub fn merge(a: MergeLoraArgs) -> Result<()> {
-    if !matches!(a.device.as_str(), "cpu" | "auto") {
-        bail!(
-            "--device {}: merging LoRA on the GPU is not supported yet",
-            a.device
-        );
-    }
-    let options = MergeOptions { threads: a.threads };
+    let spec: DeviceSpec = a.device.parse()?;
+    let options = MergeOptions {
+        threads: a.threads,
+        device: merge_device(spec, None)?,
+    };
     if a.base.is_dir() {
         let adapters = a
             .lora

@@ -148,11 +148,16 @@ impl QuantOptions {
         })
     }
 
+    /// `--device`, parsed.
+    pub fn device_spec(&self) -> Result<DeviceSpec> {
+        Ok(self.device.parse()?)
+    }
+
     pub fn backend(&self, threads: usize) -> Result<Backend> {
         if !(0.0..=1.0).contains(&self.verify) {
             bail!("--verify takes a fraction between 0 and 1");
         }
-        let spec: DeviceSpec = self.device.parse()?;
+        let spec = self.device_spec()?;
         Ok(Backend::select(spec, threads, self.verify)?)
     }
 
@@ -164,15 +169,26 @@ impl QuantOptions {
         output: PathBuf,
         threads: usize,
     ) -> Result<()> {
-        let job = self.job(target, output.clone())?;
         let backend = self.backend(threads)?;
+        self.run_on(source, target, output, &backend)
+    }
+
+    /// [`Self::run`] on a backend the caller already selected (and may share).
+    pub fn run_on(
+        &self,
+        source: &dyn TensorSource,
+        target: QuantTarget,
+        output: PathBuf,
+        backend: &Backend,
+    ) -> Result<()> {
+        let job = self.job(target, output.clone())?;
         eprintln!(
             "qforge: quantizing {} → {} on {}",
             source.describe(),
             output.display(),
             backend.describe()
         );
-        let report = quantize(source, &job, &backend)?;
+        let report = quantize(source, &job, backend)?;
         print_report(&report, self.dry_run, &output);
         Ok(())
     }

@@ -15,6 +15,8 @@
 //! - [`doctor`]: a human-readable report of adapters and per-kernel self-check results.
 //! - [`forward`]: [`forward::GpuLlama`], the llama forward pass on the GPU (a `CausalLm`).
 //! - [`bench`]: GPU against CPU throughput per type, measured in one run (`qforge bench`).
+//! - [`lora_merge`]: the LoRA merge kernel (`merge-lora`, `convert --lora`), with its own
+//!   self-check.
 //!
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
 //! `shaders/exact.wgsl` (see the comment at its top).
@@ -24,6 +26,7 @@ pub mod device;
 pub mod dispatch;
 pub mod doctor;
 pub mod forward;
+pub mod lora_merge;
 pub mod pipelines;
 pub mod quantize;
 pub mod selfcheck;

@@ -24,7 +24,7 @@ use std::str::FromStr;
 use crate::formats::gguf::{trim_dims, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 use crate::quant::{self, GgmlType};
 
-use super::merge::{merge_rows, round_merged, transpose, LowRankUpdate};
+use super::merge::{transpose, LowRankUpdate, MergeDevice};
 use super::{thread_pool, LoraError, MergeOptions};
 
 /// f32 values merged per slab: 16 Mi elements, 64 MiB.
@@ -259,6 +259,7 @@ pub fn merge_lora_gguf(
                         &opened,
                         adapters,
                         out,
+                        &options.device,
                         &mut writer,
                     )
                 })?;
@@ -327,6 +328,7 @@ fn write_merged(
     adapters: &[Adapter],
     specs: &[GgufAdapterSpec],
     out: &Path,
+    device: &MergeDevice,
     writer: &mut GgufWriter,
 ) -> Result<(), LoraError> {
     let updates = pairs
@@ -353,14 +355,10 @@ fn write_merged(
                 source,
             },
         )?;
-        merge_rows(v, cols, row, &refs);
         let o = &mut bytes[..n * row_out];
-        round_merged(out_ty, v, o).map_err(|i| LoraError::NonFiniteResult {
-            path: out.to_path_buf(),
-            tensor: t.name.clone(),
-            dtype: out_ty.name().to_string(),
-            index: row * cols + i,
-        })?;
+        device
+            .merge_rounded(out_ty, v, cols, row, &refs, o)
+            .map_err(|e| e.into_lora(out, &t.name, out_ty, row * cols))?;
         writer.write_part(o)?;
         row += n;
     }

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::formats::atomic::AtomicDir;
-use crate::formats::peft::{FullTensor, LoraKind, LoraModule, PeftAdapter};
+use crate::formats::peft::{LoraKind, PeftAdapter};
 use crate::formats::safetensors::{
     Checkpoint, Dtype, SafetensorsFile, SafetensorsWriter, StTensor,
 };
 use crate::quant::GgmlType;
 
-use super::merge::{merge_rows, round_merged, LowRankUpdate};
+use super::merge::{LowRankUpdate, MergeDevice};
 use super::{thread_pool, LoraError};
 
 /// f32 values merged per slab: 16 Mi elements, 64 MiB.
@@ -88,6 +88,8 @@ impl FromStr for AdapterSpec {
 pub struct MergeOptions {
     /// Worker threads (0 = every core).
     pub threads: usize,
+    /// Where the merge arithmetic runs (the CPU, or a GPU that passed its merge self-check).
+    pub device: MergeDevice,
 }
 
 /// What a merge did.
@@ -103,16 +105,161 @@ pub struct MergeReport {
     pub files: Vec<String>,
 }
 
-/// One step applied to a base tensor, in adapter order.
-enum Step<'a> {
-    Update {
-        adapter: usize,
-        module: &'a LoraModule,
-    },
-    Replace {
-        adapter: usize,
-        full: &'a FullTensor,
-    },
+/// One step applied to a base tensor, in adapter order (indices into the loaded adapters, so a
+/// plan can live beside them).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step {
+    /// Fold module `module` of adapter `adapter` in.
+    Update { adapter: usize, module: usize },
+    /// Replace the tensor with full tensor `full` of adapter `adapter`.
+    Replace { adapter: usize, full: usize },
+}
+
+/// PEFT adapters opened, proven to fit a base checkpoint, and planned per base tensor: what
+/// `merge-lora` and `convert --lora` share, so both merge every tensor the same way.
+pub(crate) struct PlannedMerge {
+    adapters: Vec<PeftAdapter>,
+    specs: Vec<AdapterSpec>,
+    /// Steps per base tensor name.
+    steps: HashMap<String, Vec<Step>>,
+}
+
+impl PlannedMerge {
+    /// Open every adapter, check it against `base`, and plan the steps of each base tensor.
+    /// Fails (before anything is written) on any adapter that does not fit or any targeted
+    /// tensor that is not F32, F16 or BF16.
+    pub(crate) fn open(
+        base: &Checkpoint,
+        specs: &[AdapterSpec],
+    ) -> Result<PlannedMerge, LoraError> {
+        let adapters = specs
+            .iter()
+            .map(|s| PeftAdapter::open(&s.dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shape_of = |name: &str| base.find(name).map(|l| base.tensor(l).shape.clone());
+        for a in &adapters {
+            a.check_base(&shape_of)?;
+        }
+        let mut steps: HashMap<String, Vec<Step>> = HashMap::new();
+        for (ai, a) in adapters.iter().enumerate() {
+            // An adapter's replacements come before its updates: a module trained in full and
+            // also given LoRA factors gets the factors on top of its new weights.
+            for (fi, f) in a.full_tensors.iter().enumerate() {
+                steps
+                    .entry(f.base_name.clone())
+                    .or_default()
+                    .push(Step::Replace {
+                        adapter: ai,
+                        full: fi,
+                    });
+            }
+            for (mi, m) in a.modules.iter().enumerate() {
+                let name = base
+                    .find(&m.base_tensor())
+                    .map(|l| base.tensor(l).name.clone())
+                    .expect("check_base found it");
+                steps.entry(name).or_default().push(Step::Update {
+                    adapter: ai,
+                    module: mi,
+                });
+            }
+        }
+        for loc in base.order() {
+            let t = base.tensor(*loc);
+            if steps.contains_key(t.name.as_str()) && merge_type(t.dtype).is_none() {
+                return Err(LoraError::UnsupportedDtype {
+                    path: base.file(*loc).path().to_path_buf(),
+                    tensor: t.name.clone(),
+                    dtype: format!("{:?}", t.dtype),
+                });
+            }
+        }
+        Ok(PlannedMerge {
+            adapters,
+            specs: specs.to_vec(),
+            steps,
+        })
+    }
+
+    /// The steps of base tensor `name`, if any adapter changes it.
+    pub(crate) fn steps(&self, name: &str) -> Option<&[Step]> {
+        self.steps.get(name).map(|s| s.as_slice())
+    }
+
+    /// Merge the steps into base tensor `t` of `file`, handing the result (in `t`'s dtype) to
+    /// `sink` a slab of rows at a time. `out_path` is the file errors name. Returns whether any
+    /// LoRA update was applied (false: a pure replacement).
+    pub(crate) fn merge_tensor(
+        &self,
+        file: &SafetensorsFile,
+        t: &StTensor,
+        device: &MergeDevice,
+        out_path: &Path,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), LoraError>,
+    ) -> Result<bool, LoraError> {
+        let steps = self.steps(&t.name).unwrap_or(&[]);
+        let ty = merge_type(t.dtype).ok_or_else(|| LoraError::UnsupportedDtype {
+            path: file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            dtype: format!("{:?}", t.dtype),
+        })?;
+        // The last replacement is the starting point; only updates after it count.
+        let start = steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Replace { .. }))
+            .unwrap_or(0);
+        let (src_file, src_tensor) = match steps.get(start) {
+            Some(Step::Replace { adapter, full }) => {
+                let ad = &self.adapters[*adapter];
+                (ad.file(), &ad.full_tensors[*full].tensor)
+            }
+            _ => (file, t),
+        };
+        let mut updates = Vec::new();
+        for s in steps.iter().skip(start) {
+            if let Step::Update { adapter, module } = *s {
+                let ad = &self.adapters[adapter];
+                let module = &ad.modules[module];
+                let a = ad.read_f32(&module.a)?;
+                let b = ad.read_f32(&module.b)?;
+                let scale = ad.scale(module, self.specs[adapter].scale as f64)?;
+                let transposed = module.kind == LoraKind::Embedding || ad.config.fan_in_fan_out;
+                updates.push(if transposed {
+                    LowRankUpdate::in_out(&b, &a, module.rank, scale)
+                } else {
+                    LowRankUpdate::out_in(b, a, module.rank, scale)
+                });
+            }
+        }
+        let update_refs: Vec<&LowRankUpdate> = updates.iter().collect();
+        let n = t.n_elements();
+        // Updates exist only for 2-D tensors; a replacement of any shape is one long row.
+        let cols = if updates.is_empty() {
+            n.max(1)
+        } else {
+            t.shape[1]
+        };
+        let rows_per_slab = (SLAB_ELEMENTS / cols).max(1);
+        let total_rows = n / cols;
+        let mut buf = vec![0f32; rows_per_slab.min(total_rows) * cols];
+        let mut bytes = vec![0u8; buf.len() * ty.type_size()];
+        let mut row = 0;
+        while row < total_rows {
+            let nrows = rows_per_slab.min(total_rows - row);
+            let vals = &mut buf[..nrows * cols];
+            src_file.read_f32(src_tensor, row * cols, vals)?;
+            let out = &mut bytes[..nrows * cols * ty.type_size()];
+            device
+                .merge_rounded(ty, vals, cols, row, &update_refs, out)
+                .map_err(|e| e.into_lora(out_path, &t.name, ty, row * cols))?;
+            sink(out)?;
+            row += nrows;
+        }
+        if !std::ptr::eq(src_tensor, t) {
+            src_file.release(src_tensor);
+        }
+        Ok(!updates.is_empty())
+    }
 }
 
 /// Merge `adapters`, in order, into the checkpoint in `base_dir`, writing a complete checkpoint
@@ -132,48 +279,7 @@ pub fn merge_lora_hf(
         }
     }
     let base = Checkpoint::open_dir(base_dir)?;
-    let loaded = adapters
-        .iter()
-        .map(|s| PeftAdapter::open(&s.dir))
-        .collect::<Result<Vec<_>, _>>()?;
-    let shape_of = |name: &str| base.find(name).map(|l| base.tensor(l).shape.clone());
-    for a in &loaded {
-        a.check_base(&shape_of)?;
-    }
-
-    let mut plan: HashMap<&str, Vec<Step>> = HashMap::new();
-    for (ai, a) in loaded.iter().enumerate() {
-        // An adapter's replacements come before its updates: a module trained in full and
-        // also given LoRA factors gets the factors on top of its new weights.
-        for f in &a.full_tensors {
-            plan.entry(f.base_name.as_str())
-                .or_default()
-                .push(Step::Replace {
-                    adapter: ai,
-                    full: f,
-                });
-        }
-        for m in &a.modules {
-            let name = base
-                .find(&m.base_tensor())
-                .map(|l| base.tensor(l).name.as_str())
-                .expect("check_base found it");
-            plan.entry(name).or_default().push(Step::Update {
-                adapter: ai,
-                module: m,
-            });
-        }
-    }
-    for loc in base.order() {
-        let t = base.tensor(*loc);
-        if plan.contains_key(t.name.as_str()) && merge_type(t.dtype).is_none() {
-            return Err(LoraError::UnsupportedDtype {
-                path: base.file(*loc).path().to_path_buf(),
-                tensor: t.name.clone(),
-                dtype: format!("{:?}", t.dtype),
-            });
-        }
-    }
+    let plan = PlannedMerge::open(&base, adapters)?;
 
     let staging = AtomicDir::create(out_dir).map_err(LoraError::io(out_dir))?;
     let pool = thread_pool(options.threads);
@@ -195,22 +301,21 @@ pub fn merge_lora_hf(
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         let mut writer = SafetensorsWriter::create(&out_path, &specs, metadata.as_ref())?;
         for t in file.tensors() {
-            match plan.get(t.name.as_str()) {
-                None => {
-                    writer.write_tensor(file.data(t))?;
-                    report.copied += 1;
-                }
-                Some(steps) => {
-                    // Errors name the file as it will be, not its staging name.
-                    let final_path = out_dir.join(&name);
-                    let merged = pool.install(|| {
-                        write_merged(file, t, steps, &loaded, adapters, &final_path, &mut writer)
-                    })?;
-                    if merged {
-                        report.merged += 1;
-                    } else {
-                        report.replaced += 1;
-                    }
+            if plan.steps(&t.name).is_none() {
+                writer.write_tensor(file.data(t))?;
+                report.copied += 1;
+            } else {
+                // Errors name the file as it will be, not its staging name.
+                let final_path = out_dir.join(&name);
+                let merged = pool.install(|| {
+                    plan.merge_tensor(file, t, &options.device, &final_path, &mut |b| {
+                        Ok(writer.write_part(b)?)
+                    })
+                })?;
+                if merged {
+                    report.merged += 1;
+                } else {
+                    report.replaced += 1;
                 }
             }
             file.release(t);
@@ -233,76 +338,6 @@ fn merge_type(d: Dtype) -> Option<GgmlType> {
         Dtype::BF16 => Some(GgmlType::BF16),
         _ => None,
     }
-}
-
-/// Merge the steps into base tensor `t` of `file` and stream it to `writer`, a slab of rows at
-/// a time. Returns whether any LoRA update was applied (false: a pure replacement).
-fn write_merged(
-    file: &SafetensorsFile,
-    t: &StTensor,
-    steps: &[Step],
-    adapters: &[PeftAdapter],
-    specs: &[AdapterSpec],
-    out_path: &Path,
-    writer: &mut SafetensorsWriter,
-) -> Result<bool, LoraError> {
-    let ty = merge_type(t.dtype).expect("checked before writing");
-    // The last replacement is the starting point; only updates after it count.
-    let start = steps
-        .iter()
-        .rposition(|s| matches!(s, Step::Replace { .. }))
-        .unwrap_or(0);
-    let (src_file, src_tensor) = match &steps[start] {
-        Step::Replace { adapter, full } => (adapters[*adapter].file(), &full.tensor),
-        Step::Update { .. } => (file, t),
-    };
-    let mut updates = Vec::new();
-    for s in &steps[start..] {
-        if let Step::Update { adapter, module } = s {
-            let ad = &adapters[*adapter];
-            let a = ad.read_f32(&module.a)?;
-            let b = ad.read_f32(&module.b)?;
-            let scale = ad.scale(module, specs[*adapter].scale as f64)?;
-            let transposed = module.kind == LoraKind::Embedding || ad.config.fan_in_fan_out;
-            updates.push(if transposed {
-                LowRankUpdate::in_out(&b, &a, module.rank, scale)
-            } else {
-                LowRankUpdate::out_in(b, a, module.rank, scale)
-            });
-        }
-    }
-    let update_refs: Vec<&LowRankUpdate> = updates.iter().collect();
-    let n = t.n_elements();
-    // Updates exist only for 2-D tensors; a replacement of any shape is one long row.
-    let cols = if updates.is_empty() {
-        n.max(1)
-    } else {
-        t.shape[1]
-    };
-    let rows_per_slab = (SLAB_ELEMENTS / cols).max(1);
-    let total_rows = n / cols;
-    let mut buf = vec![0f32; rows_per_slab.min(total_rows) * cols];
-    let mut bytes = vec![0u8; buf.len() * ty.type_size()];
-    let mut row = 0;
-    while row < total_rows {
-        let nrows = rows_per_slab.min(total_rows - row);
-        let vals = &mut buf[..nrows * cols];
-        src_file.read_f32(src_tensor, row * cols, vals)?;
-        merge_rows(vals, cols, row, &update_refs);
-        let out = &mut bytes[..nrows * cols * ty.type_size()];
-        round_merged(ty, vals, out).map_err(|i| LoraError::NonFiniteResult {
-            path: out_path.to_path_buf(),
-            tensor: t.name.clone(),
-            dtype: ty.name().to_string(),
-            index: row * cols + i,
-        })?;
-        writer.write_part(out)?;
-        row += nrows;
-    }
-    if matches!(steps[start], Step::Replace { .. }) {
-        src_file.release(src_tensor);
-    }
-    Ok(!updates.is_empty())
 }
 
 /// Weight formats never copied: they would hold unmerged weights.

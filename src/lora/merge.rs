@@ -26,11 +26,11 @@
 //!
 //! Because each element's sum runs over k alone and in order, the result does not depend on how
 //! rows are split between threads, on SIMD width, or on the device: this CPU kernel vectorizes
-//! across columns (each lane owns one element and its own k-ordered sum), and a GPU twin is one
-//! invocation per element running the same k loop with a multiply the shader compiler cannot
-//! fuse into the following add (WGSL does not forbid `a*b+c` contraction; see
-//! shared/notes/gpu.md), with P, Q and the scales uploaded exactly as [`LowRankUpdate`] holds
-//! them.
+//! across columns (each lane owns one element and its own k-ordered sum), and the GPU twin
+//! (`shaders/lora_merge.wgsl`, `gpu::lora_merge`) is one invocation per element running the same
+//! k loop with a multiply the shader compiler cannot fuse into the following add (WGSL does not
+//! forbid `a*b+c` contraction; see shared/notes/gpu.md), with P, Q and the scales uploaded
+//! exactly as [`LowRankUpdate`] holds them.
 //!
 //! # The kernel's orientation
 //!
@@ -40,8 +40,12 @@
 //! exactly, so B·A and A·B give the same bits). The inner loop walks a row of Q and a row of the
 //! accumulator together — contiguous memory, no gathers.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
+use crate::gpu::lora_merge::GpuLoraMerge;
+use crate::gpu::{GpuContext, GpuError};
 use crate::quant::{self, GgmlType};
 
 /// One adapter's update of one stored matrix, in the kernel's orientation.
@@ -99,26 +103,66 @@ pub fn transpose(m: &[f32], rows: usize) -> Vec<f32> {
     t
 }
 
-/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order. `acc` is
-/// scratch of the row's length.
-#[inline]
-pub fn merge_row(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate], acc: &mut [f32]) {
+/// Columns one block of accumulators covers: two AVX registers (four SSE ones), kept in
+/// registers across the whole k loop so each step costs one load of Q, one multiply, one add.
+const LANES: usize = 16;
+
+/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order.
+///
+/// SIMD across columns: a block of [`LANES`] adjacent elements is computed together, each lane
+/// running its own sum over k in ascending order (a rounded multiply, then a rounded add — Rust
+/// never contracts them into an FMA, vectorized or not). So every element gets exactly the
+/// contract's value; the block shape changes only speed.
+#[inline(always)]
+fn merge_row_body(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
     let cols = w_row.len();
     for u in updates {
-        acc.fill(0.0);
         let p_row = &u.p[row * u.rank..(row + 1) * u.rank];
-        for (k, &p) in p_row.iter().enumerate() {
-            let q_row = &u.q[k * cols..(k + 1) * cols];
-            // A rounded multiply, then a rounded add: Rust never contracts them into an FMA.
-            for (a, &q) in acc.iter_mut().zip(q_row) {
-                *a += p * q;
-            }
-        }
         let scale = u.scale;
-        for (w, &a) in w_row.iter_mut().zip(acc.iter()) {
-            *w += scale * a;
+        let mut blocks = w_row.chunks_exact_mut(LANES);
+        let mut c0 = 0;
+        for w_block in &mut blocks {
+            let mut acc = [0f32; LANES];
+            for (k, &p) in p_row.iter().enumerate() {
+                let q: &[f32; LANES] = u.q[k * cols + c0..k * cols + c0 + LANES]
+                    .try_into()
+                    .expect("a full block");
+                for j in 0..LANES {
+                    acc[j] += p * q[j];
+                }
+            }
+            for j in 0..LANES {
+                w_block[j] += scale * acc[j];
+            }
+            c0 += LANES;
+        }
+        for (j, w) in blocks.into_remainder().iter_mut().enumerate() {
+            let c = c0 + j;
+            let mut acc = 0f32;
+            for (k, &p) in p_row.iter().enumerate() {
+                acc += p * u.q[k * cols + c];
+            }
+            *w += scale * acc;
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn merge_row_avx2(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
+    merge_row_body(w_row, row, updates)
+}
+
+/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order, with the
+/// widest vectors this CPU has.
+pub fn merge_row(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { merge_row_avx2(w_row, row, updates) };
+        return;
+    }
+    merge_row_body(w_row, row, updates)
 }
 
 /// Fold `updates` into `w`, the rows `first_row ..` of a stored matrix with `cols` columns, on
@@ -137,10 +181,115 @@ pub fn merge_rows(w: &mut [f32], cols: usize, first_row: usize, updates: &[&LowR
     w.par_chunks_mut(cols)
         .enumerate()
         .with_min_len(min_rows)
-        .for_each_init(
-            || vec![0f32; cols],
-            |acc, (i, row)| merge_row(row, first_row + i, updates, acc),
-        );
+        .for_each(|(i, row)| merge_row(row, first_row + i, updates));
+}
+
+/// Where the merge arithmetic runs. Every device writes the same bytes (the contract above);
+/// only the speed differs.
+#[derive(Clone, Debug, Default)]
+pub enum MergeDevice {
+    /// [`merge_rows`] on the current rayon pool, then [`round_merged`].
+    #[default]
+    Cpu,
+    /// `shaders/lora_merge.wgsl` on a GPU whose merge self-check passed.
+    Gpu(Arc<GpuLoraMerge>),
+}
+
+/// Why a slab could not be merged.
+#[derive(Debug)]
+pub enum MergeFailure {
+    /// The element at this slab index is not finite once rounded.
+    NonFinite(usize),
+    /// The GPU failed to run the kernel.
+    Gpu(GpuError),
+}
+
+impl MergeFailure {
+    /// The error for tensor `tensor` of `path` (written as `ty`), whose slab starts at element
+    /// `slab_start`.
+    pub fn into_lora(
+        self,
+        path: &std::path::Path,
+        tensor: &str,
+        ty: GgmlType,
+        slab_start: usize,
+    ) -> super::LoraError {
+        match self {
+            MergeFailure::NonFinite(i) => super::LoraError::NonFiniteResult {
+                path: path.to_path_buf(),
+                tensor: tensor.to_string(),
+                dtype: ty.name().to_string(),
+                index: slab_start + i,
+            },
+            MergeFailure::Gpu(source) => super::LoraError::Gpu {
+                tensor: tensor.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+impl MergeDevice {
+    /// The merge device on `ctx` (a GPU chosen by `--device`), or the CPU when there is none.
+    /// The GPU kernel is built and self-checked first; if that fails, `strict` (`--device gpu`)
+    /// makes it an error, otherwise a warning and the CPU — never a silent fallback.
+    pub fn open(ctx: Option<Arc<GpuContext>>, strict: bool) -> Result<MergeDevice, GpuError> {
+        let Some(ctx) = ctx else {
+            return Ok(MergeDevice::Cpu);
+        };
+        let name = ctx.adapter().name.clone();
+        match GpuLoraMerge::open(ctx) {
+            Ok(g) => Ok(MergeDevice::Gpu(Arc::new(g))),
+            Err(e) if strict => Err(e),
+            Err(e) => {
+                eprintln!("qforge: warning: the GPU LoRA merge is disabled on '{name}' ({e}); merging on the CPU");
+                Ok(MergeDevice::Cpu)
+            }
+        }
+    }
+
+    /// What runs the merge, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            MergeDevice::Cpu => "cpu".into(),
+            MergeDevice::Gpu(g) => format!("gpu '{}'", g.context().adapter().name),
+        }
+    }
+
+    /// Fold `updates` into the slab `w` (rows `first_row ..` of a stored matrix with `cols`
+    /// columns, as exact f32 values) and write it rounded to `ty` into `out`. `w` is left
+    /// holding the merged f32 values on the CPU, and unchanged on the GPU.
+    pub fn merge_rounded(
+        &self,
+        ty: GgmlType,
+        w: &mut [f32],
+        cols: usize,
+        first_row: usize,
+        updates: &[&LowRankUpdate],
+        out: &mut [u8],
+    ) -> Result<(), MergeFailure> {
+        match self {
+            MergeDevice::Cpu => {
+                merge_rows(w, cols, first_row, updates);
+                round_merged(ty, w, out).map_err(MergeFailure::NonFinite)
+            }
+            MergeDevice::Gpu(g) => {
+                assert!(is_merge_output(ty), "merged tensors are F32, F16 or BF16");
+                let bits = g
+                    .merge(ty, w, cols, first_row, updates)
+                    .map_err(MergeFailure::Gpu)?;
+                let size = ty.type_size();
+                assert_eq!(out.len(), bits.len() * size);
+                for (o, b) in out.chunks_exact_mut(size).zip(&bits) {
+                    o.copy_from_slice(&b.to_le_bytes()[..size]);
+                }
+                match first_non_finite(ty, out) {
+                    Some(i) => Err(MergeFailure::NonFinite(i)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// The float types a merged tensor can be written as.

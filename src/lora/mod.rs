@@ -7,6 +7,8 @@
 //!   Its arithmetic is the exact contract documented in [`merge`].
 //! - [`lora_to_gguf`]: a PEFT adapter → the GGUF adapter `convert_lora_to_gguf.py` writes.
 //! - [`merge_lora_gguf`]: GGUF adapters + a GGUF base → what `llama-export-lora` writes.
+//! - [`convert_with_lora`] / [`LoraMergedModel`]: `convert --lora`, the merge done inside the
+//!   conversion (and quantization) pass, byte-equal to `merge-lora` followed by `convert`.
 //!
 //! Every input is validated before the first output byte is written, and outputs appear whole
 //! (temporary names renamed at the end) or not at all.
@@ -17,6 +19,7 @@ pub mod hf;
 mod llama_names;
 pub mod merge;
 mod naming;
+pub mod onepass;
 
 use std::path::PathBuf;
 
@@ -28,6 +31,8 @@ use crate::quant::QuantError;
 pub use gguf_adapter::{lora_to_gguf, LoraOutType};
 pub use gguf_merge::{merge_lora_gguf, GgufAdapterSpec, GgufMergeReport};
 pub use hf::{merge_lora_hf, AdapterSpec, MergeOptions, MergeReport};
+pub use merge::MergeDevice;
+pub use onepass::{convert_with_lora, LoraMergedModel};
 
 /// Errors of the LoRA layer; each names the file, and the tensor when there is one.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,12 @@ pub enum LoraError {
         path: PathBuf,
         tensor: String,
         what: String,
+    },
+    /// The GPU merge kernel failed while merging a tensor.
+    #[error("merging tensor '{tensor}' on the GPU: {source}")]
+    Gpu {
+        tensor: String,
+        source: crate::gpu::GpuError,
     },
     /// Something understood but not supported yet.
     #[error("{path}: {what} is not supported yet")]

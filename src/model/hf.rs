@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::formats::gguf::Metadata;
 use crate::formats::safetensors::{
-    float_dtype_size, Checkpoint, Dtype, SafetensorsError, TensorLocation,
+    float_dtype_size, Checkpoint, Dtype, SafetensorsError, SafetensorsFile, TensorLocation,
 };
 use crate::model::arch::{ModelClass, TensorNameMap};
 use crate::model::card::{self, CardError, ModelCard};
@@ -970,25 +970,59 @@ impl HfModel {
     /// of threads.
     fn produce(&self, index: usize) -> Result<Vec<u8>, HfError> {
         let plan = &self.plans[index];
-        let out_ty = self.tensors[index].ty;
-        let (loc, permute_heads) = match &plan.origin {
-            TensorOrigin::Checkpoint { loc, permute_heads } => (*loc, *permute_heads),
+        let loc = match &plan.origin {
+            TensorOrigin::Checkpoint { loc, .. } => *loc,
             TensorOrigin::Computed(values) => {
-                debug_assert_eq!(out_ty, GgmlType::F32);
+                debug_assert_eq!(self.tensors[index].ty, GgmlType::F32);
                 return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect());
             }
         };
         let file = self.checkpoint.file(loc);
         let t = self.checkpoint.tensor(loc);
         file.check_float(t)?;
+        let out = self.encode_from(index, file.data(t), Some(file));
+        file.release(t);
+        Ok(out)
+    }
+
+    /// Tensor `index` converted exactly as [`TensorSource::tensor_bytes`] does, but from
+    /// `data` instead of the checkpoint's bytes: `data` has the checkpoint tensor's dtype and
+    /// shape (`convert --lora` hands in the merged tensor here).
+    pub fn tensor_bytes_from(&self, index: usize, data: &[u8]) -> Result<Vec<u8>, HfError> {
+        let plan = &self.plans[index];
+        // Computed tensors (llama3's rope_freqs) have no checkpoint bytes to replace.
+        let TensorOrigin::Checkpoint { loc, .. } = &plan.origin else {
+            return self.produce(index);
+        };
+        let file = self.checkpoint.file(*loc);
+        let t = self.checkpoint.tensor(*loc);
+        file.check_float(t)?;
+        assert_eq!(data.len(), t.n_bytes(), "{}: replacement data size", t.name);
+        Ok(self.encode_from(index, data, None))
+    }
+
+    /// The checkpoint the tensors are read from.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Encode `src` (the bytes of tensor `index`'s checkpoint tensor) to its output type;
+    /// with `file`, pages of the mapped source are released as rows are consumed.
+    fn encode_from(&self, index: usize, src: &[u8], file: Option<&SafetensorsFile>) -> Vec<u8> {
+        let plan = &self.plans[index];
+        let out_ty = self.tensors[index].ty;
+        let TensorOrigin::Checkpoint { loc, permute_heads } = &plan.origin else {
+            unreachable!("computed tensors are not encoded from bytes")
+        };
+        let (loc, permute_heads) = (*loc, *permute_heads);
+        let t = self.checkpoint.tensor(loc);
         let n = t.n_elements();
         let rows = plan.shape.first().copied().unwrap_or(1).max(1);
         let row_len = if plan.shape.is_empty() { 1 } else { n / rows };
-        let src = file.data(t);
         let in_size = float_dtype_size(t.dtype).expect("checked");
         let mut out = vec![0u8; encoded_size(out_ty, n)];
         if n == 0 {
-            return Ok(out);
+            return out;
         }
         let source_row = |r: usize| match permute_heads {
             Some(h) => permuted_source_row(r, rows, h),
@@ -1028,13 +1062,12 @@ impl HfModel {
                 }
                 // Rows read in order are done with: drop their pages now, so the resident
                 // set holds about the output tensor, not the input too.
-                if permute_heads.is_none() {
+                if let (Some(file), None) = (file, permute_heads) {
                     let row_bytes = row_len * in_size;
                     file.release_range(t, r0 * row_bytes, nr * row_bytes);
                 }
             });
-        file.release(t);
-        Ok(out)
+        out
     }
 }
 

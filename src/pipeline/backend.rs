@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::gpu::{self, DeviceSpec, GpuOptions, GpuQuantizer};
+use crate::gpu::{self, DeviceSpec, GpuContext, GpuOptions, GpuQuantizer};
 use crate::quant::{self, GgmlType};
 
 /// Where rows are quantized.
@@ -18,6 +18,8 @@ pub enum Backend {
         gpu: GpuQuantizer,
         cpu: CpuBackend,
         strict: bool,
+        /// The device, shared with other GPU work of the same job (the LoRA merge).
+        ctx: Arc<GpuContext>,
     },
 }
 
@@ -116,16 +118,35 @@ impl Backend {
             }
             Some(ctx) => {
                 let strict = spec.is_strict();
+                let ctx = Arc::new(ctx);
                 let gpu = GpuQuantizer::new(
-                    Arc::new(ctx),
+                    ctx.clone(),
                     GpuOptions {
                         strict,
                         verify_fraction,
                     },
                 );
-                Ok(Backend::Gpu { gpu, cpu, strict })
+                Ok(Backend::Gpu {
+                    gpu,
+                    cpu,
+                    strict,
+                    ctx,
+                })
             }
         }
+    }
+
+    /// The GPU this backend runs on, if any (for other kernels of the same job).
+    pub fn gpu_context(&self) -> Option<Arc<GpuContext>> {
+        match self {
+            Backend::Cpu(_) => None,
+            Backend::Gpu { ctx, .. } => Some(ctx.clone()),
+        }
+    }
+
+    /// Whether `--device gpu`/`gpu:N` chose this backend (GPU problems are errors).
+    pub fn is_strict(&self) -> bool {
+        matches!(self, Backend::Gpu { strict: true, .. })
     }
 
     pub fn describe(&self) -> String {
@@ -151,7 +172,9 @@ impl Backend {
     ) -> Result<(), BackendError> {
         match self {
             Backend::Cpu(cpu) => Ok(cpu.quantize_rows(ty, x, n_per_row, qw_all, &expert_of, out)?),
-            Backend::Gpu { gpu, cpu, strict } => {
+            Backend::Gpu {
+                gpu, cpu, strict, ..
+            } => {
                 let has_imatrix = qw_all.is_some();
                 // F32 output is a copy: no kernel needed.
                 if ty == GgmlType::F32 {

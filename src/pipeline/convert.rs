@@ -108,17 +108,31 @@ fn convert_in_pool(
             model_name: opts.model_name.clone(),
         },
     )?;
+    write_converted(&model, &model, out, start, progress)
+}
+
+/// Write `source` — `model` itself, or a source with exactly `model`'s tensors (names, types,
+/// shapes) such as `convert --lora`'s merging wrapper — as the GGUF `convert` writes, on the
+/// current rayon pool. `start` is when the job began (for the report).
+pub fn write_converted(
+    model: &HfModel,
+    source: &dyn TensorSource,
+    out: &Path,
+    start: Instant,
+    progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
+) -> anyhow::Result<ConvertReport> {
+    let model_dir = model.dir();
     let output = if out.is_dir() {
         out.join(model.default_file_name())
     } else {
         out.to_path_buf()
     };
-    let specs: Vec<_> = model
+    let specs: Vec<_> = source
         .tensors()
         .iter()
         .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
         .collect();
-    let mut writer = GgufWriter::create(&output, model.metadata(), &specs)?;
+    let mut writer = GgufWriter::create(&output, source.metadata(), &specs)?;
     progress(ConvertProgress::Start {
         output: &output,
         n_tensors: specs.len(),
@@ -129,7 +143,7 @@ fn convert_in_pool(
     });
     let mut tensor_bytes = 0u64;
     for i in 0..specs.len() {
-        let bytes = model.tensor_bytes(i).with_context(|| {
+        let bytes = source.tensor_bytes(i).with_context(|| {
             format!(
                 "{}: converting tensor '{}'",
                 model_dir.display(),

@@ -179,3 +179,148 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The shape of a generated llama checkpoint (tiny-llama's tokenizer, so vocab stays 512).
+#[derive(Clone, Copy, Debug)]
+pub struct LlamaDims {
+    pub layers: usize,
+    pub hidden: usize,
+    pub ff: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl LlamaDims {
+    pub const VOCAB: usize = 512;
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// Every projection of one block: (module path without `model.layers.N.`, out, in).
+    pub fn projections(&self) -> Vec<(&'static str, usize, usize)> {
+        let (h, f, kv) = (self.hidden, self.ff, self.kv_heads * self.head_dim());
+        vec![
+            ("self_attn.q_proj", h, h),
+            ("self_attn.k_proj", kv, h),
+            ("self_attn.v_proj", kv, h),
+            ("self_attn.o_proj", h, h),
+            ("mlp.gate_proj", f, h),
+            ("mlp.up_proj", f, h),
+            ("mlp.down_proj", h, f),
+        ]
+    }
+}
+
+/// A llama checkpoint directory of any size: random weights in `dtype`, tiny-llama's
+/// tokenizer files (from `tiny_llama_dir`), a config.json saying `dims`.
+pub fn write_llama_checkpoint(
+    dir: &Path,
+    tiny_llama_dir: &Path,
+    dims: LlamaDims,
+    dtype: Dtype,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": dims.hidden,
+        "intermediate_size": dims.ff,
+        "num_hidden_layers": dims.layers,
+        "num_attention_heads": dims.heads,
+        "num_key_value_heads": dims.kv_heads,
+        "head_dim": dims.head_dim(),
+        "vocab_size": LlamaDims::VOCAB,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": false,
+        "torch_dtype": match dtype { Dtype::BF16 => "bfloat16", Dtype::F16 => "float16", _ => "float32" },
+    });
+    let mut tensors = vec![
+        T::new(
+            "model.embed_tokens.weight",
+            dtype,
+            &[LlamaDims::VOCAB, dims.hidden],
+            rng.vec(LlamaDims::VOCAB * dims.hidden, 0.05),
+        ),
+        T::new(
+            "lm_head.weight",
+            dtype,
+            &[LlamaDims::VOCAB, dims.hidden],
+            rng.vec(LlamaDims::VOCAB * dims.hidden, 0.05),
+        ),
+        T::new(
+            "model.norm.weight",
+            dtype,
+            &[dims.hidden],
+            vec![1.0; dims.hidden],
+        ),
+    ];
+    for l in 0..dims.layers {
+        for (m, out, inn) in dims.projections() {
+            tensors.push(T::new(
+                &format!("model.layers.{l}.{m}.weight"),
+                dtype,
+                &[out, inn],
+                rng.vec(out * inn, 0.05),
+            ));
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            tensors.push(T::new(
+                &format!("model.layers.{l}.{norm}.weight"),
+                dtype,
+                &[dims.hidden],
+                vec![1.0; dims.hidden],
+            ));
+        }
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    for f in ["tokenizer.model", "tokenizer_config.json"] {
+        std::fs::copy(tiny_llama_dir.join(f), dir.join(f)).unwrap();
+    }
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+}
+
+/// A PEFT adapter of rank `r` (F32 factors, alpha 2r) on every projection of every block.
+pub fn write_projection_adapter(dir: &Path, dims: LlamaDims, r: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut tensors = Vec::new();
+    for l in 0..dims.layers {
+        for (m, out, inn) in dims.projections() {
+            let name = format!("base_model.model.model.layers.{l}.{m}");
+            tensors.push(T::new(
+                &format!("{name}.lora_A.weight"),
+                Dtype::F32,
+                &[r, inn],
+                rng.vec(r * inn, 0.05),
+            ));
+            tensors.push(T::new(
+                &format!("{name}.lora_B.weight"),
+                Dtype::F32,
+                &[out, r],
+                rng.vec(out * r, 0.05),
+            ));
+        }
+    }
+    let targets = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    write_adapter(dir, &lora_config(r, (2 * r) as f64, &targets), &tensors);
+}
