@@ -1,5 +1,6 @@
 //! `qforge bench`: MB/s of f32 input per type on the CPU path and the GPU path, measured in the
-//! same run on the same generated tensor, with their ratio.
+//! same run on the same generated tensor, with their ratio; then the LoRA merge's GFLOP/s on
+//! both (the same tensor as W).
 
 use std::time::Instant;
 
@@ -7,6 +8,8 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 
 use qforge::gpu::DeviceSpec;
+use qforge::lora::merge::LowRankUpdate;
+use qforge::lora::MergeDevice;
 use qforge::model::synthetic::Rng;
 use qforge::pipeline::Backend;
 use qforge::quant::{self, GgmlType};
@@ -35,9 +38,47 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Rank of the LoRA merge measured after the types (0: skip it).
+    #[arg(long, default_value_t = 16)]
+    lora_rank: usize,
     /// Tokens of the forward-pass line (a generated 4-layer llama, CPU vs GPU); 0 skips it.
     #[arg(long, default_value_t = 256)]
     forward_tokens: usize,
+}
+
+/// Best GFLOP/s of merging a rank-`rank` update into `w` (rows of N_PER_ROW, rounded to F16)
+/// on `device`: 2·rank flops per element for B·A, plus the scale multiply and the add.
+fn best_merge_gflops(
+    device: &MergeDevice,
+    w: &[f32],
+    update: &LowRankUpdate,
+    reps: usize,
+    threads: usize,
+) -> Result<f64> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let mut scratch = w.to_vec();
+    let mut out = vec![0u8; w.len() * 2];
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        scratch.copy_from_slice(w);
+        let t = Instant::now();
+        pool.install(|| {
+            device.merge_rounded(
+                GgmlType::F16,
+                &mut scratch,
+                N_PER_ROW,
+                0,
+                &[update],
+                &mut out,
+            )
+        })
+        .map_err(|e| anyhow!("{:?}", e))?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let flops = w.len() as f64 * (2.0 * update.rank as f64 + 2.0);
+    Ok(flops / 1e9 / best)
 }
 
 const N_PER_ROW: usize = 4096;
@@ -104,6 +145,37 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 c
             );
         }
+    }
+    if a.lora_rank > 0 {
+        // The same tensor as W [rows, N_PER_ROW] of a LoRA merge, rounded to F16.
+        let r = a.lora_rank;
+        let update = LowRankUpdate::out_in(
+            (0..rows * r).map(|_| 0.01 * rng.normal()).collect(),
+            (0..r * N_PER_ROW).map(|_| 0.01 * rng.normal()).collect(),
+            r,
+            2.0,
+        );
+        let threads = if a.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            a.threads
+        };
+        let c = best_merge_gflops(&MergeDevice::Cpu, &x, &update, a.reps, threads)?;
+        let g = match gpu.as_ref().and_then(|g| g.gpu_context()) {
+            Some(ctx) => match MergeDevice::open(Some(ctx), true) {
+                Ok(d) => match best_merge_gflops(&d, &x, &update, a.reps, threads) {
+                    Ok(v) => format!("{v:>12.2} {:>9.2}", v / c),
+                    Err(e) => format!("  {e}"),
+                },
+                Err(e) => format!("  {e}"),
+            },
+            None => String::new(),
+        };
+        println!(
+            "{:<17} {:>12} {:>12} {:>9}",
+            "LoRA merge", "CPU GFLOP/s", "GPU GFLOP/s", "GPU/CPU"
+        );
+        println!("{:<17} {c:>12.2} {g}", format!("rank {r} → F16"));
     }
     if a.forward_tokens > 0 {
         bench_forward(&gpu, a.forward_tokens, a.reps)?;

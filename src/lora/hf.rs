@@ -18,10 +18,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use rayon::prelude::*;
+
 use crate::formats::atomic::AtomicDir;
 use crate::formats::peft::{LoraKind, PeftAdapter};
+
 use crate::formats::safetensors::{
-    Checkpoint, Dtype, SafetensorsFile, SafetensorsWriter, StTensor,
+    float_dtype_size, floats_to_f32, Checkpoint, Dtype, SafetensorsFile, SafetensorsWriter,
+    StTensor,
 };
 use crate::quant::GgmlType;
 
@@ -247,7 +251,7 @@ impl PlannedMerge {
         while row < total_rows {
             let nrows = rows_per_slab.min(total_rows - row);
             let vals = &mut buf[..nrows * cols];
-            src_file.read_f32(src_tensor, row * cols, vals)?;
+            read_f32_parallel(src_file, src_tensor, row * cols, vals)?;
             let out = &mut bytes[..nrows * cols * ty.type_size()];
             device
                 .merge_rounded(ty, vals, cols, row, &update_refs, out)
@@ -260,6 +264,24 @@ impl PlannedMerge {
         }
         Ok(!updates.is_empty())
     }
+}
+
+/// `SafetensorsFile::read_f32` split across the current rayon pool (the conversion to f32 is
+/// elementwise, so the split cannot change a value).
+fn read_f32_parallel(
+    file: &SafetensorsFile,
+    t: &StTensor,
+    start: usize,
+    out: &mut [f32],
+) -> Result<(), LoraError> {
+    file.check_float(t)?;
+    let size = float_dtype_size(t.dtype).expect("checked float");
+    let bytes = &file.data(t)[start * size..(start + out.len()) * size];
+    const CHUNK: usize = 1 << 16;
+    out.par_chunks_mut(CHUNK)
+        .zip(bytes.par_chunks(CHUNK * size))
+        .for_each(|(o, b)| floats_to_f32(t.dtype, b, o));
+    Ok(())
 }
 
 /// Merge `adapters`, in order, into the checkpoint in `base_dir`, writing a complete checkpoint
