@@ -128,7 +128,7 @@ fn convert_in_pool(
             .sum(),
     });
     let mut tensor_bytes = 0u64;
-    for i in 0..specs.len() {
+    for (i, (name, _, _)) in specs.iter().enumerate() {
         let bytes = model.tensor_bytes(i).with_context(|| {
             format!(
                 "{}: converting tensor '{}'",
@@ -140,7 +140,7 @@ fn convert_in_pool(
         tensor_bytes += bytes.len() as u64;
         progress(ConvertProgress::Tensor {
             index: i,
-            name: &specs[i].0,
+            name,
             bytes: bytes.len() as u64,
         });
     }
