@@ -1,6 +1,6 @@
 //! Mistral, Qwen2 and Qwen3 checkpoints made here (small random weights, tiny-llama's
-//! SentencePiece tokenizer). llama.cpp's converter needs torch, which cannot be installed here,
-//! so there are no goldens for these: the tests check what the script's code does for each
+//! SentencePiece tokenizer). Byte-for-byte goldens from llama.cpp's converter for these
+//! architectures are in tests/data/convert_arch (tests/convert2_arch.rs); these tests check, per
 //! class — architecture keys, which keys are (not) written, tensor names and types, the Q/K
 //! permutation of Llama-class models only, and that data is carried exactly.
 

@@ -1318,6 +1318,36 @@ impl HfModel {
 mod tests {
     use super::*;
 
+    /// Llama 3.1 8B's and Llama 3.2 1B's rope_scaling (theta 500000, head_dim 128): the factors
+    /// outside the interpolated band are exactly 1 and `factor`; inside, the f32 bits torch
+    /// computed for them (`LlamaModel.generate_extra_tensors`, torch 2.11 on AVX-512, where
+    /// these 64 frequencies take torch's vectorized pow).
+    #[test]
+    fn llama3_factors_match_torch_for_published_configs() {
+        let cases: [(f64, [u32; 6]); 2] = [
+            (
+                8.0,
+                [
+                    0x3f9a8ed5, 0x3fc6d64a, 0x4001af1d, 0x402c732e, 0x406bcace, 0x40a83c06,
+                ],
+            ),
+            (
+                32.0,
+                [
+                    0x3f9e126b, 0x3fd35ec2, 0x4011b4ca, 0x4052b46f, 0x40a57db9, 0x411aaaee,
+                ],
+            ),
+        ];
+        for (factor, band) in cases {
+            let f = llama3_rope_factors(500000.0, 128, factor, 1.0, 4.0, 8192.0);
+            assert_eq!(f.len(), 64);
+            let bits: Vec<u32> = f.iter().map(|x| x.to_bits()).collect();
+            assert!(bits[..29].iter().all(|&b| b == 1f32.to_bits()));
+            assert_eq!(bits[29..35], band, "factor {factor}");
+            assert!(bits[35..].iter().all(|&b| b == (factor as f32).to_bits()));
+        }
+    }
+
     #[test]
     fn permutation_interleaves_the_halves_of_each_head() {
         // 2 heads of 4 rows: per head, out rows (0,1,2,3) come from (0,2,1,3).

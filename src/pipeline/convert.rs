@@ -142,7 +142,7 @@ pub fn write_converted(
             .sum(),
     });
     let mut tensor_bytes = 0u64;
-    for i in 0..specs.len() {
+    for (i, (name, _, _)) in specs.iter().enumerate() {
         let bytes = source.tensor_bytes(i).with_context(|| {
             format!(
                 "{}: converting tensor '{}'",
@@ -154,7 +154,7 @@ pub fn write_converted(
         tensor_bytes += bytes.len() as u64;
         progress(ConvertProgress::Tensor {
             index: i,
-            name: &specs[i].0,
+            name,
             bytes: bytes.len() as u64,
         });
     }
