@@ -137,8 +137,10 @@ fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>,
 const TILE_R: u32 = 32u;
 const TILE_T: u32 = 32u;
 const TILE_K: u32 = 32u;
-var<workgroup> w_tile: array<f32, 1024>; // [TILE_R][TILE_K]
-var<workgroup> x_tile: array<f32, 1024>; // [TILE_T][TILE_K]
+// Both tiles k-major, four rows (tokens) per vec4: w_tile[kk · 8 + r / 4][r % 4] = W[r][k0 + kk],
+// so the inner loop reads one vec4 of weights and one of inputs per k.
+var<workgroup> w_tile: array<vec4<f32>, 256>;
+var<workgroup> x_tile: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(64)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>,
@@ -147,15 +149,18 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>,
     let t_base = wg.y * TILE_T;
     let n = call.n_tokens;
     let k_len = st.cols;
-    // This invocation's rows r_base + tr .. +4 and tokens t_base + tt .. +4.
-    let tr = (li % 8u) * 4u;
-    let tt = (li / 8u) * 4u;
+    // This invocation's rows r_base + 4·(li % 8) .. +4 and tokens t_base + 4·(li / 8) .. +4.
+    let r4 = li % 8u;
+    let t4 = li / 8u;
+    let tr = r4 * 4u;
+    let tt = t4 * 4u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < k_len; k0 = k0 + TILE_K) {
-        // 1024 values of each tile, 16 per invocation; zeros outside the matrices.
+        // 1024 values of each tile, 16 per invocation, consecutive invocations along k; zeros
+        // outside the matrices.
         for (var u = 0u; u < 16u; u = u + 1u) {
             let e = li + u * WG;
             let rr = e / TILE_K;
@@ -166,22 +171,22 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>,
             if (r < st.rows && k < k_len) {
                 w = in_a[r * k_len + k];
             }
-            w_tile[e] = w;
+            w_tile[kk * 8u + rr / 4u][rr % 4u] = w;
             var x = 0.0;
             let t = t_base + rr;
             if (t < n && k < k_len) {
                 x = in_b[st.x_base + t * st.x_stride + k];
             }
-            x_tile[e] = x;
+            x_tile[kk * 8u + rr / 4u][rr % 4u] = x;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
-            let xv = vec4<f32>(x_tile[tt * TILE_K + kk], x_tile[(tt + 1u) * TILE_K + kk],
-                               x_tile[(tt + 2u) * TILE_K + kk], x_tile[(tt + 3u) * TILE_K + kk]);
-            acc0 = acc0 + xv * w_tile[tr * TILE_K + kk];
-            acc1 = acc1 + xv * w_tile[(tr + 1u) * TILE_K + kk];
-            acc2 = acc2 + xv * w_tile[(tr + 2u) * TILE_K + kk];
-            acc3 = acc3 + xv * w_tile[(tr + 3u) * TILE_K + kk];
+            let xv = x_tile[kk * 8u + t4];
+            let wv = w_tile[kk * 8u + r4];
+            acc0 = acc0 + xv * wv.x;
+            acc1 = acc1 + xv * wv.y;
+            acc2 = acc2 + xv * wv.z;
+            acc3 = acc3 + xv * wv.w;
         }
         workgroupBarrier();
     }
