@@ -20,7 +20,8 @@ use anyhow::{anyhow, bail, Result};
 use regex::Regex;
 
 use crate::formats::gguf::{Metadata, Value};
-use crate::model::tokenizer_spm::token_type;
+// Vocabulary access and UTF-8 helpers are shared with the SentencePiece tokenizer.
+use crate::model::tokenizer_spm::{array, flag, token_type, utf8_len};
 
 /// How a pre-tokenizer cuts text into words before merging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,20 +75,6 @@ pub struct BpeTokenizer {
     pub add_bos: bool,
     pub add_eos: bool,
     classes: CharClasses,
-}
-
-fn array<'a>(md: &'a Metadata, key: &str) -> Option<&'a [Value]> {
-    match md.get(key)? {
-        Value::Array(_, items) => Some(items),
-        _ => None,
-    }
-}
-
-fn flag(md: &Metadata, key: &str) -> Option<bool> {
-    match md.get(key)? {
-        Value::Bool(b) => Some(*b),
-        _ => None,
-    }
 }
 
 fn strings(md: &Metadata, key: &str) -> Result<Vec<Vec<u8>>> {
@@ -435,16 +422,6 @@ impl Ord for Pair {
     }
 }
 
-fn utf8_len(lead: u8) -> usize {
-    match lead >> 4 {
-        0xC | 0xD => 2,
-        0xE => 3,
-        0xF => 4,
-        _ => 1,
-    }
-}
-
-/// GPT-2's `bytes_to_unicode`: printable bytes stand for themselves, the other 68 map to
 /// U+0100.. in byte order, so every byte string becomes printable text.
 fn byte_char(b: u8) -> char {
     let printable = |b: u8| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;

@@ -40,14 +40,14 @@ pub struct SpmTokenizer {
     pub add_space_prefix: bool,
 }
 
-fn array<'a>(md: &'a Metadata, key: &str) -> Option<&'a [Value]> {
+pub(crate) fn array<'a>(md: &'a Metadata, key: &str) -> Option<&'a [Value]> {
     match md.get(key)? {
         Value::Array(_, items) => Some(items),
         _ => None,
     }
 }
 
-fn flag(md: &Metadata, key: &str) -> Option<bool> {
+pub(crate) fn flag(md: &Metadata, key: &str) -> Option<bool> {
     match md.get(key)? {
         Value::Bool(b) => Some(*b),
         _ => None,
@@ -391,7 +391,7 @@ fn parse_byte_token(t: &[u8]) -> Option<u8> {
 
 /// Length of a UTF-8 sequence from its lead byte (`unicode_len_utf8`; stray continuation bytes
 /// count as 1).
-fn utf8_len(lead: u8) -> usize {
+pub(crate) fn utf8_len(lead: u8) -> usize {
     match lead >> 4 {
         0xC | 0xD => 2,
         0xE => 3,
