@@ -287,33 +287,14 @@ impl GpuLlama {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
 
-        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
-        let bind_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("qforge forward"),
-            entries: &[
-                entry(0, wgpu::BufferBindingType::Uniform),
-                entry(1, wgpu::BufferBindingType::Uniform),
-                entry(2, ro),
-                entry(3, ro),
-                entry(4, ro),
-                entry(5, wgpu::BufferBindingType::Storage { read_only: false }),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("qforge forward"),
-            bind_group_layouts: &[Some(&bind_layout)],
-            immediate_size: 0,
-        });
+        let rw = wgpu::BufferBindingType::Storage { read_only: false };
+        let uniform = wgpu::BufferBindingType::Uniform;
+        let (bind_layout, pipeline_layout) = super::pipelines::buffer_layouts(
+            &device,
+            "qforge forward",
+            &[uniform, uniform, ro, ro, ro, rw],
+        );
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("forward.wgsl"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),

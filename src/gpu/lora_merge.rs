@@ -81,32 +81,14 @@ impl GpuLoraMerge {
     #[doc(hidden)]
     pub fn build(ctx: Arc<GpuContext>) -> Result<GpuLoraMerge, GpuError> {
         let device = &ctx.device;
-        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("qforge lora_merge"),
-            entries: &[
-                entry(0, wgpu::BufferBindingType::Uniform),
-                entry(1, ro),
-                entry(2, ro),
-                entry(3, ro),
-                entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("qforge lora_merge"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let rw = wgpu::BufferBindingType::Storage { read_only: false };
+        let uniform = wgpu::BufferBindingType::Uniform;
+        let (layout, pipeline_layout) = super::pipelines::buffer_layouts(
+            device,
+            "qforge lora_merge",
+            &[uniform, ro, ro, ro, rw],
+        );
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let source = format!(
             "{}\n{}\n",

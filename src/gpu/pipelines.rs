@@ -383,32 +383,11 @@ impl KernelCache {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string());
         }));
-        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
-        let bind_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("qforge kernels"),
-            entries: &[
-                entry(0, wgpu::BufferBindingType::Uniform),
-                entry(1, ro),
-                entry(2, ro),
-                entry(3, ro),
-                entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("qforge kernels"),
-            bind_group_layouts: &[Some(&bind_layout)],
-            immediate_size: 0,
-        });
+        let rw = wgpu::BufferBindingType::Storage { read_only: false };
+        let uniform = wgpu::BufferBindingType::Uniform;
+        let (bind_layout, pipeline_layout) =
+            buffer_layouts(device, "qforge kernels", &[uniform, ro, ro, ro, rw]);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("qforge dummy"),
             size: 16,
@@ -522,4 +501,37 @@ impl GpuContext {
             })
             .collect())
     }
+}
+
+/// A bind-group layout of storage/uniform buffers at bindings 0.. (in `bindings` order), visible
+/// to compute, and a pipeline layout holding just it: the shape every qforge kernel binds.
+pub(crate) fn buffer_layouts(
+    device: &wgpu::Device,
+    label: &str,
+    bindings: &[wgpu::BufferBindingType],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .enumerate()
+        .map(|(i, &ty)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let bind = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    });
+    let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&bind)],
+        immediate_size: 0,
+    });
+    (bind, pipeline)
 }
