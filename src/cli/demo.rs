@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use qforge::eval::tensor_errors;
 use qforge::formats::gguf::GgufFile;
 use qforge::model::synthetic::SyntheticLlama;
 use qforge::pipeline::quantize::{quantize, QuantizeJob};
 use qforge::pipeline::{Backend, GgufSource};
 use qforge::quant::ftype::QuantTarget;
 use qforge::quant::rules::TypeOptions;
-use qforge::quant::{self, GgmlType};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -65,7 +65,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         };
         match quantize(&source, &job, &backend) {
             Ok(r) => {
-                let rmse = relative_rmse(&source, &out)?;
+                let rmse = tensor_errors(&source, &GgufFile::open(&out)?)?.overall_rel_rmse;
                 println!(
                     "{:<8} {:>10.3} {:>7.3} {:>10.3} {:>12.5}",
                     ftype.name(),
@@ -77,37 +77,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
             }
             Err(e) => println!("{:<8} {e:#}", ftype.name()),
         }
-    }
-    Ok(())
-}
-
-/// sqrt(Σ(q−x)² / Σx²) over every quantized tensor.
-fn relative_rmse(source: &GgufSource, out: &PathBuf) -> Result<f64> {
-    let q = GgufFile::open(out)?;
-    let f = source.file();
-    let (mut num, mut den) = (0f64, 0f64);
-    for t in &q.tensors {
-        if !t.ty.is_quantized() {
-            continue;
-        }
-        let orig = f.tensor(&t.name).expect("same tensors");
-        let n = t.n_elements() as usize;
-        let mut a = vec![0f32; n];
-        let mut b = vec![0f32; n];
-        dequantize(orig.ty, f.tensor_data(orig), &mut a, orig.ne[0] as usize)?;
-        dequantize(t.ty, q.tensor_data(t), &mut b, t.ne[0] as usize)?;
-        for (x, y) in a.iter().zip(&b) {
-            num += ((x - y) as f64).powi(2);
-            den += (*x as f64).powi(2);
-        }
-    }
-    Ok((num / den.max(f64::MIN_POSITIVE)).sqrt())
-}
-
-fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32], n_per_row: usize) -> Result<()> {
-    let row = quant::row_bytes(ty, n_per_row)?;
-    for (b, o) in bytes.chunks(row).zip(out.chunks_mut(n_per_row)) {
-        quant::dequantize_rows(ty, b, o)?;
     }
     Ok(())
 }

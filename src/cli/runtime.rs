@@ -31,11 +31,10 @@ pub enum EvalDevice {
 /// otherwise (software adapters such as lavapipe are slower than the CPU path), saying which.
 pub fn load_causal_lm(model: &Path, device: EvalDevice) -> Result<Box<dyn CausalLm>> {
     let cpu_model = load_cpu_model(model)?;
-    let spec = match device {
-        EvalDevice::Cpu => return Ok(Box::new(cpu_model)),
-        EvalDevice::Gpu => DeviceSpec::Gpu,
-        EvalDevice::Auto => DeviceSpec::Auto,
-    };
+    let spec = device.spec();
+    if spec == DeviceSpec::Cpu {
+        return Ok(Box::new(cpu_model));
+    }
     let Some(ctx) = qforge::gpu::device::select(spec)? else {
         eprintln!("qforge: --device auto: running the model on the CPU (no hardware GPU)");
         return Ok(Box::new(cpu_model));
@@ -53,16 +52,15 @@ pub fn load_causal_lm(model: &Path, device: EvalDevice) -> Result<Box<dyn Causal
     }
 }
 
-/// Until a GPU forward pass exists: `gpu` is an error, `auto` means the CPU (said once).
-pub fn require_cpu(device: EvalDevice) -> Result<()> {
-    match device {
-        EvalDevice::Gpu => bail!("the GPU forward pass is not supported yet (use --device cpu)"),
-        EvalDevice::Auto => {
-            eprintln!("qforge: --device auto: running on the CPU (no GPU forward pass yet)")
+impl EvalDevice {
+    /// The adapter choice this means for `gpu::device::select`.
+    pub fn spec(self) -> DeviceSpec {
+        match self {
+            EvalDevice::Cpu => DeviceSpec::Cpu,
+            EvalDevice::Gpu => DeviceSpec::Gpu,
+            EvalDevice::Auto => DeviceSpec::Auto,
         }
-        EvalDevice::Cpu => {}
     }
-    Ok(())
 }
 
 /// The CPU model: a GGUF file memory-mapped and dequantized, or a Hugging Face checkpoint

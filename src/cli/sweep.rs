@@ -14,7 +14,7 @@ use qforge::model::forward::LoadOptions;
 use qforge::model::hf::{HfModel, HfOptions};
 use qforge::pipeline::TensorSource;
 
-use super::runtime::{read_text, require_cpu, set_threads, EvalDevice};
+use super::runtime::{read_text, set_threads, EvalDevice};
 
 #[derive(Args)]
 pub struct SweepArgs {
@@ -44,13 +44,12 @@ pub struct SweepArgs {
     /// Threads (0 = all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Where to quantize and evaluate: auto (a hardware GPU, else the CPU), cpu, gpu.
     #[arg(long, value_enum, default_value_t = EvalDevice::Auto)]
     device: EvalDevice,
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
-    // The sweep loads one model per type, on the CPU for now.
-    require_cpu(a.device)?;
     if !a.model.exists() {
         bail!("{}: no such model file or directory", a.model.display());
     }
@@ -92,6 +91,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         threads: a.threads,
         remove_files: a.remove_files,
         load: LoadOptions::default(),
+        device: a.device.spec(),
     };
     let report = sweep_with_progress(&opts, &tokens, &mut |step| {
         match step {

@@ -1,11 +1,13 @@
 //! Measuring models: perplexity, KL divergence between two models, importance-matrix
-//! collection (llama-perplexity / llama-imatrix semantics) and quantization sweeps, all on the
-//! CPU forward pass in `model::forward`.
+//! collection (llama-perplexity / llama-imatrix semantics), per-tensor quantization error and
+//! quantization sweeps, over any [`CausalLm`](crate::model::forward::CausalLm): the CPU forward
+//! pass in `model::forward` or its GPU twin in `gpu::forward`.
 
 pub mod imatrix;
 pub mod kld;
 pub mod perplexity;
 pub mod sweep;
+pub mod tensor_error;
 
 pub use imatrix::{collect_imatrix, collect_imatrix_with_progress, ImatrixOptions, ImatrixRun};
 pub use kld::{kl_divergence, KldReport};
@@ -14,6 +16,7 @@ pub use perplexity::{
     PplOptions, PplReport, ScoredLogits,
 };
 pub use sweep::{sweep, sweep_with_progress, SweepOptions, SweepReport, SweepRow, SweepStep};
+pub use tensor_error::{tensor_errors, TensorError, TensorErrorSummary};
 
 use anyhow::Result;
 

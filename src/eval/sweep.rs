@@ -2,6 +2,10 @@
 //! the unquantized model on the same tokens — file size, bits per weight, quantization time,
 //! perplexity and KL divergence — and write report.md / report.csv / report.json and a
 //! size-vs-KLD plot, report.svg.
+//!
+//! Quantization and evaluation run on the device asked for: with a GPU, the quantizer's GPU
+//! kernels (byte-identical to the CPU's) and the GPU forward pass; the reference model is
+//! measured on the same device as the quantized ones, so KL divergence compares like with like.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,10 +15,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use super::kld::{kl_divergence, KldReport};
-use super::perplexity::{score_logits, PplOptions, PplReport};
+use super::perplexity::{score_logits, PplOptions, PplReport, ScoredLogits};
+use super::tensor_error::{tensor_errors, TensorErrorSummary};
+use crate::formats::gguf::GgufFile;
 use crate::formats::imatrix;
+use crate::gpu::forward::GpuLlama;
+use crate::gpu::{DeviceSpec, GpuContext};
 use crate::model::encode::OutType;
-use crate::model::forward::{LlamaModel, LoadOptions};
+use crate::model::forward::{CausalLm, LlamaModel, LoadOptions};
 use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
 use crate::pipeline::{Backend, GgufSource, TensorSource};
@@ -39,6 +47,8 @@ pub struct SweepOptions {
     pub remove_files: bool,
     /// How the runtime holds the weights of each model it measures.
     pub load: LoadOptions,
+    /// Where quantization and evaluation run (`Auto` never picks a software adapter).
+    pub device: DeviceSpec,
 }
 
 /// One line of the report.
@@ -54,6 +64,8 @@ pub struct SweepRow {
     pub ppl: Option<PplReport>,
     /// None for the reference row.
     pub kld: Option<KldReport>,
+    /// Relative RMSE of every tensor the type changed (None for the reference row).
+    pub tensor_error: Option<TensorErrorSummary>,
     /// Why this type produced no numbers.
     pub error: Option<String>,
 }
@@ -65,6 +77,8 @@ pub struct SweepReport {
     pub n_chunks: usize,
     pub n_tokens: usize,
     pub imatrix: Option<PathBuf>,
+    /// Where the types were quantized and evaluated (`Backend::describe`).
+    pub device: String,
     /// The unquantized model first, then each type in the order asked.
     pub rows: Vec<SweepRow>,
 }
@@ -152,6 +166,29 @@ impl SweepSource {
     }
 }
 
+/// The forward pass on the sweep's device: the GPU twin when the backend has a GPU, else the
+/// CPU model itself. Under `auto`, a model the GPU pass cannot run falls back to the CPU.
+struct Evaluator {
+    gpu: Option<std::sync::Arc<GpuContext>>,
+    strict: bool,
+}
+
+impl Evaluator {
+    fn prepare(&self, model: LlamaModel) -> Result<Box<dyn CausalLm>> {
+        let Some(ctx) = &self.gpu else {
+            return Ok(Box::new(model));
+        };
+        match GpuLlama::new(ctx, &model) {
+            Ok(g) => Ok(Box::new(g)),
+            Err(e) if !self.strict => {
+                eprintln!("qforge: GPU forward pass unavailable ({e:#}); evaluating on the CPU");
+                Ok(Box::new(model))
+            }
+            Err(e) => Err(e.context("loading the model on the GPU")),
+        }
+    }
+}
+
 /// Run the sweep over `tokens` (already tokenized with the model's vocabulary) and write the
 /// reports into `opts.out_dir`. A type that fails to quantize or load is reported, not fatal.
 pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
@@ -169,10 +206,15 @@ pub fn sweep_with_progress(
         bail!("no quantization types to sweep");
     }
     let source = SweepSource::open(&opts.model)?;
+    let backend = Backend::select(opts.device, opts.threads, 0.0)?;
+    let evaluator = Evaluator {
+        gpu: backend.gpu_context(),
+        strict: backend.is_strict(),
+    };
     let t0 = Instant::now();
-    let base_model = source.load(&opts.model, &opts.load)?;
+    let base_model = evaluator.prepare(source.load(&opts.model, &opts.load)?)?;
     let load_seconds = t0.elapsed().as_secs_f64();
-    let base = score_logits(&base_model, tokens, &opts.ppl)?;
+    let base = score_logits(base_model.as_ref(), tokens, &opts.ppl)?;
     drop(base_model);
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
@@ -211,6 +253,7 @@ pub fn sweep_with_progress(
         eval_seconds: load_seconds + base.seconds,
         ppl: Some(base.perplexity()),
         kld: None,
+        tensor_error: None,
         error: None,
     }];
     progress(SweepStep::Base(&rows[0]));
@@ -222,7 +265,6 @@ pub fn sweep_with_progress(
         }),
         None => None,
     };
-    let backend = Backend::cpu(opts.threads);
     let stem = model_stem(&opts.model);
     let total = opts.types.len();
     for (index, name) in opts.types.iter().enumerate() {
@@ -236,12 +278,14 @@ pub fn sweep_with_progress(
             eval_seconds: 0.0,
             ppl: None,
             kld: None,
+            tensor_error: None,
             error: None,
         };
         if let Err(e) = measure_one(
             opts,
             &source,
             &backend,
+            &evaluator,
             imatrix_input.as_ref(),
             &stem,
             tokens,
@@ -263,6 +307,7 @@ pub fn sweep_with_progress(
         n_chunks: base.n_chunks,
         n_tokens: tokens.len(),
         imatrix: opts.imatrix.clone(),
+        device: backend.describe(),
         rows,
     };
     write_reports(&report, &opts.out_dir)?;
@@ -274,10 +319,11 @@ fn measure_one(
     opts: &SweepOptions,
     source: &SweepSource,
     backend: &Backend,
+    evaluator: &Evaluator,
     imatrix_input: Option<&ImatrixInput>,
     stem: &str,
     tokens: &[u32],
-    base: &super::perplexity::ScoredLogits,
+    base: &ScoredLogits,
     row: &mut SweepRow,
 ) -> Result<()> {
     let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(&row.name) else {
@@ -298,9 +344,14 @@ fn measure_one(
     row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
     row.file_bytes = std::fs::metadata(&out)?.len();
     row.file = Some(out.clone());
+    row.tensor_error = Some(
+        backend
+            .cpu_side()
+            .install(|| tensor_errors(source.tensor_source(), &GgufFile::open(&out)?))?,
+    );
     let t0 = Instant::now();
-    let model = LlamaModel::load_with(&out, &opts.load)?;
-    let logits = score_logits(&model, tokens, &opts.ppl)?;
+    let model = evaluator.prepare(LlamaModel::load_with(&out, &opts.load)?)?;
+    let logits = score_logits(model.as_ref(), tokens, &opts.ppl)?;
     row.eval_seconds = t0.elapsed().as_secs_f64();
     row.ppl = Some(logits.perplexity());
     row.kld = Some(kl_divergence(base, &logits)?);
@@ -329,14 +380,17 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
 
     let mut csv = String::from(
         "type,file_bytes,bpw,quantize_seconds,eval_seconds,ppl,ppl_uncertainty,ln_ppl_ratio,\
-         mean_kld,kld_uncertainty,median_kld,kld_p99,max_kld,same_top_pct,rms_delta_p,error\n",
+         mean_kld,kld_uncertainty,median_kld,kld_p99,max_kld,same_top_pct,rms_delta_p,\
+         tensor_rel_rmse,worst_tensor,worst_tensor_rel_rmse,error\n",
     );
     for row in &r.rows {
         let p = row.ppl.as_ref();
         let k = row.kld.as_ref();
+        let te = row.tensor_error.as_ref();
+        let worst = te.and_then(|t| t.worst.as_ref());
         writeln!(
             csv,
-            "{},{},{:.4},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{:.4},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             row.name,
             row.file_bytes,
             row.bpw,
@@ -352,6 +406,9 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
             opt(k.map(|k| k.max_kld), 6),
             opt(k.map(|k| k.same_top_pct), 3),
             opt(k.map(|k| 100.0 * k.rms_delta_p), 3),
+            opt(te.map(|t| t.overall_rel_rmse), 6),
+            worst.map_or("", |w| w.name.as_str()),
+            opt(worst.map(|w| w.rel_rmse), 6),
             row.error
                 .as_deref()
                 .map(|e| format!("\"{}\"", e.replace('"', "\"\"")))
@@ -365,24 +422,27 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
     writeln!(md, "# Quantization sweep: {}\n", r.model.display())?;
     writeln!(
         md,
-        "{} tokens, {} chunks of {} (second half of each scored, llama-perplexity method){}.\n",
+        "{} tokens, {} chunks of {} (second half of each scored, llama-perplexity method){}; \
+         quantized and evaluated on {}.\n",
         r.n_tokens,
         r.n_chunks,
         r.n_ctx,
         r.imatrix
             .as_ref()
-            .map_or(String::new(), |p| format!(", imatrix {}", p.display()))
+            .map_or(String::new(), |p| format!(", imatrix {}", p.display())),
+        r.device
     )?;
     writeln!(
         md,
-        "| type | MiB | BPW | quantize s | PPL | ln(PPL/PPL base) | mean KLD | 99% KLD | same top % |"
+        "| type | MiB | BPW | quantize s | PPL | ln(PPL/PPL base) | mean KLD | 99% KLD | same top % \
+         | tensor rel. RMSE | worst tensor |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for row in &r.rows {
         if let Some(e) = &row.error {
             writeln!(
                 md,
-                "| {} | failed: {} |||||||",
+                "| {} | failed: {} |||||||||",
                 row.name,
                 e.replace('|', "\\|")
             )?;
@@ -390,9 +450,15 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
         }
         let p = row.ppl.as_ref();
         let k = row.kld.as_ref();
+        let te = row.tensor_error.as_ref();
+        let worst = te
+            .and_then(|t| t.worst.as_ref())
+            .map_or(String::new(), |w| {
+                format!("{} ({}, {:.5})", w.name, w.ty, w.rel_rmse)
+            });
         writeln!(
             md,
-            "| {} | {:.3} | {:.3} | {:.2} | {} ± {} | {} | {} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.2} | {} ± {} | {} | {} | {} | {} | {} | {} |",
             row.name,
             row.file_bytes as f64 / 1048576.0,
             row.bpw,
@@ -403,6 +469,8 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
             opt(k.map(|k| k.mean_kld), 6),
             opt(k.and_then(kld_99), 6),
             opt(k.map(|k| k.same_top_pct), 2),
+            opt(te.map(|t| t.overall_rel_rmse), 5),
+            worst,
         )?;
     }
     std::fs::write(dir.join("report.md"), md)?;
