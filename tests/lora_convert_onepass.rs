@@ -308,6 +308,42 @@ fn bad_adapters_are_refused_by_module_with_no_output() {
     );
     refuses(&st, &nan, &["model.layers.0.self_attn.q_proj", "NaN"]);
 
+    // Finite factors whose product overflows: rows 200 and 77 of q_proj (77 the lowest, and in
+    // another head of the permuted output than 200), column 5 only. The one-pass merge (rows
+    // produced in the converter's permuted order) names the element `merge-lora` names.
+    let huge = st.tmp.join("huge");
+    let mut a = rng.vec(512, 0.1);
+    a[5] = 1e20; // A[0, 5]
+    let mut b = rng.vec(512, 0.1);
+    b[200 * 2] = 1e20; // B[200, 0]
+    b[77 * 2] = -1e20; // B[77, 0]
+    bad_adapter(
+        &huge,
+        2,
+        Some(factor("lora_A.weight", &[2, 256], a)),
+        Some(factor("lora_B.weight", &[256, 2], b)),
+    );
+    let element = format!("at element {}", 77 * 256 + 5);
+    refuses(
+        &st,
+        &huge,
+        &["model.layers.0.self_attn.q_proj", "non-finite", &element],
+    );
+    let merged = st.tmp.join("refused-merged");
+    let res = qforge(&[
+        "merge-lora",
+        "--base",
+        s(&st.base),
+        "--lora",
+        s(&huge),
+        "--device",
+        "cpu",
+        "-o",
+        s(&merged),
+    ]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains(&element), "{err}");
+
     std::fs::remove_dir_all(&st.tmp).unwrap();
 }
 
@@ -402,5 +438,10 @@ fn timing_one_pass_merge_overhead() {
             (best[1] / best[0] - 1.0) * 100.0
         );
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
+    // QFORGE_TIMING_KEEP=1 keeps the checkpoint and adapter for profiling by hand.
+    if std::env::var_os("QFORGE_TIMING_KEEP").is_some() {
+        println!("kept {}", tmp.display());
+    } else {
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -58,23 +58,12 @@ fn best_merge_gflops(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let mut scratch = w.to_vec();
     let mut out = vec![0u8; w.len() * 2];
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {
-        scratch.copy_from_slice(w);
         let t = Instant::now();
-        pool.install(|| {
-            device.merge_rounded(
-                GgmlType::F16,
-                &mut scratch,
-                N_PER_ROW,
-                0,
-                &[update],
-                &mut out,
-            )
-        })
-        .map_err(|e| anyhow!("{:?}", e))?;
+        pool.install(|| device.merge_rounded(GgmlType::F16, w, N_PER_ROW, 0, &[update], &mut out))
+            .map_err(|e| anyhow!("{:?}", e))?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     let flops = w.len() as f64 * (2.0 * update.rank as f64 + 2.0);

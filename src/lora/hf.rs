@@ -18,8 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rayon::prelude::*;
-
 use crate::formats::atomic::AtomicDir;
 use crate::formats::peft::{LoraKind, PeftAdapter};
 
@@ -34,6 +32,17 @@ use super::{thread_pool, LoraError};
 
 /// f32 values merged per slab: 16 Mi elements, 64 MiB.
 const SLAB_ELEMENTS: usize = 1 << 24;
+
+/// One base tensor's merge, ready to run (see [`PlannedMerge::prepare_tensor`]).
+pub(crate) struct TensorMerge<'a> {
+    /// Where the starting values are read: the base tensor or a full replacement.
+    pub src_file: &'a SafetensorsFile,
+    pub src_tensor: &'a StTensor,
+    /// The updates to fold in, in order (empty for a pure replacement).
+    pub updates: Vec<LowRankUpdate>,
+    /// The base tensor's dtype, which the merged values are rounded to once.
+    pub ty: GgmlType,
+}
 
 /// One adapter to merge, with the user's extra scale (1 = the adapter as trained).
 #[derive(Clone, Debug, PartialEq)]
@@ -190,17 +199,14 @@ impl PlannedMerge {
         self.steps.get(name).map(|s| s.as_slice())
     }
 
-    /// Merge the steps into base tensor `t` of `file`, handing the result (in `t`'s dtype) to
-    /// `sink` a slab of rows at a time. `out_path` is the file errors name. Returns whether any
-    /// LoRA update was applied (false: a pure replacement).
-    pub(crate) fn merge_tensor(
-        &self,
-        file: &SafetensorsFile,
-        t: &StTensor,
-        device: &MergeDevice,
-        out_path: &Path,
-        sink: &mut dyn FnMut(&[u8]) -> Result<(), LoraError>,
-    ) -> Result<bool, LoraError> {
+    /// What merging base tensor `t` of `file` takes: where the starting values come from (the
+    /// base, or the last full replacement), the updates after it (loaded as f32, in the
+    /// kernel's orientation), and the type the result is rounded to (`t`'s dtype).
+    pub(crate) fn prepare_tensor<'a>(
+        &'a self,
+        file: &'a SafetensorsFile,
+        t: &'a StTensor,
+    ) -> Result<TensorMerge<'a>, LoraError> {
         let steps = self.steps(&t.name).unwrap_or(&[]);
         let ty = merge_type(t.dtype).ok_or_else(|| LoraError::UnsupportedDtype {
             path: file.path().to_path_buf(),
@@ -235,6 +241,32 @@ impl PlannedMerge {
                 });
             }
         }
+        src_file.check_float(src_tensor)?;
+        Ok(TensorMerge {
+            src_file,
+            src_tensor,
+            updates,
+            ty,
+        })
+    }
+
+    /// Merge the steps into base tensor `t` of `file`, handing the result (in `t`'s dtype) to
+    /// `sink` a slab of rows at a time. `out_path` is the file errors name. Returns whether any
+    /// LoRA update was applied (false: a pure replacement).
+    pub(crate) fn merge_tensor(
+        &self,
+        file: &SafetensorsFile,
+        t: &StTensor,
+        device: &MergeDevice,
+        out_path: &Path,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), LoraError>,
+    ) -> Result<bool, LoraError> {
+        let TensorMerge {
+            src_file,
+            src_tensor,
+            updates,
+            ty,
+        } = self.prepare_tensor(file, t)?;
         let update_refs: Vec<&LowRankUpdate> = updates.iter().collect();
         let n = t.n_elements();
         // Updates exist only for 2-D tensors; a replacement of any shape is one long row.
@@ -245,16 +277,26 @@ impl PlannedMerge {
         };
         let rows_per_slab = (SLAB_ELEMENTS / cols).max(1);
         let total_rows = n / cols;
-        let mut buf = vec![0f32; rows_per_slab.min(total_rows) * cols];
-        let mut bytes = vec![0u8; buf.len() * ty.type_size()];
+        let src_dtype = src_tensor.dtype;
+        let src_row = cols * float_dtype_size(src_dtype).expect("checked float");
+        let src_data = src_file.data(src_tensor);
+        let decode = move |b: &[u8], o: &mut [f32]| floats_to_f32(src_dtype, b, o);
+        let mut bytes = vec![0u8; rows_per_slab.min(total_rows) * cols * ty.type_size()];
         let mut row = 0;
         while row < total_rows {
             let nrows = rows_per_slab.min(total_rows - row);
-            let vals = &mut buf[..nrows * cols];
-            read_f32_parallel(src_file, src_tensor, row * cols, vals)?;
             let out = &mut bytes[..nrows * cols * ty.type_size()];
             device
-                .merge_rounded(ty, vals, cols, row, &update_refs, out)
+                .merge_decoded(
+                    ty,
+                    &src_data[row * src_row..(row + nrows) * src_row],
+                    src_row,
+                    &decode,
+                    cols,
+                    row,
+                    &update_refs,
+                    out,
+                )
                 .map_err(|e| e.into_lora(out_path, &t.name, ty, row * cols))?;
             sink(out)?;
             row += nrows;
@@ -264,24 +306,6 @@ impl PlannedMerge {
         }
         Ok(!updates.is_empty())
     }
-}
-
-/// `SafetensorsFile::read_f32` split across the current rayon pool (the conversion to f32 is
-/// elementwise, so the split cannot change a value).
-fn read_f32_parallel(
-    file: &SafetensorsFile,
-    t: &StTensor,
-    start: usize,
-    out: &mut [f32],
-) -> Result<(), LoraError> {
-    file.check_float(t)?;
-    let size = float_dtype_size(t.dtype).expect("checked float");
-    let bytes = &file.data(t)[start * size..(start + out.len()) * size];
-    const CHUNK: usize = 1 << 16;
-    out.par_chunks_mut(CHUNK)
-        .zip(bytes.par_chunks(CHUNK * size))
-        .for_each(|(o, b)| floats_to_f32(t.dtype, b, o));
-    Ok(())
 }
 
 /// Merge `adapters`, in order, into the checkpoint in `base_dir`, writing a complete checkpoint

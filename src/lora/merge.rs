@@ -103,66 +103,134 @@ pub fn transpose(m: &[f32], rows: usize) -> Vec<f32> {
     t
 }
 
-/// Columns one block of accumulators covers: two AVX registers (four SSE ones), kept in
-/// registers across the whole k loop so each step costs one load of Q, one multiply, one add.
-const LANES: usize = 16;
+/// Columns one block of accumulators covers: eight AVX registers (four AVX-512 ones), kept in
+/// registers across the whole k loop so each step costs one load of Q, one multiply, one add
+/// per register — and enough independent sums that the add latency is hidden.
+const LANES: usize = 64;
 
-/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order.
+/// Fold every update into a block of stored rows, in order: `w` holds `rows.len()` rows of
+/// `cols` values, row `i` of it being row `rows[i]` of the matrix (rows need not be adjacent:
+/// the converter asks for them in its permuted order).
 ///
 /// SIMD across columns: a block of [`LANES`] adjacent elements is computed together, each lane
 /// running its own sum over k in ascending order (a rounded multiply, then a rounded add — Rust
 /// never contracts them into an FMA, vectorized or not). So every element gets exactly the
-/// contract's value; the block shape changes only speed.
+/// contract's value; the block shapes change only speed. Column blocks are the outer loop and
+/// rows the inner one, so the [rank × LANES] piece of Q a block needs stays in L1 across all
+/// the rows instead of being streamed from L2 once per row.
 #[inline(always)]
-fn merge_row_body(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
-    let cols = w_row.len();
+fn merge_block_body<const LANES: usize>(
+    w: &mut [f32],
+    cols: usize,
+    rows: &[usize],
+    updates: &[&LowRankUpdate],
+) {
     for u in updates {
-        let p_row = &u.p[row * u.rank..(row + 1) * u.rank];
         let scale = u.scale;
-        let mut blocks = w_row.chunks_exact_mut(LANES);
-        let mut c0 = 0;
-        for w_block in &mut blocks {
-            let mut acc = [0f32; LANES];
-            for (k, &p) in p_row.iter().enumerate() {
-                let q: &[f32; LANES] = u.q[k * cols + c0..k * cols + c0 + LANES]
-                    .try_into()
-                    .expect("a full block");
+        let full = cols / LANES * LANES;
+        for c0 in (0..full).step_by(LANES) {
+            // Rows two at a time: each load of Q feeds two independent sums, which also
+            // doubles the chains in flight (the add latency, not the ports, bounds one row).
+            let mut pairs = w.chunks_exact_mut(2 * cols);
+            let mut row_pairs = rows.chunks_exact(2);
+            for (w2, r2) in (&mut pairs).zip(&mut row_pairs) {
+                let (w_a, w_b) = w2.split_at_mut(cols);
+                let p_a = &u.p[r2[0] * u.rank..(r2[0] + 1) * u.rank];
+                let p_b = &u.p[r2[1] * u.rank..(r2[1] + 1) * u.rank];
+                let mut acc_a = [0f32; LANES];
+                let mut acc_b = [0f32; LANES];
+                for k in 0..u.rank {
+                    let q: &[f32; LANES] = u.q[k * cols + c0..k * cols + c0 + LANES]
+                        .try_into()
+                        .expect("a full block");
+                    let (pa, pb) = (p_a[k], p_b[k]);
+                    for j in 0..LANES {
+                        acc_a[j] += pa * q[j];
+                        acc_b[j] += pb * q[j];
+                    }
+                }
                 for j in 0..LANES {
-                    acc[j] += p * q[j];
+                    w_a[c0 + j] += scale * acc_a[j];
+                    w_b[c0 + j] += scale * acc_b[j];
                 }
             }
-            for j in 0..LANES {
-                w_block[j] += scale * acc[j];
+            for (w_row, &row) in pairs
+                .into_remainder()
+                .chunks_exact_mut(cols)
+                .zip(row_pairs.remainder())
+            {
+                let p_row = &u.p[row * u.rank..(row + 1) * u.rank];
+                let mut acc = [0f32; LANES];
+                for (k, &p) in p_row.iter().enumerate() {
+                    let q: &[f32; LANES] = u.q[k * cols + c0..k * cols + c0 + LANES]
+                        .try_into()
+                        .expect("a full block");
+                    for j in 0..LANES {
+                        acc[j] += p * q[j];
+                    }
+                }
+                let w_block = &mut w_row[c0..c0 + LANES];
+                for j in 0..LANES {
+                    w_block[j] += scale * acc[j];
+                }
             }
-            c0 += LANES;
         }
-        for (j, w) in blocks.into_remainder().iter_mut().enumerate() {
-            let c = c0 + j;
-            let mut acc = 0f32;
-            for (k, &p) in p_row.iter().enumerate() {
-                acc += p * u.q[k * cols + c];
+        for (w_row, &row) in w.chunks_exact_mut(cols).zip(rows) {
+            let p_row = &u.p[row * u.rank..(row + 1) * u.rank];
+            for (c, w) in w_row.iter_mut().enumerate().skip(full) {
+                let mut acc = 0f32;
+                for (k, &p) in p_row.iter().enumerate() {
+                    acc += p * u.q[k * cols + c];
+                }
+                *w += scale * acc;
             }
-            *w += scale * acc;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn merge_row_avx2(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
-    merge_row_body(w_row, row, updates)
+fn merge_block_avx2(w: &mut [f32], cols: usize, rows: &[usize], updates: &[&LowRankUpdate]) {
+    merge_block_body::<LANES>(w, cols, rows, updates)
 }
 
-/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order, with the
-/// widest vectors this CPU has.
-pub fn merge_row(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn merge_block_avx512(w: &mut [f32], cols: usize, rows: &[usize], updates: &[&LowRankUpdate]) {
+    merge_block_body::<LANES>(w, cols, rows, updates)
+}
+
+/// Fold every update into the stored rows `rows` held in `w` (see [`merge_block_body`]), in
+/// order, with the widest vectors this CPU has.
+pub fn merge_row_block(w: &mut [f32], cols: usize, rows: &[usize], updates: &[&LowRankUpdate]) {
+    if cols == 0 {
+        return;
+    }
+    assert_eq!(w.len(), rows.len() * cols);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        unsafe { merge_block_avx512(w, cols, rows, updates) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { merge_row_avx2(w_row, row, updates) };
+        unsafe { merge_block_avx2(w, cols, rows, updates) };
         return;
     }
-    merge_row_body(w_row, row, updates)
+    merge_block_body::<LANES>(w, cols, rows, updates)
+}
+
+/// Fold every update into one stored row `w_row` (row `row` of the matrix), in order.
+pub fn merge_row(w_row: &mut [f32], row: usize, updates: &[&LowRankUpdate]) {
+    merge_row_block(w_row, w_row.len(), &[row], updates)
+}
+
+/// Rows per parallel task: about 64 Ki elements, so a task is worth scheduling and its rows
+/// (with the Q block) stay in L2.
+fn rows_per_task(cols: usize) -> usize {
+    (65536 / cols.max(1)).max(1)
 }
 
 /// Fold `updates` into `w`, the rows `first_row ..` of a stored matrix with `cols` columns, on
@@ -176,12 +244,14 @@ pub fn merge_rows(w: &mut [f32], cols: usize, first_row: usize, updates: &[&LowR
         debug_assert_eq!(u.cols(), cols);
         debug_assert!(first_row + w.len() / cols <= u.rows());
     }
-    // Batch short rows so a task is worth scheduling.
-    let min_rows = (16384 / cols).max(1);
-    w.par_chunks_mut(cols)
+    let per_task = rows_per_task(cols);
+    w.par_chunks_mut(cols * per_task)
         .enumerate()
-        .with_min_len(min_rows)
-        .for_each(|(i, row)| merge_row(row, first_row + i, updates));
+        .for_each(|(t, block)| {
+            let r0 = first_row + t * per_task;
+            let rows: Vec<usize> = (r0..r0 + block.len() / cols).collect();
+            merge_row_block(block, cols, &rows, updates)
+        });
 }
 
 /// Where the merge arithmetic runs. Every device writes the same bytes (the contract above);
@@ -257,12 +327,12 @@ impl MergeDevice {
     }
 
     /// Fold `updates` into the slab `w` (rows `first_row ..` of a stored matrix with `cols`
-    /// columns, as exact f32 values) and write it rounded to `ty` into `out`. `w` is left
-    /// holding the merged f32 values on the CPU, and unchanged on the GPU.
+    /// columns, as exact f32 values) and write it rounded to `ty` into `out`. `w` itself is
+    /// left unchanged.
     pub fn merge_rounded(
         &self,
         ty: GgmlType,
-        w: &mut [f32],
+        w: &[f32],
         cols: usize,
         first_row: usize,
         updates: &[&LowRankUpdate],
@@ -270,8 +340,11 @@ impl MergeDevice {
     ) -> Result<(), MergeFailure> {
         match self {
             MergeDevice::Cpu => {
-                merge_rows(w, cols, first_row, updates);
-                round_merged(ty, w, out).map_err(MergeFailure::NonFinite)
+                let w: &[f32] = w;
+                merge_round_rows_cpu(ty, cols, first_row, updates, out, &|i, row| {
+                    row.copy_from_slice(&w[i * cols..(i + 1) * cols])
+                })
+                .map_err(MergeFailure::NonFinite)
             }
             MergeDevice::Gpu(g) => {
                 assert!(is_merge_output(ty), "merged tensors are F32, F16 or BF16");
@@ -290,6 +363,123 @@ impl MergeDevice {
             }
         }
     }
+}
+
+impl MergeDevice {
+    /// [`merge_rounded`](Self::merge_rounded) for a slab still in its stored encoding: `src`
+    /// holds the slab's rows, `src_row_bytes` each, and `decode` turns one stored row into its
+    /// exact f32 values. On the CPU every row is decoded, merged and rounded in one pass
+    /// through a per-thread row buffer (one trip through memory instead of three); the GPU gets
+    /// the decoded slab.
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_decoded(
+        &self,
+        ty: GgmlType,
+        src: &[u8],
+        src_row_bytes: usize,
+        decode: &(dyn Fn(&[u8], &mut [f32]) + Sync),
+        cols: usize,
+        first_row: usize,
+        updates: &[&LowRankUpdate],
+        out: &mut [u8],
+    ) -> Result<(), MergeFailure> {
+        let rows = out.len() / (ty.type_size() * cols.max(1));
+        assert_eq!(src.len(), rows * src_row_bytes);
+        match self {
+            MergeDevice::Cpu => {
+                merge_round_rows_cpu(ty, cols, first_row, updates, out, &|i, row| {
+                    decode(&src[i * src_row_bytes..(i + 1) * src_row_bytes], row)
+                })
+                .map_err(MergeFailure::NonFinite)
+            }
+            MergeDevice::Gpu(_) => {
+                let mut w = vec![0f32; rows * cols];
+                w.par_chunks_mut(cols.max(1))
+                    .zip(src.par_chunks(src_row_bytes.max(1)))
+                    .for_each(|(o, b)| decode(b, o));
+                self.merge_rounded(ty, &w, cols, first_row, updates, out)
+            }
+        }
+    }
+}
+
+/// The CPU merge, fused: for each block of rows of the slab (in parallel; rows are
+/// independent), `load` fills a per-task f32 buffer row by row, every update is folded in
+/// ([`merge_row_block`]) and the block is rounded to `ty` straight into `out` while it is
+/// still in cache. Returns the slab index of the first
+/// element that is not finite once rounded. Same values as [`merge_rows`] + [`round_merged`].
+fn merge_round_rows_cpu(
+    ty: GgmlType,
+    cols: usize,
+    first_row: usize,
+    updates: &[&LowRankUpdate],
+    out: &mut [u8],
+    load: &(dyn Fn(usize, &mut [f32]) + Sync),
+) -> Result<(), usize> {
+    assert!(is_merge_output(ty), "merged tensors are F32, F16 or BF16");
+    if cols == 0 {
+        return Ok(());
+    }
+    let q = quant::quantizer(ty).expect("float types always have a converter");
+    let row_out = cols * ty.type_size();
+    let per_task = rows_per_task(cols);
+    let bad = out
+        .par_chunks_mut(row_out * per_task)
+        .enumerate()
+        .filter_map(|(t, o)| {
+            let n = o.len() / row_out;
+            let i0 = t * per_task;
+            let mut w = vec![0f32; n * cols];
+            for (k, row) in w.chunks_exact_mut(cols).enumerate() {
+                load(i0 + k, row);
+            }
+            let rows: Vec<usize> = (first_row + i0..first_row + i0 + n).collect();
+            merge_row_block(&mut w, cols, &rows, updates);
+            q(&w, None, o);
+            first_non_finite(ty, o).map(|j| i0 * cols + j)
+        })
+        .min();
+    match bad {
+        Some(i) => Err(i),
+        None => Ok(()),
+    }
+}
+
+/// Round merged values to `ty` and back, in place: each becomes exactly what reading the
+/// [`round_merged`] bytes back as f32 gives. For callers that consume the merged tensor as f32
+/// rows without materialising its bytes (`convert --lora`'s fused path). Returns the index of
+/// the first value that is not finite once rounded.
+pub fn round_through(ty: GgmlType, row: &mut [f32]) -> Result<(), usize> {
+    assert!(is_merge_output(ty), "merged tensors are F32, F16 or BF16");
+    let finite = |row: &[f32]| match row.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(i),
+        None => Ok(()),
+    };
+    match ty {
+        GgmlType::F32 => return finite(row),
+        GgmlType::BF16 => {
+            // Same bits as the quantizer and dequantizer below, without the byte round trip.
+            if quant::float::round_through_bf16(row) {
+                return Ok(());
+            }
+            return finite(row);
+        }
+        _ => {}
+    }
+    // The very converters `round_merged` uses, a cache-sized piece at a time.
+    const PIECE: usize = 256;
+    let q = quant::quantizer(ty).expect("float types always have a converter");
+    let size = ty.type_size();
+    let mut bytes = [0u8; PIECE * 4];
+    for (pi, piece) in row.chunks_mut(PIECE).enumerate() {
+        let b = &mut bytes[..piece.len() * size];
+        q(piece, None, b);
+        if let Some(i) = first_non_finite(ty, b) {
+            return Err(pi * PIECE + i);
+        }
+        quant::dequantize_rows(ty, b, piece).expect("float types dequantize");
+    }
+    Ok(())
 }
 
 /// The float types a merged tensor can be written as.

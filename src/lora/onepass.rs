@@ -21,8 +21,10 @@ use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::convert::{write_converted, ConvertOptions, ConvertReport};
 use crate::pipeline::source::{SourceTensor, TensorSource};
 
-use super::hf::{AdapterSpec, PlannedMerge};
-use super::merge::MergeDevice;
+use super::hf::{AdapterSpec, PlannedMerge, TensorMerge};
+use super::merge::{merge_row_block, round_through, LowRankUpdate, MergeDevice};
+use super::LoraError;
+use crate::formats::safetensors::{float_dtype_size, floats_to_f32};
 
 /// A Hugging Face checkpoint seen through its conversion, with LoRA adapters merged in.
 pub struct LoraMergedModel {
@@ -71,6 +73,12 @@ impl LoraMergedModel {
             .find(name)
             .expect("a converted tensor comes from the checkpoint");
         let (file, t) = (ck.file(loc), ck.tensor(loc));
+        if matches!(self.device, MergeDevice::Cpu) {
+            if let Some(bytes) = self.fused_tensor_bytes(index, file, t)? {
+                file.release(t);
+                return Ok(Some(bytes));
+            }
+        }
         let mut merged = Vec::with_capacity(t.n_bytes());
         self.plan
             .merge_tensor(file, t, &self.device, file.path(), &mut |b| {
@@ -79,6 +87,67 @@ impl LoraMergedModel {
             })?;
         file.release(t);
         Ok(Some(self.model.tensor_bytes_from(index, &merged)?))
+    }
+}
+
+impl LoraMergedModel {
+    /// The CPU path without an intermediate tensor: each checkpoint row is decoded, merged,
+    /// rounded to the base dtype and back (the value `merge-lora` would have written, as the
+    /// converter reads it) and encoded to the output type while still in cache. None when the
+    /// tensor is not merged row for row (a pure replacement, or a layout the converter
+    /// reshapes): the caller takes the two-stage path.
+    fn fused_tensor_bytes(
+        &self,
+        index: usize,
+        file: &crate::formats::safetensors::SafetensorsFile,
+        t: &crate::formats::safetensors::StTensor,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let TensorMerge {
+            src_file,
+            src_tensor,
+            updates,
+            ty,
+        } = self.plan.prepare_tensor(file, t)?;
+        if updates.is_empty() || t.shape.len() != 2 || src_tensor.shape != t.shape {
+            return Ok(None);
+        }
+        let cols = t.shape[1];
+        let refs: Vec<&LowRankUpdate> = updates.iter().collect();
+        let dtype = src_tensor.dtype;
+        let row_bytes = cols * float_dtype_size(dtype).expect("checked float");
+        let data = src_file.data(src_tensor);
+        let fill = |rows: &[usize], block: &mut [f32]| -> Result<(), (usize, usize)> {
+            for (&r, row) in rows.iter().zip(block.chunks_exact_mut(cols)) {
+                floats_to_f32(dtype, &data[r * row_bytes..(r + 1) * row_bytes], row);
+            }
+            merge_row_block(block, cols, rows, &refs);
+            // The lowest refused row (with permuted heads, rows are not in source order).
+            let mut refused: Option<(usize, usize)> = None;
+            for (&r, row) in rows.iter().zip(block.chunks_exact_mut(cols)) {
+                if let Err(i) = round_through(ty, row) {
+                    if refused.is_none_or(|(lowest, _)| r < lowest) {
+                        refused = Some((r, r * cols + i));
+                    }
+                }
+            }
+            refused.map_or(Ok(()), Err)
+        };
+        let Some(result) = self.model.tensor_bytes_from_rows(index, &fill) else {
+            return Ok(None);
+        };
+        if !std::ptr::eq(src_tensor, t) {
+            src_file.release(src_tensor);
+        }
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(i) => Err(LoraError::NonFiniteResult {
+                path: file.path().to_path_buf(),
+                tensor: t.name.clone(),
+                dtype: ty.name().to_string(),
+                index: i,
+            }
+            .into()),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Output encodings of llama.cpp's converter (`--outtype`), reproducing gguf-py's
 //! `quants.quantize` for F32, F16, BF16 and Q8_0 on f32 input.
 
-use crate::quant::{f32_to_bf16, f32_to_f16, GgmlType};
+use crate::quant::{f32_to_f16, GgmlType};
 
 /// `--outtype` of the converter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,15 +67,10 @@ pub fn encode(ty: GgmlType, x: &[f32], out: &mut [u8]) {
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        GgmlType::F16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&f32_to_f16(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
-            }
+        // The quantizer's float rows: the same bits (numpy's and torch's rounding is ggml's),
+        // vectorized.
+        GgmlType::F16 | GgmlType::BF16 => {
+            crate::quant::float::quantizer(ty).expect("float type")(x, None, out)
         }
         GgmlType::Q8_0 => quantize_q8_0(x, out),
         other => unreachable!("the converter does not write {other}"),

@@ -392,6 +392,10 @@ fn filter_name(class: ModelClass, name: &str) -> Option<String> {
     Some(name)
 }
 
+/// What [`HfModel::tensor_bytes_from_rows`] asks for rows with: fill the block with the
+/// given checkpoint rows, or refuse with the lowest refused row and why.
+pub type RowFill<'a, E> = dyn Fn(&[usize], &mut [f32]) -> Result<(), (usize, E)> + Sync + 'a;
+
 /// `LlamaModel.permute`: within each of `heads` groups of rows, the two halves are interleaved
 /// (output row `2i + j` of a head is input row `j·half + i`). Returns the input row of output
 /// row `r` for a tensor of `rows` rows.
@@ -999,6 +1003,64 @@ impl HfModel {
         file.check_float(t)?;
         assert_eq!(data.len(), t.n_bytes(), "{}: replacement data size", t.name);
         Ok(self.encode_from(index, data, None))
+    }
+
+    /// Tensor `index` converted exactly as [`TensorSource::tensor_bytes`] does, from rows that
+    /// `fill` produces instead of the checkpoint's bytes: `fill(rows, block)` writes the exact
+    /// f32 values of rows `rows` of the checkpoint tensor (its first dimension), one after the
+    /// other, into `block`, or refuses them with the lowest refused row and why. Blocks are
+    /// produced in parallel, each straight into the encoder while in cache; the lowest refused
+    /// row's error is returned, so the outcome does not depend on threads. None when the tensor
+    /// is not a 2-D checkpoint tensor converted row for row (the caller then hands whole bytes
+    /// to [`tensor_bytes_from`](Self::tensor_bytes_from)).
+    pub fn tensor_bytes_from_rows<E: Send>(
+        &self,
+        index: usize,
+        fill: &RowFill<'_, E>,
+    ) -> Option<Result<Vec<u8>, E>> {
+        let plan = &self.plans[index];
+        let TensorOrigin::Checkpoint { loc, permute_heads } = &plan.origin else {
+            return None;
+        };
+        let t = self.checkpoint.tensor(*loc);
+        if plan.shape.len() != 2 || plan.shape != t.shape {
+            return None;
+        }
+        let (rows, row_len) = (plan.shape[0], plan.shape[1]);
+        let out_ty = self.tensors[index].ty;
+        let mut out = vec![0u8; encoded_size(out_ty, rows * row_len)];
+        if out.is_empty() {
+            return Some(Ok(out));
+        }
+        let permute_heads = *permute_heads;
+        let out_row_bytes = encoded_size(out_ty, row_len);
+        let rows_per_chunk = (65536 / row_len.max(1)).max(1);
+        let refused = out
+            .par_chunks_mut(rows_per_chunk * out_row_bytes)
+            .enumerate()
+            .filter_map(|(ci, chunk)| {
+                let r0 = ci * rows_per_chunk;
+                let nr = chunk.len() / out_row_bytes;
+                let mut buf = vec![0f32; nr * row_len];
+                let source_rows: Vec<usize> = (r0..r0 + nr)
+                    .map(|r| match permute_heads {
+                        Some(h) => permuted_source_row(r, rows, h),
+                        None => r,
+                    })
+                    .collect();
+                match fill(&source_rows, &mut buf) {
+                    Ok(()) => {
+                        encode(out_ty, &buf, chunk);
+                        None
+                    }
+                    Err(refused) => Some(refused),
+                }
+            })
+            .min_by_key(|(sr, _)| *sr);
+        Some(match refused {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        })
     }
 
     /// The checkpoint the tensors are read from.

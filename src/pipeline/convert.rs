@@ -2,6 +2,7 @@
 //! llama.cpp's `convert_hf_to_gguf.py --outtype <t>`. Tensors stream one at a time from the
 //! memory-mapped safetensors into the GGUF writer, so memory stays near one tensor's size.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -141,23 +142,54 @@ pub fn write_converted(
             .map(|(_, ty, ne)| encoded_size(*ty, ne.iter().product::<u64>() as usize) as u64)
             .sum(),
     });
-    let mut tensor_bytes = 0u64;
-    for (i, (name, _, _)) in specs.iter().enumerate() {
-        let bytes = source.tensor_bytes(i).with_context(|| {
-            format!(
-                "{}: converting tensor '{}'",
-                model_dir.display(),
-                model.source_name(i)
-            )
-        })?;
-        writer.write_tensor(&bytes)?;
-        tensor_bytes += bytes.len() as u64;
-        progress(ConvertProgress::Tensor {
-            index: i,
-            name,
-            bytes: bytes.len() as u64,
+    // Tensor i+1 is produced (in parallel) while a writer thread writes tensor i: the write
+    // is one thread in the kernel, so overlapping hides most of the conversion (and of a LoRA
+    // merge) behind it. The channel holds one tensor, so at most three are in memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Cow<'_, [u8]>>(1);
+    let specs_ref = &specs;
+    let (writer_result, produce_error) = std::thread::scope(|scope| {
+        let writer_thread = scope.spawn(move || -> anyhow::Result<(GgufWriter, u64)> {
+            let mut tensor_bytes = 0u64;
+            for (i, bytes) in rx.into_iter().enumerate() {
+                writer.write_tensor(&bytes)?;
+                tensor_bytes += bytes.len() as u64;
+                progress(ConvertProgress::Tensor {
+                    index: i,
+                    name: &specs_ref[i].0,
+                    bytes: bytes.len() as u64,
+                });
+            }
+            Ok((writer, tensor_bytes))
         });
+        let mut produce_error = None;
+        for i in 0..specs_ref.len() {
+            match source.tensor_bytes(i) {
+                Ok(bytes) => {
+                    if tx.send(bytes).is_err() {
+                        break; // the writer failed; its error is the one to report
+                    }
+                }
+                Err(e) => {
+                    produce_error = Some(e.context(format!(
+                        "{}: converting tensor '{}'",
+                        model_dir.display(),
+                        model.source_name(i)
+                    )));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let joined = writer_thread
+            .join()
+            .expect("the GGUF writer thread panicked");
+        (joined, produce_error)
+    });
+    // On any error the writer is dropped here, which removes its temporary file.
+    if let Some(e) = produce_error {
+        return Err(e);
     }
+    let (writer, tensor_bytes) = writer_result?;
     writer.finish()?;
     Ok(ConvertReport {
         output,
