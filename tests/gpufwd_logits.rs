@@ -311,3 +311,31 @@ fn tiny_llama_logits_match_cpu() {
     let tokens = pseudo_tokens(96, c.n_vocab, 7);
     check_model("tiny-llama", &ctx, &model, &tokens);
 }
+
+/// The forward pass's self-check passes on this adapter, and catches a GPU model that does not
+/// compute what the CPU reference does (a canary uploaded with other weights).
+#[test]
+fn self_check_passes_and_catches_a_wrong_result() {
+    let Some(ctx) = gpu() else { return };
+    GpuLlama::self_check(&ctx).expect("the self-check passes on this adapter");
+    let dir = tmp("selfcheck");
+    let load = |seed: u64| {
+        let path = dir.join(format!("m{seed}.gguf"));
+        small(GgmlType::F16, seed).write_gguf(&path).unwrap();
+        LlamaModel::load(&path).unwrap()
+    };
+    let (a, b) = (load(1), load(2));
+    GpuLlama::self_check_models(&ctx, &a, &a).expect("a model agrees with itself");
+    let err = GpuLlama::self_check_models(&ctx, &a, &b).unwrap_err();
+    assert!(format!("{err:#}").contains("on the GPU"), "{err:#}");
+    // Off by more than the tolerance in one logit is caught; within it is not.
+    let cpu = vec![1.0f32, -2.0, 4.0, 0.5];
+    let mut gpu = cpu.clone();
+    gpu[1] += 4.0 * 1e-3 * 0.5;
+    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_ok());
+    gpu[1] += 4.0 * 1e-3;
+    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_err());
+    gpu[1] = f32::NAN;
+    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}

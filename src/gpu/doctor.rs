@@ -1,5 +1,5 @@
 //! `qforge doctor`: which adapters exist, which one a device spec selects, and whether each GPU
-//! kernel passes its self-check there.
+//! kernel (every quantizer, the LoRA merge, the forward pass) passes its self-check there.
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +51,24 @@ pub fn doctor(spec: DeviceSpec) -> DoctorReport {
                         kernels.push((kernel_label(def, im), check_kernel(&ctx, def, im)));
                     }
                 }
+                let health = |r: Result<(), String>| match r {
+                    Ok(()) => KernelHealth::Passed,
+                    Err(e) => KernelHealth::Failed(e),
+                };
+                kernels.push((
+                    "lora_merge".into(),
+                    health(
+                        super::lora_merge::GpuLoraMerge::open(ctx.clone())
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    ),
+                ));
+                kernels.push((
+                    "forward_pass".into(),
+                    health(
+                        super::forward::GpuLlama::self_check(&ctx).map_err(|e| format!("{e:#}")),
+                    ),
+                ));
                 checks.push(AdapterCheck {
                     adapter: a,
                     kernels,

@@ -20,11 +20,17 @@
 //! (different summation order, f32 instead of the CPU's f64 in RMSNorm and softmax sums,
 //! device `exp`); tests/gpufwd_*.rs state the tolerances.
 //!
+//! Self-check: a driver may fuse, flush or approximate differently from lavapipe, so before a
+//! model is uploaded to an adapter, [`GpuLlama::self_check`] runs a generated canary model on
+//! it and compares the logits with the CPU path's (within the tolerance above); an adapter
+//! that fails is never used for the forward pass. The result is kept per adapter.
+//!
 //! Steps are planned once per buffer size (the [`Scratch`]): every dispatch's bind group and
 //! static parameters are built then; a forward call only writes the token ids and a 16-byte
 //! call uniform (token count, first position) and records the dispatches.
 
-use std::sync::{mpsc, Mutex};
+use std::collections::HashMap;
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use wgpu::util::DeviceExt;
@@ -32,6 +38,8 @@ use wgpu::util::DeviceExt;
 use super::device::GpuContext;
 use crate::formats::gguf::Metadata;
 use crate::model::forward::{CausalLm, Linear, LlamaConfig, LlamaModel, MatmulObserver, Matrix};
+use crate::model::synthetic::SyntheticLlama;
+use crate::quant::GgmlType;
 
 const SHADER: &str = include_str!("../../shaders/forward.wgsl");
 /// Invocations per workgroup of every kernel (`WG` in the shader).
@@ -250,10 +258,100 @@ fn padded(bytes: u64) -> u64 {
     bytes.max(16).next_multiple_of(4)
 }
 
+/// Largest |GPU − CPU| logit difference the self-check accepts, relative to the largest CPU
+/// logit (the tolerance tests/gpufwd_logits.rs holds the pass to).
+const CHECK_TOLERANCE: f32 = 1e-3;
+
+/// The canary the self-check runs: two layers, grouped-query attention, F16 weights, a
+/// vocabulary that is not a multiple of the tile — small enough to take milliseconds.
+fn canary_model() -> SyntheticLlama {
+    SyntheticLlama {
+        n_layer: 2,
+        n_embd: 64,
+        n_ff: 96,
+        n_head: 4,
+        n_head_kv: 2,
+        n_vocab: 100,
+        weight_type: GgmlType::F16,
+        seed: 0x5e1f_c4ec,
+    }
+}
+
+/// Why `gpu` logits are not the CPU's `cpu` logits within [`CHECK_TOLERANCE`], if they are not.
+pub fn compare_logits(cpu: &[f32], gpu: &[f32]) -> Result<(), String> {
+    if cpu.len() != gpu.len() {
+        return Err(format!("{} logits instead of {}", gpu.len(), cpu.len()));
+    }
+    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut worst = (0usize, 0f32);
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+        let d = (c - g).abs();
+        if !g.is_finite() || d.is_nan() {
+            return Err(format!("logit {i} is {g} on the GPU, {c} on the CPU"));
+        }
+        if d > worst.1 {
+            worst = (i, d);
+        }
+    }
+    if worst.1 > CHECK_TOLERANCE * scale {
+        let i = worst.0;
+        return Err(format!(
+            "logit {i} is {} on the GPU, {} on the CPU (|Δ| {:.3e} > {:.0e} × {scale:.3})",
+            gpu[i], cpu[i], worst.1, CHECK_TOLERANCE
+        ));
+    }
+    Ok(())
+}
+
 impl GpuLlama {
-    /// Upload `model` to `gpu` and build the kernels. The CPU model can be dropped afterwards.
+    /// Upload `model` to `gpu` and build the kernels, once the adapter has passed the forward
+    /// pass's self-check. The CPU model can be dropped afterwards.
     pub fn new(gpu: &GpuContext, model: &LlamaModel) -> Result<GpuLlama> {
+        GpuLlama::self_check(gpu)?;
         GpuLlama::build(gpu, model, None)
+    }
+
+    /// Run the canary model on `gpu` and compare its logits with the CPU path's; the result is
+    /// remembered per adapter, so each process checks an adapter once.
+    pub fn self_check(gpu: &GpuContext) -> Result<()> {
+        static CHECKED: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
+        let a = gpu.adapter();
+        let key = format!("{}|{:?}|{}|{}", a.index, a.backend, a.name, a.driver);
+        let cache = CHECKED.get_or_init(|| Mutex::new(HashMap::new()));
+        let known = cache.lock().unwrap().get(&key).cloned();
+        let result = match known {
+            Some(r) => r,
+            None => {
+                let r = LlamaModel::from_source(&canary_model().source())
+                    .and_then(|canary| GpuLlama::self_check_models(gpu, &canary, &canary))
+                    .map_err(|e| format!("{e:#}"));
+                cache.lock().unwrap().insert(key, r.clone());
+                r
+            }
+        };
+        result.map_err(|e| {
+            anyhow!(
+                "the GPU forward pass failed its self-check on '{}': {e}",
+                a.name
+            )
+        })
+    }
+
+    /// The self-check's comparison: `on_gpu` uploaded and run on the canary tokens, against
+    /// `reference` run on the CPU. (Tests hand in a reference that differs on purpose.)
+    #[doc(hidden)]
+    pub fn self_check_models(
+        gpu: &GpuContext,
+        on_gpu: &LlamaModel,
+        reference: &LlamaModel,
+    ) -> Result<()> {
+        let n_vocab = reference.config.n_vocab as u32;
+        // Enough tokens for two micro-batches and positions far enough apart for RoPE to matter.
+        let tokens: Vec<u32> = (0..24u32).map(|i| (i * 37 + 11) % n_vocab).collect();
+        let cpu = reference.eval_sequence(&tokens, 16, None)?;
+        let g = GpuLlama::build(gpu, on_gpu, None)?;
+        let gpu_logits = g.eval_sequence(&tokens, 16, None)?;
+        compare_logits(&cpu, &gpu_logits).map_err(|e| anyhow!("{e}"))
     }
 
     /// `new`, binding no buffer larger than `cap_bytes` (so tests can exercise chunked

@@ -1,8 +1,10 @@
 //! Small random llama models, made here so demos, tests and benchmarks need no download.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::formats::gguf::{GgufError, GgufWriter, Metadata, Value};
+use crate::pipeline::source::{SourceTensor, TensorSource};
 use crate::quant::{f32_to_f16, GgmlType};
 
 /// Shape of a generated llama model.
@@ -151,36 +153,87 @@ impl SyntheticLlama {
         out
     }
 
-    /// Write the model as a GGUF file.
-    pub fn write_gguf(&self, path: &Path) -> Result<(), GgufError> {
-        let tensors = self.tensors();
-        let infos: Vec<(String, GgmlType, Vec<u64>)> = tensors
-            .iter()
-            .map(|(n, ne)| {
-                let ty = if ne.len() == 1 {
+    /// Every tensor with its stored type: norms F32, 2-D weights `weight_type`.
+    fn typed_tensors(&self) -> Vec<SourceTensor> {
+        self.tensors()
+            .into_iter()
+            .map(|(name, ne)| SourceTensor {
+                ty: if ne.len() == 1 {
                     GgmlType::F32
                 } else {
                     self.weight_type
-                };
-                (n.clone(), ty, ne.clone())
+                },
+                name,
+                ne,
             })
+            .collect()
+    }
+
+    /// The stored bytes of tensor `index` (type `ty`).
+    fn tensor_data(&self, index: usize, ty: GgmlType, n: usize) -> Vec<u8> {
+        let vals = self.values(index, n);
+        match ty {
+            GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            GgmlType::BF16 => vals
+                .iter()
+                .flat_map(|v| crate::quant::f32_to_bf16(*v).to_le_bytes())
+                .collect(),
+            _ => vals
+                .iter()
+                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
+                .collect(),
+        }
+    }
+
+    /// Write the model as a GGUF file.
+    pub fn write_gguf(&self, path: &Path) -> Result<(), GgufError> {
+        let tensors = self.typed_tensors();
+        let infos: Vec<(String, GgmlType, Vec<u64>)> = tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.ty, t.ne.clone()))
             .collect();
         let mut w = GgufWriter::create(path, &self.metadata(), &infos)?;
-        for (i, (_, ty, ne)) in infos.iter().enumerate() {
-            let vals = self.values(i, ne.iter().product::<u64>() as usize);
-            let bytes: Vec<u8> = match ty {
-                GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                GgmlType::BF16 => vals
-                    .iter()
-                    .flat_map(|v| crate::quant::f32_to_bf16(*v).to_le_bytes())
-                    .collect(),
-                _ => vals
-                    .iter()
-                    .flat_map(|v| f32_to_f16(*v).to_le_bytes())
-                    .collect(),
-            };
-            w.write_tensor(&bytes)?;
+        for (i, t) in tensors.iter().enumerate() {
+            let n = t.ne.iter().product::<u64>() as usize;
+            w.write_tensor(&self.tensor_data(i, t.ty, n))?;
         }
         w.finish()
+    }
+
+    /// The model as an in-memory tensor source (tensors generated on demand): for loading it
+    /// with no file, as the GPU forward pass's self-check does.
+    pub fn source(&self) -> SyntheticSource {
+        SyntheticSource {
+            llama: *self,
+            metadata: self.metadata(),
+            tensors: self.typed_tensors(),
+        }
+    }
+}
+
+/// [`SyntheticLlama::source`].
+pub struct SyntheticSource {
+    llama: SyntheticLlama,
+    metadata: Metadata,
+    tensors: Vec<SourceTensor>,
+}
+
+impl TensorSource for SyntheticSource {
+    fn describe(&self) -> String {
+        "a generated llama".into()
+    }
+
+    fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    fn tensors(&self) -> &[SourceTensor] {
+        &self.tensors
+    }
+
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+        let t = &self.tensors[index];
+        let n = t.ne.iter().product::<u64>() as usize;
+        Ok(Cow::Owned(self.llama.tensor_data(index, t.ty, n)))
     }
 }
