@@ -33,16 +33,7 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 fn small(weight_type: GgmlType, seed: u64) -> SyntheticLlama {
-    SyntheticLlama {
-        n_layer: 2,
-        n_embd: 64,
-        n_ff: 96,
-        n_head: 4,
-        n_head_kv: 2,
-        n_vocab: 100,
-        weight_type,
-        seed,
-    }
+    SyntheticLlama::tiny(weight_type, seed)
 }
 
 /// Write `s`, optionally without output.weight (tied) and with llama3 rope_freqs. Q/K weights

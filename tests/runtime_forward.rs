@@ -10,16 +10,7 @@ use qforge::model::synthetic::SyntheticLlama;
 use qforge::quant::{dequantizer, f32_to_f16, GgmlType};
 
 fn small(weight_type: GgmlType) -> SyntheticLlama {
-    SyntheticLlama {
-        n_layer: 2,
-        n_embd: 64,
-        n_ff: 96,
-        n_head: 4,
-        n_head_kv: 2,
-        n_vocab: 100,
-        weight_type,
-        seed: 7,
-    }
+    SyntheticLlama::tiny(weight_type, 7)
 }
 
 /// Write `s` as GGUF, optionally without output.weight (tied embeddings) and with a

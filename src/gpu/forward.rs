@@ -262,19 +262,10 @@ fn padded(bytes: u64) -> u64 {
 /// logit (the tolerance tests/gpufwd_logits.rs holds the pass to).
 const CHECK_TOLERANCE: f32 = 1e-3;
 
-/// The canary the self-check runs: two layers, grouped-query attention, F16 weights, a
-/// vocabulary that is not a multiple of the tile — small enough to take milliseconds.
+/// The canary the self-check runs: [`SyntheticLlama::tiny`] with F16 weights, small enough to
+/// take milliseconds.
 fn canary_model() -> SyntheticLlama {
-    SyntheticLlama {
-        n_layer: 2,
-        n_embd: 64,
-        n_ff: 96,
-        n_head: 4,
-        n_head_kv: 2,
-        n_vocab: 100,
-        weight_type: GgmlType::F16,
-        seed: 0x5e1f_c4ec,
-    }
+    SyntheticLlama::tiny(GgmlType::F16, 0x5e1f_c4ec)
 }
 
 /// Why `gpu` logits are not the CPU's `cpu` logits within [`CHECK_TOLERANCE`], if they are not.

@@ -36,6 +36,23 @@ impl Default for SyntheticLlama {
     }
 }
 
+impl SyntheticLlama {
+    /// The smallest shape that still exercises everything the forward pass does: two layers,
+    /// grouped-query attention (4 heads over 2), a vocabulary that is not a multiple of a tile.
+    pub fn tiny(weight_type: GgmlType, seed: u64) -> SyntheticLlama {
+        SyntheticLlama {
+            n_layer: 2,
+            n_embd: 64,
+            n_ff: 96,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 100,
+            weight_type,
+            seed,
+        }
+    }
+}
+
 /// A tiny deterministic generator (SplitMix64) with a Box-Muller normal.
 pub struct Rng(u64);
 
