@@ -38,7 +38,10 @@ pub fn run(a: SynthArgs) -> Result<()> {
         "bf16" => GgmlType::BF16,
         other => bail!("--weight-type {other}: use f32, f16 or bf16"),
     };
-    if a.heads == 0 || a.kv_heads == 0 || a.heads % a.kv_heads != 0 || a.embd % a.heads as u64 != 0
+    if a.heads == 0
+        || a.kv_heads == 0
+        || !a.heads.is_multiple_of(a.kv_heads)
+        || !a.embd.is_multiple_of(a.heads as u64)
     {
         bail!("heads must divide the embedding width and be a multiple of kv-heads");
     }

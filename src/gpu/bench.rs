@@ -73,7 +73,7 @@ pub fn bench_tensor(n_per_row: usize, n_rows: usize, seed: u64) -> Vec<f32> {
         let scale = 0.02 * 10f64.powf(rng.uniform() - 0.5);
         for _ in 0..n_per_row {
             let mut v = rng.gauss() * scale;
-            if rng.next_u64() % 1024 == 0 {
+            if rng.next_u64().is_multiple_of(1024) {
                 v *= 12.0;
             }
             x.push(v as f32);

@@ -230,7 +230,7 @@ impl GpuContext {
             });
         }
         if rows_per_chunk < n_rows {
-            while (rows_per_chunk * blocks_per_row) % def.unit_blocks != 0 {
+            while !(rows_per_chunk * blocks_per_row).is_multiple_of(def.unit_blocks) {
                 rows_per_chunk -= 1;
             }
             if rows_per_chunk == 0 {

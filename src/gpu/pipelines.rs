@@ -144,9 +144,9 @@ const fn quant(
     block_elems: usize,
     block_bytes: usize,
 ) -> KernelDef {
-    let unit_blocks = if block_bytes % 4 == 0 {
+    let unit_blocks = if block_bytes.is_multiple_of(4) {
         1
-    } else if block_bytes % 2 == 0 {
+    } else if block_bytes.is_multiple_of(2) {
         2
     } else {
         4

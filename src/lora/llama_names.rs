@@ -160,7 +160,7 @@ pub(crate) fn permute_heads(hf_name: &str, cfg: &LlamaConfig) -> Option<usize> {
 /// h·hd + i·hd/2 + j). `None` when the rows do not split into `heads` even halves.
 pub(crate) fn permute_rows(m: &[f32], cols: usize, heads: usize) -> Option<Vec<f32>> {
     let rows = m.len() / cols.max(1);
-    if heads == 0 || rows % (heads * 2) != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads * 2) {
         return None;
     }
     let hd = rows / heads;

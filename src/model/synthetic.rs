@@ -159,7 +159,7 @@ impl SyntheticLlama {
                         1.0 + 0.1 * rng.normal()
                     } else {
                         let x = 0.02 * rng.normal();
-                        if rng.next_u64() % 1000 == 0 {
+                        if rng.next_u64().is_multiple_of(1000) {
                             x * 12.0
                         } else {
                             x

@@ -117,7 +117,7 @@ pub fn dequantize_rows(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
 /// Bytes of a row of `n` elements.
 pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::BadRowLength { ty, n, block });
     }
     Ok(n / block * ty.type_size())

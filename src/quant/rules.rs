@@ -625,7 +625,7 @@ pub fn tensor_requires_imatrix(name: &str, ty: GgmlType, ftype: FileType) -> boo
 /// `ty` itself. Returns (type, whether a fallback happened).
 pub fn fallback_type(name: &str, ncols: u64, ty: GgmlType) -> Result<(GgmlType, bool), RuleError> {
     let block = ty.block_size() as u64;
-    if ncols % block == 0 {
+    if ncols.is_multiple_of(block) {
         return Ok((ty, false));
     }
     use GgmlType as G;
@@ -652,7 +652,7 @@ pub fn fallback_type(name: &str, ncols: u64, ty: GgmlType) -> Result<(GgmlType, 
             })
         }
     };
-    if ncols % smaller.block_size() as u64 != 0 {
+    if !ncols.is_multiple_of(smaller.block_size() as u64) {
         return Ok((G::F16, true));
     }
     Ok((smaller, true))
@@ -835,7 +835,7 @@ impl MixState<'_> {
                 new_type = t;
             } else {
                 let block = new_type.block_size() as u64;
-                if ftype == F::MXFP4_MOE || falcon || row_len(ne) % block != 0 {
+                if ftype == F::MXFP4_MOE || falcon || !row_len(ne).is_multiple_of(block) {
                     new_type = G::Q8_0;
                 } else if lowest_iq || ftype == F::IQ3_XXS {
                     new_type = G::Q5_K;

@@ -144,7 +144,7 @@ impl GgmlType {
     /// Bytes of one row of `n` elements, or `None` when `n` is not a whole number of blocks.
     pub fn row_size(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
