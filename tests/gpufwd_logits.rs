@@ -12,15 +12,14 @@
 mod common;
 mod gpu_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use qforge::formats::gguf::{GgufWriter, Value};
 use qforge::gpu::forward::GpuLlama;
 use qforge::gpu::GpuContext;
 use qforge::model::forward::{CausalLm, LlamaModel, MatmulObserver};
 use qforge::model::synthetic::{Rng, SyntheticLlama};
-use qforge::quant::{f32_to_f16, GgmlType};
+use qforge::quant::GgmlType;
 
 fn gpu() -> Option<Arc<GpuContext>> {
     gpu_support::context()
@@ -36,55 +35,10 @@ fn small(weight_type: GgmlType, seed: u64) -> SyntheticLlama {
     SyntheticLlama::tiny(weight_type, seed)
 }
 
-/// Write `s`, optionally without output.weight (tied) and with llama3 rope_freqs. Q/K weights
-/// are scaled up so attention is sharp and positions visibly move the logits.
-fn write_variant(s: &SyntheticLlama, path: &Path, tied: bool, rope_freqs: Option<&[f32]>) {
-    let mut infos = Vec::new();
-    let mut datas = Vec::new();
-    for (i, (name, ne)) in s.tensors().into_iter().enumerate() {
-        if tied && name == "output.weight" {
-            continue;
-        }
-        let mut vals = s.values(i, ne.iter().product::<u64>() as usize);
-        if name.contains("attn_q") || name.contains("attn_k") {
-            vals.iter_mut().for_each(|v| *v *= 8.0);
-        }
-        let ty = if ne.len() == 1 {
-            GgmlType::F32
-        } else {
-            s.weight_type
-        };
-        let bytes: Vec<u8> = match ty {
-            GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            _ => vals
-                .iter()
-                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
-                .collect(),
-        };
-        infos.push((name, ty, ne));
-        datas.push(bytes);
-    }
-    if let Some(ff) = rope_freqs {
-        infos.push((
-            "rope_freqs.weight".into(),
-            GgmlType::F32,
-            vec![ff.len() as u64],
-        ));
-        datas.push(ff.iter().flat_map(|v| v.to_le_bytes()).collect());
-    }
-    let mut md = s.metadata();
-    md.set("llama.rope.freq_base", Value::F32(500000.0));
-    let mut w = GgufWriter::create(path, &md, &infos).unwrap();
-    for d in &datas {
-        w.write_tensor(d).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 fn load_variant(tag: &str, s: &SyntheticLlama, tied: bool, ff: Option<&[f32]>) -> LlamaModel {
     let dir = tmp(tag);
     let path = dir.join("m.gguf");
-    write_variant(s, &path, tied, ff);
+    common::write_llama_variant(s, &path, tied, ff);
     let m = LlamaModel::load(&path).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     m

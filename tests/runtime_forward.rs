@@ -2,62 +2,17 @@
 //! Q/K weights un-permuted back to HF layout and rotate-half RoPE, so the test also checks that
 //! the runtime's adjacent-pair RoPE on convert's permuted rows is the same function.
 
+mod common;
+
 use std::path::Path;
 
-use qforge::formats::gguf::{GgufFile, GgufWriter, Value};
+use qforge::formats::gguf::{GgufFile, Value};
 use qforge::model::forward::{KvCache, LlamaModel};
 use qforge::model::synthetic::SyntheticLlama;
-use qforge::quant::{dequantizer, f32_to_f16, GgmlType};
+use qforge::quant::{dequantizer, GgmlType};
 
 fn small(weight_type: GgmlType) -> SyntheticLlama {
     SyntheticLlama::tiny(weight_type, 7)
-}
-
-/// Write `s` as GGUF, optionally without output.weight (tied embeddings) and with a
-/// rope_freqs.weight tensor (llama3 frequency factors).
-fn write_variant(s: &SyntheticLlama, path: &Path, tied: bool, rope_freqs: Option<&[f32]>) {
-    let mut infos = Vec::new();
-    let mut datas = Vec::new();
-    for (i, (name, ne)) in s.tensors().into_iter().enumerate() {
-        if tied && name == "output.weight" {
-            continue;
-        }
-        let mut vals = s.values(i, ne.iter().product::<u64>() as usize);
-        // Sharper attention than the generator's 0.02-scale weights give, so that positions
-        // (RoPE) visibly move the logits.
-        if name.contains("attn_q") || name.contains("attn_k") {
-            vals.iter_mut().for_each(|v| *v *= 8.0);
-        }
-        let ty = if ne.len() == 1 {
-            GgmlType::F32
-        } else {
-            s.weight_type
-        };
-        let bytes: Vec<u8> = match ty {
-            GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            _ => vals
-                .iter()
-                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
-                .collect(),
-        };
-        infos.push((name, ty, ne));
-        datas.push(bytes);
-    }
-    if let Some(ff) = rope_freqs {
-        infos.push((
-            "rope_freqs.weight".into(),
-            GgmlType::F32,
-            vec![ff.len() as u64],
-        ));
-        datas.push(ff.iter().flat_map(|v| v.to_le_bytes()).collect());
-    }
-    let mut md = s.metadata();
-    md.set("llama.rope.freq_base", Value::F32(500000.0));
-    let mut w = GgufWriter::create(path, &md, &infos).unwrap();
-    for d in &datas {
-        w.write_tensor(d).unwrap();
-    }
-    w.finish().unwrap();
 }
 
 /// Every tensor of the file as f64, with its ggml shape.
@@ -244,7 +199,7 @@ fn check(weight_type: GgmlType, tied: bool, rope_freqs: Option<&[f32]>) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.gguf");
-    write_variant(&s, &path, tied, rope_freqs);
+    common::write_llama_variant(&s, &path, tied, rope_freqs);
     let model = LlamaModel::load(&path).unwrap();
     assert_eq!(model.output.is_none(), tied);
     let toks = tokens(24, s.n_vocab);

@@ -21,7 +21,7 @@ use regex::Regex;
 
 use crate::formats::gguf::{Metadata, Value};
 // Vocabulary access and UTF-8 helpers are shared with the SentencePiece tokenizer.
-use crate::model::tokenizer_spm::{array, flag, token_type, utf8_len};
+use crate::model::tokenizer_spm::{array, flag, token_type, utf8_len, Symbol};
 
 /// How a pre-tokenizer cuts text into words before merging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,13 +380,6 @@ impl BpeTokenizer {
 enum Fragment<'a> {
     Text(&'a str),
     Token(u32),
-}
-
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: isize,
-    next: isize,
 }
 
 /// A candidate merge; the heap pops the lowest rank, ties to the leftmost pair.

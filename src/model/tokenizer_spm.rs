@@ -412,11 +412,13 @@ enum Fragment<'a> {
     Token(u32),
 }
 
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: isize,
-    next: isize,
+/// A piece of the text being merged, in a doubly linked list over the symbol array (-1 ends
+/// it); `len` 0 marks a symbol merged into its left neighbour. Both tokenizers use it.
+pub(crate) struct Symbol {
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) prev: isize,
+    pub(crate) next: isize,
 }
 
 /// A candidate merge; the heap pops the highest score, ties to the leftmost pair

@@ -128,3 +128,58 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Write `s` as GGUF, optionally without output.weight (tied embeddings) and with a
+/// rope_freqs.weight tensor (llama3 frequency factors).
+pub fn write_llama_variant(
+    s: &qforge::model::synthetic::SyntheticLlama,
+    path: &Path,
+    tied: bool,
+    rope_freqs: Option<&[f32]>,
+) {
+    let mut infos = Vec::new();
+    let mut datas = Vec::new();
+    for (i, (name, ne)) in s.tensors().into_iter().enumerate() {
+        if tied && name == "output.weight" {
+            continue;
+        }
+        let mut vals = s.values(i, ne.iter().product::<u64>() as usize);
+        // Sharper attention than the generator's 0.02-scale weights give, so that positions
+        // (RoPE) visibly move the logits.
+        if name.contains("attn_q") || name.contains("attn_k") {
+            vals.iter_mut().for_each(|v| *v *= 8.0);
+        }
+        let ty = if ne.len() == 1 {
+            qforge::quant::GgmlType::F32
+        } else {
+            s.weight_type
+        };
+        let bytes: Vec<u8> = match ty {
+            qforge::quant::GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => vals
+                .iter()
+                .flat_map(|v| qforge::quant::f32_to_f16(*v).to_le_bytes())
+                .collect(),
+        };
+        infos.push((name, ty, ne));
+        datas.push(bytes);
+    }
+    if let Some(ff) = rope_freqs {
+        infos.push((
+            "rope_freqs.weight".into(),
+            qforge::quant::GgmlType::F32,
+            vec![ff.len() as u64],
+        ));
+        datas.push(ff.iter().flat_map(|v| v.to_le_bytes()).collect());
+    }
+    let mut md = s.metadata();
+    md.set(
+        "llama.rope.freq_base",
+        qforge::formats::gguf::Value::F32(500000.0),
+    );
+    let mut w = qforge::formats::gguf::GgufWriter::create(path, &md, &infos).unwrap();
+    for d in &datas {
+        w.write_tensor(d).unwrap();
+    }
+    w.finish().unwrap();
+}
