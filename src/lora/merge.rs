@@ -258,7 +258,8 @@ pub fn merge_rows(w: &mut [f32], cols: usize, first_row: usize, updates: &[&LowR
 /// only the speed differs.
 #[derive(Clone, Debug, Default)]
 pub enum MergeDevice {
-    /// [`merge_rows`] on the current rayon pool, then [`round_merged`].
+    /// Merge and round fused per block of rows on the current rayon pool (the values of
+    /// [`merge_rows`] then [`round_merged`]).
     #[default]
     Cpu,
     /// `shaders/lora_merge.wgsl` on a GPU whose merge self-check passed.
