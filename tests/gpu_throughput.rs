@@ -52,3 +52,31 @@ fn gpu_vs_cpu_throughput() {
         }
     }
 }
+
+/// The host-time accounting `qforge bench` reports (its `host`/`device` columns): every chunk
+/// is counted once, the parts never exceed the run's wall time, and taking the sums resets them.
+#[test]
+fn host_times_account_for_every_chunk() {
+    let Some(q) = gpu_support::quantizer() else {
+        return;
+    };
+    let ctx = q.context();
+    let n_per_row = 256;
+    let n_rows = 64;
+    let x = qforge::gpu::bench::bench_tensor(n_per_row, n_rows, 7);
+    let ty = GgmlType::Q4_K;
+    let mut out = vec![0u8; qforge::quant::row_bytes(ty, n_per_row).unwrap() * n_rows];
+    q.check(ty, false).unwrap(); // the self-check's own runs are not this test's
+                                 // 16 rows of 1 KiB per chunk (plus the unit of padding a chunk reserves): four chunks.
+    ctx.set_chunk_cap(17 * 1024);
+    ctx.take_host_times();
+    let t = std::time::Instant::now();
+    q.quantize_rows(ty, &x, n_per_row, None, &mut out).unwrap();
+    let wall = t.elapsed();
+    ctx.set_chunk_cap(16 << 20); // the default
+    let h = ctx.take_host_times();
+    assert_eq!(h.chunks, 4, "{h:?}");
+    assert!(h.fill > std::time::Duration::ZERO && h.drain > std::time::Duration::ZERO);
+    assert!(h.host_work() + h.device() <= wall, "{h:?} > {wall:?}");
+    assert_eq!(ctx.take_host_times(), Default::default());
+}

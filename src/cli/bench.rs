@@ -1,6 +1,9 @@
 //! `qforge bench`: MB/s of f32 input per type on the CPU path and the GPU path, measured in the
 //! same run on the same generated tensor, with their ratio; then the LoRA merge's GFLOP/s on
-//! both (the same tensor as W).
+//! both (the same tensor as W). On a GPU, `host` and `device` split the best run's wall time:
+//! the calling thread's own work (copying rows in and bytes out, recording) and the time it sat
+//! in submission or blocked on the device. A large `device` share means the kernels, not host
+//! overhead, set the pace.
 
 use std::time::Instant;
 
@@ -72,21 +75,39 @@ fn best_merge_gflops(
 
 const N_PER_ROW: usize = 4096;
 
+/// The best run's MB/s and, on a GPU, the shares of its wall time the calling thread spent on
+/// host work (filling, recording, draining) and on the device's run (submitting, waiting).
 fn best_mb_s(
     backend: &Backend,
     ty: GgmlType,
     x: &[f32],
     qw: Option<&[f32]>,
     reps: usize,
-) -> Result<f64> {
+) -> Result<(f64, Option<(f64, f64)>)> {
     let mut out = vec![0u8; quant::row_bytes(ty, N_PER_ROW)? * (x.len() / N_PER_ROW)];
+    let ctx = backend.gpu_context();
+    let ctx = ctx.as_deref();
     let mut best = f64::MAX;
+    let mut shares = None;
     for _ in 0..reps.max(1) {
+        if let Some(c) = ctx {
+            c.take_host_times();
+        }
         let t = Instant::now();
         backend.quantize_rows(ty, x, N_PER_ROW, qw, |_| 0, &mut out)?;
-        best = best.min(t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
+        if secs < best {
+            best = secs;
+            shares = ctx.map(|c| {
+                let h = c.take_host_times();
+                (
+                    h.host_work().as_secs_f64() / secs,
+                    h.device().as_secs_f64() / secs,
+                )
+            });
+        }
     }
-    Ok((x.len() * 4) as f64 / 1e6 / best)
+    Ok(((x.len() * 4) as f64 / 1e6 / best, shares))
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -109,8 +130,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("GPU: {}", g.describe());
     }
     println!(
-        "{:<8} {:>8} {:>12} {:>12} {:>9}",
-        "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU"
+        "{:<8} {:>8} {:>12} {:>12} {:>9} {:>6} {:>6}",
+        "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU", "host", "device"
     );
     for name in &a.types {
         let ty = GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown type {name}"))?;
@@ -119,10 +140,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 continue;
             }
             let qw = with_im.then_some(qw.as_slice());
-            let c = best_mb_s(&cpu, ty, &x, qw, a.reps)?;
+            let (c, _) = best_mb_s(&cpu, ty, &x, qw, a.reps)?;
             let g = match &gpu {
                 Some(g) => match best_mb_s(g, ty, &x, qw, a.reps) {
-                    Ok(v) => format!("{v:>12.1} {:>9.2}", v / c),
+                    Ok((v, shares)) => {
+                        let shares = shares.map_or(String::new(), |(host, device)| {
+                            format!(" {:>5.0}% {:>5.0}%", 100.0 * host, 100.0 * device)
+                        });
+                        format!("{v:>12.1} {:>9.2}{shares}", v / c)
+                    }
                     Err(e) => format!("  {e}"),
                 },
                 None => String::new(),

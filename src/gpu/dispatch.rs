@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use wgpu::util::DeviceExt;
 
@@ -63,6 +64,37 @@ impl TransferMode {
             TransferMode::Mapped => wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
             TransferMode::Staged => wgpu::Features::empty(),
         }
+    }
+}
+
+/// Where the calling thread's time went while kernels ran: the answer to "does host overhead
+/// dominate?". Summed over runs until [`GpuContext::take_host_times`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostTimes {
+    /// Copying tensor rows into the mapped input buffer (and zero-padding the last unit).
+    pub fill: Duration,
+    /// Recording command buffers, writing parameters, asking for mappings.
+    pub record: Duration,
+    /// Inside `queue.submit`. Near zero on a real GPU; a driver that runs the work at
+    /// submission (lavapipe does: Mesa's immediate submit mode) spends the kernels' run here.
+    pub submit: Duration,
+    /// Copying results out of the mapped output buffer.
+    pub drain: Duration,
+    /// Blocked until the device finished a chunk (or freed a slot).
+    pub waiting: Duration,
+    /// Chunks submitted.
+    pub chunks: u64,
+}
+
+impl HostTimes {
+    /// The host's own work: fill + record + drain.
+    pub fn host_work(&self) -> Duration {
+        self.fill + self.record + self.drain
+    }
+
+    /// Time the host spent while the device ran: submit + waiting.
+    pub fn device(&self) -> Duration {
+        self.submit + self.waiting
     }
 }
 
@@ -200,6 +232,15 @@ impl GpuContext {
     /// How this device moves tensor bytes.
     pub fn transfer_mode(&self) -> TransferMode {
         self.transfer
+    }
+
+    /// Where the host's time went in kernel runs since the last call (and reset the sums).
+    pub fn take_host_times(&self) -> HostTimes {
+        std::mem::take(&mut *self.kernels.host_times.lock().unwrap())
+    }
+
+    fn add_host_time(&self, f: impl FnOnce(&mut HostTimes)) {
+        f(&mut self.kernels.host_times.lock().unwrap());
     }
 
     fn geometry(
@@ -405,6 +446,7 @@ impl GpuContext {
         }
         let mapping = slot.upload_mapping.take().unwrap();
         self.wait_mapping(&mapping, slot.last_submission.clone(), "mapping the input")?;
+        let fill_start = Instant::now();
         {
             let upload = slot.upload_buffer();
             let mut view = upload
@@ -421,6 +463,8 @@ impl GpuContext {
             }
         }
         slot.upload_buffer().unmap();
+        let record_start = Instant::now();
+        let fill = record_start - fill_start;
 
         let mut encoder = self
             .device
@@ -509,7 +553,10 @@ impl GpuContext {
         if let Some(readback) = &slot.readback {
             encoder.copy_buffer_to_buffer(&slot.output, 0, readback, 0, copy_bytes);
         }
-        let submission = self.queue.submit([encoder.finish()]);
+        let commands = encoder.finish();
+        let submit_start = Instant::now();
+        let submission = self.queue.submit([commands]);
+        let submit = submit_start.elapsed();
         slot.last_submission = Some(submission.clone());
         let (tx, rx) = mpsc::channel();
         slot.readback_buffer()
@@ -518,6 +565,13 @@ impl GpuContext {
             });
         // Ready for the slot's next chunk as soon as the device is done with this one.
         slot.request_upload_mapping();
+        let record = record_start.elapsed() - submit;
+        self.add_host_time(|t| {
+            t.fill += fill;
+            t.record += record;
+            t.submit += submit;
+            t.chunks += 1;
+        });
         let out_start = row0 * geo.row_out as usize;
         Ok(InFlight {
             slot: slot_ix,
@@ -531,6 +585,19 @@ impl GpuContext {
     /// Block until `mapping` has resolved, polling the device up to `submission` (the work the
     /// mapping waits for; None: the buffer is idle, so any poll resolves it).
     fn wait_mapping(
+        &self,
+        mapping: &MapResult,
+        submission: Option<wgpu::SubmissionIndex>,
+        what: &str,
+    ) -> Result<(), GpuError> {
+        let start = Instant::now();
+        let r = self.wait_mapping_inner(mapping, submission, what);
+        let waited = start.elapsed();
+        self.add_host_time(|t| t.waiting += waited);
+        r
+    }
+
+    fn wait_mapping_inner(
         &self,
         mapping: &MapResult,
         submission: Option<wgpu::SubmissionIndex>,
@@ -565,6 +632,7 @@ impl GpuContext {
     /// Wait for a chunk's output and copy it into `out`.
     fn finish_chunk(&self, f: InFlight, slots: &[Slot], out: &mut [u8]) -> Result<(), GpuError> {
         self.wait_mapping(&f.mapped, Some(f.submission), "mapping the result")?;
+        let start = Instant::now();
         let rb = slots[f.slot].readback_buffer();
         {
             let view = rb
@@ -573,6 +641,8 @@ impl GpuContext {
             out[f.out_range.clone()].copy_from_slice(&view[..f.out_range.len()]);
         }
         rb.unmap();
+        let drain = start.elapsed();
+        self.add_host_time(|t| t.drain += drain);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::device::GpuContext;
-use super::dispatch::{Slot, CHUNK_CAP_BYTES};
+use super::dispatch::{HostTimes, Slot, CHUNK_CAP_BYTES};
 use super::GpuError;
 use crate::quant::GgmlType;
 
@@ -374,6 +374,8 @@ pub(crate) struct KernelCache {
     pub(crate) chunk_cap: AtomicU64,
     /// Validation or device errors reported by wgpu, drained after each operation.
     errors: Arc<Mutex<Vec<String>>>,
+    /// Where the host's time went in kernel runs since the last `take_host_times`.
+    pub(crate) host_times: Mutex<HostTimes>,
 }
 
 impl KernelCache {
@@ -404,6 +406,7 @@ impl KernelCache {
             dummy,
             chunk_cap: AtomicU64::new(CHUNK_CAP_BYTES),
             errors,
+            host_times: Mutex::default(),
         }
     }
 
@@ -418,6 +421,26 @@ impl KernelCache {
         }
     }
 }
+
+/// What wgpu may leave out of the quantize kernels: the index clamps it injects around every
+/// array access and the counter it adds to every loop. Together they stop the driver's compiler
+/// from unrolling the fixed-length block loops and keeping the small working arrays in
+/// registers; on lavapipe the K-quant kernels ran 2.4× slower with them (Q4_K 27 → 66 MB/s),
+/// for pipeline builds that now take ~10 s instead of ~3 s there (cached on disk by Mesa).
+///
+/// Why it is sound for these shaders: every loop ends by construction (a constant or uniform
+/// bound, or IQ4's bisection, which halves its range); private arrays are indexed by loop
+/// counters below their constant lengths or by values clamped to them (bisection results,
+/// byte positions inside the unit); `src`/`qw`/`dst` indices stay inside the buffers the host sizes in
+/// `dispatch` (whole units, the last one padded), which the GPU-vs-CPU tests exercise at every
+/// chunk edge. Storage accesses stay protected where the platform does it itself (Vulkan's
+/// robustBufferAccess). Integer division checks are kept (they cost nothing measurable).
+const QUANTIZE_RUNTIME_CHECKS: wgpu::ShaderRuntimeChecks = {
+    let mut c = wgpu::ShaderRuntimeChecks::checked();
+    c.bounds_checks = false;
+    c.force_loop_bounding = false;
+    c
+};
 
 impl GpuContext {
     /// Build (or fetch from the cache) the pipeline of `def`.
@@ -440,11 +463,15 @@ impl GpuContext {
             modules
                 .entry((def.family, faulty))
                 .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(def.name),
-                            source: wgpu::ShaderSource::Wgsl(def.family.source(faulty).into()),
-                        })
+                    let desc = wgpu::ShaderModuleDescriptor {
+                        label: Some(def.name),
+                        source: wgpu::ShaderSource::Wgsl(def.family.source(faulty).into()),
+                    };
+                    // SAFETY: see `QUANTIZE_RUNTIME_CHECKS`.
+                    unsafe {
+                        self.device
+                            .create_shader_module_trusted(desc, QUANTIZE_RUNTIME_CHECKS)
+                    }
                 })
                 .clone()
         };
