@@ -9,8 +9,8 @@ fn probe_exact(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (unit >= params.n_units) {
         return;
     }
-    let a = src[2u * unit];
-    let b = src[2u * unit + 1u];
+    let a = sx(2u * unit);
+    let b = sx(2u * unit + 1u);
     let base = unit * PROBE_WORDS;
     dst[base + 0u] = bitcast<u32>(xmul(a, b));
     dst[base + 1u] = bitcast<u32>(div_rn(a, b));

@@ -20,10 +20,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// The input as 16-byte vectors: llvmpipe (Mesa 22.3) turns every storage access into a loop
+// over the SIMD lanes, so one vec4 load costs about what one f32 load does. Blocks start at
+// multiples of 4 elements; kernels read whole vectors where they walk a block in order.
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> qw: array<f32>;
 @group(0) @binding(3) var<storage, read> row_stats: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
+
+// Element i of the input.
+fn sx(i: u32) -> f32 {
+    return src[i >> 2u][i & 3u];
+}
 
 // OB_MAX_WORDS (the largest unit of the shader family, in words) is set by the host.
 var<private> ob: array<u32, OB_MAX_WORDS>;

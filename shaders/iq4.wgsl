@@ -45,7 +45,7 @@ fn best_index(x: f32) -> u32 {
 fn iq4_sigma2(x0: u32, n: u32) -> f32 {
     var s = 0.0;
     for (var j = 0u; j < rt(n); j = j + 1u) {
-        let v = src[x0 + j];
+        let v = sx(x0 + j);
         s = s + xmul(v, v);
     }
     return xmul(s, div_rn(2.0, f32(n)));
@@ -76,7 +76,7 @@ fn iq4_weighted_sums(base: u32, id: f32) -> SumPair {
 fn iq4_best_block_scale(x0: u32, col: u32, sigma2: f32, imatrix: bool) -> f32 {
     let base = 0u;
     for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
-        wx[j] = src[x0 + j];
+        wx[j] = sx(x0 + j);
     }
     for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
         let x = wx[base + j];
@@ -127,8 +127,8 @@ fn inverse_or_zero(d: f32) -> f32 {
 // element j < 16 low nibble of byte j, element j + 16 its high nibble.
 fn iq4_pack_block(x0: u32, id: f32, pos: u32) {
     for (var j = 0u; j < rt(16u); j = j + 1u) {
-        let lo = best_index(xmul(id, src[x0 + j]));
-        let hi = best_index(xmul(id, src[x0 + j + 16u]));
+        let lo = best_index(xmul(id, sx(x0 + j)));
+        let hi = best_index(xmul(id, sx(x0 + j + 16u)));
         put_byte(pos + j, lo | (hi << 4u));
     }
 }

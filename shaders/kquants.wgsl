@@ -29,7 +29,7 @@ var<private> sub_weight: array<f32, 16>; // Σ of the sub-block's importance wei
 var<private> scale_bytes: array<u32, 16>;
 
 fn xv(i: u32) -> f32 {
-    return src[x0 + i];
+    return sx(x0 + i);
 }
 
 fn get_level(i: u32) -> u32 {
@@ -49,8 +49,13 @@ fn select_super_block(blk: u32) {
 
 // Copy elements [start, start + n) of the super-block into wx[0..n).
 fn load_sub_block(start: u32, n: u32) {
-    for (var i = 0u; i < rt(n); i = i + 1u) {
-        wx[i] = xv(start + i);
+    let v0 = (x0 + start) >> 2u;
+    for (var k = 0u; k < rt(n / 4u); k = k + 1u) {
+        let v = src[v0 + k];
+        wx[4u * k] = v.x;
+        wx[4u * k + 1u] = v.y;
+        wx[4u * k + 2u] = v.z;
+        wx[4u * k + 3u] = v.w;
     }
 }
 
@@ -510,9 +515,12 @@ fn requantize_k(pos: u32, dm: vec2<f32>, nmax: i32) {
             continue;
         }
         let ml = xmul(dm.y, f32(sm.y));
-        for (var ii = 0u; ii < rt(32u); ii = ii + 1u) {
-            let l = nearest_int(div_rn(xv(32u * j + ii) + ml, dl));
-            set_level(32u * j + ii, u32(max(0, min(nmax, l))));
+        for (var k = 0u; k < rt(8u); k = k + 1u) {
+            let v = src[((x0 + 32u * j) >> 2u) + k];
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let l = nearest_int(div_rn(v[c] + ml, dl));
+                set_level(32u * j + 4u * k + c, u32(max(0, min(nmax, l))));
+            }
         }
     }
 }

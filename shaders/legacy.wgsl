@@ -22,7 +22,7 @@ fn row_sigma2(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = row * params.n_per_row;
     var sum_x2 = 0.0;
     for (var j = 0u; j < params.n_per_row; j = j + 1u) {
-        let v = src[base + j];
+        let v = sx(base + j);
         sum_x2 = sum_x2 + xmul(v, v);
     }
     dst[row] = bitcast<u32>(div_rn(sum_x2, f32(params.n_per_row)));
@@ -31,8 +31,12 @@ fn row_sigma2(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Load block `blk` into wx and its weights qw·sqrt(σ² + x²) into ww (imatrix paths).
 fn load_weighted_block(blk: u32) {
     let xoff = blk * QK;
-    for (var j = 0u; j < QK; j = j + 1u) {
-        wx[j] = src[xoff + j];
+    for (var k = 0u; k < QK / 4u; k = k + 1u) {
+        let v = src[(xoff >> 2u) + k];
+        wx[4u * k] = v.x;
+        wx[4u * k + 1u] = v.y;
+        wx[4u * k + 2u] = v.z;
+        wx[4u * k + 3u] = v.w;
     }
     let col = block_col(blk, QK);
     let sigma2 = row_stats[block_row(blk)];
@@ -54,11 +58,13 @@ fn inverse_or_zero(d: f32) -> f32 {
 fn signed_absmax(xoff: u32) -> f32 {
     var amax = 0.0;
     var vmax = 0.0;
-    for (var j = 0u; j < QK; j = j + 1u) {
-        let v = src[xoff + j];
-        if (amax < abs(v)) {
-            amax = abs(v);
-            vmax = v;
+    for (var k = 0u; k < QK / 4u; k = k + 1u) {
+        let v = src[(xoff >> 2u) + k];
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            if (amax < abs(v[c])) {
+                amax = abs(v[c]);
+                vmax = v[c];
+            }
         }
     }
     return vmax;
@@ -79,16 +85,25 @@ fn pack_search_levels(qs_pos: u32) -> u32 {
 
 // block_q8_0 of src[xoff..xoff+32) at byte `pos`: fp16 d, 32 × i8.
 fn q8_0_block(xoff: u32, pos: u32) {
+    let v0 = xoff >> 2u;
     var amax = 0.0;
-    for (var j = 0u; j < QK; j = j + 1u) {
-        let a = abs(src[xoff + j]);
-        amax = select(a, amax, amax > a);
+    for (var k = 0u; k < QK / 4u; k = k + 1u) {
+        let a = abs(src[v0 + k]);
+        amax = select(a.x, amax, amax > a.x);
+        amax = select(a.y, amax, amax > a.y);
+        amax = select(a.z, amax, amax > a.z);
+        amax = select(a.w, amax, amax > a.w);
     }
     let d = div_rn(amax, 127.0);
     let id = inverse_or_zero(d);
     put_u16(pos, f32_to_f16_bits(d));
-    for (var j = 0u; j < QK; j = j + 1u) {
-        put_byte(pos + 2u + j, c_float_to_byte(round_half_away(src[xoff + j] * id)));
+    for (var k = 0u; k < QK / 4u; k = k + 1u) {
+        let v = src[v0 + k];
+        let p = pos + 2u + 4u * k;
+        put_byte(p, c_float_to_byte(round_half_away(v.x * id)));
+        put_byte(p + 1u, c_float_to_byte(round_half_away(v.y * id)));
+        put_byte(p + 2u, c_float_to_byte(round_half_away(v.z * id)));
+        put_byte(p + 3u, c_float_to_byte(round_half_away(v.w * id)));
     }
 }
 
@@ -110,11 +125,16 @@ fn qx_0_block(blk: u32, pos: u32, nbits: u32, imatrix: bool) {
         d = div_rn(vmax, -half_range);
         let id = inverse_or_zero(d);
         let bias = half_range + 0.5;                         // 8.5 or 16.5, exact
-        for (var j = 0u; j < 16u; j = j + 1u) {
-            let lo = u32(min(top, c_float_to_i8(xmul(src[xoff + j], id) + bias)));
-            let hi = u32(min(top, c_float_to_i8(xmul(src[xoff + j + 16u], id) + bias)));
-            put_byte(qs_pos + j, (lo & 0x0fu) | ((hi & 0x0fu) << 4u));
-            qh = qh | (((lo >> 4u) & 1u) << j) | (((hi >> 4u) & 1u) << (j + 16u));
+        for (var k = 0u; k < 4u; k = k + 1u) {
+            let vlo = src[(xoff >> 2u) + k];
+            let vhi = src[(xoff >> 2u) + k + 4u];
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let j = 4u * k + c;
+                let lo = u32(min(top, c_float_to_i8(xmul(vlo[c], id) + bias)));
+                let hi = u32(min(top, c_float_to_i8(xmul(vhi[c], id) + bias)));
+                put_byte(qs_pos + j, (lo & 0x0fu) | ((hi & 0x0fu) << 4u));
+                qh = qh | (((lo >> 4u) & 1u) << j) | (((hi >> 4u) & 1u) << (j + 16u));
+            }
         }
     }
     put_u16(pos, f32_to_f16_bits(d));
@@ -143,21 +163,24 @@ fn qx_1_block(blk: u32, pos: u32, nbits: u32, imatrix: bool) {
         let xoff = blk * QK;
         var vmin = F32_MAX;
         var vmax = -F32_MAX;
-        for (var j = 0u; j < QK; j = j + 1u) {
-            let v = src[xoff + j];
-            if (v < vmin) {
-                vmin = v;
-            }
-            if (v > vmax) {
-                vmax = v;
+        for (var k = 0u; k < QK / 4u; k = k + 1u) {
+            let v4 = src[(xoff >> 2u) + k];
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let v = v4[c];
+                if (v < vmin) {
+                    vmin = v;
+                }
+                if (v > vmax) {
+                    vmax = v;
+                }
             }
         }
         d = div_rn(vmax - vmin, f32((1u << nbits) - 1u));
         m = vmin;
         let id = inverse_or_zero(d);
         for (var j = 0u; j < 16u; j = j + 1u) {
-            let a = xmul(src[xoff + j] - vmin, id) + 0.5;
-            let b = xmul(src[xoff + j + 16u] - vmin, id) + 0.5;
+            let a = xmul(sx(xoff + j) - vmin, id) + 0.5;
+            let b = xmul(sx(xoff + j + 16u) - vmin, id) + 0.5;
             var lo: u32;
             var hi: u32;
             if (nbits == 4u) {

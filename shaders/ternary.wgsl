@@ -8,7 +8,7 @@ const QK_K: u32 = 256u;
 fn tq_absmax(xoff: u32) -> f32 {
     var amax = 0.0;
     for (var j = 0u; j < rt(QK_K); j = j + 1u) {
-        let a = abs(src[xoff + j]);
+        let a = abs(sx(xoff + j));
         amax = select(a, amax, amax > a);
     }
     return amax;
@@ -49,7 +49,7 @@ fn tq1_0_block(xoff: u32, pos: u32) {
         for (var m = 0u; m < rt(width); m = m + 1u) {
             var q = 0u;
             for (var n = 0u; n < 5u; n = n + 1u) {
-                q = (q * 3u + trit(src[xoff + base + m + n * width], id)) & 0xffu;
+                q = (q * 3u + trit(sx(xoff + base + m + n * width), id)) & 0xffu;
             }
             put_byte(pos + first + m, trits_to_byte(q));
         }
@@ -58,7 +58,7 @@ fn tq1_0_block(xoff: u32, pos: u32) {
     for (var j = 0u; j < 4u; j = j + 1u) {
         var q = 0u;
         for (var m = 0u; m < 4u; m = m + 1u) {
-            q = (q * 3u + trit(src[xoff + 240u + j + m * 4u], id)) & 0xffu;
+            q = (q * 3u + trit(sx(xoff + 240u + j + m * 4u), id)) & 0xffu;
         }
         put_byte(pos + 48u + j, trits_to_byte((q * 3u) & 0xffu));
     }
@@ -73,7 +73,7 @@ fn tq2_0_block(xoff: u32, pos: u32) {
         for (var m = 0u; m < rt(32u); m = m + 1u) {
             var q = 0u;
             for (var n = 0u; n < 4u; n = n + 1u) {
-                let t = trit(src[xoff + 128u * h + m + 32u * n], id);
+                let t = trit(sx(xoff + 128u * h + m + 32u * n), id);
                 q = q + ((t & 3u) << (2u * n));
             }
             put_byte(pos + 32u * h + m, q & 0xffu);

@@ -51,7 +51,8 @@ impl Family {
     /// (words of the largest unit, elements of the largest working block).
     fn sizes(self) -> (u32, u32) {
         match self {
-            Family::Probe | Family::Float => (1, 1),
+            Family::Probe => (1, 1),
+            Family::Float => (4, 1),
             Family::Legacy => (17, 32),
             Family::Ternary => (33, 1),
             // Q6_K's two 210-byte blocks; searches run one (≤ 32-element) sub-block at a time.
@@ -129,6 +130,12 @@ impl KernelDef {
         }
     }
 
+    /// Blocks per unit, where a kernel reads more than the smallest whole-word count at once.
+    const fn unit_of(mut self, blocks: usize) -> KernelDef {
+        self.unit_blocks = blocks;
+        self
+    }
+
     /// `batch` for both modes.
     const fn batched(mut self, plain: u32, imatrix: u32) -> KernelDef {
         self.batch = [plain, imatrix];
@@ -174,7 +181,8 @@ pub static KERNELS: &[KernelDef] = &[
         1,
         4,
     )
-    .batched(16, 16),
+    .unit_of(4)
+    .batched(4, 4),
     quant(
         "quantize_row_f16",
         Family::Float,
@@ -183,7 +191,8 @@ pub static KERNELS: &[KernelDef] = &[
         1,
         2,
     )
-    .batched(16, 16),
+    .unit_of(8)
+    .batched(4, 4),
     quant(
         "quantize_row_bf16",
         Family::Float,
@@ -192,7 +201,8 @@ pub static KERNELS: &[KernelDef] = &[
         1,
         2,
     )
-    .batched(16, 16),
+    .unit_of(8)
+    .batched(4, 4),
     quant(
         "quantize_q8_0",
         Family::Legacy,
