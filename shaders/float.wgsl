@@ -17,30 +17,34 @@ fn quantize_row_f32(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn quantize_row_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+// Two elements as one word of 16-bit halves (F16, or BF16 when `bf16`: a constant at each
+// call site, so the compiler keeps one conversion).
+fn half_pair(lo: f32, hi: f32, bf16: bool) -> u32 {
+    if (bf16) {
+        return f32_to_bf16_bits(lo) | (f32_to_bf16_bits(hi) << 16u);
+    }
+    return f32_to_f16_bits(lo) | (f32_to_f16_bits(hi) << 16u);
+}
+
+fn half_units(gid: vec3<u32>, bf16: bool) {
     let units = unit_range(gid);
     for (var unit = units.x; unit < units.y; unit = unit + 1u) {
         let a = src[2u * unit];
         let b = src[2u * unit + 1u];
-        ob[0] = f32_to_f16_bits(a.x) | (f32_to_f16_bits(a.y) << 16u);
-        ob[1] = f32_to_f16_bits(a.z) | (f32_to_f16_bits(a.w) << 16u);
-        ob[2] = f32_to_f16_bits(b.x) | (f32_to_f16_bits(b.y) << 16u);
-        ob[3] = f32_to_f16_bits(b.z) | (f32_to_f16_bits(b.w) << 16u);
+        ob[0] = half_pair(a.x, a.y, bf16);
+        ob[1] = half_pair(a.z, a.w, bf16);
+        ob[2] = half_pair(b.x, b.y, bf16);
+        ob[3] = half_pair(b.z, b.w, bf16);
         store_unit(unit, 4u);
     }
 }
 
 @compute @workgroup_size(64)
+fn quantize_row_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    half_units(gid, false);
+}
+
+@compute @workgroup_size(64)
 fn quantize_row_bf16(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let units = unit_range(gid);
-    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
-        let a = src[2u * unit];
-        let b = src[2u * unit + 1u];
-        ob[0] = f32_to_bf16_bits(a.x) | (f32_to_bf16_bits(a.y) << 16u);
-        ob[1] = f32_to_bf16_bits(a.z) | (f32_to_bf16_bits(a.w) << 16u);
-        ob[2] = f32_to_bf16_bits(b.x) | (f32_to_bf16_bits(b.y) << 16u);
-        ob[3] = f32_to_bf16_bits(b.z) | (f32_to_bf16_bits(b.w) << 16u);
-        store_unit(unit, 4u);
-    }
+    half_units(gid, true);
 }

@@ -2,7 +2,7 @@
 //! a tensor.
 //!
 //! Every kernel shares one bind group layout (see `shaders/io.wgsl`):
-//! 0 uniform `Params`, 1 `src` f32 input, 2 `qw` importance weights (one per column),
+//! 0 uniform `Params`, 1 `src` f32 input (read as vec4), 2 `qw` importance weights (one per column),
 //! 3 `row_stats` (σ² of each row, from the `row_sigma2` pre-pass), 4 `dst` u32 output.
 //!
 //! Running a kernel over a tensor (chunks, transfers) is in [`super::dispatch`].
