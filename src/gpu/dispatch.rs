@@ -76,7 +76,7 @@ pub struct HostTimes {
     /// Recording command buffers, writing parameters, asking for mappings.
     pub record: Duration,
     /// Inside `queue.submit`. Near zero on a real GPU; a driver that runs the work at
-    /// submission (lavapipe does: Mesa's immediate submit mode) spends the kernels' run here.
+    /// submission (lavapipe does, as measured by this very field) spends the kernels' run here.
     pub submit: Duration,
     /// Copying results out of the mapped output buffer.
     pub drain: Duration,

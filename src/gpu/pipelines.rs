@@ -2,8 +2,8 @@
 //! a tensor.
 //!
 //! Every kernel shares one bind group layout (see `shaders/io.wgsl`):
-//! 0 uniform `Params`, 1 `src` f32 input (read as vec4), 2 `qw` importance weights (one per column),
-//! 3 `row_stats` (σ² of each row, from the `row_sigma2` pre-pass), 4 `dst` u32 output.
+//! 0 uniform `Params`, 1 `src` f32 input (read as vec4), 2 `qw` importance weights (one per
+//! column), 3 `row_stats` (σ² of each row, from the `row_sigma2` pre-pass), 4 `dst` u32 output.
 //!
 //! Running a kernel over a tensor (chunks, transfers) is in [`super::dispatch`].
 
@@ -105,7 +105,8 @@ pub struct KernelDef {
     pub block_elems: usize,
     /// Bytes of one block.
     pub block_bytes: usize,
-    /// Blocks per unit: the smallest count whose bytes are a multiple of 4.
+    /// Blocks per unit: the smallest count whose bytes are a multiple of 4, unless the kernel
+    /// asks for more (`unit_of`: the float kernels' 16-byte units).
     pub unit_blocks: usize,
     /// Units one invocation quantizes (without / with an imatrix). Cheap kernels batch many:
     /// per-invocation overhead dominates them on lavapipe. Kept small where a unit already
