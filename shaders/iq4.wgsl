@@ -75,9 +75,7 @@ fn iq4_weighted_sums(base: u32, id: f32) -> SumPair {
 // scales kept on strict improvement. 0 for a block below GROUP_MAX_EPS.
 fn iq4_best_block_scale(x0: u32, col: u32, sigma2: f32, imatrix: bool) -> f32 {
     let base = 0u;
-    for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
-        wx[j] = sx(x0 + j);
-    }
+    load_work(x0, IQ4_BLOCK);
     for (var j = 0u; j < rt(IQ4_BLOCK); j = j + 1u) {
         let x = wx[base + j];
         if (imatrix) {

@@ -49,14 +49,7 @@ fn select_super_block(blk: u32) {
 
 // Copy elements [start, start + n) of the super-block into wx[0..n).
 fn load_sub_block(start: u32, n: u32) {
-    let v0 = (x0 + start) >> 2u;
-    for (var k = 0u; k < rt(n / 4u); k = k + 1u) {
-        let v = src[v0 + k];
-        wx[4u * k] = v.x;
-        wx[4u * k + 1u] = v.y;
-        wx[4u * k + 2u] = v.z;
-        wx[4u * k + 3u] = v.w;
-    }
+    load_work(x0 + start, n);
 }
 
 // Keep the search's levels wl[0..n) as the levels of elements [start, start + n).

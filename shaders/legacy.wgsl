@@ -30,14 +30,7 @@ fn row_sigma2(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Load block `blk` into wx and its weights qw·sqrt(σ² + x²) into ww (imatrix paths).
 fn load_weighted_block(blk: u32) {
-    let xoff = blk * QK;
-    for (var k = 0u; k < QK / 4u; k = k + 1u) {
-        let v = src[(xoff >> 2u) + k];
-        wx[4u * k] = v.x;
-        wx[4u * k + 1u] = v.y;
-        wx[4u * k + 2u] = v.z;
-        wx[4u * k + 3u] = v.w;
-    }
+    load_work(blk * QK, QK);
     let col = block_col(blk, QK);
     let sigma2 = row_stats[block_row(blk)];
     for (var j = 0u; j < rt(QK); j = j + 1u) {
@@ -178,20 +171,25 @@ fn qx_1_block(blk: u32, pos: u32, nbits: u32, imatrix: bool) {
         d = div_rn(vmax - vmin, f32((1u << nbits) - 1u));
         m = vmin;
         let id = inverse_or_zero(d);
-        for (var j = 0u; j < 16u; j = j + 1u) {
-            let a = xmul(sx(xoff + j) - vmin, id) + 0.5;
-            let b = xmul(sx(xoff + j + 16u) - vmin, id) + 0.5;
-            var lo: u32;
-            var hi: u32;
-            if (nbits == 4u) {
-                lo = u32(min(15, c_float_to_i8(a)));
-                hi = u32(min(15, c_float_to_i8(b)));
-            } else {
-                lo = c_float_to_byte(a); // (uint8_t) cast, no clamp in q5_1_ref
-                hi = c_float_to_byte(b);
+        for (var k = 0u; k < 4u; k = k + 1u) {
+            let vlo = src[(xoff >> 2u) + k];
+            let vhi = src[(xoff >> 2u) + k + 4u];
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let j = 4u * k + c;
+                let a = xmul(vlo[c] - vmin, id) + 0.5;
+                let b = xmul(vhi[c] - vmin, id) + 0.5;
+                var lo: u32;
+                var hi: u32;
+                if (nbits == 4u) {
+                    lo = u32(min(15, c_float_to_i8(a)));
+                    hi = u32(min(15, c_float_to_i8(b)));
+                } else {
+                    lo = c_float_to_byte(a); // (uint8_t) cast, no clamp in q5_1_ref
+                    hi = c_float_to_byte(b);
+                }
+                put_byte(qs_pos + j, (lo & 0x0fu) | ((hi & 0x0fu) << 4u));
+                qh = qh | (((lo >> 4u) & 1u) << j) | (((hi >> 4u) & 1u) << (j + 16u));
             }
-            put_byte(qs_pos + j, (lo & 0x0fu) | ((hi & 0x0fu) << 4u));
-            qh = qh | (((lo >> 4u) & 1u) << j) | (((hi >> 4u) & 1u) << (j + 16u));
         }
     }
     put_u16(pos, f32_to_f16_bits(d));

@@ -11,6 +11,18 @@ var<private> ww: array<f32, WORK_ELEMS>;
 var<private> wl: array<i32, WORK_ELEMS>;
 var<private> wlaux: array<i32, WORK_ELEMS>;
 
+// Copy input elements [first, first + n) into wx[0..n) (both multiples of 4: whole vec4 reads).
+fn load_work(first: u32, n: u32) {
+    let v0 = first >> 2u;
+    for (var k = 0u; k < rt(n / 4u); k = k + 1u) {
+        let v = src[v0 + k];
+        wx[4u * k] = v.x;
+        wx[4u * k + 1u] = v.y;
+        wx[4u * k + 2u] = v.z;
+        wx[4u * k + 3u] = v.w;
+    }
+}
+
 // Constants spelled as exact hexadecimal floats: a decimal literal's rounding to f32 is not
 // promised by WGSL.
 const GROUP_MAX_EPS: f32 = 0x1.203afap-50f; // 1e-15f
