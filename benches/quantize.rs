@@ -2,8 +2,8 @@
 //! F32→F16 conversion runs in the same group as the baseline the ratios are read against.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qforge::model::synthetic::Rng;
 use qforge::quant::{self, GgmlType};
+use qforge::runtime::synthetic::Rng;
 
 const N_PER_ROW: usize = 4096;
 const ROWS: usize = 64;

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use qforge::model::synthetic_hf::{HfFlavor, SyntheticHf};
+use qforge::convert::synthetic_hf::{HfFlavor, SyntheticHf};
 use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
 
 /// Where the tokenizer files of a flavor come from.

@@ -6,8 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use qforge::convert::synthetic_hf::{HfFlavor, SyntheticHf};
 use qforge::formats::safetensors::{SafetensorsFile, SafetensorsWriter};
-use qforge::model::synthetic_hf::{HfFlavor, SyntheticHf};
 use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
 
 /// A fresh preset checkpoint of `flavor` in its own folder.

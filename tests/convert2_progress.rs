@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use qforge::model::synthetic_hf::{HfFlavor, SyntheticHf};
+use qforge::convert::synthetic_hf::{HfFlavor, SyntheticHf};
 use qforge::pipeline::convert::{convert_with_progress, ConvertOptions, ConvertProgress, OutType};
 
 fn mistral_checkpoint(tag: &str) -> std::path::PathBuf {

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::PathBuf;
 
+use qforge::convert::vocab::special::SpecialVocab;
 use qforge::formats::gguf::{GgufFile, Metadata, Value, ValueType};
-use qforge::model::kv::KvList;
-use qforge::model::tokenizer::special::SpecialVocab;
+use qforge::formats::gguf_kv::KvList;
 use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
 
 fn s(v: &str) -> Value {

@@ -5,8 +5,8 @@
 
 mod common;
 
+use qforge::convert::encode::quantize_q8_0;
 use qforge::formats::gguf::GgufFile;
-use qforge::model::encode::quantize_q8_0;
 
 #[test]
 fn gguf_py_q8_0_equals_ggml_reference_on_the_adversarial_tensors() {

@@ -5,12 +5,12 @@
 
 mod common;
 
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
 use qforge::formats::gguf::{GgufFile, GgufWriter};
-use qforge::model::encode::OutType;
-use qforge::model::hf::{HfModel, HfOptions};
-use qforge::model::synthetic::SyntheticLlama;
-use qforge::pipeline::TensorSource;
+use qforge::formats::tensor_source::TensorSource;
 use qforge::quant::GgmlType;
+use qforge::runtime::synthetic::SyntheticLlama;
 
 #[test]
 #[ignore = "writes a ~190 MB benchmark model"]

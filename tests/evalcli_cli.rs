@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 
 use qforge::formats::gguf::{GgufFile, GgufWriter, Metadata, Value};
 use qforge::formats::imatrix::{ImatrixFile, ImatrixFormat};
-use qforge::model::synthetic::{Rng, SyntheticLlama};
 use qforge::quant::GgmlType;
+use qforge::runtime::synthetic::{Rng, SyntheticLlama};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

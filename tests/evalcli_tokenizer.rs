@@ -6,12 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
 use qforge::eval::tokenize_eval_text;
 use qforge::formats::gguf::GgufFile;
-use qforge::model::encode::OutType;
-use qforge::model::hf::{HfModel, HfOptions};
-use qforge::model::tokenizer_bpe::{BpeTokenizer, PreTokenizer};
-use qforge::pipeline::TensorSource;
+use qforge::formats::tensor_source::TensorSource;
+use qforge::runtime::tokenize_bpe::{BpeTokenizer, PreTokenizer};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -148,7 +148,7 @@ fn doctor_reports_adapters_and_kernel_checks() {
     if gpu_support::context().is_none() {
         return;
     }
-    let report = qforge::gpu::doctor::doctor(DeviceSpec::Gpu);
+    let report = qforge::pipeline::doctor::doctor(DeviceSpec::Gpu);
     assert!(report.enumerate_error.is_none());
     assert!(!report.adapters.is_empty());
     let first = &report.adapters[0];

@@ -1,11 +1,11 @@
 //! Throughput of the GPU path against the CPU path (`pipeline::Backend::cpu`, rayon over rows),
-//! measured in one run by `qforge::gpu::bench::bench_types`. Not a pass/fail test of speed:
+//! measured in one run by `qforge::pipeline::bench::bench_types`. Not a pass/fail test of speed:
 //! `cargo test --release --test gpu_throughput -- --ignored --nocapture` prints the table.
 //! BENCH_TYPES=Q4_K,Q6_K narrows the types; BENCH_ROWS sets the tensor's rows (of 4096).
 
 mod gpu_support;
 
-use qforge::gpu::bench::{bench_types, gpu_types, BenchOptions};
+use qforge::pipeline::bench::{bench_types, gpu_types, BenchOptions};
 use qforge::quant::GgmlType;
 
 fn types() -> Vec<GgmlType> {
@@ -63,7 +63,7 @@ fn host_times_account_for_every_chunk() {
     let ctx = q.context();
     let n_per_row = 256;
     let n_rows = 64;
-    let x = qforge::gpu::bench::bench_tensor(n_per_row, n_rows, 7);
+    let x = qforge::pipeline::bench::bench_tensor(n_per_row, n_rows, 7);
     let ty = GgmlType::Q4_K;
     let mut out = vec![0u8; qforge::quant::row_bytes(ty, n_per_row).unwrap() * n_rows];
     q.check(ty, false).unwrap(); // the self-check's own runs are not this test's

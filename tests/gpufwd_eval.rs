@@ -10,9 +10,9 @@ use std::path::Path;
 
 use qforge::eval::{collect_imatrix, perplexity, ImatrixOptions, PplOptions};
 use qforge::formats::gguf::GgufFile;
-use qforge::gpu::forward::GpuLlama;
-use qforge::model::forward::{CausalLm, LlamaModel, MatmulObserver};
-use qforge::model::tokenizer_spm::SpmTokenizer;
+use qforge::runtime::forward::{CausalLm, LlamaModel, MatmulObserver};
+use qforge::runtime::gpu_forward::GpuLlama;
+use qforge::runtime::tokenize_spm::SpmTokenizer;
 
 fn tiny_llama_tokens() -> (LlamaModel, Vec<u32>) {
     let path = common::golden("tiny-llama.f16.gguf");

@@ -15,11 +15,11 @@ mod gpu_support;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use qforge::gpu::forward::GpuLlama;
 use qforge::gpu::GpuContext;
-use qforge::model::forward::{CausalLm, LlamaModel, MatmulObserver};
-use qforge::model::synthetic::{Rng, SyntheticLlama};
 use qforge::quant::GgmlType;
+use qforge::runtime::forward::{CausalLm, LlamaModel, MatmulObserver};
+use qforge::runtime::gpu_forward::GpuLlama;
+use qforge::runtime::synthetic::{Rng, SyntheticLlama};
 
 fn gpu() -> Option<Arc<GpuContext>> {
     gpu_support::context()
@@ -277,10 +277,10 @@ fn self_check_passes_and_catches_a_wrong_result() {
     let cpu = vec![1.0f32, -2.0, 4.0, 0.5];
     let mut gpu = cpu.clone();
     gpu[1] += 4.0 * 1e-3 * 0.5;
-    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_ok());
+    assert!(qforge::runtime::gpu_forward::compare_logits(&cpu, &gpu).is_ok());
     gpu[1] += 4.0 * 1e-3;
-    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_err());
+    assert!(qforge::runtime::gpu_forward::compare_logits(&cpu, &gpu).is_err());
     gpu[1] = f32::NAN;
-    assert!(qforge::gpu::forward::compare_logits(&cpu, &gpu).is_err());
+    assert!(qforge::runtime::gpu_forward::compare_logits(&cpu, &gpu).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use lora_fixtures::Rng;
 use qforge::formats::safetensors::SafetensorsFile;
-use qforge::gpu::lora_merge::{cpu_merge_bits, GpuLoraMerge};
+use qforge::lora::gpu_merge::{cpu_merge_bits, GpuLoraMerge};
 use qforge::lora::merge::LowRankUpdate;
 use qforge::lora::{merge_lora_hf, AdapterSpec, MergeDevice, MergeOptions};
 use qforge::quant::GgmlType;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{golden, Manifest};
 use qforge::formats::gguf::{GgufFile, Metadata, Value};
-use qforge::quant::ftype::QuantTarget;
+use qforge::ggml::ftype::QuantTarget;
 use qforge::quant::rules::{
     parse_tensor_type, plan, plan_types, ModelInfo, RuleError, TensorPlan, TypeOptions,
 };

@@ -11,10 +11,10 @@ use qforge::eval::{
 };
 use qforge::formats::gguf::GgufFile;
 use qforge::formats::imatrix::ImatrixFile;
-use qforge::model::forward::{rms_norm, LlamaModel};
-use qforge::model::synthetic::SyntheticLlama;
-use qforge::model::tokenizer_spm::SpmTokenizer;
 use qforge::quant::GgmlType;
+use qforge::runtime::forward::{rms_norm, LlamaModel};
+use qforge::runtime::synthetic::SyntheticLlama;
+use qforge::runtime::tokenize_spm::SpmTokenizer;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,7 +94,7 @@ fn perplexity_matches_llama_perplexity_on_tiny_llama() {
     // One token at a time through the KV cache (generation): same logits, timed.
     let n = 64;
     let batch = model.forward(&tokens[..n]).unwrap();
-    let mut cache = qforge::model::forward::KvCache::default();
+    let mut cache = qforge::runtime::forward::KvCache::default();
     let t0 = std::time::Instant::now();
     let mut steps = Vec::new();
     for &t in &tokens[..n] {
@@ -123,7 +123,7 @@ fn synthetic(dir: &Path, seed: u64) -> (SyntheticLlama, PathBuf) {
 }
 
 fn pseudo_text(n: usize, vocab: u64) -> Vec<u32> {
-    let mut rng = qforge::model::synthetic::Rng::new(99);
+    let mut rng = qforge::runtime::synthetic::Rng::new(99);
     (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect()
 }
 
@@ -222,7 +222,7 @@ fn kl_divergence_of_a_perturbed_model() {
 
     // Perturb the output matrix a little, as a quantizer would.
     let mut test = base.clone();
-    let mut rng = qforge::model::synthetic::Rng::new(5);
+    let mut rng = qforge::runtime::synthetic::Rng::new(5);
     let out = test
         .output
         .as_mut()
@@ -397,9 +397,9 @@ fn kld_reference(label: &str) -> f64 {
 
 #[test]
 fn kl_divergence_matches_llama_perplexity_on_tiny_llama_q4_k_m() {
+    use qforge::ggml::ftype::{FileType, QuantTarget};
     use qforge::pipeline::quantize::{quantize, QuantizeJob};
     use qforge::pipeline::{Backend, GgufSource};
-    use qforge::quant::ftype::{FileType, QuantTarget};
     use qforge::quant::rules::TypeOptions;
 
     let (base_model, tokens) = tiny_llama_tokens();
@@ -433,7 +433,7 @@ fn kl_divergence_matches_llama_perplexity_on_tiny_llama_q4_k_m() {
     // of the memory.
     let packed = LlamaModel::load_with(
         &out,
-        &qforge::model::forward::LoadOptions {
+        &qforge::runtime::forward::LoadOptions {
             keep_quantized: true,
         },
     )

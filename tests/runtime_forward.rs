@@ -7,9 +7,9 @@ mod common;
 use std::path::Path;
 
 use qforge::formats::gguf::{GgufFile, Value};
-use qforge::model::forward::{KvCache, LlamaModel};
-use qforge::model::synthetic::SyntheticLlama;
 use qforge::quant::{dequantizer, GgmlType};
+use qforge::runtime::forward::{KvCache, LlamaModel};
+use qforge::runtime::synthetic::SyntheticLlama;
 
 fn small(weight_type: GgmlType) -> SyntheticLlama {
     SyntheticLlama::tiny(weight_type, 7)
@@ -287,7 +287,7 @@ fn refuses_out_of_vocab_tokens_and_other_architectures() {
 
     let mut md = s.metadata();
     md.set("general.architecture", Value::Str("gpt2".into()));
-    let e = qforge::model::forward::LlamaConfig::from_metadata(&md)
+    let e = qforge::runtime::forward::LlamaConfig::from_metadata(&md)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not supported yet"), "{e}");

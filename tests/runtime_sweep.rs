@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use qforge::eval::{perplexity, sweep, PplOptions, SweepOptions, SweepReport, SweepRow};
 use qforge::formats::gguf::GgufFile;
 use qforge::gpu::DeviceSpec;
-use qforge::model::forward::{LlamaModel, LoadOptions};
-use qforge::model::synthetic::{Rng, SyntheticLlama};
 use qforge::quant::GgmlType;
+use qforge::runtime::forward::{LlamaModel, LoadOptions};
+use qforge::runtime::synthetic::{Rng, SyntheticLlama};
 
 /// A 2-layer synthetic llama as F16 GGUF in `dir`, and 256 random tokens.
 fn synthetic(dir: &Path) -> (PathBuf, Vec<u32>) {

@@ -4,7 +4,7 @@
 mod common;
 
 use qforge::formats::gguf::GgufFile;
-use qforge::model::tokenizer_spm::SpmTokenizer;
+use qforge::runtime::tokenize_spm::SpmTokenizer;
 
 fn tokenizer() -> SpmTokenizer {
     let f = GgufFile::open(common::golden("tiny-llama.f16.gguf")).unwrap();

@@ -13,9 +13,9 @@ use clap::Args;
 use qforge::gpu::DeviceSpec;
 use qforge::lora::merge::LowRankUpdate;
 use qforge::lora::MergeDevice;
-use qforge::model::synthetic::Rng;
 use qforge::pipeline::Backend;
 use qforge::quant::{self, GgmlType};
+use qforge::rng::Rng;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -114,7 +114,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let rows = (a.mib << 20) / (N_PER_ROW * 4);
     let mut rng = Rng::new(1);
     let x: Vec<f32> = (0..rows * N_PER_ROW).map(|_| 0.02 * rng.normal()).collect();
-    let qw: Vec<f32> = (0..N_PER_ROW).map(|_| rng.uniform() as f32).collect();
+    let qw: Vec<f32> = (0..N_PER_ROW)
+        .map(|_| rng.uniform_nonzero() as f32)
+        .collect();
     let cpu = Backend::cpu(a.threads);
     let spec: DeviceSpec = a.device.parse()?;
     let gpu = match spec {
@@ -201,9 +203,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// Tokens per second of one forward pass over `n` tokens (one micro-batch) of the default
 /// synthetic llama, on the CPU and on the GPU when there is one.
 fn bench_forward(gpu: &Option<Backend>, n: usize, reps: usize) -> Result<()> {
-    use qforge::gpu::forward::GpuLlama;
-    use qforge::model::forward::{CausalLm, LlamaModel};
-    use qforge::model::synthetic::SyntheticLlama;
+    use qforge::runtime::forward::{CausalLm, LlamaModel};
+    use qforge::runtime::gpu_forward::GpuLlama;
+    use qforge::runtime::synthetic::SyntheticLlama;
 
     let s = SyntheticLlama::default();
     let dir = std::env::temp_dir().join(format!("qforge-bench-{}", std::process::id()));

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use clap::Args;
 
-use qforge::lora::{convert_with_lora, AdapterSpec, LoraMergedModel};
-use qforge::model::encode::OutType;
-use qforge::model::hf::{HfModel, HfOptions};
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
+use qforge::ggml::ftype::QuantTarget;
+use qforge::lora::AdapterSpec;
 use qforge::pipeline::convert::{
     convert, convert_with_progress, ConvertOptions, ConvertProgress, ConvertReport,
 };
-use qforge::quant::ftype::QuantTarget;
+use qforge::pipeline::convert_lora::{convert_with_lora, LoraMergedModel};
 
 use super::lora::merge_device;
 use super::quantize::QuantOptions;

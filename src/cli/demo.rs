@@ -8,11 +8,12 @@ use clap::Args;
 
 use qforge::eval::tensor_errors;
 use qforge::formats::gguf::GgufFile;
-use qforge::model::synthetic::SyntheticLlama;
+use qforge::formats::GgufSource;
+use qforge::ggml::ftype::QuantTarget;
 use qforge::pipeline::quantize::{quantize, QuantizeJob};
-use qforge::pipeline::{Backend, GgufSource};
-use qforge::quant::ftype::QuantTarget;
+use qforge::pipeline::Backend;
 use qforge::quant::rules::TypeOptions;
+use qforge::runtime::synthetic::SyntheticLlama;
 
 #[derive(Args)]
 pub struct DemoArgs {

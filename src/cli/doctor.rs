@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use qforge::gpu::{doctor::doctor, DeviceSpec};
+use qforge::gpu::DeviceSpec;
+use qforge::pipeline::doctor::doctor;
 
 #[derive(Args)]
 pub struct DoctorArgs {

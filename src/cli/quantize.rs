@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
 use qforge::formats::imatrix;
+use qforge::formats::{GgufSource, TensorSource};
+use qforge::ggml::ftype::QuantTarget;
 use qforge::gpu::DeviceSpec;
-use qforge::model::encode::OutType;
-use qforge::model::hf::{HfModel, HfOptions};
 use qforge::pipeline::quantize::{
     keep_split_path, parse_override, quantize, ImatrixInput, QuantizeJob, QuantizeReport,
 };
-use qforge::pipeline::{Backend, GgufSource, TensorSource};
-use qforge::quant::ftype::QuantTarget;
+use qforge::pipeline::Backend;
 use qforge::quant::rules::{
     parse_ggml_type, parse_prune_layers, parse_tensor_type, parse_tensor_type_file, TypeOptions,
 };

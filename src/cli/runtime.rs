@@ -9,12 +9,12 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
 use qforge::eval::ChunkProgress;
-use qforge::gpu::forward::GpuLlama;
 use qforge::gpu::DeviceSpec;
-use qforge::model::encode::OutType;
-use qforge::model::forward::{CausalLm, LlamaModel};
-use qforge::model::hf::{HfModel, HfOptions};
+use qforge::runtime::forward::{CausalLm, LlamaModel};
+use qforge::runtime::gpu_forward::GpuLlama;
 
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

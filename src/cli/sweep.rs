@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use qforge::convert::checkpoint::{HfModel, HfOptions};
+use qforge::convert::encode::OutType;
 use qforge::eval::perplexity::chunk_count;
 use qforge::eval::{sweep_with_progress, tokenize_eval_text, PplOptions, SweepOptions, SweepStep};
 use qforge::formats::gguf::GgufFile;
-use qforge::model::encode::OutType;
-use qforge::model::forward::LoadOptions;
-use qforge::model::hf::{HfModel, HfOptions};
-use qforge::pipeline::TensorSource;
+use qforge::formats::tensor_source::TensorSource;
+use qforge::runtime::forward::LoadOptions;
 
 use super::runtime::{read_text, set_threads, EvalDevice};
 

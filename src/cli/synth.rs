@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use qforge::model::synthetic::SyntheticLlama;
 use qforge::quant::GgmlType;
+use qforge::runtime::synthetic::SyntheticLlama;
 
 #[derive(Args)]
 pub struct SynthArgs {

@@ -14,7 +14,7 @@ use super::perplexity::{
     chunk_bos, chunk_count, eval_chunk, ChunkProgress, NllAccumulator, PplOptions, PplReport,
 };
 use crate::formats::imatrix::ImatrixStats;
-use crate::model::forward::{CausalLm, MatmulObserver};
+use crate::runtime::forward::{CausalLm, MatmulObserver};
 
 /// llama-imatrix options that change the statistics.
 #[derive(Clone, Debug, Default)]

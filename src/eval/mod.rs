@@ -1,6 +1,6 @@
 //! Measuring models: perplexity, KL divergence between two models, importance-matrix
 //! collection (llama-perplexity / llama-imatrix semantics), per-tensor quantization error and
-//! quantization sweeps, over any [`CausalLm`](crate::model::forward::CausalLm): the CPU forward
+//! quantization sweeps, over any [`CausalLm`](crate::runtime::forward::CausalLm): the CPU forward
 //! pass in `model::forward` or its GPU twin in `gpu::forward`.
 
 pub mod imatrix;
@@ -21,8 +21,8 @@ pub use tensor_error::{tensor_errors, TensorError, TensorErrorSummary};
 use anyhow::Result;
 
 use crate::formats::gguf::Metadata;
-use crate::model::tokenizer_bpe::BpeTokenizer;
-use crate::model::tokenizer_spm::SpmTokenizer;
+use crate::runtime::tokenize_bpe::BpeTokenizer;
+use crate::runtime::tokenize_spm::SpmTokenizer;
 
 /// Tokenize an evaluation text the way llama-perplexity and llama-imatrix do
 /// (`common_tokenize(ctx, text, add_special = true, parse_special)`; perplexity passes false).

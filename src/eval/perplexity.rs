@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::formats::gguf::{Metadata, Value};
-use crate::model::forward::{CausalLm, MatmulObserver};
+use crate::runtime::forward::{CausalLm, MatmulObserver};
 
 /// How to cut and evaluate the token stream.
 #[derive(Clone, Debug)]

@@ -17,17 +17,18 @@ use serde::Serialize;
 use super::kld::{kl_divergence, KldReport};
 use super::perplexity::{score_logits, PplOptions, PplReport, ScoredLogits};
 use super::tensor_error::{tensor_errors, TensorErrorSummary};
+use crate::convert::checkpoint::{HfModel, HfOptions};
+use crate::convert::encode::OutType;
 use crate::formats::gguf::GgufFile;
 use crate::formats::imatrix;
-use crate::gpu::forward::GpuLlama;
+use crate::formats::{GgufSource, TensorSource};
+use crate::ggml::ftype::QuantTarget;
 use crate::gpu::{DeviceSpec, GpuContext};
-use crate::model::encode::OutType;
-use crate::model::forward::{CausalLm, LlamaModel, LoadOptions};
-use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
-use crate::pipeline::{Backend, GgufSource, TensorSource};
-use crate::quant::ftype::QuantTarget;
+use crate::pipeline::Backend;
 use crate::quant::rules::TypeOptions;
+use crate::runtime::forward::{CausalLm, LlamaModel, LoadOptions};
+use crate::runtime::gpu_forward::GpuLlama;
 
 /// What to sweep.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::formats::gguf::GgufFile;
-use crate::pipeline::TensorSource;
+use crate::formats::tensor_source::TensorSource;
 use crate::quant::{self, GgmlType};
 
 /// One tensor's quantization error.

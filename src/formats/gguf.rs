@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::formats::atomic::AtomicFile;
-use crate::quant::GgmlType;
+use crate::ggml::GgmlType;
 
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;

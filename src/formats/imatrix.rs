@@ -20,7 +20,7 @@ use crate::formats::atomic::AtomicFile;
 use crate::formats::gguf::{
     trim_dims, GgufError, GgufFile, GgufWriter, Metadata, Value, ValueType, GGUF_MAGIC,
 };
-use crate::quant::GgmlType;
+use crate::ggml::GgmlType;
 
 pub const KEY_DATASETS: &str = "imatrix.datasets";
 pub const KEY_CHUNK_COUNT: &str = "imatrix.chunk_count";

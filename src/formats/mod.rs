@@ -3,6 +3,10 @@
 
 pub mod atomic;
 pub mod gguf;
+pub mod gguf_kv;
 pub mod imatrix;
 pub mod peft;
 pub mod safetensors;
+pub mod tensor_source;
+
+pub use tensor_source::{GgufSource, SourceTensor, TensorSource};

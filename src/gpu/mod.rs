@@ -21,12 +21,8 @@
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
 //! `shaders/exact.wgsl` (see the comment at its top).
 
-pub mod bench;
 pub mod device;
 pub mod dispatch;
-pub mod doctor;
-pub mod forward;
-pub mod lora_merge;
 pub mod pipelines;
 pub mod quantize;
 pub mod selfcheck;

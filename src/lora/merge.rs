@@ -44,8 +44,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::gpu::lora_merge::GpuLoraMerge;
 use crate::gpu::{GpuContext, GpuError};
+use crate::lora::gpu_merge::GpuLoraMerge;
 use crate::quant::{self, GgmlType};
 
 /// One adapter's update of one stored matrix, in the kernel's orientation.

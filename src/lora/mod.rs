@@ -15,11 +15,11 @@
 
 pub mod gguf_adapter;
 pub mod gguf_merge;
+pub mod gpu_merge;
 pub mod hf;
 mod llama_names;
 pub mod merge;
 mod naming;
-pub mod onepass;
 
 use std::path::PathBuf;
 
@@ -32,7 +32,6 @@ pub use gguf_adapter::{lora_to_gguf, LoraOutType};
 pub use gguf_merge::{merge_lora_gguf, GgufAdapterSpec, GgufMergeReport};
 pub use hf::{merge_lora_hf, AdapterSpec, MergeOptions, MergeReport};
 pub use merge::MergeDevice;
-pub use onepass::{convert_with_lora, LoraMergedModel};
 
 /// Errors of the LoRA layer; each names the file, and the tensor when there is one.
 #[derive(Debug, thiserror::Error)]

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::convert::checkpoint::{HfModel, HfOptions};
+use crate::convert::encode::encoded_size;
+pub use crate::convert::encode::OutType;
 use crate::formats::gguf::GgufWriter;
-use crate::model::encode::encoded_size;
-pub use crate::model::encode::OutType;
-use crate::model::hf::{HfModel, HfOptions};
-use crate::pipeline::source::TensorSource;
+use crate::formats::tensor_source::TensorSource;
 
 /// Options of [`convert`].
 #[derive(Clone, Debug)]
@@ -194,7 +194,7 @@ pub fn write_converted(
     Ok(ConvertReport {
         output,
         outtype: model.outtype(),
-        architecture: model.class().gguf_arch().to_string(),
+        architecture: model.arch().gguf_arch.to_string(),
         n_tensors: specs.len(),
         tensor_bytes,
         seconds: start.elapsed().as_secs_f64(),

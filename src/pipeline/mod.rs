@@ -1,9 +1,10 @@
 //! The streaming read → plan → quantize → write path.
 
 pub mod backend;
+pub mod bench;
 pub mod convert;
+pub mod convert_lora;
+pub mod doctor;
 pub mod quantize;
-pub mod source;
 
 pub use backend::Backend;
-pub use source::{GgufSource, SourceTensor, TensorSource};

@@ -14,10 +14,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufWriter, Metadata, Value};
+use crate::formats::tensor_source::TensorSource;
+use crate::ggml::ftype::{FileType, QuantTarget};
 use crate::pipeline::backend::{Backend, CpuBackend};
-use crate::pipeline::source::TensorSource;
-use crate::quant::ftype::{FileType, QuantTarget};
-use crate::quant::rules::{self, ModelInfo, TypeOptions};
+use crate::quant::rules::{self, ModelInfo, RuleError, TypeOptions, MAX_LAYERS};
 use crate::quant::{self, validate, GgmlType};
 
 /// Rows are converted in slabs of about this many f32 bytes, so a huge embedding never needs
@@ -177,7 +177,7 @@ pub fn quantize(
     let src_name = source.describe();
     let tensors = source.tensors();
     let model =
-        ModelInfo::from_metadata(source.metadata()).map_err(|e| anyhow!("{src_name}: {e}"))?;
+        model_info_from_metadata(source.metadata()).map_err(|e| anyhow!("{src_name}: {e}"))?;
 
     // Plan: order, names after pruning, types.
     let input: Vec<(String, GgmlType, Vec<u64>)> = tensors
@@ -500,4 +500,73 @@ pub fn keep_split_path(output: &Path) -> PathBuf {
     let s = output.to_string_lossy();
     let prefix = s.strip_suffix(".gguf").unwrap_or(&s);
     PathBuf::from(format!("{prefix}-00001-of-00001.gguf"))
+}
+
+/// The [`ModelInfo`] llama-quantize's rules need, read from GGUF metadata. Integer keys of any integer type are
+/// accepted; per-layer arrays (head counts) are read at layer 0, as `n_gqa()` does.
+pub fn model_info_from_metadata(md: &Metadata) -> Result<ModelInfo, RuleError> {
+    let arch = md
+        .get_str("general.architecture")
+        .ok_or_else(|| RuleError::MissingKey {
+            key: "general.architecture".into(),
+        })?
+        .to_string();
+    let key = |k: &str| format!("{arch}.{k}");
+    let scalar = |k: &str| -> Result<Option<u64>, RuleError> {
+        match md.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
+        }
+    };
+    // Head counts may be one value or one per layer.
+    let layer0 = |k: &str| -> Result<Option<u64>, RuleError> {
+        match md.get(&key(k)) {
+            Some(Value::Array(_, items)) => items
+                .first()
+                .and_then(Value::as_u64)
+                .map(Some)
+                .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
+            _ => scalar(k),
+        }
+    };
+    let n_layer = scalar("block_count")?.ok_or_else(|| RuleError::MissingKey {
+        key: key("block_count"),
+    })?;
+    if n_layer == 0 || n_layer > MAX_LAYERS {
+        return Err(RuleError::BadMetadata {
+            what: format!(
+                "{} = {n_layer} is outside 1..={MAX_LAYERS}",
+                key("block_count")
+            ),
+        });
+    }
+    let to_u32 = |k: &str, v: u64| {
+        u32::try_from(v).map_err(|_| RuleError::BadMetadata {
+            what: format!("{} = {v} is too large", key(k)),
+        })
+    };
+    let n_layer_nextn = to_u32(
+        "nextn_predict_layers",
+        scalar("nextn_predict_layers")?.unwrap_or(0),
+    )?;
+    let n_head = to_u32(
+        "attention.head_count",
+        layer0("attention.head_count")?.unwrap_or(0),
+    )?;
+    let n_head_kv = match layer0("attention.head_count_kv")? {
+        Some(v) => to_u32("attention.head_count_kv", v)?,
+        None => n_head,
+    };
+    let n_expert = to_u32("expert_count", scalar("expert_count")?.unwrap_or(0))?;
+    Ok(ModelInfo {
+        arch,
+        n_layer: n_layer as u32,
+        n_layer_nextn,
+        n_head,
+        n_head_kv,
+        n_expert,
+    })
 }

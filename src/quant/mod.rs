@@ -3,18 +3,15 @@
 //! `dequantizer(ty)`; this module only chains them.
 
 pub mod float;
-pub mod ftype;
 pub mod iq4;
 pub mod kquants;
 pub mod legacy;
 pub mod rules;
 pub mod search;
 pub mod ternary;
-pub mod types;
 pub mod validate;
 
-pub use ftype::FileType;
-pub use types::GgmlType;
+pub use crate::ggml::{FileType, GgmlType};
 
 /// Quantize one row: `x` has a whole number of blocks; `qw` (importance weights, one per column)
 /// is `None` without an imatrix; `out` is exactly the row's bytes.

@@ -15,10 +15,9 @@ use std::path::{Path, PathBuf};
 use regex::bytes::{Regex, RegexBuilder};
 
 use super::{FileType, GgmlType};
-use crate::formats::gguf::{Metadata, Value};
 
 /// llama.cpp's `LLAMA_MAX_LAYERS`: the loader refuses larger block counts.
-const MAX_LAYERS: u64 = 512;
+pub const MAX_LAYERS: u64 = 512;
 
 /// Errors of the type rules. Each names the tensor, option or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -101,75 +100,6 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Read the hyper-parameters from GGUF metadata. Integer keys of any integer type are
-    /// accepted; per-layer arrays (head counts) are read at layer 0, as `n_gqa()` does.
-    pub fn from_metadata(md: &Metadata) -> Result<ModelInfo, RuleError> {
-        let arch = md
-            .get_str("general.architecture")
-            .ok_or_else(|| RuleError::MissingKey {
-                key: "general.architecture".into(),
-            })?
-            .to_string();
-        let key = |k: &str| format!("{arch}.{k}");
-        let scalar = |k: &str| -> Result<Option<u64>, RuleError> {
-            match md.get(&key(k)) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
-            }
-        };
-        // Head counts may be one value or one per layer.
-        let layer0 = |k: &str| -> Result<Option<u64>, RuleError> {
-            match md.get(&key(k)) {
-                Some(Value::Array(_, items)) => items
-                    .first()
-                    .and_then(Value::as_u64)
-                    .map(Some)
-                    .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
-                _ => scalar(k),
-            }
-        };
-        let n_layer = scalar("block_count")?.ok_or_else(|| RuleError::MissingKey {
-            key: key("block_count"),
-        })?;
-        if n_layer == 0 || n_layer > MAX_LAYERS {
-            return Err(RuleError::BadMetadata {
-                what: format!(
-                    "{} = {n_layer} is outside 1..={MAX_LAYERS}",
-                    key("block_count")
-                ),
-            });
-        }
-        let to_u32 = |k: &str, v: u64| {
-            u32::try_from(v).map_err(|_| RuleError::BadMetadata {
-                what: format!("{} = {v} is too large", key(k)),
-            })
-        };
-        let n_layer_nextn = to_u32(
-            "nextn_predict_layers",
-            scalar("nextn_predict_layers")?.unwrap_or(0),
-        )?;
-        let n_head = to_u32(
-            "attention.head_count",
-            layer0("attention.head_count")?.unwrap_or(0),
-        )?;
-        let n_head_kv = match layer0("attention.head_count_kv")? {
-            Some(v) => to_u32("attention.head_count_kv", v)?,
-            None => n_head,
-        };
-        let n_expert = to_u32("expert_count", scalar("expert_count")?.unwrap_or(0))?;
-        Ok(ModelInfo {
-            arch,
-            n_layer: n_layer as u32,
-            n_layer_nextn,
-            n_head,
-            n_head_kv,
-            n_expert,
-        })
-    }
-
     /// Query heads per key/value head at layer 0 (`llama_hparams::n_gqa`), 0 without KV heads.
     pub fn n_gqa(&self) -> u32 {
         self.n_head.checked_div(self.n_head_kv).unwrap_or(0)

@@ -132,7 +132,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// Write `s` as GGUF, optionally without output.weight (tied embeddings) and with a
 /// rope_freqs.weight tensor (llama3 frequency factors).
 pub fn write_llama_variant(
-    s: &qforge::model::synthetic::SyntheticLlama,
+    s: &qforge::runtime::synthetic::SyntheticLlama,
     path: &Path,
     tied: bool,
     rope_freqs: Option<&[f32]>,

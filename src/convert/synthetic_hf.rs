@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::formats::safetensors::{Dtype, SafetensorsWriter};
-use crate::model::synthetic::Rng;
 use crate::quant::{f32_to_bf16, f32_to_f16};
+use crate::rng::Rng;
 
 /// Which kind of checkpoint: the architecture and the config.json quirks of its family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

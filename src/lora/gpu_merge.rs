@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc};
 
 use wgpu::util::DeviceExt;
 
-use super::{GpuContext, GpuError};
+use crate::gpu::{GpuContext, GpuError};
 use crate::lora::merge::{merge_rows, LowRankUpdate};
 use crate::quant::GgmlType;
 
@@ -84,7 +84,7 @@ impl GpuLoraMerge {
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
         let rw = wgpu::BufferBindingType::Storage { read_only: false };
         let uniform = wgpu::BufferBindingType::Uniform;
-        let (layout, pipeline_layout) = super::pipelines::buffer_layouts(
+        let (layout, pipeline_layout) = crate::gpu::pipelines::buffer_layouts(
             device,
             "qforge lora_merge",
             &[uniform, ro, ro, ro, rw],
@@ -398,7 +398,7 @@ pub struct Canary {
 
 /// The self-check's cases: what a driver that fuses, flushes or mishandles zeros gets wrong.
 pub fn canaries() -> Vec<Canary> {
-    let mut rng = super::selfcheck::Rng::new(0x10ea);
+    let mut rng = crate::rng::Rng::new(0x10ea);
     let mut gauss =
         |n: usize, s: f64| -> Vec<f32> { (0..n).map(|_| (rng.gauss() * s) as f32).collect() };
     let update = |rows: usize, cols: usize, rank: usize, scale: f32, p: Vec<f32>, q: Vec<f32>| {

@@ -1,13 +1,17 @@
 //! Data from gguf-py's `TensorNameMap` (gguf-py/gguf/tensor_mapping.py and constants.py at
-//! llama.cpp commit 0c1e57098): for each tensor kind the three supported architectures use, its
+//! llama.cpp commit 0c1e57098): for each tensor kind the registered architectures use, its
 //! GGUF name and every checkpoint name that maps to it, in the order gguf-py builds its map.
 
 /// A tensor kind: its name (`MODEL_TENSOR.*`), GGUF name, whether it is per block (`{bid}`),
 /// and the checkpoint names that map to it.
 pub struct TensorKind {
+    /// The `MODEL_TENSOR` name, e.g. `ATTN_Q`.
     pub kind: &'static str,
+    /// The GGUF name, with `{bid}` for the block number.
     pub gguf: &'static str,
+    /// Whether the kind repeats per block.
     pub per_block: bool,
+    /// Checkpoint names that map to it, in gguf-py's order.
     pub aliases: &'static [&'static str],
 }
 
@@ -555,63 +559,4 @@ pub const TENSOR_KINDS: &[TensorKind] = &[
         per_block: true,
         aliases: &["encoder.layers.{bid}.self_attention.rotary_emb.inv_freq"],
     },
-];
-
-/// Tensor kinds of the `llama` architecture (`MODEL_TENSORS`).
-pub const LLAMA_KINDS: &[&str] = &[
-    "TOKEN_EMBD",
-    "OUTPUT_NORM",
-    "OUTPUT",
-    "ROPE_FREQS",
-    "ATTN_NORM",
-    "ATTN_QKV",
-    "ATTN_Q",
-    "ATTN_K",
-    "ATTN_V",
-    "ATTN_OUT",
-    "ATTN_ROT_EMBD",
-    "FFN_GATE_INP",
-    "FFN_NORM",
-    "FFN_GATE",
-    "FFN_DOWN",
-    "FFN_UP",
-    "FFN_GATE_EXP",
-    "FFN_DOWN_EXP",
-    "FFN_UP_EXP",
-];
-/// Tensor kinds of the `qwen2` architecture (`MODEL_TENSORS`).
-pub const QWEN2_KINDS: &[&str] = &[
-    "TOKEN_EMBD",
-    "OUTPUT_NORM",
-    "OUTPUT",
-    "ROPE_FREQS",
-    "ATTN_NORM",
-    "ATTN_QKV",
-    "ATTN_Q",
-    "ATTN_K",
-    "ATTN_V",
-    "ATTN_OUT",
-    "FFN_NORM",
-    "FFN_GATE",
-    "FFN_DOWN",
-    "FFN_UP",
-];
-/// Tensor kinds of the `qwen3` architecture (`MODEL_TENSORS`).
-pub const QWEN3_KINDS: &[&str] = &[
-    "TOKEN_EMBD",
-    "OUTPUT_NORM",
-    "OUTPUT",
-    "ROPE_FREQS",
-    "ATTN_NORM",
-    "ATTN_QKV",
-    "ATTN_Q",
-    "ATTN_Q_NORM",
-    "ATTN_K",
-    "ATTN_K_NORM",
-    "ATTN_V",
-    "ATTN_OUT",
-    "FFN_NORM",
-    "FFN_GATE",
-    "FFN_DOWN",
-    "FFN_UP",
 ];

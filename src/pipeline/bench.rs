@@ -6,11 +6,11 @@
 
 use std::time::Instant;
 
-use super::pipelines::{Imatrix, KERNELS};
-use super::selfcheck::Rng;
-use super::{GpuError, GpuQuantizer};
+use crate::gpu::pipelines::{Imatrix, KERNELS};
+use crate::gpu::{GpuError, GpuQuantizer};
 use crate::pipeline::Backend;
 use crate::quant::{self, GgmlType};
+use crate::rng::Rng;
 
 /// What to measure on.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{Map, Value as Json};
 
 use super::{read_json, VocabError};
-use crate::model::kv::KvList;
+use crate::formats::gguf_kv::KvList;
 
 /// A chat template: one string, or named templates (`tokenizer.chat_template.<name>`).
 #[derive(Clone, Debug, PartialEq)]

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde_json::{Map, Value as Json};
 
 use crate::formats::gguf::{Value, ValueType};
-use crate::model::kv::KvList;
+use crate::formats::gguf_kv::KvList;
 
 /// Errors reading the files the metadata comes from.
 #[derive(Debug, thiserror::Error)]
@@ -426,7 +426,7 @@ fn load_model_card(dir: &Path) -> Result<Map<String, Json>, CardError> {
     if yaml.is_empty() {
         return Ok(Map::new());
     }
-    crate::model::yaml::front_matter_to_json(&yaml).map_err(|what| CardError::BadFile {
+    crate::convert::yaml::front_matter_to_json(&yaml).map_err(|what| CardError::BadFile {
         path: path.display().to_string(),
         what,
     })

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use crate::formats::gguf::{GgufError, GgufWriter, Metadata, Value};
-use crate::pipeline::source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceTensor, TensorSource};
 use crate::quant::{f32_to_f16, GgmlType};
 
 /// Shape of a generated llama model.
@@ -53,32 +53,7 @@ impl SyntheticLlama {
     }
 }
 
-/// A tiny deterministic generator (SplitMix64) with a Box-Muller normal.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn normal(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
+pub use crate::rng::Rng;
 
 impl SyntheticLlama {
     /// Tensor names and ggml shapes in the order convert_hf_to_gguf.py writes a llama.

@@ -16,15 +16,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::convert::checkpoint::{HfModel, HfOptions};
 use crate::formats::gguf::Metadata;
-use crate::model::hf::{HfModel, HfOptions};
+use crate::formats::tensor_source::{SourceTensor, TensorSource};
 use crate::pipeline::convert::{write_converted, ConvertOptions, ConvertReport};
-use crate::pipeline::source::{SourceTensor, TensorSource};
 
-use super::hf::{AdapterSpec, PlannedMerge, TensorMerge};
-use super::merge::{merge_row_block, round_through, LowRankUpdate, MergeDevice};
-use super::LoraError;
 use crate::formats::safetensors::{float_dtype_size, floats_to_f32};
+use crate::lora::hf::{AdapterSpec, PlannedMerge, TensorMerge};
+use crate::lora::merge::{merge_row_block, round_through, LowRankUpdate, MergeDevice};
+use crate::lora::LoraError;
 
 /// A Hugging Face checkpoint seen through its conversion, with LoRA adapters merged in.
 pub struct LoraMergedModel {

@@ -35,11 +35,11 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use anyhow::{anyhow, bail, Context, Result};
 use wgpu::util::DeviceExt;
 
-use super::device::GpuContext;
 use crate::formats::gguf::Metadata;
-use crate::model::forward::{CausalLm, Linear, LlamaConfig, LlamaModel, MatmulObserver, Matrix};
-use crate::model::synthetic::SyntheticLlama;
+use crate::gpu::device::GpuContext;
 use crate::quant::GgmlType;
+use crate::runtime::forward::{CausalLm, Linear, LlamaConfig, LlamaModel, MatmulObserver, Matrix};
+use crate::runtime::synthetic::SyntheticLlama;
 
 const SHADER: &str = include_str!("../../shaders/forward.wgsl");
 /// Invocations per workgroup of every kernel (`WG` in the shader).
@@ -379,7 +379,7 @@ impl GpuLlama {
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
         let rw = wgpu::BufferBindingType::Storage { read_only: false };
         let uniform = wgpu::BufferBindingType::Uniform;
-        let (bind_layout, pipeline_layout) = super::pipelines::buffer_layouts(
+        let (bind_layout, pipeline_layout) = crate::gpu::pipelines::buffer_layouts(
             &device,
             "qforge forward",
             &[uniform, uniform, ro, ro, ro, rw],

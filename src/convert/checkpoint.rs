@@ -17,16 +17,17 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
 
+use crate::arch::transforms::{filter_name, permuted_source_row, qk_permute_heads};
+use crate::arch::{ArchError, Architecture, GeneratedTensor, Hparams, TensorNameMap, VocabStyle};
+use crate::convert::card::{self, CardError, ModelCard};
+use crate::convert::encode::{encode, encoded_size, OutType};
+use crate::convert::vocab::{self, VocabError};
 use crate::formats::gguf::Metadata;
+use crate::formats::gguf_kv::KvList;
 use crate::formats::safetensors::{
     float_dtype_size, Checkpoint, Dtype, SafetensorsError, SafetensorsFile, TensorLocation,
 };
-use crate::model::arch::{ModelClass, TensorNameMap};
-use crate::model::card::{self, CardError, ModelCard};
-use crate::model::encode::{encode, encoded_size, OutType};
-use crate::model::kv::KvList;
-use crate::model::tokenizer::{self, VocabError};
-use crate::pipeline::source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceTensor, TensorSource};
 use crate::quant::GgmlType;
 
 /// Errors opening or converting a checkpoint; each names the file (and tensor).
@@ -36,7 +37,7 @@ pub enum HfError {
     #[error("{path}: {what}")]
     Config { path: PathBuf, what: String },
     /// `architectures[0]` is not one qforge converts.
-    #[error("{path}: architecture '{arch}' is not supported (supported: {})", ModelClass::SUPPORTED.join(", "))]
+    #[error("{path}: architecture '{arch}' is not supported (supported: {})", Architecture::supported_hf_classes().join(", "))]
     UnsupportedArch { path: PathBuf, arch: String },
     /// A feature of this checkpoint that the converter handles but qforge does not yet.
     #[error("{path}: {what} is not supported yet")]
@@ -56,6 +57,15 @@ pub enum HfError {
     Card(#[from] CardError),
 }
 
+impl From<ArchError> for HfError {
+    fn from(e: ArchError) -> HfError {
+        match e {
+            ArchError::Config { path, what } => HfError::Config { path, what },
+            ArchError::NotSupported { path, what } => HfError::NotSupported { path, what },
+        }
+    }
+}
+
 /// Options of [`HfModel::open`].
 #[derive(Clone, Debug)]
 pub struct HfOptions {
@@ -70,229 +80,6 @@ impl Default for HfOptions {
         HfOptions {
             outtype: OutType::Auto,
             model_name: None,
-        }
-    }
-}
-
-/// The effective hyper-parameters: config.json with transformers' defaults for its model type,
-/// as `AutoConfig.from_pretrained(dir).to_dict()` returns them.
-#[derive(Clone, Debug)]
-pub struct Hparams {
-    path: PathBuf,
-    map: Map<String, Json>,
-}
-
-/// transformers' defaults (v4/v5 agree on these) for the config keys the converter reads.
-/// `head_dim` and `num_key_value_heads` marked `None` here are derived when absent or null.
-fn model_type_defaults(model_type: &str) -> Option<&'static [(&'static str, Option<f64>)]> {
-    const LLAMA: &[(&str, Option<f64>)] = &[
-        ("vocab_size", Some(32000.0)),
-        ("hidden_size", Some(4096.0)),
-        ("intermediate_size", Some(11008.0)),
-        ("num_hidden_layers", Some(32.0)),
-        ("num_attention_heads", Some(32.0)),
-        ("num_key_value_heads", None),
-        ("max_position_embeddings", Some(2048.0)),
-        ("rms_norm_eps", Some(1e-6)),
-        ("head_dim", None),
-    ];
-    const MISTRAL: &[(&str, Option<f64>)] = &[
-        ("vocab_size", Some(32000.0)),
-        ("hidden_size", Some(4096.0)),
-        ("intermediate_size", Some(14336.0)),
-        ("num_hidden_layers", Some(32.0)),
-        ("num_attention_heads", Some(32.0)),
-        ("num_key_value_heads", Some(8.0)),
-        ("max_position_embeddings", Some(131072.0)),
-        ("rms_norm_eps", Some(1e-6)),
-        ("head_dim", None),
-    ];
-    const QWEN2: &[(&str, Option<f64>)] = &[
-        ("vocab_size", Some(151936.0)),
-        ("hidden_size", Some(4096.0)),
-        ("intermediate_size", Some(22016.0)),
-        ("num_hidden_layers", Some(32.0)),
-        ("num_attention_heads", Some(32.0)),
-        ("num_key_value_heads", Some(32.0)),
-        ("max_position_embeddings", Some(32768.0)),
-        ("rms_norm_eps", Some(1e-6)),
-    ];
-    const QWEN3: &[(&str, Option<f64>)] = &[
-        ("vocab_size", Some(151936.0)),
-        ("hidden_size", Some(4096.0)),
-        ("intermediate_size", Some(22016.0)),
-        ("num_hidden_layers", Some(32.0)),
-        ("num_attention_heads", Some(32.0)),
-        ("num_key_value_heads", Some(32.0)),
-        ("max_position_embeddings", Some(32768.0)),
-        ("rms_norm_eps", Some(1e-6)),
-        ("head_dim", Some(128.0)),
-    ];
-    match model_type {
-        "llama" => Some(LLAMA),
-        "mistral" => Some(MISTRAL),
-        "qwen2" => Some(QWEN2),
-        "qwen3" => Some(QWEN3),
-        _ => None,
-    }
-}
-
-/// Keys transformers validates as integers.
-const INT_KEYS: &[&str] = &[
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "max_position_embeddings",
-    "head_dim",
-];
-
-fn num(v: f64) -> Json {
-    if v.fract() == 0.0 {
-        Json::from(v as i64)
-    } else {
-        Json::from(v)
-    }
-}
-
-impl Hparams {
-    /// Read `dir/config.json` and apply transformers' defaults for its `model_type`.
-    pub fn load(dir: &Path) -> Result<Hparams, HfError> {
-        let path = dir.join("config.json");
-        let bad = |what: String| HfError::Config {
-            path: path.clone(),
-            what,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let json: Json =
-            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let Json::Object(mut map) = json else {
-            return Err(bad("not a JSON object".into()));
-        };
-        for nested in [
-            "text_config",
-            "llm_config",
-            "lm_config",
-            "thinker_config",
-            "language_config",
-            "lfm",
-        ] {
-            if map.contains_key(nested) {
-                return Err(HfError::NotSupported {
-                    path: path.clone(),
-                    what: format!("a nested '{nested}' (multimodal) config"),
-                });
-            }
-        }
-        // transformers picks the config class by model_type; without one, AutoConfig fails and
-        // the converter falls back to the raw file.
-        if let Some(mt) = map
-            .get("model_type")
-            .and_then(Json::as_str)
-            .map(str::to_string)
-        {
-            let Some(defaults) = model_type_defaults(&mt) else {
-                return Err(HfError::NotSupported {
-                    path: path.clone(),
-                    what: format!("model_type '{mt}'"),
-                });
-            };
-            for key in INT_KEYS {
-                if let Some(v) = map.get(*key) {
-                    if !(v.is_null() || v.is_i64() || v.is_u64()) {
-                        return Err(bad(format!("'{key}' must be an integer, got {v}")));
-                    }
-                }
-            }
-            for (key, default) in defaults {
-                let absent = map.get(*key).is_none_or(Json::is_null);
-                if !absent {
-                    continue;
-                }
-                match (*key, default) {
-                    (_, Some(v)) => {
-                        map.insert(key.to_string(), num(*v));
-                    }
-                    ("num_key_value_heads", None) => {
-                        let heads = map
-                            .get("num_attention_heads")
-                            .cloned()
-                            .unwrap_or(Json::Null);
-                        map.insert(key.to_string(), heads);
-                    }
-                    ("head_dim", None) => {
-                        let h = map.get("hidden_size").and_then(Json::as_u64);
-                        let n = map.get("num_attention_heads").and_then(Json::as_u64);
-                        if let Some(d) = h.zip(n).and_then(|(h, n)| h.checked_div(n)) {
-                            map.insert(key.to_string(), Json::from(d));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !map.contains_key("rope_theta") && !map.contains_key("rope_parameters") {
-                map.insert("rope_theta".into(), Json::from(10000.0));
-            }
-        }
-        Ok(Hparams { path, map })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// `find_hparam(keys, optional=True)`: the first key present (a null value counts as
-    /// present, as in Python, and reads as absent).
-    pub fn find(&self, keys: &[&str]) -> Option<&Json> {
-        keys.iter()
-            .find_map(|k| self.map.get(*k))
-            .filter(|v| !v.is_null())
-    }
-
-    fn bad(&self, what: String) -> HfError {
-        HfError::Config {
-            path: self.path.clone(),
-            what,
-        }
-    }
-
-    /// An optional unsigned 32-bit value.
-    pub fn find_u32(&self, keys: &[&str]) -> Result<Option<u32>, HfError> {
-        match self.find(keys) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|x| u32::try_from(x).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    self.bad(format!(
-                        "'{}' must be an unsigned 32-bit integer, got {v}",
-                        keys[0]
-                    ))
-                }),
-        }
-    }
-
-    /// A required unsigned value.
-    pub fn require_u32(&self, keys: &[&str]) -> Result<u32, HfError> {
-        self.find_u32(keys)?
-            .ok_or_else(|| self.bad(format!("missing '{}'", keys[0])))
-    }
-
-    /// An optional float (from an integer or float).
-    pub fn find_f64(&self, keys: &[&str]) -> Result<Option<f64>, HfError> {
-        match self.find(keys) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(format!("'{}' must be a number, got {v}", keys[0]))),
         }
     }
 }
@@ -323,7 +110,7 @@ enum TensorOrigin {
 pub struct HfModel {
     dir: PathBuf,
     checkpoint: Checkpoint,
-    class: ModelClass,
+    arch: &'static Architecture,
     hparams: Hparams,
     outtype: OutType,
     card: ModelCard,
@@ -339,73 +126,9 @@ fn is_skipped(name: &str) -> bool {
         || name.ends_with(".rotary_emb.inv_freq")
 }
 
-/// `filter_tensors` of TextModel and its bases: renames, and multimodal tensors dropped.
-fn filter_name(class: ModelClass, name: &str) -> Option<String> {
-    let mut name = name.to_string();
-    if class == ModelClass::Llama && name.contains("text_model.") {
-        name = name.replace("text_model.", "");
-    }
-    let multimodal = [
-        "mlp",
-        "vit.",
-        "vpm.",
-        "siglip2.",
-        "conformer.",
-        "merger.",
-        "resampler.",
-        "sound_encoder.",
-        "sound_projection.",
-        "speech_embeddings.",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
-        || [
-            "visual.",
-            "vision.",
-            "audio.",
-            "talker.",
-            "vision_",
-            "audio_",
-            "token2wav.",
-            "code2wav.",
-            "projector.",
-            "pre_mm_projector_norm",
-            "image_newline",
-            "view_seperator",
-            "patch_embed",
-            "patch_embedding",
-            "patch_merger.",
-            "patch_merge_mlp.",
-            "model.connector.",
-        ]
-        .iter()
-        .any(|p| name.contains(p));
-    if multimodal {
-        return None;
-    }
-    if name.ends_with("e_score_correction_bias") {
-        name = name.replace("e_score_correction_bias", "e_score_correction.bias");
-    }
-    if name.contains("language_model.") {
-        name = name.replace("language_model.", "");
-    }
-    Some(name)
-}
-
 /// What [`HfModel::tensor_bytes_from_rows`] asks for rows with: fill the block with the
 /// given checkpoint rows, or refuse with the lowest refused row and why.
 pub type RowFill<'a, E> = dyn Fn(&[usize], &mut [f32]) -> Result<(), (usize, E)> + Sync + 'a;
-
-/// `LlamaModel.permute`: within each of `heads` groups of rows, the two halves are interleaved
-/// (output row `2i + j` of a head is input row `j·half + i`). Returns the input row of output
-/// row `r` for a tensor of `rows` rows.
-fn permuted_source_row(r: usize, rows: usize, heads: usize) -> usize {
-    let per_head = rows / heads;
-    let half = per_head / 2;
-    let (h, within) = (r / per_head, r % per_head);
-    let (i, j) = (within / 2, within % 2);
-    h * per_head + j * half + i
-}
 
 impl HfModel {
     /// Read config.json, index the weights, plan every tensor and build the metadata.
@@ -418,25 +141,24 @@ impl HfModel {
             });
         }
         let hparams = Hparams::load(&dir)?;
-        let arch = match hparams.map.get("architectures") {
+        let arch = match hparams.get("architectures") {
             Some(Json::Array(a)) if !a.is_empty() => a[0].as_str().unwrap_or("").to_string(),
             _ => {
                 return Err(hparams
                     .bad("no 'architectures' entry: cannot tell the model architecture".into()))
             }
         };
-        let class =
-            ModelClass::from_hf_architecture(&arch).ok_or_else(|| HfError::UnsupportedArch {
-                path: hparams.path.clone(),
-                arch: arch.clone(),
-            })?;
-        check_supported_features(&dir, class, &hparams)?;
+        let family = Architecture::for_hf_class(&arch).ok_or_else(|| HfError::UnsupportedArch {
+            path: hparams.path().to_path_buf(),
+            arch: arch.clone(),
+        })?;
+        check_supported_features(&dir, family, &hparams)?;
 
         let checkpoint = Checkpoint::open_dir(&dir)?;
         let mut model = HfModel {
             dir,
             checkpoint,
-            class,
+            arch: family,
             hparams,
             outtype: opts.outtype,
             card: ModelCard::default(),
@@ -453,8 +175,9 @@ impl HfModel {
         &self.dir
     }
 
-    pub fn class(&self) -> ModelClass {
-        self.class
+    /// The family's registry entry.
+    pub fn arch(&self) -> &'static Architecture {
+        self.arch
     }
 
     /// The outtype after `auto` was resolved.
@@ -505,13 +228,13 @@ impl HfModel {
         let hp = &self.hparams;
         let n_blocks =
             hp.require_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])? as usize;
-        let names = TensorNameMap::new(self.class, n_blocks);
+        let names = TensorNameMap::new(self.arch, n_blocks);
 
         // The checkpoint's tensors after the converter's renames, in its order.
         let mut items: Vec<(TensorLocation, String)> = Vec::new();
         for &loc in self.checkpoint.order() {
             let t = self.checkpoint.tensor(loc);
-            if let Some(name) = filter_name(self.class, &t.name) {
+            if let Some(name) = filter_name(self.arch, &t.name) {
                 items.push((loc, name));
             }
         }
@@ -534,7 +257,7 @@ impl HfModel {
         }
         let matrix_type = self.outtype.matrix_type().expect("resolved above");
 
-        let (n_head, n_kv) = if self.class.permutes_qk() {
+        let (n_head, n_kv) = if self.arch.permutes_qk {
             (
                 hp.require_u32(&["n_heads", "num_attention_heads"])? as usize,
                 hp.require_u32(&["n_kv_heads", "num_key_value_heads"])? as usize,
@@ -570,14 +293,7 @@ impl HfModel {
                     what: format!("expert (MoE) tensor '{}'", t.name),
                 });
             }
-            let mut permute_heads = None;
-            if self.class.permutes_qk() {
-                if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
-                    permute_heads = Some(n_head);
-                } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
-                    permute_heads = Some(if n_kv != n_head { n_kv } else { n_head });
-                }
-            }
+            let permute_heads = qk_permute_heads(self.arch, &name, n_head, n_kv);
             if let Some(h) = permute_heads {
                 let rows = t.shape.first().copied().unwrap_or(0);
                 if h == 0 || rows % (2 * h) != 0 {
@@ -594,7 +310,7 @@ impl HfModel {
                     &t.name,
                     format!(
                         "cannot map it to a GGUF tensor of '{}' with {n_blocks} blocks",
-                        self.class.gguf_arch()
+                        self.arch.gguf_arch
                     ),
                 )
             })?;
@@ -652,21 +368,7 @@ impl HfModel {
         // Every block must have its weights: a config that claims more layers than the
         // checkpoint holds would otherwise make a file llama.cpp cannot load.
         let required_global = ["TOKEN_EMBD", "OUTPUT_NORM"];
-        let mut required_block = vec![
-            "ATTN_NORM",
-            "ATTN_Q",
-            "ATTN_K",
-            "ATTN_V",
-            "ATTN_OUT",
-            "FFN_NORM",
-            "FFN_GATE",
-            "FFN_UP",
-            "FFN_DOWN",
-        ];
-        if self.class == ModelClass::Qwen3 {
-            // llama.cpp's qwen3 loader requires the per-head Q/K norms.
-            required_block.extend(["ATTN_Q_NORM", "ATTN_K_NORM"]);
-        }
+        let required_block = self.arch.required_block_kinds;
         for k in required_global {
             if !seen_kinds.contains(&(k, None)) {
                 return Err(self.hparams.bad(format!(
@@ -676,12 +378,12 @@ impl HfModel {
             }
         }
         for bid in 0..n_blocks {
-            for &k in &required_block {
+            for &k in required_block {
                 if !seen_kinds.contains(&(k, Some(bid))) {
                     return Err(self.hparams.bad(format!(
                         "the checkpoint has no {} tensor for layer {bid} (of the {n_blocks} layers declared here; '{}' needs one per layer)",
                         k.to_ascii_lowercase(),
-                        self.class.gguf_arch()
+                        self.arch.gguf_arch
                     )));
                 }
             }
@@ -691,7 +393,11 @@ impl HfModel {
 
     /// The `rope_freqs` factors of a Llama-class model whose RoPE type is `llama3`.
     fn llama3_rope_freqs(&self) -> Result<Option<Vec<f32>>, HfError> {
-        if self.class != ModelClass::Llama {
+        if !self
+            .arch
+            .generated
+            .contains(&GeneratedTensor::Llama3RopeFreqs)
+        {
             return Ok(None);
         }
         let hp = &self.hparams;
@@ -775,7 +481,7 @@ impl HfModel {
                 card::size_label(total)
             });
         }
-        let arch = self.class.gguf_arch();
+        let arch = self.arch.gguf_arch;
         let mut kv = KvList::new();
         kv.add_str("general.architecture", arch);
         kv.add_str("general.type", "model");
@@ -784,9 +490,9 @@ impl HfModel {
         kv.add_u32("general.quantization_version", 2);
 
         let vocab_size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
-        match self.class {
-            ModelClass::Llama => tokenizer::write_llama_vocab(&self.dir, vocab_size, &mut kv)?,
-            ModelClass::Qwen2 | ModelClass::Qwen3 => {
+        match self.arch.vocab {
+            VocabStyle::Llama => vocab::write_llama_vocab(&self.dir, vocab_size, &mut kv)?,
+            VocabStyle::Qwen2 => {
                 let spm_size = self
                     .hparams
                     .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
@@ -796,7 +502,7 @@ impl HfModel {
                 } else {
                     vocab_size
                 };
-                tokenizer::write_qwen2_vocab(&self.dir, size, &mut kv)?
+                vocab::write_qwen2_vocab(&self.dir, size, &mut kv)?
             }
         }
         self.card = card;
@@ -807,7 +513,7 @@ impl HfModel {
     /// `TextModel.set_gguf_parameters` and the class's additions.
     fn write_parameters(&self, kv: &mut KvList) -> Result<(), HfError> {
         let hp = &self.hparams;
-        let arch = self.class.gguf_arch();
+        let arch = self.arch.gguf_arch;
         let key = |k: &str| format!("{arch}.{k}");
         kv.add_u32(
             &key("block_count"),
@@ -871,7 +577,7 @@ impl HfModel {
                         .and_then(Json::as_u64)
                         .and_then(|v| u32::try_from(v).ok())
                         .ok_or_else(|| {
-                            hp.bad(
+                            hp.bad::<HfError>(
                                 "yarn RoPE scaling needs original_max_position_embeddings".into(),
                             )
                         })?;
@@ -897,14 +603,14 @@ impl HfModel {
         }
         if rope.contains_key("mrope_section") {
             return Err(HfError::NotSupported {
-                path: hp.path.clone(),
+                path: hp.path().to_path_buf(),
                 what: "multimodal RoPE sections".into(),
             });
         }
         if let Some(theta) = rope.get("rope_theta").filter(|v| !v.is_null()) {
-            let v = theta
-                .as_f64()
-                .ok_or_else(|| hp.bad(format!("'rope_theta' must be a number, got {theta}")))?;
+            let v = theta.as_f64().ok_or_else(|| {
+                hp.bad::<HfError>(format!("'rope_theta' must be a number, got {theta}"))
+            })?;
             kv.add_f32(&key("rope.freq_base"), v);
         }
         if let Some(v) = hp.find_f64(&["rms_norm_eps", "norm_eps"])? {
@@ -941,7 +647,7 @@ impl HfModel {
             .is_some()
         {
             return Err(HfError::NotSupported {
-                path: hp.path.clone(),
+                path: hp.path().to_path_buf(),
                 what: "an expert gating function".into(),
             });
         }
@@ -951,21 +657,7 @@ impl HfModel {
         }
         kv.add_u32("general.file_type", self.outtype.file_type());
 
-        if self.class == ModelClass::Llama {
-            kv.add_u32(&key("vocab_size"), hp.require_u32(&["vocab_size"])?);
-            let rope_dim = match hp.find_u32(&["head_dim"])? {
-                Some(d) => d,
-                None => {
-                    let h = hp.require_u32(&["hidden_size"])?;
-                    let n = hp.require_u32(&["num_attention_heads"])?;
-                    if n == 0 {
-                        return Err(hp.bad("num_attention_heads is 0".into()));
-                    }
-                    h / n
-                }
-            };
-            kv.add_u32(&key("rope.dimension_count"), rope_dim);
-        }
+        (self.arch.write_hparams)(hp, kv)?;
         Ok(())
     }
 
@@ -1143,7 +835,7 @@ fn rope_parameters(hp: &Hparams) -> Result<Map<String, Json>, HfError> {
         };
     if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
         return Err(HfError::NotSupported {
-            path: hp.path.clone(),
+            path: hp.path().to_path_buf(),
             what: "per-layer-type RoPE parameters".into(),
         });
     }
@@ -1158,7 +850,7 @@ fn rope_parameters(hp: &Hparams) -> Result<Map<String, Json>, HfError> {
         .is_some()
     {
         return Err(HfError::NotSupported {
-            path: hp.path.clone(),
+            path: hp.path().to_path_buf(),
             what: "a sliding-window RoPE base".into(),
         });
     }
@@ -1286,68 +978,14 @@ impl ExpectedShapes {
 
 /// Features the converter handles for these architectures that qforge does not (yet): refuse
 /// them rather than write a different file.
-fn check_supported_features(dir: &Path, class: ModelClass, hp: &Hparams) -> Result<(), HfError> {
+fn check_supported_features(dir: &Path, arch: &Architecture, hp: &Hparams) -> Result<(), HfError> {
     if hp.get("quantization_config").is_some() || dir.join("hf_quant_config.json").is_file() {
         return Err(HfError::NotSupported {
-            path: hp.path.clone(),
+            path: hp.path().to_path_buf(),
             what: "a pre-quantized checkpoint (quantization_config)".into(),
         });
     }
-    if class == ModelClass::Llama
-        && hp.get("draft_vocab_size").is_some()
-        && hp.find_u32(&["num_hidden_layers"])? == Some(1)
-    {
-        return Err(HfError::NotSupported {
-            path: hp.path.clone(),
-            what: "an EAGLE-3 draft model".into(),
-        });
-    }
-    if matches!(class, ModelClass::Qwen2 | ModelClass::Qwen3) {
-        let modules = dir.join("modules.json");
-        if modules.is_file() {
-            let text = std::fs::read_to_string(&modules).unwrap_or_default();
-            if text.contains("Pooling") {
-                return Err(HfError::NotSupported {
-                    path: modules,
-                    what: "a sentence-transformers pooling model".into(),
-                });
-            }
-        }
-        if hp.get("classifier_pooling").is_some() {
-            return Err(HfError::NotSupported {
-                path: hp.path.clone(),
-                what: "classifier pooling".into(),
-            });
-        }
-    }
-    if class == ModelClass::Qwen3 {
-        let readme = std::fs::read_to_string(dir.join("README.md"))
-            .unwrap_or_default()
-            .to_lowercase();
-        let dir_name = card::dir_name(dir).to_lowercase();
-        let hints = [
-            dir_name,
-            hp.get("_name_or_path")
-                .and_then(Json::as_str)
-                .unwrap_or("")
-                .to_lowercase(),
-            hp.get("model_type")
-                .and_then(Json::as_str)
-                .unwrap_or("")
-                .to_lowercase(),
-        ];
-        if readme.contains("# qwen3-reranker")
-            || readme.contains("# qwen3-vl-reranker")
-            || hints
-                .iter()
-                .any(|h| h.contains("qwen3-reranker") || h.contains("qwen3-vl-reranker"))
-        {
-            return Err(HfError::NotSupported {
-                path: dir.to_path_buf(),
-                what: "a Qwen3 reranker".into(),
-            });
-        }
-    }
+    (arch.refuse_features)(dir, hp)?;
     Ok(())
 }
 

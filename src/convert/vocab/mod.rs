@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::formats::gguf::{Value, ValueType};
-use crate::model::kv::KvList;
+use crate::formats::gguf_kv::KvList;
 use special::SpecialVocab;
 
 /// Errors building the vocabulary; each names the file.

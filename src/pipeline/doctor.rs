@@ -4,10 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::device::{self, AdapterReport, DeviceSpec};
-use super::pipelines::{Imatrix, KERNELS};
-use super::quantize::kernel_label;
-use super::selfcheck::{check_kernel, KernelHealth};
+use crate::gpu::device::{self, AdapterReport, DeviceSpec};
+use crate::gpu::pipelines::{Imatrix, KERNELS};
+use crate::gpu::quantize::kernel_label;
+use crate::gpu::selfcheck::{check_kernel, KernelHealth};
 
 /// Self-check results of one adapter.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ pub fn doctor(spec: DeviceSpec) -> DoctorReport {
                 kernels.push((
                     "lora_merge".into(),
                     health(
-                        super::lora_merge::GpuLoraMerge::open(ctx.clone())
+                        crate::lora::gpu_merge::GpuLoraMerge::open(ctx.clone())
                             .map(|_| ())
                             .map_err(|e| e.to_string()),
                     ),
@@ -66,7 +66,8 @@ pub fn doctor(spec: DeviceSpec) -> DoctorReport {
                 kernels.push((
                     "forward_pass".into(),
                     health(
-                        super::forward::GpuLlama::self_check(&ctx).map_err(|e| format!("{e:#}")),
+                        crate::runtime::gpu_forward::GpuLlama::self_check(&ctx)
+                            .map_err(|e| format!("{e:#}")),
                     ),
                 ));
                 checks.push(AdapterCheck {

@@ -21,7 +21,7 @@ use regex::Regex;
 
 use crate::formats::gguf::{Metadata, Value};
 // Vocabulary access and UTF-8 helpers are shared with the SentencePiece tokenizer.
-use crate::model::tokenizer_spm::{array, flag, token_type, utf8_len, Symbol};
+use crate::runtime::tokenize_spm::{array, flag, token_type, utf8_len, Symbol};
 
 /// How a pre-tokenizer cuts text into words before merging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

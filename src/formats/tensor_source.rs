@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use crate::formats::gguf::{GgufError, GgufFile, Metadata};
-use crate::quant::GgmlType;
+use crate::ggml::GgmlType;
 
 /// One tensor as the source offers it (GGUF name, type and ggml shape).
 #[derive(Clone, Debug, PartialEq, Eq)]

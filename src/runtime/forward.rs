@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufFile, Metadata, TensorInfo};
-use crate::pipeline::TensorSource;
+use crate::formats::tensor_source::TensorSource;
 use crate::quant::{dequantizer, GgmlType, RowDequantizer};
 
 /// Hyper-parameters of a llama model, read from GGUF metadata the way llama.cpp's loader does.

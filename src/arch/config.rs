@@ -1,0 +1,179 @@
+//! config.json as the converter sees it: `AutoConfig.from_pretrained(dir).to_dict()` —
+//! the file plus transformers' defaults for its `model_type` (each family declares its own in
+//! its registry file), read through gguf-py's `find_hparam` lookups.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value as Json};
+
+use super::ArchError;
+
+/// The effective hyper-parameters: config.json with transformers' defaults for its model type,
+/// as `AutoConfig.from_pretrained(dir).to_dict()` returns them.
+#[derive(Clone, Debug)]
+pub struct Hparams {
+    path: PathBuf,
+    map: Map<String, Json>,
+}
+
+/// Keys transformers validates as integers.
+const INT_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "head_dim",
+];
+
+fn num(v: f64) -> Json {
+    if v.fract() == 0.0 {
+        Json::from(v as i64)
+    } else {
+        Json::from(v)
+    }
+}
+
+impl Hparams {
+    /// Read `dir/config.json` and apply transformers' defaults for its `model_type`.
+    pub fn load(dir: &Path) -> Result<Hparams, ArchError> {
+        let path = dir.join("config.json");
+        let bad = |what: String| ArchError::Config {
+            path: path.clone(),
+            what,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let Json::Object(mut map) = json else {
+            return Err(bad("not a JSON object".into()));
+        };
+        for nested in [
+            "text_config",
+            "llm_config",
+            "lm_config",
+            "thinker_config",
+            "language_config",
+            "lfm",
+        ] {
+            if map.contains_key(nested) {
+                return Err(ArchError::NotSupported {
+                    path: path.clone(),
+                    what: format!("a nested '{nested}' (multimodal) config"),
+                });
+            }
+        }
+        // transformers picks the config class by model_type; without one, AutoConfig fails and
+        // the converter falls back to the raw file.
+        if let Some(mt) = map
+            .get("model_type")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+        {
+            let Some(defaults) = super::config_defaults(&mt) else {
+                return Err(ArchError::NotSupported {
+                    path: path.clone(),
+                    what: format!("model_type '{mt}'"),
+                });
+            };
+            for key in INT_KEYS {
+                if let Some(v) = map.get(*key) {
+                    if !(v.is_null() || v.is_i64() || v.is_u64()) {
+                        return Err(bad(format!("'{key}' must be an integer, got {v}")));
+                    }
+                }
+            }
+            for (key, default) in defaults {
+                let absent = map.get(*key).is_none_or(Json::is_null);
+                if !absent {
+                    continue;
+                }
+                match (*key, default) {
+                    (_, Some(v)) => {
+                        map.insert(key.to_string(), num(*v));
+                    }
+                    ("num_key_value_heads", None) => {
+                        let heads = map
+                            .get("num_attention_heads")
+                            .cloned()
+                            .unwrap_or(Json::Null);
+                        map.insert(key.to_string(), heads);
+                    }
+                    ("head_dim", None) => {
+                        let h = map.get("hidden_size").and_then(Json::as_u64);
+                        let n = map.get("num_attention_heads").and_then(Json::as_u64);
+                        if let Some(d) = h.zip(n).and_then(|(h, n)| h.checked_div(n)) {
+                            map.insert(key.to_string(), Json::from(d));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !map.contains_key("rope_theta") && !map.contains_key("rope_parameters") {
+                map.insert("rope_theta".into(), Json::from(10000.0));
+            }
+        }
+        Ok(Hparams { path, map })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `find_hparam(keys, optional=True)`: the first key present (a null value counts as
+    /// present, as in Python, and reads as absent).
+    pub fn find(&self, keys: &[&str]) -> Option<&Json> {
+        keys.iter()
+            .find_map(|k| self.map.get(*k))
+            .filter(|v| !v.is_null())
+    }
+
+    /// An error naming config.json: `what` is wrong with it. Generic so callers of any layer
+    /// above can return it as their own error type.
+    pub fn bad<E: From<ArchError>>(&self, what: String) -> E {
+        E::from(ArchError::Config {
+            path: self.path.clone(),
+            what,
+        })
+    }
+
+    /// An optional unsigned 32-bit value.
+    pub fn find_u32(&self, keys: &[&str]) -> Result<Option<u32>, ArchError> {
+        match self.find(keys) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.bad(format!(
+                        "'{}' must be an unsigned 32-bit integer, got {v}",
+                        keys[0]
+                    ))
+                }),
+        }
+    }
+
+    /// A required unsigned value.
+    pub fn require_u32(&self, keys: &[&str]) -> Result<u32, ArchError> {
+        self.find_u32(keys)?
+            .ok_or_else(|| self.bad(format!("missing '{}'", keys[0])))
+    }
+
+    /// An optional float (from an integer or float).
+    pub fn find_f64(&self, keys: &[&str]) -> Result<Option<f64>, ArchError> {
+        match self.find(keys) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(format!("'{}' must be a number, got {v}", keys[0]))),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The ggml vocabulary every layer shares: tensor types with their block geometry, and
+//! llama_ftype, the whole-file mix a user asks for. Plain data, no I/O, no kernels.
+
+pub mod ftype;
+pub mod types;
+
+pub use ftype::FileType;
+pub use types::GgmlType;
