@@ -6,7 +6,8 @@
 //! references finds no edge pointing up):
 //!
 //! 1. [`ggml`] — the shared vocabulary: tensor types, block geometry, file types; and [`rng`],
-//!    the one seeded generator.
+//!    the one seeded generator; [`notice`], how the library speaks without printing;
+//!    [`threads`], the one way worker pools are sized.
 //! 2. [`formats`] — bytes on disk only (GGUF, safetensors, imatrix, PEFT, atomic outputs, the
 //!    `TensorSource` seam). Knows nothing of models, kernels or GPUs.
 //! 3. [`quant`] — CPU kernels and llama-quantize's type rules, on plain data.
@@ -29,10 +30,12 @@ pub mod formats;
 pub mod ggml;
 pub mod gpu;
 pub mod lora;
+pub mod notice;
 pub mod pipeline;
 pub mod quant;
 pub mod rng;
 pub mod runtime;
+pub mod threads;
 
 #[cfg(test)]
 mod layering {
@@ -45,6 +48,8 @@ mod layering {
     const RANKS: &[(&str, u32)] = &[
         ("ggml", 1),
         ("rng", 1),
+        ("notice", 1),
+        ("threads", 1),
         ("formats", 2),
         ("quant", 3),
         ("gpu", 4),

@@ -58,9 +58,7 @@ fn best_merge_gflops(
     reps: usize,
     threads: usize,
 ) -> Result<f64> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
+    let pool = qforge::threads::pool(threads)?;
     let mut out = vec![0u8; w.len() * 2];
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {

@@ -10,7 +10,7 @@ use qforge::lora::{
     lora_to_gguf, merge_lora_gguf, merge_lora_hf, AdapterSpec, GgufAdapterSpec, LoraOutType,
     MergeDevice, MergeOptions,
 };
-use qforge::pipeline::Backend;
+use qforge::pipeline::{Backend, DeviceChoice};
 
 #[derive(Args)]
 pub struct MergeLoraArgs {
@@ -36,11 +36,11 @@ pub struct MergeLoraArgs {
 /// `backend`, when the job already selected one for quantizing, is reused so one job runs on
 /// one device.
 pub fn merge_device(spec: DeviceSpec, backend: Option<&Backend>) -> Result<MergeDevice> {
-    let ctx = match backend {
-        Some(b) => b.gpu_context(),
-        None => qforge::gpu::device::select(spec)?.map(|c| c.into_shared()),
+    let choice = match backend {
+        Some(b) => DeviceChoice::with_context(spec, b.gpu_context()),
+        None => DeviceChoice::select(spec)?,
     };
-    let device = MergeDevice::open(ctx, spec.is_strict())?;
+    let device = choice.merge_device()?;
     eprintln!("qforge: merging LoRA on {}", device.describe());
     Ok(device)
 }

@@ -54,8 +54,18 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// Prints the library's notices on stderr, one line each.
+struct StderrNotices;
+
+impl qforge::notice::Observer for StderrNotices {
+    fn notice(&self, notice: &qforge::notice::Notice) {
+        eprintln!("qforge: {notice}");
+    }
+}
+
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    qforge::notice::set_observer(Some(std::sync::Arc::new(StderrNotices)));
     let result = match cli.command {
         Command::Quantize(a) => quantize::run(*a),
         Command::Info(a) => info::run(a),

@@ -13,8 +13,8 @@ use qforge::convert::checkpoint::{HfModel, HfOptions};
 use qforge::convert::encode::OutType;
 use qforge::eval::ChunkProgress;
 use qforge::gpu::DeviceSpec;
+use qforge::pipeline::DeviceChoice;
 use qforge::runtime::forward::{CausalLm, LlamaModel};
-use qforge::runtime::gpu_forward::GpuLlama;
 
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,21 +35,15 @@ pub fn load_causal_lm(model: &Path, device: EvalDevice) -> Result<Box<dyn Causal
     if spec == DeviceSpec::Cpu {
         return Ok(Box::new(cpu_model));
     }
-    let Some(ctx) = qforge::gpu::device::select(spec)? else {
-        eprintln!("qforge: --device auto: running the model on the CPU (no hardware GPU)");
-        return Ok(Box::new(cpu_model));
-    };
-    match GpuLlama::new(&ctx, &cpu_model) {
-        Ok(g) => {
-            eprintln!("qforge: running the model on {}", ctx.adapter().name);
-            Ok(Box::new(g))
-        }
-        Err(e) if device == EvalDevice::Auto => {
-            eprintln!("qforge: GPU forward pass unavailable ({e:#}); running on the CPU");
-            Ok(Box::new(cpu_model))
-        }
-        Err(e) => Err(e.context(format!("loading {} on the GPU", model.display()))),
+    // The library's one device policy decides (and says when it falls back).
+    let choice = DeviceChoice::select(spec)?;
+    let (lm, adapter) = choice
+        .place_causal_lm(cpu_model)
+        .with_context(|| format!("loading {}", model.display()))?;
+    if let Some(name) = adapter {
+        eprintln!("qforge: running the model on {name}");
     }
+    Ok(lm)
 }
 
 impl EvalDevice {
@@ -93,13 +87,7 @@ pub fn read_text(path: &Path) -> Result<Vec<u8>> {
 
 /// Size the global rayon pool (0 = one thread per core). Must run before any parallel work.
 pub fn set_threads(threads: usize) -> Result<()> {
-    if threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("setting the thread count")?;
-    }
-    Ok(())
+    qforge::threads::set_global(threads).context("setting the thread count")
 }
 
 /// Per-chunk progress: a bar with ETA when stderr is a terminal, else nothing (the caller's

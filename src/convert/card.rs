@@ -668,6 +668,11 @@ impl ModelCard {
         Ok(())
     }
 
+    /// Whether generation_config.json gave no sampling defaults.
+    pub fn sampling_is_empty(&self) -> bool {
+        self.sampling.is_empty()
+    }
+
     /// gguf-py's `Metadata.set_gguf_meta_model`, in its order.
     pub fn write(&self, kv: &mut KvList) {
         for (key, s) in &self.sampling {

@@ -23,12 +23,11 @@ use crate::formats::gguf::GgufFile;
 use crate::formats::imatrix;
 use crate::formats::{GgufSource, TensorSource};
 use crate::ggml::ftype::QuantTarget;
-use crate::gpu::{DeviceSpec, GpuContext};
+use crate::gpu::DeviceSpec;
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
-use crate::pipeline::Backend;
+use crate::pipeline::{Backend, DeviceChoice};
 use crate::quant::rules::TypeOptions;
-use crate::runtime::forward::{CausalLm, LlamaModel, LoadOptions};
-use crate::runtime::gpu_forward::GpuLlama;
+use crate::runtime::forward::{LlamaModel, LoadOptions};
 
 /// What to sweep.
 #[derive(Clone, Debug)]
@@ -167,29 +166,6 @@ impl SweepSource {
     }
 }
 
-/// The forward pass on the sweep's device: the GPU twin when the backend has a GPU, else the
-/// CPU model itself. Under `auto`, a model the GPU pass cannot run falls back to the CPU.
-struct Evaluator {
-    gpu: Option<std::sync::Arc<GpuContext>>,
-    strict: bool,
-}
-
-impl Evaluator {
-    fn prepare(&self, model: LlamaModel) -> Result<Box<dyn CausalLm>> {
-        let Some(ctx) = &self.gpu else {
-            return Ok(Box::new(model));
-        };
-        match GpuLlama::new(ctx, &model) {
-            Ok(g) => Ok(Box::new(g)),
-            Err(e) if !self.strict => {
-                eprintln!("qforge: GPU forward pass unavailable ({e:#}); evaluating on the CPU");
-                Ok(Box::new(model))
-            }
-            Err(e) => Err(e.context("loading the model on the GPU")),
-        }
-    }
-}
-
 /// Run the sweep over `tokens` (already tokenized with the model's vocabulary) and write the
 /// reports into `opts.out_dir`. A type that fails to quantize or load is reported, not fatal.
 pub fn sweep(opts: &SweepOptions, tokens: &[u32]) -> Result<SweepReport> {
@@ -207,13 +183,11 @@ pub fn sweep_with_progress(
         bail!("no quantization types to sweep");
     }
     let source = SweepSource::open(&opts.model)?;
-    let backend = Backend::select(opts.device, opts.threads, 0.0)?;
-    let evaluator = Evaluator {
-        gpu: backend.gpu_context(),
-        strict: backend.is_strict(),
-    };
+    // One device for the whole sweep: quantizers and forward passes alike.
+    let device = DeviceChoice::select(opts.device)?;
+    let backend = Backend::on(&device, opts.threads, 0.0);
     let t0 = Instant::now();
-    let base_model = evaluator.prepare(source.load(&opts.model, &opts.load)?)?;
+    let base_model = device.causal_lm(source.load(&opts.model, &opts.load)?)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let base = score_logits(base_model.as_ref(), tokens, &opts.ppl)?;
     drop(base_model);
@@ -286,7 +260,7 @@ pub fn sweep_with_progress(
             opts,
             &source,
             &backend,
-            &evaluator,
+            &device,
             imatrix_input.as_ref(),
             &stem,
             tokens,
@@ -320,7 +294,7 @@ fn measure_one(
     opts: &SweepOptions,
     source: &SweepSource,
     backend: &Backend,
-    evaluator: &Evaluator,
+    device: &DeviceChoice,
     imatrix_input: Option<&ImatrixInput>,
     stem: &str,
     tokens: &[u32],
@@ -351,7 +325,7 @@ fn measure_one(
             .install(|| tensor_errors(source.tensor_source(), &GgufFile::open(&out)?))?,
     );
     let t0 = Instant::now();
-    let model = evaluator.prepare(LlamaModel::load_with(&out, &opts.load)?)?;
+    let model = device.causal_lm(LlamaModel::load_with(&out, &opts.load)?)?;
     let logits = score_logits(model.as_ref(), tokens, &opts.ppl)?;
     row.eval_seconds = t0.elapsed().as_secs_f64();
     row.ppl = Some(logits.perplexity());

@@ -223,7 +223,9 @@ pub fn select(spec: DeviceSpec) -> Result<Option<GpuContext>, GpuError> {
     let found = match enumerate_raw() {
         Ok(f) => f,
         Err(e) if spec == DeviceSpec::Auto => {
-            eprintln!("qforge: GPU unavailable ({e}); using the CPU");
+            crate::notice::emit(crate::notice::Notice::CpuFallback {
+                reason: format!("GPU unavailable ({e})"),
+            });
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -259,7 +261,9 @@ pub fn select(spec: DeviceSpec) -> Result<Option<GpuContext>, GpuError> {
     match GpuContext::open(chosen.0, chosen.1) {
         Ok(ctx) => Ok(Some(ctx)),
         Err(e) if spec == DeviceSpec::Auto => {
-            eprintln!("qforge: GPU unavailable ({e}); using the CPU");
+            crate::notice::emit(crate::notice::Notice::CpuFallback {
+                reason: format!("GPU unavailable ({e})"),
+            });
             Ok(None)
         }
         Err(e) => Err(e),

@@ -97,11 +97,11 @@ impl GpuQuantizer {
         let h = selfcheck::check_kernel(&self.ctx, def, key.1);
         if let Err(detail) = h.as_result() {
             if !self.opts.strict {
-                eprintln!(
-                    "qforge: warning: GPU kernel {} disabled on '{}': {detail}; using the CPU",
-                    kernel_label(def, has_imatrix),
-                    self.ctx.adapter().name
-                );
+                crate::notice::emit(crate::notice::Notice::KernelDisabled {
+                    kernel: format!("kernel {}", kernel_label(def, has_imatrix)),
+                    adapter: self.ctx.adapter().name.clone(),
+                    detail: detail.clone(),
+                });
             }
         }
         let r = h.as_result();

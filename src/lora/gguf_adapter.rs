@@ -24,10 +24,12 @@ use crate::formats::peft::{LoraKind, PeftAdapter};
 use crate::formats::safetensors::{Checkpoint, SafetensorsError};
 use crate::quant::{self, GgmlType};
 
-use super::llama_names::{filter_name, gguf_name, permute_heads, permute_rows, LlamaConfig};
 use super::merge::transpose;
-use super::naming::authorship_kv;
 use super::LoraError;
+use crate::arch::transforms::{filter_name, permute_rows, qk_permute_heads};
+use crate::arch::{Architecture, Hparams, TensorNameMap};
+use crate::convert::card::ModelCard;
+use crate::formats::gguf_kv::KvList;
 
 /// `--outtype` of convert_lora_to_gguf.py.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub fn lora_to_gguf(
     outtype: LoraOutType,
 ) -> Result<(), LoraError> {
     let adapter = PeftAdapter::open(adapter_dir)?;
-    let cfg = LlamaConfig::load(base_dir)?;
+    let cfg = BaseConfig::load(base_dir)?;
     let config_path = adapter_dir.join(crate::formats::peft::CONFIG_FILE);
     let refuse = |what: &str| LoraError::NotSupported {
         path: config_path.clone(),
@@ -139,7 +141,7 @@ pub fn lora_to_gguf(
                 ),
             });
         }
-        let Some(name) = filter_name(&f.base_name) else {
+        let Some(name) = filter_name(cfg.arch, &f.base_name) else {
             continue;
         };
         let gname = map_name(&name, &cfg, &weights_path)?;
@@ -157,7 +159,7 @@ pub fn lora_to_gguf(
         });
     }
     for m in &adapter.modules {
-        let Some(base_name) = filter_name(&m.base_tensor()) else {
+        let Some(base_name) = filter_name(cfg.arch, &m.base_tensor()) else {
             continue;
         };
         let gname = map_name(&base_name, &cfg, &weights_path)?;
@@ -165,7 +167,7 @@ pub fn lora_to_gguf(
         let mut b = adapter.read_f32(&m.b)?;
         let (r, a_cols) = (m.a.shape[0], m.a.shape[1]);
         let b_rows = m.b.shape[0];
-        if let Some(heads) = permute_heads(&base_name, &cfg) {
+        if let Some(heads) = qk_permute_heads(cfg.arch, &base_name, cfg.n_head, cfg.n_head_kv) {
             b = permute_rows(&b, r, heads).ok_or_else(|| LoraError::AdapterMismatch {
                 path: weights_path.clone(),
                 tensor: m.b.name.clone(),
@@ -200,11 +202,25 @@ pub fn lora_to_gguf(
     }
 
     let mut md = Metadata::new();
-    md.set("general.architecture", Value::Str("llama".into()));
+    md.set(
+        "general.architecture",
+        Value::Str(cfg.arch.gguf_arch.into()),
+    );
     md.set("general.type", Value::Str("adapter".into()));
     md.set("adapter.type", Value::Str("lora".into()));
-    for (k, v) in authorship_kv(adapter_dir, total_params(&tensors))? {
-        md.set(&k, v);
+    // The converter's own model-card path (gguf-py `Metadata.load` + `set_gguf_meta_model`),
+    // run on the adapter directory as convert_lora_to_gguf.py does.
+    let card = ModelCard::load(adapter_dir, None, total_params(&tensors))?;
+    if !card.sampling_is_empty() {
+        return Err(LoraError::NotSupported {
+            path: adapter_dir.join("generation_config.json"),
+            what: "sampling defaults from an adapter's generation_config.json".into(),
+        });
+    }
+    let mut authorship = KvList::new();
+    card.write(&mut authorship);
+    for (k, v) in authorship.into_metadata().iter() {
+        md.set(k, v.clone());
     }
     md.set(
         "adapter.lora.alpha",
@@ -270,12 +286,66 @@ fn first_non_finite(ty: GgmlType, bytes: &[u8]) -> Option<usize> {
     }
 }
 
-fn map_name(hf_name: &str, cfg: &LlamaConfig, path: &Path) -> Result<String, LoraError> {
-    gguf_name(hf_name, cfg.n_layer).ok_or_else(|| LoraError::AdapterMismatch {
-        path: path.to_path_buf(),
-        tensor: hf_name.to_string(),
-        what: "no llama GGUF name for this module".into(),
-    })
+fn map_name(hf_name: &str, cfg: &BaseConfig, path: &Path) -> Result<String, LoraError> {
+    cfg.names
+        .map(hf_name)
+        .map(|m| m.name)
+        .ok_or_else(|| LoraError::AdapterMismatch {
+            path: path.to_path_buf(),
+            tensor: hf_name.to_string(),
+            what: format!("no {} GGUF name for this module", cfg.arch.gguf_arch),
+        })
+}
+
+/// What the conversion needs from the base model's `config.json`: its family's registry entry
+/// (the same name map and transforms `convert` uses) and the head counts of the Q/K
+/// permutation.
+struct BaseConfig {
+    arch: &'static Architecture,
+    names: TensorNameMap,
+    n_head: usize,
+    n_head_kv: usize,
+}
+
+impl BaseConfig {
+    /// `ModelBase.load_hparams(dir_base_model)`; refuse families the registry lacks.
+    fn load(base_dir: &Path) -> Result<BaseConfig, LoraError> {
+        let hp = Hparams::load(base_dir)?;
+        let path = hp.path().to_path_buf();
+        let bad = |what: String| LoraError::BaseConfig {
+            path: path.clone(),
+            what,
+        };
+        let class = hp
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| bad("no 'architectures' list".into()))?;
+        let arch = Architecture::for_hf_class(class).ok_or_else(|| LoraError::NotSupported {
+            path: path.clone(),
+            what: format!(
+                "converting adapters for architecture '{class}' (supported: {})",
+                Architecture::supported_hf_classes().join(", ")
+            ),
+        })?;
+        let num = |keys: &[&str]| -> Result<Option<usize>, LoraError> {
+            Ok(hp.find_u32(keys)?.map(|v| v as usize))
+        };
+        let n_layer = num(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?
+            .ok_or_else(|| bad("no num_hidden_layers".into()))?;
+        let n_head = num(&["n_heads", "num_attention_heads"])?
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad("no num_attention_heads".into()))?;
+        let n_head_kv = num(&["n_kv_heads", "num_key_value_heads"])?
+            .filter(|&n| n > 0)
+            .unwrap_or(n_head);
+        Ok(BaseConfig {
+            arch,
+            names: TensorNameMap::new(arch, n_layer),
+            n_head,
+            n_head_kv,
+        })
+    }
 }
 
 /// gguf-py's `get_total_parameter_count` over the output tensors: a lora_b counts as its base

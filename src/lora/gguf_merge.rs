@@ -241,7 +241,7 @@ pub fn merge_lora_gguf(
         })
         .collect();
 
-    let pool = thread_pool(options.threads);
+    let pool = thread_pool(options.threads)?;
     let mut writer = GgufWriter::create(out, &md, &infos)?;
     for (t, (_, out_ty, _)) in order.iter().zip(&infos) {
         match pairs.get(t.name.as_str()) {

@@ -328,7 +328,7 @@ pub fn merge_lora_hf(
     let plan = PlannedMerge::open(&base, adapters)?;
 
     let staging = AtomicDir::create(out_dir).map_err(LoraError::io(out_dir))?;
-    let pool = thread_pool(options.threads);
+    let pool = thread_pool(options.threads)?;
     let mut report = MergeReport::default();
     for file in base.files() {
         let name = file

@@ -313,7 +313,11 @@ impl MergeDevice {
             Ok(g) => Ok(MergeDevice::Gpu(Arc::new(g))),
             Err(e) if strict => Err(e),
             Err(e) => {
-                eprintln!("qforge: warning: the GPU LoRA merge is disabled on '{name}' ({e}); merging on the CPU");
+                crate::notice::emit(crate::notice::Notice::KernelDisabled {
+                    kernel: "LoRA merge".into(),
+                    adapter: name,
+                    detail: e.to_string(),
+                });
                 Ok(MergeDevice::Cpu)
             }
         }

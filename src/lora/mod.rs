@@ -17,9 +17,7 @@ pub mod gguf_adapter;
 pub mod gguf_merge;
 pub mod gpu_merge;
 pub mod hf;
-mod llama_names;
 pub mod merge;
-mod naming;
 
 use std::path::PathBuf;
 
@@ -91,6 +89,15 @@ pub enum LoraError {
         tensor: String,
         source: crate::gpu::GpuError,
     },
+    /// The base model's config.json (through the architecture registry) is unusable.
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
+    /// The adapter directory's model card or generation_config.json is unreadable.
+    #[error(transparent)]
+    Card(#[from] crate::convert::card::CardError),
+    /// The worker pool could not be sized or started.
+    #[error("{0}")]
+    Threads(String),
     /// Something understood but not supported yet.
     #[error("{path}: {what} is not supported yet")]
     NotSupported { path: PathBuf, what: String },
@@ -117,10 +124,6 @@ impl LoraError {
 }
 
 /// A rayon pool of `threads` workers (0 = every core).
-pub(crate) fn thread_pool(threads: usize) -> rayon::ThreadPool {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if threads > 0 {
-        b = b.num_threads(threads);
-    }
-    b.build().expect("a thread pool")
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, LoraError> {
+    crate::threads::pool(threads).map_err(|e| LoraError::Threads(e.to_string()))
 }

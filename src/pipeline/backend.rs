@@ -5,6 +5,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::gpu::{self, DeviceSpec, GpuContext, GpuOptions, GpuQuantizer};
+use crate::pipeline::DeviceChoice;
 use crate::quant::{self, GgmlType};
 
 /// Where rows are quantized.
@@ -43,16 +44,11 @@ impl CpuBackend {
         self.pool.install(f)
     }
 
+    /// A pool of `threads` workers (0 = one per core; at most [`crate::threads::MAX_THREADS`]).
     pub fn new(threads: usize) -> CpuBackend {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
+        let threads = crate::threads::resolve(threads.min(crate::threads::MAX_THREADS))
+            .expect("within the cap");
+        let pool = crate::threads::pool(threads).expect("the operating system starts the workers");
         CpuBackend { pool, threads }
     }
 
@@ -101,24 +97,27 @@ impl Backend {
         Backend::Cpu(CpuBackend::new(threads))
     }
 
-    /// The backend `--device` asks for. `auto` falls back to the CPU (and says so on stderr);
-    /// `gpu`/`gpu:N` fail when no usable adapter exists.
+    /// The backend `--device` asks for, by the one device policy ([`DeviceChoice`]).
     pub fn select(
         spec: DeviceSpec,
         threads: usize,
         verify_fraction: f64,
     ) -> Result<Backend, gpu::GpuError> {
+        Ok(Backend::on(
+            &DeviceChoice::select(spec)?,
+            threads,
+            verify_fraction,
+        ))
+    }
+
+    /// The backend on an already resolved device.
+    pub fn on(choice: &DeviceChoice, threads: usize, verify_fraction: f64) -> Backend {
         let cpu = CpuBackend::new(threads);
-        match gpu::device::select(spec)? {
-            None => {
-                if spec == DeviceSpec::Auto {
-                    eprintln!("qforge: no hardware GPU passed selection; using the CPU");
-                }
-                Ok(Backend::Cpu(cpu))
-            }
+        match choice.gpu() {
+            None => Backend::Cpu(cpu),
             Some(ctx) => {
-                let strict = spec.is_strict();
-                let ctx = Arc::new(ctx);
+                let strict = choice.is_strict();
+                let ctx = ctx.clone();
                 let gpu = GpuQuantizer::new(
                     ctx.clone(),
                     GpuOptions {
@@ -126,12 +125,12 @@ impl Backend {
                         verify_fraction,
                     },
                 );
-                Ok(Backend::Gpu {
+                Backend::Gpu {
                     gpu,
                     cpu,
                     strict,
                     ctx,
-                })
+                }
             }
         }
     }

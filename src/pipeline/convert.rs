@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
-
 use crate::convert::checkpoint::{HfModel, HfOptions};
 use crate::convert::encode::encoded_size;
 pub use crate::convert::encode::OutType;
@@ -85,14 +83,9 @@ pub fn convert_with_progress(
     opts: &ConvertOptions,
     progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
 ) -> anyhow::Result<ConvertReport> {
-    match opts.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .context("cannot start the worker threads")?
-            .install(|| convert_in_pool(model_dir, out, opts, progress)),
-        None => convert_in_pool(model_dir, out, opts, progress),
-    }
+    crate::threads::install(opts.threads, || {
+        convert_in_pool(model_dir, out, opts, progress)
+    })?
 }
 
 fn convert_in_pool(

@@ -14,8 +14,6 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
-
 use crate::convert::checkpoint::{HfModel, HfOptions};
 use crate::formats::gguf::Metadata;
 use crate::formats::tensor_source::{SourceTensor, TensorSource};
@@ -194,12 +192,5 @@ pub fn convert_with_lora(
         )?;
         write_converted(source.model(), &source, out, start, &mut |_| {})
     };
-    match opts.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .context("cannot start the worker threads")?
-            .install(run),
-        None => run(),
-    }
+    crate::threads::install(opts.threads, run)?
 }

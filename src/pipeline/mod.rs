@@ -4,7 +4,9 @@ pub mod backend;
 pub mod bench;
 pub mod convert;
 pub mod convert_lora;
+pub mod device_choice;
 pub mod doctor;
 pub mod quantize;
 
 pub use backend::Backend;
+pub use device_choice::DeviceChoice;

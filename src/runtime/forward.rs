@@ -22,6 +22,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
+use crate::arch::llama::LLAMA;
+use crate::arch::{Architecture, ARCHITECTURES};
 use crate::formats::gguf::{GgufFile, Metadata, TensorInfo};
 use crate::formats::tensor_source::TensorSource;
 use crate::quant::{dequantizer, GgmlType, RowDequantizer};
@@ -50,6 +52,15 @@ pub struct LlamaConfig {
     pub attn_scale: f32,
 }
 
+/// The GGUF architectures whose registered block this runtime executes.
+pub fn supported_architectures() -> Vec<&'static str> {
+    ARCHITECTURES
+        .iter()
+        .filter(|a| a.block.is_some() && a.block == LLAMA.block)
+        .map(|a| a.gguf_arch)
+        .collect()
+}
+
 impl LlamaConfig {
     /// Read the hyper-parameters. Architectures and features this runtime does not implement
     /// (MoE, YaRN/LongRoPE scaling, other graph shapes) are refused rather than run wrongly.
@@ -58,8 +69,13 @@ impl LlamaConfig {
             .get_str("general.architecture")
             .ok_or_else(|| anyhow!("no general.architecture"))?
             .to_string();
-        if arch != "llama" {
-            bail!("architecture '{arch}' is not supported yet by the CPU runtime (only llama)");
+        // The registry describes each family's block; this runtime executes llama's.
+        let block = Architecture::for_gguf_arch(&arch).and_then(|a| a.block);
+        if block.is_none() || block != LLAMA.block {
+            bail!(
+                "architecture '{arch}' is not supported yet by the CPU runtime (it runs {})",
+                supported_architectures().join(", ")
+            );
         }
         let key = |k: &str| format!("{arch}.{k}");
         let req = |k: &str| -> Result<usize> {
