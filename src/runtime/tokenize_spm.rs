@@ -11,14 +11,22 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::formats::gguf::{Metadata, Value};
 
-/// `tokenizer.ggml.token_type` values (llama_token_type).
+/// `tokenizer.ggml.token_type` values as the integers stored, for matching on them; defined by
+/// the one [`TokenType`](crate::ggml::TokenType).
 pub mod token_type {
-    pub const NORMAL: i32 = 1;
-    pub const UNKNOWN: i32 = 2;
-    pub const CONTROL: i32 = 3;
-    pub const USER_DEFINED: i32 = 4;
-    pub const UNUSED: i32 = 5;
-    pub const BYTE: i32 = 6;
+    use crate::ggml::TokenType;
+    /// [`TokenType::Normal`].
+    pub const NORMAL: i32 = TokenType::Normal as i32;
+    /// [`TokenType::Unknown`].
+    pub const UNKNOWN: i32 = TokenType::Unknown as i32;
+    /// [`TokenType::Control`].
+    pub const CONTROL: i32 = TokenType::Control as i32;
+    /// [`TokenType::UserDefined`].
+    pub const USER_DEFINED: i32 = TokenType::UserDefined as i32;
+    /// [`TokenType::Unused`].
+    pub const UNUSED: i32 = TokenType::Unused as i32;
+    /// [`TokenType::Byte`].
+    pub const BYTE: i32 = TokenType::Byte as i32;
 }
 
 /// "▁" (U+2581), SentencePiece's visible space.

@@ -42,17 +42,7 @@ impl VocabError {
     }
 }
 
-/// gguf-py's `TokenType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i32)]
-pub enum TokenType {
-    Normal = 1,
-    Unknown = 2,
-    Control = 3,
-    UserDefined = 4,
-    Unused = 5,
-    Byte = 6,
-}
+pub use crate::ggml::TokenType;
 
 pub(crate) fn read_json(path: &Path) -> Result<Json, VocabError> {
     let text = std::fs::read_to_string(path).map_err(|e| VocabError::file(path, e.to_string()))?;
