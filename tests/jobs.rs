@@ -546,6 +546,12 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     // The running one: wait until its temporary output exists, then cancel.
     wait_for("the temporary output", Duration::from_secs(60), || !temp_files(root.path()).is_empty());
     assert_eq!(srv.job(run_id)["state"], "running", "the job finished too soon for this test");
+    // Progress: the temporary file's share of the planned size.
+    wait_for("progress", Duration::from_secs(30), || {
+        srv.job(run_id)["progress"].as_f64().is_some_and(|p| p > 0.0)
+    });
+    let p = srv.job(run_id)["progress"].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "{p}");
     let t0 = Instant::now();
     let (s, b) = srv.request("DELETE", &format!("/v1/jobs/{run_id}"), None, None);
     assert_eq!(s, 200, "{b}");
@@ -916,4 +922,85 @@ fn config_file_gives_defaults_and_flags_win() {
     let o = qforge(dir.path()).args(["config"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains(".qforge.toml"));
+}
+
+/// `../shared/golden` beside the checkout (QFORGE_SHARED overrides), as the other tests find it.
+fn golden(rel: &str) -> PathBuf {
+    let shared = std::env::var("QFORGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("golden").join(rel)
+}
+
+#[test]
+fn batch_runs_convert_and_sweep_jobs_like_the_cli() {
+    let src = golden("tiny-llama");
+    if !src.join("config.json").exists() {
+        println!("skipping: no golden tiny-llama checkpoint at {}", src.display());
+        return;
+    }
+    let dir = TempDir::new("conv");
+    std::fs::create_dir_all(dir.join("ckpt/tiny-llama")).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join("ckpt/tiny-llama").join(e.file_name())).unwrap();
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runtime_data/ppl_text.txt"),
+        dir.join("text.txt"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("recipe.toml"),
+        r#"[defaults]
+threads = 1
+device = "cpu"
+
+[[job]]
+command = "convert"
+model = "ckpt/tiny-llama"
+types = ["f16", "Q4_0"]
+out = "conv/{stem}.{type}.gguf"
+
+[[job]]
+command = "sweep"
+name = "tl-sweep"
+model = "ckpt/tiny-llama"
+types = ["Q8_0", "Q4_K_M"]
+eval = "text.txt"
+ctx_size = 64
+chunks = 2
+out = "sweeps/{name}"
+"#,
+    )
+    .unwrap();
+    let v = batch_json(dir.path(), &["recipe.toml"]);
+    assert_eq!(statuses(&v), ["done"; 3], "{v}");
+    assert_eq!(v["units"][2]["type"], "Q8_0,Q4_K_M");
+    for ty in ["f16", "Q4_0"] {
+        let cli = format!("cli.{ty}.gguf");
+        run_ok(qforge(dir.path()).args([
+            "convert",
+            "ckpt/tiny-llama",
+            "--outtype",
+            ty,
+            "-o",
+            &cli,
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+        ]));
+        assert_eq!(
+            std::fs::read(dir.join(format!("conv/tiny-llama.{ty}.gguf"))).unwrap(),
+            std::fs::read(dir.join(&cli)).unwrap(),
+            "{ty}"
+        );
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweeps/tl-sweep/report.json")).unwrap()).unwrap();
+    assert!(report.to_string().contains("Q4_K_M"), "{report}");
+    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped"; 3]);
+    // The eval text is an input of the sweep: changing it redoes the sweep alone.
+    std::fs::write(dir.join("text.txt"), std::fs::read_to_string(dir.join("text.txt")).unwrap() + " more").unwrap();
+    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped", "skipped", "done"]);
 }

@@ -117,6 +117,49 @@ fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String
     out
 }
 
+/// A quantize job's output size, from a dry run of the same command line (the plan alone, on
+/// the CPU: no kernels, no device probe), so its progress is the temporary file's share of it.
+fn expected_output_bytes(root: &Path, args: &[String]) -> Option<u64> {
+    if args.first().map(String::as_str) != Some("quantize") || args.iter().any(|a| a == "--dry-run")
+    {
+        return None;
+    }
+    let mut dry: Vec<String> = vec![args[0].clone(), "--dry-run".into()];
+    if !args.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
+        dry.extend(["--device".into(), "cpu".into()]);
+    }
+    dry.extend(args[1..].iter().cloned());
+    let out = qforge_command(&dry, root)
+        .ok()?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mib: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("quant size: "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((mib * 1048576.0) as u64)
+}
+
+/// Bytes written so far to process `pid`'s temporary files in `dirs`.
+fn temp_bytes(dirs: &[PathBuf], pid: u32) -> u64 {
+    let suffix = format!(".{pid}.tmp");
+    let mut n = 0;
+    for d in dirs {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                n += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    n
+}
+
 fn run_job(shared: &Shared, job: JobRow) {
     let id = job.id;
     let log_path = shared.log_path(id);
@@ -138,6 +181,7 @@ fn run_job(shared: &Shared, job: JobRow) {
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
     // File times have coarse granularity on some file systems: look a little before the start.
     let started = SystemTime::now() - Duration::from_millis(5);
+    let expected = expected_output_bytes(&shared.root, &job.args);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return fail(format!("starting qforge: {e}")),
@@ -145,6 +189,7 @@ fn run_job(shared: &Shared, job: JobRow) {
     let pid = child.id();
     let _ = shared.store.set_pid(id, pid);
     let re = Regex::new(r"\[(\d+)/(\d+)\]").expect("valid regex");
+    let dirs_now = job_dirs(&shared.root, &job.args);
     let mut signalled: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let status = loop {
@@ -165,8 +210,12 @@ fn run_job(shared: &Shared, job: JobRow) {
             _ => {}
         }
         if last_progress.elapsed() > Duration::from_millis(300) {
-            if let Some(p) = progress_from_log(&log_path, &re) {
-                let _ = shared.store.set_progress(id, p);
+            let from_file = expected
+                .filter(|&n| n > 0)
+                .map(|n| temp_bytes(&dirs_now, pid) as f64 / n as f64);
+            if let Some(p) = progress_from_log(&log_path, &re).or(from_file) {
+                // 1 means finished: the rename and the record are still to come.
+                let _ = shared.store.set_progress(id, p.clamp(0.0, 0.99));
             }
             last_progress = Instant::now();
         }
