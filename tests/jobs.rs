@@ -197,7 +197,13 @@ impl Server {
     }
 
     /// (status, body) of METHOD PATH with the token (or `auth`, when given: "" for none).
-    fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>, auth: Option<&str>) -> (u16, String) {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        auth: Option<&str>,
+    ) -> (u16, String) {
         let agent = Self::agent();
         let url = format!("{}{path}", self.url);
         let header = match auth {
@@ -249,7 +255,10 @@ impl Server {
 
     fn post_json(&self, v: &Value) -> (u16, Value) {
         let (s, b) = self.request("POST", "/v1/jobs", Some(v.to_string().into_bytes()), None);
-        (s, serde_json::from_str(&b).unwrap_or_else(|_| panic!("not JSON: {b}")))
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or_else(|_| panic!("not JSON: {b}")),
+        )
     }
 
     fn submit(&self, args: &[&str]) -> (u16, Value) {
@@ -309,7 +318,13 @@ fn serve_requires_the_bearer_token() {
     let root = TempDir::new("auth-root");
     let state = TempDir::new("auth-state");
     let srv = Server::start(root.path(), state.path(), &[]);
-    for auth in ["", "Bearer wrong-token", "Bearer s3cret-token-for-test", "Basic czNjcmV0", "s3cret-token-for-tests"] {
+    for auth in [
+        "",
+        "Bearer wrong-token",
+        "Bearer s3cret-token-for-test",
+        "Basic czNjcmV0",
+        "s3cret-token-for-tests",
+    ] {
         let (s, b) = srv.request("GET", "/v1/jobs", None, Some(auth));
         assert_eq!(s, 401, "auth {auth:?}: {b}");
         let (s, _) = srv.request(
@@ -320,7 +335,10 @@ fn serve_requires_the_bearer_token() {
         );
         assert_eq!(s, 401, "auth {auth:?}");
     }
-    assert!(srv.jobs().is_empty(), "an unauthenticated POST queued something");
+    assert!(
+        srv.jobs().is_empty(),
+        "an unauthenticated POST queued something"
+    );
     let (s, b) = srv.request("GET", "/v1/jobs", None, None);
     assert_eq!((s, b.as_str()), (200, r#"{"jobs":[]}"#));
 }
@@ -333,7 +351,8 @@ fn serve_refuses_every_path_escape() {
     synth(root.path(), "m.gguf", 1, 64, 1);
     synth(outside.path(), "secret.gguf", 1, 64, 2);
     std::fs::create_dir_all(root.join("sub")).unwrap();
-    let link = |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    let link =
+        |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
     link(outside.path(), "out-dir-link");
     link(&outside.join("secret.gguf"), "out-file-link.gguf");
     link(&outside.join("not-there.gguf"), "dangling-out.gguf");
@@ -346,28 +365,117 @@ fn serve_refuses_every_path_escape() {
     let abs_out = outside.join("o.gguf").to_string_lossy().to_string();
     let abs_in = outside.join("secret.gguf").to_string_lossy().to_string();
     let cases: Vec<Vec<String>> = vec![
-        vec!["quantize".into(), abs_in.clone(), "o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), abs_out.clone(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), "../o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), "sub/../../o.gguf".into(), "Q8_0".into()],
+        vec![
+            "quantize".into(),
+            abs_in.clone(),
+            "o.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            abs_out.clone(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "../o.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "sub/../../o.gguf".into(),
+            "Q8_0".into(),
+        ],
         vec!["quantize".into(), "./../o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "out-file-link.gguf".into(), "o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), "out-dir-link/o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), "dangling-out.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), "m.gguf".into(), "sub/deep-link/o.gguf".into(), "Q8_0".into()],
+        vec![
+            "quantize".into(),
+            "out-file-link.gguf".into(),
+            "o.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "out-dir-link/o.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "dangling-out.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "sub/deep-link/o.gguf".into(),
+            "Q8_0".into(),
+        ],
         // `..` after a symlink climbs from the link's target, not from sub/.
-        vec!["quantize".into(), "m.gguf".into(), "sub/deep-link/../o.gguf".into(), "Q8_0".into()],
-        vec!["quantize".into(), format!("--imatrix={abs_in}"), "m.gguf".into(), "o.gguf".into(), "Q4_K_M".into()],
-        vec!["quantize".into(), "--imatrix".into(), "../imatrix.gguf".into(), "m.gguf".into(), "o.gguf".into(), "Q4_K_M".into()],
-        vec!["convert".into(), "hfdir".into(), "--outtype".into(), "f16".into(), "-o".into(), "o.gguf".into()],
-        vec!["convert".into(), "sub".into(), "--outtype".into(), "f16".into(), format!("-o{abs_out}")],
-        vec!["convert".into(), "sub".into(), "--lora".into(), "../adapter:0.5".into(), "-o".into(), "o.gguf".into()],
-        vec!["imatrix".into(), "-m".into(), "m.gguf".into(), "-f".into(), abs_in.clone(), "-o".into(), "i.gguf".into()],
+        vec![
+            "quantize".into(),
+            "m.gguf".into(),
+            "sub/deep-link/../o.gguf".into(),
+            "Q8_0".into(),
+        ],
+        vec![
+            "quantize".into(),
+            format!("--imatrix={abs_in}"),
+            "m.gguf".into(),
+            "o.gguf".into(),
+            "Q4_K_M".into(),
+        ],
+        vec![
+            "quantize".into(),
+            "--imatrix".into(),
+            "../imatrix.gguf".into(),
+            "m.gguf".into(),
+            "o.gguf".into(),
+            "Q4_K_M".into(),
+        ],
+        vec![
+            "convert".into(),
+            "hfdir".into(),
+            "--outtype".into(),
+            "f16".into(),
+            "-o".into(),
+            "o.gguf".into(),
+        ],
+        vec![
+            "convert".into(),
+            "sub".into(),
+            "--outtype".into(),
+            "f16".into(),
+            format!("-o{abs_out}"),
+        ],
+        vec![
+            "convert".into(),
+            "sub".into(),
+            "--lora".into(),
+            "../adapter:0.5".into(),
+            "-o".into(),
+            "o.gguf".into(),
+        ],
+        vec![
+            "imatrix".into(),
+            "-m".into(),
+            "m.gguf".into(),
+            "-f".into(),
+            abs_in.clone(),
+            "-o".into(),
+            "i.gguf".into(),
+        ],
     ];
     for args in &cases {
         let (s, v) = srv.post_json(&json!({ "args": args }));
         assert!(s == 403 || s == 400, "{args:?} → {s} {v}");
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{args:?}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{args:?}: {v}"
+        );
     }
     assert!(srv.jobs().is_empty(), "a refused job was queued");
     // A symlink that stays inside the root is fine.
@@ -384,7 +492,14 @@ fn serve_rejects_bad_requests_with_the_parsers_message() {
     let state = TempDir::new("bad-state");
     let srv = Server::start(root.path(), state.path(), &[]);
     let post_raw = |b: &[u8]| srv.request("POST", "/v1/jobs", Some(b.to_vec()), None);
-    for body in [&b"{not json"[..], b"", b"[1,2]", br#"{"args": "quantize"}"#, br#"{"args": []}"#, br#"{"args": ["quantize", 5]}"#] {
+    for body in [
+        &b"{not json"[..],
+        b"",
+        b"[1,2]",
+        br#"{"args": "quantize"}"#,
+        br#"{"args": []}"#,
+        br#"{"args": ["quantize", 5]}"#,
+    ] {
         let (s, b) = post_raw(body);
         assert_eq!(s, 400, "{:?} → {b}", String::from_utf8_lossy(body));
         let v: Value = serde_json::from_str(&b).unwrap();
@@ -402,11 +517,23 @@ fn serve_rejects_bad_requests_with_the_parsers_message() {
     // The parser's own messages: an unknown flag, a missing argument, an invalid type.
     let (s, v) = srv.submit(&["quantize", "--no-such-flag", "m.gguf", "o.gguf", "Q8_0"]);
     assert_eq!(s, 400);
-    assert!(v["error"].as_str().unwrap().contains("--no-such-flag"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("--no-such-flag"),
+        "{v}"
+    );
     let (s, v) = srv.submit(&["quantize", "m.gguf", "o.gguf", "Q9_X"]);
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("Q9_X"), "{v}");
-    let (s, v) = srv.submit(&["sweep", "m.gguf", "--types", "Q4_K_M,BOGUS", "--eval", "t.txt", "-o", "sw"]);
+    let (s, v) = srv.submit(&[
+        "sweep",
+        "m.gguf",
+        "--types",
+        "Q4_K_M,BOGUS",
+        "--eval",
+        "t.txt",
+        "-o",
+        "sw",
+    ]);
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("BOGUS"), "{v}");
     let (s, v) = srv.submit(&["quantize", "m.gguf", "o.gguf", "Q8_0", "two"]);
@@ -445,7 +572,10 @@ fn serve_outputs_equal_the_clis_and_survive_a_restart() {
     let (s, a) = srv.submit(&["quantize", "in.gguf", "out.gguf", "Q4_K_M", "2"]);
     assert_eq!(s, 201, "{a}");
     assert_eq!(a["state"], "queued");
-    assert_eq!(a["args"], json!(["quantize", "in.gguf", "out.gguf", "Q4_K_M", "2"]));
+    assert_eq!(
+        a["args"],
+        json!(["quantize", "in.gguf", "out.gguf", "Q4_K_M", "2"])
+    );
     std::fs::create_dir_all(root.join("q")).unwrap();
     std::fs::copy(root.join("in.gguf"), root.join("q/in.gguf")).unwrap();
     let (s, b) = srv.submit(&["quantize", "q/in.gguf", "Q8_0"]);
@@ -459,12 +589,20 @@ fn serve_outputs_equal_the_clis_and_survive_a_restart() {
     assert_eq!(ja["progress"], 1.0);
     assert_eq!(ja["outputs"], json!(["out.gguf"]));
     for k in ["created_at", "started_at", "finished_at"] {
-        assert!(ja[k].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{k}: {ja}");
+        assert!(
+            ja[k]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+            "{k}: {ja}"
+        );
     }
     assert_eq!(jb["state"], "succeeded", "{jb}");
     assert_eq!(jb["outputs"], json!(["q/ggml-model-Q8_0.gguf"]));
     assert_eq!(jc["state"], "failed");
-    assert!(jc["error"].as_str().unwrap().contains("missing.gguf"), "{jc}");
+    assert!(
+        jc["error"].as_str().unwrap().contains("missing.gguf"),
+        "{jc}"
+    );
     assert_eq!(
         std::fs::read(root.join("out.gguf")).unwrap(),
         cli_quantize(root.path(), "in.gguf", "Q4_K_M", "2"),
@@ -480,7 +618,11 @@ fn serve_outputs_equal_the_clis_and_survive_a_restart() {
     let before = srv.jobs();
     assert_eq!(before.len(), 3);
     // Finished jobs cannot be cancelled.
-    assert_eq!(srv.request("DELETE", &format!("/v1/jobs/{}", a["id"]), None, None).0, 409);
+    assert_eq!(
+        srv.request("DELETE", &format!("/v1/jobs/{}", a["id"]), None, None)
+            .0,
+        409
+    );
     srv.kill9();
     let srv = Server::start(root.path(), state.path(), &[]);
     assert_eq!(srv.jobs(), before, "a restart changed finished jobs");
@@ -508,7 +650,10 @@ fn serve_answers_64_concurrent_requests() {
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
     });
     assert_eq!(ids.len(), 48);
     let mut sorted = ids.clone();
@@ -529,11 +674,17 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     let root = TempDir::new("cancel-root");
     let state = TempDir::new("cancel-state");
     let model = slow_model(root.path());
-    let srv = Server::start(root.path(), state.path(), &["--jobs", "1", "--max-queued", "1"]);
+    let srv = Server::start(
+        root.path(),
+        state.path(),
+        &["--jobs", "1", "--max-queued", "1"],
+    );
     let (s, run) = srv.submit(&["quantize", model, "slow.gguf", "Q4_K_M", "1"]);
     assert_eq!(s, 201);
     let run_id = run["id"].as_i64().unwrap();
-    wait_for("the job to run", Duration::from_secs(30), || srv.job(run_id)["state"] == "running");
+    wait_for("the job to run", Duration::from_secs(30), || {
+        srv.job(run_id)["state"] == "running"
+    });
     let (s, queued) = srv.submit(&["quantize", model, "later.gguf", "Q8_0", "1"]);
     assert_eq!(s, 201);
     let (s, v) = srv.submit(&["quantize", model, "third.gguf", "Q8_0", "1"]);
@@ -544,11 +695,19 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     let v: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["state"], "cancelled");
     // The running one: wait until its temporary output exists, then cancel.
-    wait_for("the temporary output", Duration::from_secs(60), || !temp_files(root.path()).is_empty());
-    assert_eq!(srv.job(run_id)["state"], "running", "the job finished too soon for this test");
+    wait_for("the temporary output", Duration::from_secs(60), || {
+        !temp_files(root.path()).is_empty()
+    });
+    assert_eq!(
+        srv.job(run_id)["state"],
+        "running",
+        "the job finished too soon for this test"
+    );
     // Progress: the temporary file's share of the planned size.
     wait_for("progress", Duration::from_secs(30), || {
-        srv.job(run_id)["progress"].as_f64().is_some_and(|p| p > 0.0)
+        srv.job(run_id)["progress"]
+            .as_f64()
+            .is_some_and(|p| p > 0.0)
     });
     let p = srv.job(run_id)["progress"].as_f64().unwrap();
     assert!(p > 0.0 && p < 1.0, "{p}");
@@ -556,7 +715,11 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     let (s, b) = srv.request("DELETE", &format!("/v1/jobs/{run_id}"), None, None);
     assert_eq!(s, 200, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(3), "cancel took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(v["state"], "cancelled", "{v}");
     assert!(v["finished_at"].is_string());
     assert!(!root.join("slow.gguf").exists());
@@ -564,7 +727,10 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     assert_eq!(temp_files(root.path()), Vec::<String>::new());
     // Still cancelled a moment later: the cancelled queued job never started.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(srv.job(queued["id"].as_i64().unwrap())["started_at"], Value::Null);
+    assert_eq!(
+        srv.job(queued["id"].as_i64().unwrap())["started_at"],
+        Value::Null
+    );
     assert!(!root.join("later.gguf").exists());
 }
 
@@ -579,7 +745,9 @@ fn serve_after_kill_9_marks_the_running_job_interrupted_and_leaves_no_partial_fi
     let (s, queued) = srv.submit(&["quantize", model, "next.gguf", "Q8_0", "1"]);
     assert_eq!(s, 201);
     let id = run["id"].as_i64().unwrap();
-    wait_for("the temporary output", Duration::from_secs(60), || !temp_files(root.path()).is_empty());
+    wait_for("the temporary output", Duration::from_secs(60), || {
+        !temp_files(root.path()).is_empty()
+    });
     let tmp = temp_files(root.path()).remove(0);
     let child_pid: u32 = tmp
         .trim_end_matches(".tmp")
@@ -591,8 +759,13 @@ fn serve_after_kill_9_marks_the_running_job_interrupted_and_leaves_no_partial_fi
     assert!(pid_alive(child_pid));
     srv.kill9();
     // The job's process dies with the server (parent-death signal).
-    wait_for("the job's process to die", Duration::from_secs(5), || !pid_alive(child_pid));
-    assert!(!root.join("slow.gguf").exists(), "a partial output at the output path");
+    wait_for("the job's process to die", Duration::from_secs(5), || {
+        !pid_alive(child_pid)
+    });
+    assert!(
+        !root.join("slow.gguf").exists(),
+        "a partial output at the output path"
+    );
     let srv = Server::start(root.path(), state.path(), &["--jobs", "1"]);
     let j = srv.job(id);
     assert_eq!(j["state"], "failed", "{j}");
@@ -604,7 +777,13 @@ fn serve_after_kill_9_marks_the_running_job_interrupted_and_leaves_no_partial_fi
     assert!(!root.join(&tmp).exists(), "{tmp} survived the restart");
     assert_eq!(temp_files(root.path()), Vec::<String>::new());
     assert!(!root.join("slow.gguf").exists());
-    assert_eq!(srv.jobs().iter().filter(|j| j["state"] == "running").count(), 0);
+    assert_eq!(
+        srv.jobs()
+            .iter()
+            .filter(|j| j["state"] == "running")
+            .count(),
+        0
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,16 +819,32 @@ fn batch_runs_the_issues_recipe_as_written_and_resumes() {
     std::fs::write(dir.join("recipe.toml"), ISSUE_RECIPE).unwrap();
     let o = run_ok(qforge(dir.path()).args(["batch", "recipe.toml"]));
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("batch/m.Q8_0.gguf") && table.contains("batch/m.Q4_K_M.gguf"), "{table}");
+    assert!(
+        table.contains("batch/m.Q8_0.gguf") && table.contains("batch/m.Q4_K_M.gguf"),
+        "{table}"
+    );
     assert!(table.contains("2 done"), "{table}");
     for ty in ["Q8_0", "Q4_K_M"] {
         let got = std::fs::read(dir.join(format!("batch/m.{ty}.gguf"))).unwrap();
-        assert_eq!(got, cli_quantize(dir.path(), "root/m.gguf", ty, "2"), "{ty}");
+        assert_eq!(
+            got,
+            cli_quantize(dir.path(), "root/m.gguf", ty, "2"),
+            "{ty}"
+        );
         let side: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join(format!("batch/m.{ty}.gguf.qforge.json"))).unwrap(),
         )
         .unwrap();
-        assert_eq!(side["args"], json!(["quantize", "root/m.gguf", format!("batch/m.{ty}.gguf"), ty, "2"]));
+        assert_eq!(
+            side["args"],
+            json!([
+                "quantize",
+                "root/m.gguf",
+                format!("batch/m.{ty}.gguf"),
+                ty,
+                "2"
+            ])
+        );
         assert_eq!(side["inputs"][0]["path"], "root/m.gguf");
         assert!(side["qforge_version"].is_string());
     }
@@ -664,18 +859,37 @@ fn batch_runs_the_issues_recipe_as_written_and_resumes() {
         std::fs::read(dir.join("batch/m.Q8_0.gguf")).unwrap(),
         cli_quantize(dir.path(), "root/m.gguf", "Q8_0", "2")
     );
-    std::fs::write(dir.join("recipe.toml"), ISSUE_RECIPE.replace("threads = 2", "threads = 1")).unwrap();
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml", "--dry-run"])), ["would-run", "would-run"]);
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["done", "done"]);
+    std::fs::write(
+        dir.join("recipe.toml"),
+        ISSUE_RECIPE.replace("threads = 2", "threads = 1"),
+    )
+    .unwrap();
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml", "--dry-run"])),
+        ["would-run", "would-run"]
+    );
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["done", "done"]
+    );
     std::fs::remove_file(dir.join("batch/m.Q4_K_M.gguf")).unwrap();
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped", "done"]);
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["skipped", "done"]
+    );
     // A truncated output (not written by qforge) is redone too.
     let p = dir.join("batch/m.Q8_0.gguf");
     let mut bytes = std::fs::read(&p).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&p, &bytes).unwrap();
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["done", "skipped"]);
-    assert_eq!(std::fs::read(&p).unwrap(), cli_quantize(dir.path(), "root/m.gguf", "Q8_0", "1"));
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["done", "skipped"]
+    );
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        cli_quantize(dir.path(), "root/m.gguf", "Q8_0", "1")
+    );
     assert_eq!(temp_files(dir.path()), Vec::<String>::new());
 }
 
@@ -705,16 +919,24 @@ out = "out/{stem}-{type}.gguf"
         dir.join("out/big-Q8_0.gguf.qforge.json").exists()
     });
     // Kill it while the second unit is being written.
-    wait_for("the second unit to start", Duration::from_secs(60), || !temp_files(dir.path()).is_empty());
+    wait_for("the second unit to start", Duration::from_secs(60), || {
+        !temp_files(dir.path()).is_empty()
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     // Nothing half-written at an output path: what exists is whole.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!dir.join("out/big-Q6_K.gguf").exists() || dir.join("out/big-Q6_K.gguf.qforge.json").exists());
+    assert!(
+        !dir.join("out/big-Q6_K.gguf").exists()
+            || dir.join("out/big-Q6_K.gguf.qforge.json").exists()
+    );
     let v = batch_json(dir.path(), &["recipe.toml", "--jobs", "2"]);
     let st = statuses(&v);
     assert_eq!(st[0], "skipped", "{v}");
-    assert!(st[1..].iter().all(|s| s == "done" || s == "skipped"), "{st:?}");
+    assert!(
+        st[1..].iter().all(|s| s == "done" || s == "skipped"),
+        "{st:?}"
+    );
     assert!(st.iter().filter(|s| *s == "done").count() >= 2, "{st:?}");
     for ty in ["Q8_0", "Q6_K", "Q4_K_M", "Q5_K_M"] {
         assert_eq!(
@@ -723,8 +945,15 @@ out = "out/{stem}-{type}.gguf"
             "{ty}"
         );
     }
-    assert_eq!(temp_files(dir.path()), Vec::<String>::new(), "the killed run's temporary file survived");
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped"; 4]);
+    assert_eq!(
+        temp_files(dir.path()),
+        Vec::<String>::new(),
+        "the killed run's temporary file survived"
+    );
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["skipped"; 4]
+    );
 }
 
 const SHARD_RECIPE: &str = r#"[defaults]
@@ -799,7 +1028,8 @@ fn batch_three_shards_at_once_equal_one_run() {
     // Each shard ran its share of a stable order: unit i in shard i mod 3.
     let reports: Vec<String> = (0..3).map(|i| format!("reports/shard-{i}.json")).collect();
     for (i, r) in reports.iter().enumerate() {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(many.join(r)).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(many.join(r)).unwrap()).unwrap();
         assert_eq!(v["shard"], json!([i, 3]));
         for u in v["units"].as_array().unwrap() {
             assert_eq!(u["index"].as_u64().unwrap() % 3, i as u64);
@@ -811,7 +1041,12 @@ fn batch_three_shards_at_once_equal_one_run() {
     let merged = batch_json(many.path(), &args);
     assert_eq!(statuses(&merged), ["done"; 5]);
     let names = |v: &Value| -> Vec<String> {
-        v["units"].as_array().unwrap().iter().map(|u| u["output"].as_str().unwrap().to_string()).collect()
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["output"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(names(&merged), names(&whole));
     // A missing shard is reported, and fails.
@@ -841,12 +1076,18 @@ fn batch_refuses_bad_recipes_before_running_anything() {
     ];
     for (text, needle) in cases {
         std::fs::write(dir.join("recipe.toml"), text).unwrap();
-        let o = qforge(dir.path()).args(["batch", "recipe.toml"]).output().unwrap();
+        let o = qforge(dir.path())
+            .args(["batch", "recipe.toml"])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{text}\n{err}");
         assert!(err.contains(needle), "{text}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert_eq!(files_under(dir.path()), vec!["m.gguf".to_string(), "recipe.toml".to_string()]);
+        assert_eq!(
+            files_under(dir.path()),
+            vec!["m.gguf".to_string(), "recipe.toml".to_string()]
+        );
     }
     // A failing unit stops the batch (no new unit starts) unless --keep-going.
     std::fs::write(
@@ -854,17 +1095,32 @@ fn batch_refuses_bad_recipes_before_running_anything() {
         "[[job]]\nmodel = \"gone.gguf\"\ntypes = [\"Q8_0\"]\nout = \"a.{type}.gguf\"\n[[job]]\nmodel = \"m.gguf\"\ntypes = [\"Q8_0\"]\nout = \"b.{type}.gguf\"\n",
     )
     .unwrap();
-    let o = qforge(dir.path()).args(["batch", "recipe.toml", "--json"]).output().unwrap();
+    let o = qforge(dir.path())
+        .args(["batch", "recipe.toml", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(statuses(&v), ["failed", "not-run"]);
-    assert!(v["units"][0]["error"].as_str().unwrap().contains("gone.gguf"), "{v}");
-    let o = qforge(dir.path()).args(["batch", "recipe.toml", "--json", "--keep-going"]).output().unwrap();
+    assert!(
+        v["units"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("gone.gguf"),
+        "{v}"
+    );
+    let o = qforge(dir.path())
+        .args(["batch", "recipe.toml", "--json", "--keep-going"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(statuses(&v), ["failed", "done"]);
     for bad in ["3/3", "1", "a/b", "0/0"] {
-        let o = qforge(dir.path()).args(["batch", "recipe.toml", "--shard", bad]).output().unwrap();
+        let o = qforge(dir.path())
+            .args(["batch", "recipe.toml", "--shard", bad])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(1), "--shard {bad}");
     }
 }
@@ -878,9 +1134,16 @@ fn config_file_gives_defaults_and_flags_win() {
     synth(dir.path(), "m.gguf", 1, 64, 1);
     let user = dir.join(".xdg-config/qforge/config.toml");
     std::fs::create_dir_all(user.parent().unwrap()).unwrap();
-    std::fs::write(&user, "device = \"nonsense-device\"\ncache_dir = \"/var/cache/qforge\"\n").unwrap();
+    std::fs::write(
+        &user,
+        "device = \"nonsense-device\"\ncache_dir = \"/var/cache/qforge\"\n",
+    )
+    .unwrap();
     // The user's file alone: its bad device reaches quantize, and the error names the file…
-    let o = qforge(dir.path()).args(["quantize", "m.gguf", "o.gguf", "Q8_0"]).output().unwrap();
+    let o = qforge(dir.path())
+        .args(["quantize", "m.gguf", "o.gguf", "Q8_0"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("nonsense-device"), "{err}");
@@ -888,13 +1151,23 @@ fn config_file_gives_defaults_and_flags_win() {
     // …while a flag wins over it.
     run_ok(qforge(dir.path()).args(["quantize", "--device", "cpu", "m.gguf", "o.gguf", "Q8_0"]));
     // The working directory's file wins over the user's; a command table over its top level.
-    std::fs::write(dir.join(".qforge.toml"), "threads = 1\ndevice = \"gpu:7\"\n[quantize]\ndevice = \"cpu\"\n").unwrap();
+    std::fs::write(
+        dir.join(".qforge.toml"),
+        "threads = 1\ndevice = \"gpu:7\"\n[quantize]\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
     run_ok(qforge(dir.path()).args(["quantize", "m.gguf", "o2.gguf", "Q8_0"]));
-    assert_eq!(std::fs::read(dir.join("o.gguf")).unwrap(), std::fs::read(dir.join("o2.gguf")).unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("o.gguf")).unwrap(),
+        std::fs::read(dir.join("o2.gguf")).unwrap()
+    );
     let o = run_ok(qforge(dir.path()).args(["config"]));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("threads = 1"), "{text}");
-    assert!(text.contains(&dir.join(".qforge.toml").display().to_string()), "{text}");
+    assert!(
+        text.contains(&dir.join(".qforge.toml").display().to_string()),
+        "{text}"
+    );
     assert!(text.contains(&user.display().to_string()), "{text}");
     let o = run_ok(qforge(dir.path()).args(["config", "--json"]));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -903,20 +1176,37 @@ fn config_file_gives_defaults_and_flags_win() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["key"] == key && s["command"] == cmd && s["source"] == src.to_str().unwrap())
+            .find(|s| {
+                s["key"] == key && s["command"] == cmd && s["source"] == src.to_str().unwrap()
+            })
             .unwrap_or_else(|| panic!("{key} from {}: {v}", src.display()))
             .clone()
     };
     let local = dir.join(".qforge.toml");
     let q = find("device", json!("quantize"), &local);
-    assert_eq!((q["value"].clone(), q["overridden"].clone()), (json!("cpu"), json!(false)));
-    assert_eq!(find("device", Value::Null, &local)["overridden"], json!(false));
-    assert_eq!(find("device", Value::Null, &user)["overridden"], json!(true));
+    assert_eq!(
+        (q["value"].clone(), q["overridden"].clone()),
+        (json!("cpu"), json!(false))
+    );
+    assert_eq!(
+        find("device", Value::Null, &local)["overridden"],
+        json!(false)
+    );
+    assert_eq!(
+        find("device", Value::Null, &user)["overridden"],
+        json!(true)
+    );
     let cache = find("cache_dir", Value::Null, &user);
     assert_eq!(cache["value"], "/var/cache/qforge");
     assert_eq!(cache["used_by"], json!([]));
     let t = find("threads", Value::Null, &local);
-    assert!(t["used_by"].as_array().unwrap().contains(&json!("quantize")), "{t}");
+    assert!(
+        t["used_by"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("quantize")),
+        "{t}"
+    );
     // A malformed file is an error naming it.
     std::fs::write(dir.join(".qforge.toml"), "threads = [\n").unwrap();
     let o = qforge(dir.path()).args(["config"]).output().unwrap();
@@ -936,7 +1226,10 @@ fn golden(rel: &str) -> PathBuf {
 fn batch_runs_convert_and_sweep_jobs_like_the_cli() {
     let src = golden("tiny-llama");
     if !src.join("config.json").exists() {
-        println!("skipping: no golden tiny-llama checkpoint at {}", src.display());
+        println!(
+            "skipping: no golden tiny-llama checkpoint at {}",
+            src.display()
+        );
         return;
     }
     let dir = TempDir::new("conv");
@@ -996,11 +1289,23 @@ out = "sweeps/{name}"
             "{ty}"
         );
     }
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sweeps/tl-sweep/report.json")).unwrap()).unwrap();
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sweeps/tl-sweep/report.json")).unwrap(),
+    )
+    .unwrap();
     assert!(report.to_string().contains("Q4_K_M"), "{report}");
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped"; 3]);
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["skipped"; 3]
+    );
     // The eval text is an input of the sweep: changing it redoes the sweep alone.
-    std::fs::write(dir.join("text.txt"), std::fs::read_to_string(dir.join("text.txt")).unwrap() + " more").unwrap();
-    assert_eq!(statuses(&batch_json(dir.path(), &["recipe.toml"])), ["skipped", "skipped", "done"]);
+    std::fs::write(
+        dir.join("text.txt"),
+        std::fs::read_to_string(dir.join("text.txt")).unwrap() + " more",
+    )
+    .unwrap();
+    assert_eq!(
+        statuses(&batch_json(dir.path(), &["recipe.toml"])),
+        ["skipped", "skipped", "done"]
+    );
 }

@@ -178,8 +178,7 @@ fn write_sidecar(recipe: &Recipe, settings: &Settings, u: &Unit, seconds: f64) -
         seconds,
     };
     let path = sidecar_path(&recipe.dir, &u.output);
-    let mut f =
-        AtomicFile::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = AtomicFile::create(&path).with_context(|| format!("writing {}", path.display()))?;
     f.write_all(serde_json::to_string_pretty(&s)?.as_bytes())?;
     f.commit()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -317,7 +316,10 @@ pub fn run(a: BatchArgs) -> Result<()> {
                             u.index, u.name, u.ty, r.seconds
                         ),
                         Some(e) => {
-                            eprintln!("qforge: batch: [{}] {} {}: failed: {e}", u.index, u.name, u.ty);
+                            eprintln!(
+                                "qforge: batch: [{}] {} {}: failed: {e}",
+                                u.index, u.name, u.ty
+                            );
                             if !a.keep_going {
                                 stop.store(true, Ordering::SeqCst);
                             }
@@ -351,7 +353,8 @@ pub fn run(a: BatchArgs) -> Result<()> {
         }
         let mut f = AtomicFile::create(p).with_context(|| format!("writing {}", p.display()))?;
         f.write_all(serde_json::to_string_pretty(&report)?.as_bytes())?;
-        f.commit().with_context(|| format!("writing {}", p.display()))?;
+        f.commit()
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     print_summary(&report, a.json)?;
     let failed = report.units.iter().filter(|u| u.status == "failed").count();
@@ -366,9 +369,27 @@ fn print_summary(report: &BatchReport, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    let w_name = report.units.iter().map(|u| u.name.chars().count()).max().unwrap_or(0).max(4);
-    let w_ty = report.units.iter().map(|u| u.ty.chars().count()).max().unwrap_or(0).max(4);
-    let w_out = report.units.iter().map(|u| u.output.chars().count()).max().unwrap_or(0).max(6);
+    let w_name = report
+        .units
+        .iter()
+        .map(|u| u.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let w_ty = report
+        .units
+        .iter()
+        .map(|u| u.ty.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let w_out = report
+        .units
+        .iter()
+        .map(|u| u.output.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     println!(
         "{:>4}  {:<w_name$}  {:<w_ty$}  {:<w_out$}  {:<10}  {:>8}  {:>10}",
         "#", "name", "type", "output", "status", "seconds", "MiB"
@@ -382,13 +403,22 @@ fn print_summary(report: &BatchReport, json: bool) -> Result<()> {
             u.output,
             u.status,
             u.seconds,
-            u.bytes.map_or("-".into(), |b| format!("{:.2}", b as f64 / 1048576.0)),
+            u.bytes
+                .map_or("-".into(), |b| format!("{:.2}", b as f64 / 1048576.0)),
             u.error.as_ref().map_or(String::new(), |e| format!("  {e}"))
         );
     }
     let count = |s: &str| report.units.iter().filter(|u| u.status == s).count();
     let mut parts = Vec::new();
-    for s in ["done", "skipped", "failed", "not-run", "would-run", "would-skip", "missing"] {
+    for s in [
+        "done",
+        "skipped",
+        "failed",
+        "not-run",
+        "would-run",
+        "would-skip",
+        "missing",
+    ] {
         let n = count(s);
         if n > 0 || ["done", "skipped", "failed"].contains(&s) {
             parts.push(format!("{n} {s}"));
@@ -422,7 +452,8 @@ fn rank(status: &str) -> u8 {
 fn merge(paths: &[PathBuf], json: bool) -> Result<()> {
     let mut reports = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let r: BatchReport = serde_json::from_str(&text)
             .map_err(|e| anyhow!("{}: not a batch report: {e}", p.display()))?;
         reports.push((p, r));
@@ -444,7 +475,10 @@ fn merge(paths: &[PathBuf], json: bool) -> Result<()> {
             let slot = merged
                 .get_mut(u.index)
                 .ok_or_else(|| anyhow!("{}: unit {} out of range", p.display(), u.index))?;
-            if slot.as_ref().is_none_or(|s| rank(&u.status) > rank(&s.status)) {
+            if slot
+                .as_ref()
+                .is_none_or(|s| rank(&u.status) > rank(&s.status))
+            {
                 *slot = Some(u.clone());
             }
         }

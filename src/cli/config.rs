@@ -137,7 +137,10 @@ fn read_file(path: &Path) -> Result<Vec<Setting>> {
             toml::Value::Table(t) => {
                 for (k2, v2) in t {
                     if matches!(v2, toml::Value::Table(_)) {
-                        bail!("{}: [{k}].{k2}: nested tables are not settings", path.display());
+                        bail!(
+                            "{}: [{k}].{k2}: nested tables are not settings",
+                            path.display()
+                        );
                     }
                     out.push(Setting {
                         key: k2,
@@ -170,7 +173,10 @@ pub fn scalar_word(v: &toml::Value) -> Result<String, String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
-        other => Err(format!("{} is not a string, number or boolean", other.type_str())),
+        other => Err(format!(
+            "{} is not a string, number or boolean",
+            other.type_str()
+        )),
     }
 }
 
@@ -211,8 +217,9 @@ pub fn flag_words(arg: &clap::Arg, long: &str, value: &toml::Value) -> Result<Ve
 
 /// The option of subcommand `sub` whose long name is `long`.
 pub fn find_option<'a>(sub: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {
-    sub.get_arguments()
-        .find(|a| a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|v| v.contains(&long)))
+    sub.get_arguments().find(|a| {
+        a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|v| v.contains(&long))
+    })
 }
 
 /// `argv` with the defaults of `settings` added for every option of its subcommand that the
@@ -243,7 +250,9 @@ pub fn apply_defaults(argv: Vec<OsString>, settings: &Settings) -> Result<Vec<Os
             anyhow::anyhow!(
                 "{}: {}{}: {e}",
                 s.source.display(),
-                s.command.as_deref().map_or(String::new(), |c| format!("[{c}].")),
+                s.command
+                    .as_deref()
+                    .map_or(String::new(), |c| format!("[{c}].")),
                 s.key
             )
         };
@@ -315,10 +324,7 @@ pub fn run(a: ConfigArgs) -> Result<()> {
     // Shadowed settings are shown too, marked, so "why is my value ignored" has an answer.
     let winner = |e: &Setting| -> bool {
         match &e.command {
-            Some(c) => s
-                .for_command(c)
-                .iter()
-                .any(|w| std::ptr::eq(*w, e)),
+            Some(c) => s.for_command(c).iter().any(|w| std::ptr::eq(*w, e)),
             None => s.get(&e.key, None).is_some_and(|w| std::ptr::eq(w, e)),
         }
     };
@@ -354,7 +360,9 @@ pub fn run(a: ConfigArgs) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"files": files, "settings": entries}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"files": files, "settings": entries})
+            )?
         );
         return Ok(());
     }

@@ -44,7 +44,9 @@ pub fn check(args: &[String]) -> Result<(), String> {
             check_quantize_positional(&p)
         }
         "convert" => {
-            let t = m.get_one::<String>("outtype").map_or("auto", |s| s.as_str());
+            let t = m
+                .get_one::<String>("outtype")
+                .map_or("auto", |s| s.as_str());
             if OutType::parse(t).is_none() && QuantTarget::parse(t).is_none() {
                 return Err(format!(
                     "--outtype {t}: not f32/f16/bf16/q8_0/auto nor a quantize type"

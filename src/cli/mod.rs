@@ -21,7 +21,6 @@ mod synth;
 
 use clap::{Parser, Subcommand};
 
-
 #[derive(Parser)]
 #[command(
     name = "qforge",

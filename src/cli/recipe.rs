@@ -150,11 +150,17 @@ fn types_key(t: &toml::Table, what: &str) -> Result<Option<Vec<String>>> {
             a.iter()
                 .map(|v| match v {
                     toml::Value::String(s) => Ok(s.clone()),
-                    v => Err(anyhow!("{what}: types must be strings, not {}", v.type_str())),
+                    v => Err(anyhow!(
+                        "{what}: types must be strings, not {}",
+                        v.type_str()
+                    )),
                 })
                 .collect::<Result<_>>()?,
         )),
-        Some(v) => bail!("{what}: types must be a list of strings, not {}", v.type_str()),
+        Some(v) => bail!(
+            "{what}: types must be a list of strings, not {}",
+            v.type_str()
+        ),
     }
 }
 
@@ -223,13 +229,12 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
         let sub = cli
             .find_subcommand(&command)
             .ok_or_else(|| anyhow!("{what}: no command {command}"))?;
-        let model_spec = string_key(job, "model", &what)?
-            .ok_or_else(|| anyhow!("{what}: no model"))?;
+        let model_spec =
+            string_key(job, "model", &what)?.ok_or_else(|| anyhow!("{what}: no model"))?;
         let model = resolve_model(&model_spec, dir).with_context(|| what.clone())?;
         let types = match types_key(job, &what)? {
             Some(t) => t,
-            None => types_key(defaults, "defaults")?
-                .ok_or_else(|| anyhow!("{what}: no types"))?,
+            None => types_key(defaults, "defaults")?.ok_or_else(|| anyhow!("{what}: no types"))?,
         };
         if types.is_empty() {
             bail!("{what}: types is empty");
@@ -274,9 +279,8 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
             }
         }
         for (i, (k, v)) in defaults.iter().enumerate() {
-            if JOB_KEYS.contains(&k.as_str()) {
-                default_used[i] = true;
-            } else if add(k, v, false)? {
+            // Job keys in [defaults] (command, types, out) were read above.
+            if JOB_KEYS.contains(&k.as_str()) || add(k, v, false)? {
                 default_used[i] = true;
             }
         }
@@ -287,11 +291,14 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
             types.iter().cloned().map(Some).collect()
         };
         if per_type.len() > 1 && !out.contains("{type}") {
-            bail!("{what}: out '{out}' needs {{type}}: the job has {} types", types.len());
+            bail!(
+                "{what}: out '{out}' needs {{type}}: the job has {} types",
+                types.len()
+            );
         }
         for ty in per_type {
-            let output = fill_template(&out, &stem, &name, ty.as_deref())
-                .with_context(|| what.clone())?;
+            let output =
+                fill_template(&out, &stem, &name, ty.as_deref()).with_context(|| what.clone())?;
             let mut args: Vec<String> = vec![command.clone()];
             match command.as_str() {
                 "quantize" => {
@@ -346,7 +353,10 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
     }
     for ((k, _), used) in defaults.iter().zip(default_used) {
         if !used {
-            bail!("defaults: {k}: no job's command takes --{}", k.replace('_', "-"));
+            bail!(
+                "defaults: {k}: no job's command takes --{}",
+                k.replace('_', "-")
+            );
         }
     }
     Ok(units)

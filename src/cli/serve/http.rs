@@ -48,15 +48,14 @@ fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl Api {
     fn authorized(&self, rq: &Request) -> bool {
-        let Some(h) = rq
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-        else {
+        let Some(h) = rq.headers().iter().find(|h| h.field.equiv("Authorization")) else {
             return false;
         };
         let v = h.value.as_str().trim();
-        let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else {
+        let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        else {
             return false;
         };
         let d: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
@@ -192,7 +191,10 @@ impl Api {
             Ok(n) if n >= self.max_queued => {
                 return error(
                     429,
-                    format!("{n} jobs are queued already (the cap is {})", self.max_queued),
+                    format!(
+                        "{n} jobs are queued already (the cap is {})",
+                        self.max_queued
+                    ),
                 )
             }
             Ok(_) => {}

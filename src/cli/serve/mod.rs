@@ -61,8 +61,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let root = std::fs::canonicalize(&a.root)
-        .with_context(|| format!("--root {}", a.root.display()))?;
+    let root =
+        std::fs::canonicalize(&a.root).with_context(|| format!("--root {}", a.root.display()))?;
     if !root.is_dir() {
         bail!("--root {}: not a directory", a.root.display());
     }
@@ -70,15 +70,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("reading --token-file {}", a.token_file.display()))?;
     let token = token.trim();
     if token.is_empty() {
-        bail!("--token-file {}: the token is empty", a.token_file.display());
+        bail!(
+            "--token-file {}: the token is empty",
+            a.token_file.display()
+        );
     }
     let state = match a.state {
         Some(s) => s,
         None => default_state_dir()?,
     };
     let log_dir = state.join("logs");
-    std::fs::create_dir_all(&log_dir)
-        .with_context(|| format!("creating {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let state = std::fs::canonicalize(&state)?;
     if state.starts_with(&root) {
         bail!(
@@ -103,8 +105,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             );
         }
     }
-    let server = tiny_http::Server::http(&a.listen)
-        .map_err(|e| anyhow!("--listen {}: {e}", a.listen))?;
+    let server =
+        tiny_http::Server::http(&a.listen).map_err(|e| anyhow!("--listen {}: {e}", a.listen))?;
     let addr = server
         .server_addr()
         .to_ip()

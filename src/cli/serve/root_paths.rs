@@ -18,9 +18,14 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Absolute(p) => write!(f, "'{p}': absolute paths are refused; paths are relative to the server's root"),
+            Refusal::Absolute(p) => write!(
+                f,
+                "'{p}': absolute paths are refused; paths are relative to the server's root"
+            ),
             Refusal::Escapes(p) => write!(f, "'{p}': leaves the server's root"),
-            Refusal::SymlinkOut(p) => write!(f, "'{p}': a symlink that points out of the server's root"),
+            Refusal::SymlinkOut(p) => {
+                write!(f, "'{p}': a symlink that points out of the server's root")
+            }
         }
     }
 }

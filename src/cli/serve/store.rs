@@ -155,9 +155,11 @@ impl Store {
     /// How many jobs wait.
     pub fn count_queued(&self) -> Result<usize> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'queued'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
         })
         .map(|n| n as usize)
     }

@@ -125,7 +125,10 @@ fn expected_output_bytes(root: &Path, args: &[String]) -> Option<u64> {
         return None;
     }
     let mut dry: Vec<String> = vec![args[0].clone(), "--dry-run".into()];
-    if !args.iter().any(|a| a == "--device" || a.starts_with("--device=")) {
+    if !args
+        .iter()
+        .any(|a| a == "--device" || a.starts_with("--device="))
+    {
         dry.extend(["--device".into(), "cpu".into()]);
     }
     dry.extend(args[1..].iter().cloned());
