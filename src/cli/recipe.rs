@@ -15,7 +15,8 @@
 //! template with `{stem}` — the model's file or directory name without extension —, `{name}` —
 //! the job's `name`, by default the stem — and `{type}`), `name`, and any option the command
 //! takes, by its long name (`imatrix`, `device`, `tensor_type = [...]`, `pure = true`). `[defaults]`
-//! holds the same keys for every job; a default a job's command does not take is skipped. Paths
+//! holds the same keys for every job (a job's own win); a default option a job's command does not
+//! take is skipped, one no job takes is an error. Paths
 //! are relative to the recipe's directory, where the jobs run.
 
 use std::path::{Path, PathBuf};
@@ -229,8 +230,9 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
         let sub = cli
             .find_subcommand(&command)
             .ok_or_else(|| anyhow!("{what}: no command {command}"))?;
-        let model_spec =
-            string_key(job, "model", &what)?.ok_or_else(|| anyhow!("{what}: no model"))?;
+        let model_spec = string_key(job, "model", &what)?
+            .or(string_key(defaults, "model", "defaults")?)
+            .ok_or_else(|| anyhow!("{what}: no model"))?;
         let model = resolve_model(&model_spec, dir).with_context(|| what.clone())?;
         let types = match types_key(job, &what)? {
             Some(t) => t,
@@ -243,7 +245,9 @@ fn expand(doc: &toml::Table, dir: &Path) -> Result<Vec<Unit>> {
             .or(string_key(defaults, "out", "defaults")?)
             .ok_or_else(|| anyhow!("{what}: no out"))?;
         let stem = stem_of(&model);
-        let name = string_key(job, "name", &what)?.unwrap_or_else(|| stem.clone());
+        let name = string_key(job, "name", &what)?
+            .or(string_key(defaults, "name", "defaults")?)
+            .unwrap_or_else(|| stem.clone());
         let what = format!("job {} ({name})", ji + 1);
 
         // Options: the job's own, then the defaults its command takes.
