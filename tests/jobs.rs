@@ -361,6 +361,15 @@ fn serve_refuses_every_path_escape() {
     let hf = root.join("hfdir");
     std::fs::create_dir_all(&hf).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.gguf"), hf.join("model.safetensors")).unwrap();
+    // Defaults files are not read by jobs: their paths would not be checked against the root.
+    std::fs::write(
+        root.join(".qforge.toml"),
+        format!(
+            "[quantize]\nimatrix = {:?}\ndevice = \"nonsense\"\n",
+            outside.join("secret.gguf").to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let srv = Server::start(root.path(), state.path(), &[]);
     let abs_out = outside.join("o.gguf").to_string_lossy().to_string();
     let abs_in = outside.join("secret.gguf").to_string_lossy().to_string();

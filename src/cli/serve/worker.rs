@@ -117,6 +117,15 @@ fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String
     out
 }
 
+/// A job's process: qforge in the root, without defaults files. Their values are not checked
+/// against the root (an `imatrix = "/elsewhere"` would read outside it), so jobs take options
+/// from their command line alone.
+fn job_command(args: &[String], root: &Path) -> std::io::Result<std::process::Command> {
+    let mut c = qforge_command(args, root)?;
+    c.env("QFORGE_NO_CONFIG", "1");
+    Ok(c)
+}
+
 /// A quantize job's output size, from a dry run of the same command line (the plan alone, on
 /// the CPU: no kernels, no device probe), so its progress is the temporary file's share of it.
 fn expected_output_bytes(root: &Path, args: &[String]) -> Option<u64> {
@@ -132,7 +141,7 @@ fn expected_output_bytes(root: &Path, args: &[String]) -> Option<u64> {
         dry.extend(["--device".into(), "cpu".into()]);
     }
     dry.extend(args[1..].iter().cloned());
-    let out = qforge_command(&dry, root)
+    let out = job_command(&dry, root)
         .ok()?
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -173,7 +182,7 @@ fn run_job(shared: &Shared, job: JobRow) {
         Ok(f) => f,
         Err(e) => return fail(format!("creating {}: {e}", log_path.display())),
     };
-    let mut cmd = match qforge_command(&job.args, &shared.root) {
+    let mut cmd = match job_command(&job.args, &shared.root) {
         Ok(c) => c,
         Err(e) => return fail(format!("finding the qforge binary: {e}")),
     };
