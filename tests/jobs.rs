@@ -597,14 +597,26 @@ fn serve_outputs_equal_the_clis_and_survive_a_restart() {
     assert_eq!(ja["state"], "succeeded", "{ja}");
     assert_eq!(ja["progress"], 1.0);
     assert_eq!(ja["outputs"], json!(["out.gguf"]));
+    let today = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     for k in ["created_at", "started_at", "finished_at"] {
+        let t = ja[k].as_str().unwrap_or_else(|| panic!("{k}: {ja}"));
+        assert!(t.ends_with('Z') && t.len() == 24, "{k}: {ja}");
+        // The UTC day the system clock says (a run across midnight may see yesterday's).
         assert!(
-            ja[k]
-                .as_str()
-                .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
-            "{k}: {ja}"
+            t.starts_with(today.trim()) || t < today.trim(),
+            "{k}: {t} vs {today}"
         );
+        assert!(t[..10] >= *"2020-01-01", "{k}: {t}");
     }
+    assert!(ja["created_at"].as_str() <= ja["started_at"].as_str());
+    assert!(ja["started_at"].as_str() <= ja["finished_at"].as_str());
     assert_eq!(jb["state"], "succeeded", "{jb}");
     assert_eq!(jb["outputs"], json!(["q/ggml-model-Q8_0.gguf"]));
     assert_eq!(jc["state"], "failed");
@@ -670,6 +682,15 @@ fn serve_answers_64_concurrent_requests() {
     sorted.dedup();
     assert_eq!(sorted.len(), 48, "duplicate ids");
     assert_eq!(srv.jobs().len(), 48);
+    // --jobs 2: never more than two at once.
+    let mut most = 0;
+    wait_for("all jobs to finish", Duration::from_secs(300), || {
+        let jobs = srv.jobs();
+        most = most.max(jobs.iter().filter(|j| j["state"] == "running").count());
+        jobs.iter()
+            .all(|j| !["queued", "running"].contains(&j["state"].as_str().unwrap()))
+    });
+    assert!(most <= 2, "{most} jobs ran at once");
     for id in ids {
         let j = srv.wait_finished(id, Duration::from_secs(300));
         assert_eq!(j["state"], "failed", "{j}");
