@@ -20,6 +20,7 @@ use super::config::Settings;
 use super::job_args::path_words;
 use super::recipe::{self, parse_shard, Recipe, Unit};
 
+/// `qforge batch`'s command line.
 #[derive(Args)]
 pub struct BatchArgs {
     /// The recipe (TOML: [defaults] and [[job]] tables).
@@ -244,6 +245,7 @@ fn run_unit(recipe: &Recipe, settings: &Settings, u: &Unit) -> UnitReport {
     r
 }
 
+/// Run (or, with `--merge-reports`, summarize) a recipe.
 pub fn run(a: BatchArgs) -> Result<()> {
     if !a.merge_reports.is_empty() {
         return merge(&a.merge_reports, a.json);

@@ -24,6 +24,7 @@ use crate::cli::child_process::remove_temp_files;
 /// Threads answering HTTP requests (each holds the store only briefly).
 const HTTP_THREADS: usize = 8;
 
+/// `qforge serve`'s command line.
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one).
@@ -57,6 +58,7 @@ fn default_state_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/state/qforge/serve"))
 }
 
+/// Serve until killed.
 pub fn run(a: ServeArgs) -> Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
