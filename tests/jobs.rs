@@ -303,11 +303,45 @@ impl Drop for Server {
     }
 }
 
-/// A quantize job slow enough to be caught running: a wider model, one thread, an imatrix-free
-/// K-quant. Returns the model's path (relative to `root`).
+/// A model whose quantization writes for a while (tens of MiB). Returns its path in `root`.
 fn slow_model(root: &Path) -> &'static str {
-    synth(root, "big.gguf", 6, 1536, 7);
+    synth(root, "big.gguf", 4, 1024, 7);
     "big.gguf"
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// Wait until a temporary output under `dir` holds data, then stop (SIGSTOP) the process
+/// writing it: a job caught mid-write however fast the machine is. Returns its pid and the
+/// temporary file (relative to `dir`).
+fn freeze_writer(dir: &Path) -> (u32, String) {
+    let mut found = None;
+    wait_for(
+        "a temporary output with data",
+        Duration::from_secs(120),
+        || {
+            found = temp_files(dir)
+                .into_iter()
+                .find(|f| std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() > 0));
+            found.is_some()
+        },
+    );
+    let tmp = found.unwrap();
+    let pid: u32 = tmp
+        .trim_end_matches(".tmp")
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    signal(pid, "-STOP");
+    (pid, tmp)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,11 +746,11 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     let (s, run) = srv.submit(&["quantize", model, "slow.gguf", "Q4_K_M", "1"]);
     assert_eq!(s, 201);
     let run_id = run["id"].as_i64().unwrap();
-    wait_for("the job to run", Duration::from_secs(30), || {
-        srv.job(run_id)["state"] == "running"
-    });
+    let (pid, _) = freeze_writer(root.path());
+    assert_eq!(srv.job(run_id)["state"], "running");
     let (s, queued) = srv.submit(&["quantize", model, "later.gguf", "Q8_0", "1"]);
     assert_eq!(s, 201);
+    assert_eq!(queued["state"], "queued");
     let (s, v) = srv.submit(&["quantize", model, "third.gguf", "Q8_0", "1"]);
     assert_eq!(s, 429, "{v}");
     // A queued job is cancelled at once and never runs.
@@ -724,15 +758,6 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     assert_eq!(s, 200, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["state"], "cancelled");
-    // The running one: wait until its temporary output exists, then cancel.
-    wait_for("the temporary output", Duration::from_secs(60), || {
-        !temp_files(root.path()).is_empty()
-    });
-    assert_eq!(
-        srv.job(run_id)["state"],
-        "running",
-        "the job finished too soon for this test"
-    );
     // Progress: the temporary file's share of the planned size.
     wait_for("progress", Duration::from_secs(30), || {
         srv.job(run_id)["progress"]
@@ -741,6 +766,8 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     });
     let p = srv.job(run_id)["progress"].as_f64().unwrap();
     assert!(p > 0.0 && p < 1.0, "{p}");
+    // A job that answers signals: let it go on, cancel it; it stops and nothing of it remains.
+    signal(pid, "-CONT");
     let t0 = Instant::now();
     let (s, b) = srv.request("DELETE", &format!("/v1/jobs/{run_id}"), None, None);
     assert_eq!(s, 200, "{b}");
@@ -752,11 +779,30 @@ fn serve_cancels_queued_and_running_jobs_and_caps_the_queue() {
     );
     assert_eq!(v["state"], "cancelled", "{v}");
     assert!(v["finished_at"].is_string());
+    wait_for("the job's process to end", Duration::from_secs(2), || {
+        !pid_alive(pid)
+    });
     assert!(!root.join("slow.gguf").exists());
-    assert!(!root.join("later.gguf").exists());
     assert_eq!(temp_files(root.path()), Vec::<String>::new());
-    // Still cancelled a moment later: the cancelled queued job never started.
-    std::thread::sleep(Duration::from_millis(500));
+    // A job that cannot clean up (stopped): the server kills it and removes its temporary file.
+    let (s, run2) = srv.submit(&["quantize", model, "slow.gguf", "Q4_K_M", "1"]);
+    assert_eq!(s, 201);
+    let (pid2, tmp2) = freeze_writer(root.path());
+    let t0 = Instant::now();
+    let (s, b) = srv.request("DELETE", &format!("/v1/jobs/{}", run2["id"]), None, None);
+    assert_eq!(s, 200, "{b}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["state"], "cancelled", "{v}");
+    wait_for(
+        "the stopped job's process to end",
+        Duration::from_secs(2),
+        || !pid_alive(pid2),
+    );
+    assert!(!root.join(&tmp2).exists(), "{tmp2} left behind");
+    assert_eq!(temp_files(root.path()), Vec::<String>::new());
+    assert!(!root.join("slow.gguf").exists());
+    // The cancelled queued job never started.
     assert_eq!(
         srv.job(queued["id"].as_i64().unwrap())["started_at"],
         Value::Null
@@ -775,23 +821,14 @@ fn serve_after_kill_9_marks_the_running_job_interrupted_and_leaves_no_partial_fi
     let (s, queued) = srv.submit(&["quantize", model, "next.gguf", "Q8_0", "1"]);
     assert_eq!(s, 201);
     let id = run["id"].as_i64().unwrap();
-    wait_for("the temporary output", Duration::from_secs(60), || {
-        !temp_files(root.path()).is_empty()
-    });
-    let tmp = temp_files(root.path()).remove(0);
-    let child_pid: u32 = tmp
-        .trim_end_matches(".tmp")
-        .rsplit('.')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(pid_alive(child_pid));
+    let (child_pid, tmp) = freeze_writer(root.path());
     srv.kill9();
-    // The job's process dies with the server (parent-death signal).
+    // The job's process dies with the server (parent-death signal), mid-write: its temporary
+    // file stays behind, and nothing is at the output path.
     wait_for("the job's process to die", Duration::from_secs(5), || {
         !pid_alive(child_pid)
     });
+    assert!(root.join(&tmp).exists());
     assert!(
         !root.join("slow.gguf").exists(),
         "a partial output at the output path"
@@ -801,10 +838,10 @@ fn serve_after_kill_9_marks_the_running_job_interrupted_and_leaves_no_partial_fi
     assert_eq!(j["state"], "failed", "{j}");
     assert_eq!(j["error"], "interrupted");
     assert!(j["finished_at"].is_string());
-    // Its temporary file is gone; the queued job runs after the restart.
+    // The restart removed its temporary file; the queued job runs after the restart.
+    assert!(!root.join(&tmp).exists(), "{tmp} survived the restart");
     let q = srv.wait_finished(queued["id"].as_i64().unwrap(), Duration::from_secs(300));
     assert_eq!(q["state"], "succeeded", "{q}");
-    assert!(!root.join(&tmp).exists(), "{tmp} survived the restart");
     assert_eq!(temp_files(root.path()), Vec::<String>::new());
     assert!(!root.join("slow.gguf").exists());
     assert_eq!(
@@ -948,26 +985,20 @@ out = "out/{stem}-{type}.gguf"
     wait_for("the first unit's record", Duration::from_secs(120), || {
         dir.join("out/big-Q8_0.gguf.qforge.json").exists()
     });
-    // Kill it while the second unit is being written.
-    wait_for("the second unit to start", Duration::from_secs(60), || {
-        !temp_files(dir.path()).is_empty()
-    });
+    // Kill it while the second unit is being written (its writer stopped mid-write first, so
+    // the kill lands there however fast the machine is).
+    let (writer, tmp) = freeze_writer(dir.path());
+    assert!(tmp.contains("big-Q6_K.gguf."), "{tmp}");
     child.kill().unwrap();
     child.wait().unwrap();
-    // Nothing half-written at an output path: what exists is whole.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !dir.join("out/big-Q6_K.gguf").exists()
-            || dir.join("out/big-Q6_K.gguf.qforge.json").exists()
-    );
+    wait_for("the unit's process to die", Duration::from_secs(5), || {
+        !pid_alive(writer)
+    });
+    // Nothing at the output path; the killed writer's temporary file is left.
+    assert!(!dir.join("out/big-Q6_K.gguf").exists());
+    assert!(dir.join(&tmp).exists());
     let v = batch_json(dir.path(), &["recipe.toml", "--jobs", "2"]);
-    let st = statuses(&v);
-    assert_eq!(st[0], "skipped", "{v}");
-    assert!(
-        st[1..].iter().all(|s| s == "done" || s == "skipped"),
-        "{st:?}"
-    );
-    assert!(st.iter().filter(|s| *s == "done").count() >= 2, "{st:?}");
+    assert_eq!(statuses(&v), ["skipped", "done", "done", "done"], "{v}");
     for ty in ["Q8_0", "Q6_K", "Q4_K_M", "Q5_K_M"] {
         assert_eq!(
             std::fs::read(dir.join(format!("out/big-{ty}.gguf"))).unwrap(),
