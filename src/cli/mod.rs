@@ -1,15 +1,21 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
+mod batch;
 mod bench;
+mod child_process;
+mod config;
 mod convert;
 mod demo;
 mod doctor;
 mod imatrix;
 mod info;
+mod job_args;
 mod lora;
 mod perplexity;
 mod quantize;
+mod recipe;
 mod runtime;
+mod serve;
 mod sweep;
 mod synth;
 
@@ -52,6 +58,12 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
+    /// Run a recipe of quantize/convert/sweep jobs, resumable and shardable across machines.
+    Batch(Box<batch::BatchArgs>),
+    /// Print the merged defaults (.qforge.toml, the user's config file) and where each came from.
+    Config(config::ConfigArgs),
+    /// Serve a REST API that queues and runs qforge jobs inside a root directory.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Prints the library's notices on stderr, one line each.
@@ -64,7 +76,18 @@ impl qforge::notice::Observer for StderrNotices {
 }
 
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    // Defaults from .qforge.toml and the user's config file: flags on the command line win.
+    let argv = match config::Settings::load()
+        .and_then(|s| config::apply_defaults(std::env::args_os().collect(), &s))
+    {
+        Ok(argv) => argv,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("qforge: error: {}", msg.join(": "));
+            return 1;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     qforge::notice::set_observer(Some(std::sync::Arc::new(StderrNotices)));
     let result = match cli.command {
         Command::Quantize(a) => quantize::run(*a),
@@ -79,6 +102,9 @@ pub fn run() -> i32 {
         Command::Imatrix(a) => imatrix::run(*a),
         Command::Perplexity(a) => perplexity::run(*a),
         Command::Sweep(a) => sweep::run(*a),
+        Command::Batch(a) => batch::run(*a),
+        Command::Config(a) => config::run(a),
+        Command::Serve(a) => serve::run(*a),
     };
     match result {
         Ok(()) => 0,
