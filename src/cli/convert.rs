@@ -20,7 +20,8 @@ use super::quantize::QuantOptions;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files), or a Hub
+    /// repository ORG/NAME[@REV] (pulled first; the output then defaults to the current folder).
     model_dir: PathBuf,
     /// Output file, or a directory to put the script-named file in (default: MODEL_DIR).
     #[arg(short = 'o', long = "outfile")]
@@ -42,7 +43,9 @@ pub struct ConvertArgs {
     quant: QuantOptions,
 }
 
-pub fn run(a: ConvertArgs) -> Result<()> {
+pub fn run(mut a: ConvertArgs) -> Result<()> {
+    let model = super::pull::local_model(&a.model_dir)?;
+    (a.model_dir, a.outfile) = (model.path.clone(), a.outfile.or(model.from_hub.then(|| ".".into())));
     let adapters = a
         .lora
         .iter()

@@ -64,7 +64,8 @@ pub fn run(a: ImatrixArgs) -> Result<()> {
     }
     set_threads(a.threads)?;
     let text = read_text(&a.file)?;
-    let model = load_causal_lm(&a.model, a.device)?;
+    let local = super::pull::local_model(&a.model)?;
+    let model = load_causal_lm(&local.path, a.device)?;
     // llama-imatrix's default: special-token texts are not parsed (no --parse-special).
     let tokens = tokenize_eval_text(model.metadata(), &text, false)?;
     let opts = ImatrixOptions {

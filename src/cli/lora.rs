@@ -45,7 +45,9 @@ pub fn merge_device(spec: DeviceSpec, backend: Option<&Backend>) -> Result<Merge
     Ok(device)
 }
 
-pub fn merge(a: MergeLoraArgs) -> Result<()> {
+pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
+    let base = super::pull::local_model(&a.base)?;
+    a.base = base.path.clone();
     let spec: DeviceSpec = a.device.parse()?;
     let options = MergeOptions {
         threads: a.threads,
@@ -87,11 +89,14 @@ pub struct LoraToGgufArgs {
     outtype: String,
 }
 
-pub fn to_gguf(a: LoraToGgufArgs) -> Result<()> {
+pub fn to_gguf(mut a: LoraToGgufArgs) -> Result<()> {
+    let (adapter, base) = (super::pull::local_model(&a.adapter_dir)?, super::pull::local_model(&a.base)?);
+    (a.adapter_dir, a.base) = (adapter.path.clone(), base.path.clone());
     let outtype: LoraOutType = a.outtype.parse().map_err(|e: String| anyhow!(e))?;
-    let out = a
-        .outfile
-        .unwrap_or_else(|| a.adapter_dir.join("ggml-adapter-model.gguf"));
+    let out = a.outfile.unwrap_or_else(|| match adapter.from_hub {
+        true => PathBuf::from("ggml-adapter-model.gguf"),
+        false => a.adapter_dir.join("ggml-adapter-model.gguf"),
+    });
     lora_to_gguf(&a.adapter_dir, &a.base, &out, outtype)?;
     println!("wrote {}", out.display());
     Ok(())

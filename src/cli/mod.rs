@@ -8,6 +8,7 @@ mod imatrix;
 mod info;
 mod lora;
 mod perplexity;
+mod pull;
 mod quantize;
 mod runtime;
 mod sweep;
@@ -50,6 +51,8 @@ enum Command {
     Perplexity(Box<perplexity::PerplexityArgs>),
     /// Quantize to several types and report size, perplexity and KL divergence of each.
     Sweep(Box<sweep::SweepArgs>),
+    /// Download a model repository from the Hugging Face Hub into huggingface_hub's cache.
+    Pull(pull::PullArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
 }
@@ -69,6 +72,7 @@ pub fn run() -> i32 {
         Command::Imatrix(a) => imatrix::run(*a),
         Command::Perplexity(a) => perplexity::run(*a),
         Command::Sweep(a) => sweep::run(*a),
+        Command::Pull(a) => pull::run(a),
     };
     match result {
         Ok(()) => 0,

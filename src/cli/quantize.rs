@@ -198,14 +198,17 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     // INPUT TYPE [N] or INPUT OUTPUT TYPE [N], decided as llama-quantize does: is the second
     // word a type?
     let p = &a.positional;
-    let input = PathBuf::from(&p[0]);
+    let model = super::pull::local_model(Path::new(&p[0]))?;
+    let input = model.path.clone();
     let (output, target, rest) = match QuantTarget::parse(&p[1]) {
         Some(t) => {
             let name = match t {
                 QuantTarget::Copy => "COPY".into(),
                 QuantTarget::Mix(_) => p[1].to_ascii_uppercase(),
             };
-            let dir = if input.is_dir() {
+            let dir = if model.from_hub {
+                Path::new("")
+            } else if input.is_dir() {
                 input.as_path()
             } else {
                 input.parent().unwrap_or(Path::new(""))

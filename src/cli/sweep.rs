@@ -49,7 +49,9 @@ pub struct SweepArgs {
     device: EvalDevice,
 }
 
-pub fn run(a: SweepArgs) -> Result<()> {
+pub fn run(mut a: SweepArgs) -> Result<()> {
+    let local = super::pull::local_model(&a.model)?;
+    a.model = local.path.clone();
     if !a.model.exists() {
         bail!("{}: no such model file or directory", a.model.display());
     }
