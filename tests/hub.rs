@@ -9,7 +9,7 @@
 //! is a real end of stream. Nothing here reaches the internet.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -229,7 +229,8 @@ impl StandIn {
         self.log()
             .into_iter()
             .filter(|l| {
-                (l.cdn || l.target.contains("/resolve/")) && l.target.ends_with(path_tail)
+                let path = l.target.split('?').next().unwrap_or("");
+                (l.cdn || path.contains("/resolve/")) && path.ends_with(path_tail)
             })
             .collect()
     }
@@ -283,7 +284,11 @@ impl StandIn {
         };
         let path = path.split('?').next().unwrap_or("");
         let repo = format!("{org}/{name}");
-        match self.repos.get(&repo).and_then(|r| r.files.iter().find(|f| f.path == path)) {
+        match self
+            .repos
+            .get(&repo)
+            .and_then(|r| r.files.iter().find(|f| f.path == path))
+        {
             Some(f) => Reply::file(f, Vec::new()),
             None => Reply::status(404, None),
         }
@@ -368,7 +373,15 @@ impl StandIn {
                 let mut dirs = HashSet::new();
                 for f in &repo.files {
                     let mut p = String::new();
-                    for comp in f.path.split('/').rev().skip(1).collect::<Vec<_>>().iter().rev() {
+                    for comp in f
+                        .path
+                        .split('/')
+                        .rev()
+                        .skip(1)
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .rev()
+                    {
                         if !p.is_empty() {
                             p.push('/');
                         }
@@ -646,7 +659,10 @@ fn hub_folder() -> PathBuf {
         br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}"#,
     );
     write(&small.join("model.safetensors"), &noise(300 * 1024, 1));
-    write(&small.join("nested/dir/notes.txt"), b"a nested plain file\n");
+    write(
+        &small.join("nested/dir/notes.txt"),
+        b"a nested plain file\n",
+    );
     let ggufs = root.join("test-org/ggufs");
     write(&ggufs.join("m.Q4_K_M.gguf"), &noise(5000, 2));
     write(&ggufs.join("m.Q8_0.gguf"), &noise(7000, 3));
@@ -727,7 +743,13 @@ fn pull_fills_huggingface_hubs_cache_layout() {
     let mut s = settings(&server, &cache);
     s.token = Some(GOOD_TOKEN.to_string());
     let events = Events::default();
-    let r = pull("test-org/small", &PullOptions::default(), &s, &events.observer()).unwrap();
+    let r = pull(
+        "test-org/small",
+        &PullOptions::default(),
+        &s,
+        &events.observer(),
+    )
+    .unwrap();
     let commit = server.commit("test-org/small");
     assert_eq!(r.commit, commit);
     assert_eq!(r.files.len(), 3);
@@ -764,7 +786,10 @@ fn pull_fills_huggingface_hubs_cache_layout() {
     let cdn: Vec<_> = server.log().into_iter().filter(|l| l.cdn).collect();
     assert_eq!(cdn.len(), 1, "{cdn:?}");
     assert!(cdn[0].target.contains("model.safetensors"));
-    assert_eq!(cdn[0].auth, None, "the token must not travel to the CDN host");
+    assert_eq!(
+        cdn[0].auth, None,
+        "the token must not travel to the CDN host"
+    );
     assert!(server
         .log()
         .iter()
@@ -789,6 +814,8 @@ fn pull_fills_huggingface_hubs_cache_layout() {
         3
     );
 
+    // qforge needs no HEAD requests: the tree listing carries sizes and hashes.
+    assert!(server.log().iter().all(|l| l.method == "GET"));
     // A second pull of the complete snapshot downloads nothing.
     server.clear_log();
     let again = pull_all("test-org/small", &s).unwrap();
@@ -851,7 +878,10 @@ fn corrupted_bodies_are_refused_and_removed() {
         (
             "model.safetensors",
             "sha256",
-            server.file("test-org/small", "model.safetensors").sha256.clone(),
+            server
+                .file("test-org/small", "model.safetensors")
+                .sha256
+                .clone(),
         ),
         (
             "config.json",
@@ -870,7 +900,10 @@ fn corrupted_bodies_are_refused_and_removed() {
         else {
             panic!("{err}");
         };
-        assert_eq!((p.as_str(), *a, e.as_str()), (path, algorithm, expected.as_str()));
+        assert_eq!(
+            (p.as_str(), *a, e.as_str()),
+            (path, algorithm, expected.as_str())
+        );
         let mut bad = server.file("test-org/small", path).bytes.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x5a;
@@ -881,13 +914,19 @@ fn corrupted_bodies_are_refused_and_removed() {
         };
         assert_eq!(actual, &bad_hash);
         let msg = err.to_string();
-        assert!(msg.contains(path) && msg.contains(&expected) && msg.contains(&bad_hash), "{msg}");
+        assert!(
+            msg.contains(path) && msg.contains(&expected) && msg.contains(&bad_hash),
+            "{msg}"
+        );
         // Nothing of the bad bytes is kept or linked.
         let cache_repo = RepoCache::new(&cache, "test-org/small");
         assert!(!cache_repo.incomplete_path(&expected).exists());
         assert!(!cache_repo.blob_path(&expected).exists());
         let pointer = cache_repo.pointer_path(&server.commit("test-org/small"), path);
-        assert!(std::fs::symlink_metadata(&pointer).is_err(), "{path} linked");
+        assert!(
+            std::fs::symlink_metadata(&pointer).is_err(),
+            "{path} linked"
+        );
     }
     // Fixed in transit: the next pull completes.
     server.faults.lock().unwrap().corrupt.clear();
@@ -905,26 +944,59 @@ fn private_and_gated_repos_say_what_to_do() {
 
     let err = pull_all("test-org/small", &s).unwrap_err();
     assert!(
-        matches!(err, HubError::RepoNotFound { token_sent: false, .. }),
+        matches!(
+            err,
+            HubError::RepoNotFound {
+                token_sent: false,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
     let err = pull_all("test-org/one-gguf", &s).unwrap_err();
-    assert!(matches!(err, HubError::Gated { token_sent: false, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            HubError::Gated {
+                token_sent: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("HF_TOKEN") && msg.contains("accept its terms"), "{msg}");
-    assert!(msg.contains(&format!("{}/test-org/one-gguf", server.endpoint())), "{msg}");
+    assert!(
+        msg.contains("HF_TOKEN") && msg.contains("accept its terms"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{}/test-org/one-gguf", server.endpoint())),
+        "{msg}"
+    );
 
     s.token = Some("hf_wrong".to_string());
     let err = pull_all("test-org/small", &s).unwrap_err();
-    assert!(matches!(err, HubError::TokenRejected { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, HubError::TokenRejected { status: 401, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
 
     s.token = Some(GOOD_TOKEN.to_string());
     let r = pull_all("test-org/small", &s).unwrap();
     assert_snapshot_matches(&server, "test-org/small", &r.snapshot);
     let err = pull_all("test-org/one-gguf", &s).unwrap_err();
-    assert!(matches!(err, HubError::Gated { token_sent: true, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            HubError::Gated {
+                token_sent: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("accept its terms"), "{err}");
     assert!(std::fs::read_dir(cache.join("models--test-org--one-gguf/snapshots")).is_err());
 
@@ -992,7 +1064,9 @@ fn slow_server_reports_progress() {
     // Progress arrives in pieces while the transfer runs, and adds up to the file.
     assert!(bytes.len() >= 10, "{} progress events", bytes.len());
     assert_eq!(bytes.iter().sum::<u64>(), 300 * 1024);
-    assert!(matches!(ev[0], PullEvent::Plan { bytes_to_fetch, files: 1, .. } if bytes_to_fetch == 300 * 1024));
+    assert!(
+        matches!(ev[0], PullEvent::Plan { bytes_to_fetch, files: 1, .. } if bytes_to_fetch == 300 * 1024)
+    );
 }
 
 #[test]
@@ -1014,7 +1088,11 @@ fn offline_mode_uses_only_the_cache() {
     assert!(r.from_cache_only);
     assert_eq!(r.snapshot, online.snapshot);
     assert_eq!(r.files.len(), 3);
-    assert!(server.log().is_empty(), "offline asked the Hub: {:?}", server.log());
+    assert!(
+        server.log().is_empty(),
+        "offline asked the Hub: {:?}",
+        server.log()
+    );
     let p = resolve_model_arg(Path::new("test-org/small"), &s, &|_| {}).unwrap();
     assert_eq!(p, online.snapshot);
     assert!(server.log().is_empty());
@@ -1024,7 +1102,13 @@ fn offline_mode_uses_only_the_cache() {
     s.endpoint = format!("http://127.0.0.1:{}", free_port());
     s.retries = 0;
     let events = Events::default();
-    let r = pull("test-org/small", &PullOptions::default(), &s, &events.observer()).unwrap();
+    let r = pull(
+        "test-org/small",
+        &PullOptions::default(),
+        &s,
+        &events.observer(),
+    )
+    .unwrap();
     assert!(r.from_cache_only);
     assert!(events
         .take()
@@ -1102,13 +1186,19 @@ fn disk_full_links_nothing() {
     let server = StandIn::start(&hub_folder());
     let cache = temp_dir("full");
     let s = settings(&server, &cache);
-    let sha = server.file("test-org/small", "model.safetensors").sha256.clone();
+    let sha = server
+        .file("test-org/small", "model.safetensors")
+        .sha256
+        .clone();
     let repo = RepoCache::new(&cache, "test-org/small");
     // Every write into this blob's .incomplete hits a device that is always full.
     std::fs::create_dir_all(repo.blob_path("x").parent().unwrap()).unwrap();
     std::os::unix::fs::symlink("/dev/full", repo.incomplete_path(&sha)).unwrap();
     let err = pull_all("test-org/small", &s).unwrap_err();
-    assert!(matches!(&err, HubError::DiskFull { path } if path.ends_with(format!("{sha}.incomplete"))), "{err}");
+    assert!(
+        matches!(&err, HubError::DiskFull { path } if path.ends_with(format!("{sha}.incomplete"))),
+        "{err}"
+    );
     assert!(err.to_string().contains("disk full"), "{err}");
     let pointer = repo.pointer_path(&server.commit("test-org/small"), "model.safetensors");
     assert!(std::fs::symlink_metadata(pointer).is_err());
@@ -1118,7 +1208,10 @@ fn disk_full_links_nothing() {
 #[test]
 fn hub_references_parse() {
     let r = HubRef::parse("org/name").unwrap();
-    assert_eq!((r.repo.as_str(), r.revision, r.path), ("org/name", None, None));
+    assert_eq!(
+        (r.repo.as_str(), r.revision, r.path),
+        ("org/name", None, None)
+    );
     let r = HubRef::parse("org/name@v1.0").unwrap();
     assert_eq!(r.revision.as_deref(), Some("v1.0"));
     let r = HubRef::parse("org/name@refs/pr/1").unwrap();
@@ -1208,7 +1301,10 @@ fn model_arguments_resolve_to_what_a_command_opens() {
     assert!(!p.parent().unwrap().join("README.md").exists());
     // Several: an error naming them; one named with hf://: that one.
     let err = resolve_model_arg(Path::new("test-org/ggufs"), &s, &|_| {}).unwrap_err();
-    assert!(matches!(&err, HubError::AmbiguousGguf { files, .. } if files.len() == 2), "{err}");
+    assert!(
+        matches!(&err, HubError::AmbiguousGguf { files, .. } if files.len() == 2),
+        "{err}"
+    );
     assert!(err.to_string().contains("hf://test-org/ggufs/"), "{err}");
     let p = resolve_model_arg(Path::new("hf://test-org/ggufs/m.Q8_0.gguf"), &s, &|_| {}).unwrap();
     assert_eq!(
@@ -1234,7 +1330,10 @@ fn interrupted_pull_resumes_next_time() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let sha = server.file("test-org/small", "model.safetensors").sha256.clone();
+    let sha = server
+        .file("test-org/small", "model.safetensors")
+        .sha256
+        .clone();
     let repo = RepoCache::new(&cache, "test-org/small");
     let incomplete = repo.incomplete_path(&sha);
     let t = Instant::now();
@@ -1260,9 +1359,16 @@ fn interrupted_pull_resumes_next_time() {
         .args(["pull", "test-org/small"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("resuming at byte {kept}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resuming at byte {kept}")),
+        "{stderr}"
+    );
     let reqs: Vec<_> = server
         .file_requests("model.safetensors")
         .into_iter()
@@ -1284,7 +1390,10 @@ fn pulled_repo_converts_to_the_same_bytes_as_its_folder() {
     let root = temp_dir("convert-served");
     let folder = root.join("test-org/tiny-llama");
     for e in std::fs::read_dir(&src).unwrap().flatten() {
-        write(&folder.join(e.file_name()), &std::fs::read(e.path()).unwrap());
+        write(
+            &folder.join(e.file_name()),
+            &std::fs::read(e.path()).unwrap(),
+        );
     }
     let server = StandIn::start(&root);
     let cache = temp_dir("convert-cache");
@@ -1322,7 +1431,12 @@ fn pulled_repo_converts_to_the_same_bytes_as_its_folder() {
     assert_eq!(written.len(), 1, "{written:?}");
     let a = std::fs::read(from_folder).unwrap();
     let b = std::fs::read(&written[0]).unwrap();
-    assert!(a == b, "converted bytes differ ({} vs {} bytes)", a.len(), b.len());
+    assert!(
+        a == b,
+        "converted bytes differ ({} vs {} bytes)",
+        a.len(),
+        b.len()
+    );
     // The name the converter gives the folder's output, too (not one from a commit hash).
     assert_eq!(written[0].file_name(), from_folder.file_name());
     // And offline, from the cache alone: the same bytes again.
@@ -1337,7 +1451,9 @@ fn pulled_repo_converts_to_the_same_bytes_as_its_folder() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(server.log().is_empty());
     assert!(std::fs::read(&again).unwrap() == a);
-    assert!(cache.join("models--test-org--tiny-llama/refs/main").is_file());
+    assert!(cache
+        .join("models--test-org--tiny-llama/refs/main")
+        .is_file());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1406,11 +1522,20 @@ for repo in info.repos:
     let out = python(&py, &server, &cache, &home, script);
     assert!(server.log().is_empty(), "local_files_only asked the server");
     let commit = server.commit("test-org/small");
-    assert!(out.contains(&format!("SNAPSHOT {}", r.snapshot.display())), "{out}");
+    assert!(
+        out.contains(&format!("SNAPSHOT {}", r.snapshot.display())),
+        "{out}"
+    );
     for f in &server.repos["test-org/small"].files {
-        assert!(out.contains(&format!("FILE {} {}", f.path, f.sha256)), "{out}");
+        assert!(
+            out.contains(&format!("FILE {} {}", f.path, f.sha256)),
+            "{out}"
+        );
     }
-    assert!(out.contains(&format!("REV test-org/small {commit} ['main'] 3")), "{out}");
+    assert!(
+        out.contains(&format!("REV test-org/small {commit} ['main'] 3")),
+        "{out}"
+    );
 
     // 2. huggingface_hub fills a cache from the stand-in; qforge reads it offline, and an
     //    online pull finds every blob there (same names) and downloads nothing.

@@ -45,7 +45,10 @@ pub struct ConvertArgs {
 
 pub fn run(mut a: ConvertArgs) -> Result<()> {
     let model = super::pull::local_model(&a.model_dir)?;
-    (a.model_dir, a.outfile) = (model.path.clone(), a.outfile.or(model.from_hub.then(|| ".".into())));
+    (a.model_dir, a.outfile) = (
+        model.path.clone(),
+        a.outfile.or(model.from_hub.then(|| ".".into())),
+    );
     let adapters = a
         .lora
         .iter()

@@ -22,7 +22,7 @@ pub enum ImatrixFormat {
 
 #[derive(Args)]
 pub struct ImatrixArgs {
-    /// Model: a GGUF file or a Hugging Face directory.
+    /// Model: a GGUF file or a Hugging Face directory, or one on the Hub (ORG/NAME[@REV], hf://…).
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Calibration text.

@@ -14,7 +14,8 @@ use qforge::pipeline::Backend;
 
 #[derive(Args)]
 pub struct MergeLoraArgs {
-    /// Base model: a Hugging Face directory, or a .gguf file (llama-export-lora's job).
+    /// Base model: a Hugging Face directory, or a .gguf file (llama-export-lora's job); local or
+    /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     #[arg(long)]
     base: PathBuf,
     /// ADAPTER[:SCALE]: a PEFT adapter directory (HF base) or a GGUF adapter (GGUF base).
@@ -76,9 +77,10 @@ pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct LoraToGgufArgs {
-    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors), or ORG/NAME[@REV]
+    /// on the Hub (the output then defaults to the current folder).
     adapter_dir: PathBuf,
-    /// The Hugging Face base model directory the adapter was trained on.
+    /// The Hugging Face base model directory the adapter was trained on (or ORG/NAME[@REV]).
     #[arg(long)]
     base: PathBuf,
     /// Output .gguf (default: ADAPTER_DIR/ggml-adapter-model.gguf).
@@ -90,7 +92,10 @@ pub struct LoraToGgufArgs {
 }
 
 pub fn to_gguf(mut a: LoraToGgufArgs) -> Result<()> {
-    let (adapter, base) = (super::pull::local_model(&a.adapter_dir)?, super::pull::local_model(&a.base)?);
+    let (adapter, base) = (
+        super::pull::local_model(&a.adapter_dir)?,
+        super::pull::local_model(&a.base)?,
+    );
     (a.adapter_dir, a.base) = (adapter.path.clone(), base.path.clone());
     let outtype: LoraOutType = a.outtype.parse().map_err(|e: String| anyhow!(e))?;
     let out = a.outfile.unwrap_or_else(|| match adapter.from_hub {

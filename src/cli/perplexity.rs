@@ -18,7 +18,7 @@ use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevic
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// Model: a GGUF file or a Hugging Face directory.
+    /// Model: a GGUF file or a Hugging Face directory, or one on the Hub (ORG/NAME[@REV], hf://…).
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Text to evaluate.

@@ -77,7 +77,9 @@ pub struct QuantizeArgs {
     /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
     #[arg(long)]
     keep_split: bool,
-    /// INPUT [OUTPUT] TYPE [NTHREADS]; INPUT is a .gguf file or a Hugging Face model directory.
+    /// INPUT [OUTPUT] TYPE [NTHREADS]; INPUT is a .gguf file or a Hugging Face model directory,
+    /// or one on the Hub: ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf (OUTPUT then defaults
+    /// to the current folder).
     #[arg(required = true, num_args = 2..=4)]
     positional: Vec<String>,
 }

@@ -18,7 +18,8 @@ use super::runtime::{read_text, set_threads, EvalDevice};
 
 #[derive(Args)]
 pub struct SweepArgs {
-    /// The unquantized model: a GGUF file (F32/F16/BF16) or a Hugging Face directory.
+    /// The unquantized model: a GGUF file (F32/F16/BF16) or a Hugging Face directory, local or
+    /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     model: PathBuf,
     /// Comma-separated llama-quantize types (Q2_K,Q3_K_M,Q4_K_M,Q8_0,…).
     #[arg(long, value_delimiter = ',', required = true)]

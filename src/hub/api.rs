@@ -39,12 +39,14 @@ impl HubSettings {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> HubSettings {
         let nonempty = |k: &str| var(k).filter(|v| !v.is_empty());
         let home_dir = nonempty("HOME").map(PathBuf::from).unwrap_or_default();
-        let hf_home = nonempty("HF_HOME").map(expand_home(&home_dir)).unwrap_or_else(|| {
-            nonempty("XDG_CACHE_HOME")
-                .map(expand_home(&home_dir))
-                .unwrap_or_else(|| home_dir.join(".cache"))
-                .join("huggingface")
-        });
+        let hf_home = nonempty("HF_HOME")
+            .map(expand_home(&home_dir))
+            .unwrap_or_else(|| {
+                nonempty("XDG_CACHE_HOME")
+                    .map(expand_home(&home_dir))
+                    .unwrap_or_else(|| home_dir.join(".cache"))
+                    .join("huggingface")
+            });
         let cache_dir = nonempty("HF_HUB_CACHE")
             .or_else(|| nonempty("HUGGINGFACE_HUB_CACHE"))
             .map(expand_home(&home_dir))
@@ -242,12 +244,11 @@ impl HubClient {
                         .and_then(next_link);
                     match resp.into_body().read_to_string() {
                         Ok(text) => {
-                            let v = serde_json::from_str(&text).map_err(|e| {
-                                HubError::BadResponse {
+                            let v =
+                                serde_json::from_str(&text).map_err(|e| HubError::BadResponse {
                                     url: url.to_string(),
                                     what: e.to_string(),
-                                }
-                            })?;
+                                })?;
                             return Ok((v, next));
                         }
                         Err(e) => Failure::Transport(e.to_string()),
@@ -290,13 +291,13 @@ impl HubClient {
             percent_encode(revision)
         );
         let (info, _): (RevisionInfo, _) = self.get_json(&rev_url, &target)?;
-        let commit = info
-            .sha
-            .filter(|s| is_commit_hash(s))
-            .ok_or_else(|| HubError::BadResponse {
-                url: rev_url.clone(),
-                what: "no 40-hex `sha` in the revision info".to_string(),
-            })?;
+        let commit =
+            info.sha
+                .filter(|s| is_commit_hash(s))
+                .ok_or_else(|| HubError::BadResponse {
+                    url: rev_url.clone(),
+                    what: "no 40-hex `sha` in the revision info".to_string(),
+                })?;
         let mut files = Vec::new();
         let mut next = Some(format!(
             "{base}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
@@ -381,10 +382,9 @@ impl HubClient {
             (401, _) | (403, _) if token_sent && code != "RepoNotFound" => {
                 HubError::TokenRejected { repo, status }
             }
-            (401, _) | (403, _) | (404, "RepoNotFound") => HubError::RepoNotFound {
-                repo,
-                token_sent,
-            },
+            (401, _) | (403, _) | (404, "RepoNotFound") => {
+                HubError::RepoNotFound { repo, token_sent }
+            }
             (404, _) => match what.path {
                 Some(p) => HubError::FileNotFound {
                     repo,
@@ -422,14 +422,21 @@ fn next_link(header: &str) -> Option<String> {
         params
             .split(';')
             .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
 /// Whether `s` is a full commit id (40 lowercase hex digits), as huggingface_hub's
 /// `REGEX_COMMIT_HASH`.
 pub fn is_commit_hash(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A repository path must stay inside the snapshot: no absolute paths, `..`, empty or `.`
@@ -438,7 +445,9 @@ pub(crate) fn check_repo_path(path: &str) -> Result<(), String> {
     if path.is_empty()
         || path.starts_with('/')
         || path.contains('\\')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(format!("unsafe file path {path:?} in the tree listing"));
     }

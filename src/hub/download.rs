@@ -91,16 +91,15 @@ pub(crate) fn fetch_file(
         path: Some(&file.path),
     };
     loop {
-        match attempt_transfer(
+        let transfer = Transfer {
             client,
-            &url,
-            &target,
-            &incomplete,
+            url: &url,
+            target: &target,
+            incomplete: &incomplete,
             file,
-            first,
-            &mut received,
             observer,
-        ) {
+        };
+        match transfer.attempt(first, &mut received) {
             Ok(()) => break,
             Err(AttemptError::Fatal(HubError::Http { status: 416, .. }))
                 if attempt < settings.retries =>
@@ -137,116 +136,126 @@ pub(crate) fn fetch_file(
     Ok(received)
 }
 
-/// One request: resume from what `.incomplete` holds, append until the body ends.
-fn attempt_transfer(
-    client: &HubClient,
-    url: &str,
-    target: &Target<'_>,
-    incomplete: &Path,
-    file: &RepoFile,
-    first: bool,
-    received: &mut u64,
-    observer: &(dyn Fn(&PullEvent) + Sync),
-) -> Result<(), AttemptError> {
-    let fatal_io = |e: io::Error| AttemptError::Fatal(HubError::io(incomplete, e));
-    let have = match fs::metadata(incomplete) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(fatal_io(e)),
-    };
-    if have > file.size {
-        // Longer than the file can be: not ours to resume.
-        fs::remove_file(incomplete).map_err(fatal_io)?;
-        return attempt_transfer(
-            client, url, target, incomplete, file, first, received, observer,
-        );
-    }
-    if have == file.size {
-        return Ok(());
-    }
-    if first && have > 0 {
-        observer(&PullEvent::Resumed {
-            path: file.path.clone(),
-            offset: have,
-        });
-    }
-    let resp = match client.get(url, (have > 0).then_some(have)) {
-        Ok(r) => r,
-        Err(Failure::Transport(e)) => return Err(AttemptError::Retry(e)),
-        Err(Failure::Status { status, .. }) if status == 429 || status >= 500 => {
-            return Err(AttemptError::Retry(format!("HTTP {status}")))
+/// What one attempt needs to know about the file it transfers.
+struct Transfer<'a> {
+    client: &'a HubClient,
+    url: &'a str,
+    target: &'a Target<'a>,
+    incomplete: &'a Path,
+    file: &'a RepoFile,
+    observer: &'a (dyn Fn(&PullEvent) + Sync),
+}
+
+impl Transfer<'_> {
+    /// One request: resume from what `.incomplete` holds, append until the body ends.
+    /// `first` marks the first attempt of this run (a prefix then comes from an earlier run).
+    fn attempt(&self, first: bool, received: &mut u64) -> Result<(), AttemptError> {
+        let Transfer {
+            client,
+            url,
+            target,
+            incomplete,
+            file,
+            observer,
+        } = *self;
+        let fatal_io = |e: io::Error| AttemptError::Fatal(HubError::io(incomplete, e));
+        let have = match fs::metadata(incomplete) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(fatal_io(e)),
+        };
+        if have > file.size {
+            // Longer than the file can be: not ours to resume.
+            fs::remove_file(incomplete).map_err(fatal_io)?;
+            return self.attempt(first, received);
         }
-        Err(f) => return Err(AttemptError::Fatal(client.status_error(f, target, url))),
-    };
-    let status = resp.status().as_u16();
-    let mut out = match (status, have) {
-        (206, _) => {
-            let start = resp
-                .headers()
-                .get("Content-Range")
-                .and_then(|v| v.to_str().ok())
-                .and_then(content_range_start);
-            if start != Some(have) {
-                return Err(AttemptError::Retry(format!(
+        if have == file.size {
+            return Ok(());
+        }
+        if first && have > 0 {
+            observer(&PullEvent::Resumed {
+                path: file.path.clone(),
+                offset: have,
+            });
+        }
+        let resp = match client.get(url, (have > 0).then_some(have)) {
+            Ok(r) => r,
+            Err(Failure::Transport(e)) => return Err(AttemptError::Retry(e)),
+            Err(Failure::Status { status, .. }) if status == 429 || status >= 500 => {
+                return Err(AttemptError::Retry(format!("HTTP {status}")))
+            }
+            Err(f) => return Err(AttemptError::Fatal(client.status_error(f, target, url))),
+        };
+        let status = resp.status().as_u16();
+        let mut out = match (status, have) {
+            (206, _) => {
+                let start = resp
+                    .headers()
+                    .get("Content-Range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_start);
+                if start != Some(have) {
+                    return Err(AttemptError::Retry(format!(
                     "server answered range bytes={have}- with Content-Range starting at {start:?}"
                 )));
+                }
+                OpenOptions::new()
+                    .append(true)
+                    .open(incomplete)
+                    .map_err(fatal_io)?
             }
-            OpenOptions::new()
-                .append(true)
-                .open(incomplete)
-                .map_err(fatal_io)?
-        }
-        // A full body: start from zero (a server that ignores Range answers this way too).
-        (200, _) => File::create(incomplete).map_err(fatal_io)?,
-        (s, _) => {
-            return Err(AttemptError::Fatal(HubError::Http {
-                url: url.to_string(),
-                status: s,
-                message: "unexpected status for a file download".to_string(),
-            }))
-        }
-    };
-    // Unbuffered: every piece that arrives is in the file at once, so a killed process leaves
-    // a prefix as long as what it received, for the next run to resume from.
-    let mut body = resp.into_body().into_reader();
-    let mut buf = vec![0u8; 256 * 1024];
-    let written_before = if status == 206 { have } else { 0 };
-    let mut written = written_before;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(AttemptError::Retry(format!(
-                    "connection broken after {written} of {} bytes: {e}",
-                    file.size
-                )));
+            // A full body: start from zero (a server that ignores Range answers this way too).
+            (200, _) => File::create(incomplete).map_err(fatal_io)?,
+            (s, _) => {
+                return Err(AttemptError::Fatal(HubError::Http {
+                    url: url.to_string(),
+                    status: s,
+                    message: "unexpected status for a file download".to_string(),
+                }))
             }
         };
-        if written + n as u64 > file.size {
-            return Err(AttemptError::Fatal(HubError::SizeMismatch {
+        // Unbuffered: every piece that arrives is in the file at once, so a killed process leaves
+        // a prefix as long as what it received, for the next run to resume from.
+        let mut body = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let written_before = if status == 206 { have } else { 0 };
+        let mut written = written_before;
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(AttemptError::Retry(format!(
+                        "connection broken after {written} of {} bytes: {e}",
+                        file.size
+                    )));
+                }
+            };
+            if written + n as u64 > file.size {
+                return Err(AttemptError::Fatal(HubError::SizeMismatch {
+                    path: file.path.clone(),
+                    expected: file.size,
+                    actual: written + n as u64,
+                }));
+            }
+            out.write_all(&buf[..n]).map_err(fatal_io)?;
+            written += n as u64;
+            *received += n as u64;
+            observer(&PullEvent::Bytes {
                 path: file.path.clone(),
-                expected: file.size,
-                actual: written + n as u64,
-            }));
+                n: n as u64,
+            });
         }
-        out.write_all(&buf[..n]).map_err(fatal_io)?;
-        written += n as u64;
-        *received += n as u64;
-        observer(&PullEvent::Bytes {
-            path: file.path.clone(),
-            n: n as u64,
-        });
+        out.sync_all().map_err(fatal_io)?;
+        if written < file.size {
+            return Err(AttemptError::Retry(format!(
+                "body ended after {written} of {} bytes",
+                file.size
+            )));
+        }
+        Ok(())
     }
-    out.sync_all().map_err(fatal_io)?;
-    if written < file.size {
-        return Err(AttemptError::Retry(format!(
-            "body ended after {written} of {} bytes",
-            file.size
-        )));
-    }
-    Ok(())
 }
 
 /// `bytes N-M/T` → N.

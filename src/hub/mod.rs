@@ -409,7 +409,9 @@ fn list_or_cache(
                 });
                 Ok(Listed::Cache(c))
             }
-            None => Err(not_cached(format!("the Hub is unreachable ({url}: {error})"))),
+            None => Err(not_cached(format!(
+                "the Hub is unreachable ({url}: {error})"
+            ))),
         },
         Err(e) => Err(e),
     }
@@ -617,6 +619,14 @@ pub fn pull_model(
         };
     let (include, exclude, pick): (Vec<String>, Vec<String>, Option<String>) = match &r.path {
         Some(p) => {
+            if listing.is_none() && !paths.iter().any(|x| x == p) {
+                return Err(HubError::NotCached {
+                    repo: r.repo.clone(),
+                    revision,
+                    cache: cache.root().to_path_buf(),
+                    reason: format!("{p} is not in the cached snapshot and the Hub is not used"),
+                });
+            }
             if !paths.iter().any(|x| x == p) {
                 return Err(HubError::FileNotFound {
                     repo: r.repo.clone(),
@@ -634,7 +644,11 @@ pub fn pull_model(
                 .collect();
             let has_config = paths.iter().any(|p| p == "config.json");
             if !has_config && ggufs.len() == 1 {
-                (vec![glob_literal(&ggufs[0])], vec![], Some(ggufs[0].clone()))
+                (
+                    vec![glob_literal(&ggufs[0])],
+                    vec![],
+                    Some(ggufs[0].clone()),
+                )
             } else if !has_config && ggufs.len() > 1 {
                 return Err(HubError::AmbiguousGguf {
                     repo: r.repo.clone(),
