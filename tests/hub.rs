@@ -75,6 +75,8 @@ struct Faults {
     corrupt: HashSet<String>,
     /// Throttle every file body to about this many bytes per second.
     slow_bps: Option<u64>,
+    /// How many more Hub API requests to answer with 503.
+    unavailable: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -260,7 +262,15 @@ impl StandIn {
             range: headers.get("range").cloned(),
             auth: headers.get("authorization").cloned(),
         });
-        let reply = if cdn {
+        let busy = !cdn && target.starts_with("/api/") && {
+            let mut f = self.faults.lock().unwrap();
+            let busy = f.unavailable > 0;
+            f.unavailable = f.unavailable.saturating_sub(1);
+            busy
+        };
+        let reply = if busy {
+            Reply::status(503, None)
+        } else if cdn {
             self.route_cdn(&target)
         } else {
             self.route_hub(&target, headers.get("authorization").map(String::as_str))
@@ -502,6 +512,7 @@ impl StandIn {
             403 => "Forbidden",
             404 => "Not Found",
             416 => "Range Not Satisfiable",
+            503 => "Service Unavailable",
             _ => "Error",
         };
         let mut head = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
@@ -1559,4 +1570,125 @@ for repo in info.repos:
     let r = pull_all("test-org/small", &s).unwrap();
     assert_eq!((r.downloaded_bytes, r.cached_files), (0, 3));
     assert!(server.file_requests("").is_empty(), "{:?}", server.log());
+}
+
+#[test]
+fn busy_hub_is_retried_then_reported() {
+    let server = StandIn::start(&hub_folder());
+    let cache = temp_dir("busy");
+    let s = settings(&server, &cache);
+    server.faults.lock().unwrap().unavailable = 2;
+    let r = pull_all("test-org/small", &s).unwrap();
+    assert_snapshot_matches(&server, "test-org/small", &r.snapshot);
+    let revision_calls = server
+        .log()
+        .iter()
+        .filter(|l| l.target.contains("/revision/"))
+        .count();
+    assert_eq!(revision_calls, 3, "two 503s, then the answer");
+    // Busy past the retry budget: an HTTP error naming the request.
+    server.faults.lock().unwrap().unavailable = 100;
+    let err = pull_all("test-org/one-gguf", &s).unwrap_err();
+    assert!(matches!(err, HubError::Http { status: 503, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/api/models/test-org/one-gguf/revision/main"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_errors_are_one_line_and_pull_prints_the_snapshot() {
+    let server = StandIn::start(&hub_folder());
+    server.set_access("test-org/small", Access::Private);
+    let cache = temp_dir("cli");
+    let home = temp_dir("cli-home");
+    let o = qforge(&server, &cache, &home)
+        .args(["pull", "test-org/small"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("qforge: error: test-org/small: repository not found"),
+        "{err}"
+    );
+    assert!(last.contains("HF_TOKEN"), "{err}");
+    // The token file under HF_HOME is read, as huggingface_hub reads it.
+    write(&home.join("token"), format!("{GOOD_TOKEN}\n").as_bytes());
+    let o = qforge(&server, &cache, &home)
+        .args(["pull", "test-org/small", "--jobs", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let snapshot = PathBuf::from(out.lines().last().unwrap());
+    assert_eq!(
+        snapshot,
+        cache
+            .join("models--test-org--small/snapshots")
+            .join(server.commit("test-org/small"))
+    );
+    assert!(out.contains("3 file(s), 3 downloaded"), "{out}");
+    // A file path is not a repository for `pull`.
+    let o = qforge(&server, &cache, &home)
+        .args(["pull", "hf://test-org/small/config.json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--include"));
+}
+
+#[test]
+fn quantize_takes_a_gguf_from_the_hub() {
+    let root = temp_dir("gguf-served");
+    let model = root.join("test-org/tiny-gguf/tiny.f16.gguf");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .arg("synth")
+        .arg(&model)
+        .args([
+            "--layers",
+            "1",
+            "--embd",
+            "64",
+            "--ff",
+            "128",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+        ])
+        .args(["--vocab", "256"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let server = StandIn::start(&root);
+    let cache = temp_dir("gguf-cache");
+    let home = temp_dir("gguf-home");
+    let local_out = temp_dir("gguf-local").join("local.Q8_0.gguf");
+    let o = qforge(&server, &cache, &home)
+        .arg("quantize")
+        .arg(&model)
+        .arg(&local_out)
+        .arg("Q8_0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The repository holds one .gguf and no config.json: that file is the model. The output
+    // goes to the current folder, not into the cache.
+    let cwd = temp_dir("gguf-cwd");
+    let o = qforge(&server, &cache, &home)
+        .current_dir(&cwd)
+        .args(["quantize", "test-org/tiny-gguf", "Q8_0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hub_out = cwd.join("ggml-model-Q8_0.gguf");
+    assert!(std::fs::read(&hub_out).unwrap() == std::fs::read(&local_out).unwrap());
+    let snapshot = cache
+        .join("models--test-org--tiny-gguf/snapshots")
+        .join(server.commit("test-org/tiny-gguf"));
+    assert_eq!(std::fs::read_dir(&snapshot).unwrap().count(), 1);
 }
