@@ -322,6 +322,15 @@ impl StandIn {
         } else {
             return Reply::status(404, None);
         };
+        // A renamed repository: the Hub redirects every request to the new name, same host.
+        if repo_id == "test-org/renamed" {
+            let mut r = Reply::status(307, None);
+            r.headers.push((
+                "Location".to_string(),
+                target.replace("test-org/renamed", "test-org/small"),
+            ));
+            return r;
+        }
         let Some(repo) = self.repos.get(&repo_id) else {
             return Reply::status(401, Some("RepoNotFound"));
         };
@@ -508,6 +517,7 @@ impl StandIn {
             200 => "OK",
             206 => "Partial Content",
             302 => "Found",
+            307 => "Temporary Redirect",
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
@@ -997,6 +1007,20 @@ fn private_and_gated_repos_say_what_to_do() {
     s.token = Some(GOOD_TOKEN.to_string());
     let r = pull_all("test-org/small", &s).unwrap();
     assert_snapshot_matches(&server, "test-org/small", &r.snapshot);
+    // A renamed repository redirects on the Hub's own host: the token follows it there (and
+    // still never to the CDN host).
+    server.clear_log();
+    let r = pull_all("test-org/renamed", &s).unwrap();
+    assert_snapshot_matches(&server, "test-org/small", &r.snapshot);
+    assert!(server
+        .log()
+        .iter()
+        .any(|l| l.target.contains("test-org/renamed")));
+    assert!(
+        server.log().iter().all(|l| l.cdn == l.auth.is_none()),
+        "{:?}",
+        server.log()
+    );
     let err = pull_all("test-org/one-gguf", &s).unwrap_err();
     assert!(
         matches!(

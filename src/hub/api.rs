@@ -175,9 +175,9 @@ impl HubClient {
     pub fn new(settings: &HubSettings) -> HubClient {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            // The Hub's LFS answers redirect to a CDN host with presigned URLs; the token must
-            // not travel there (ureq's default, spelled out because it is a security property).
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+            // The Hub's LFS answers redirect to a CDN host with presigned URLs: the token must
+            // not travel there. It does follow a renamed repository's redirect on the Hub itself.
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .max_redirects(10)
             .timeout_connect(Some(settings.read_timeout))
             .timeout_recv_response(Some(settings.read_timeout))
