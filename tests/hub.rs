@@ -1655,6 +1655,19 @@ fn cli_errors_are_one_line_and_pull_prints_the_snapshot() {
             .join(server.commit("test-org/small"))
     );
     assert!(out.contains("3 file(s), 3 downloaded"), "{out}");
+    // A missing local path that reads like a repo id: both tries are named.
+    let o = qforge(&server, &cache, &home)
+        .args(["convert", "models/llama", "--outtype", "f16"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "models/llama: no such local path; tried the Hub: models/llama: repository not found"
+        ),
+        "{err}"
+    );
     // A file path is not a repository for `pull`.
     let o = qforge(&server, &cache, &home)
         .args(["pull", "hf://test-org/small/config.json"])

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -101,7 +101,12 @@ pub fn local_model(arg: &Path) -> Result<LocalModel> {
     let progress = PullProgress::new();
     let result = pull_model(&r, &settings, 8, &|e| progress.event(e));
     progress.finish();
-    let (path, report) = result?;
+    // A bare ORG/NAME may be a mistyped local path: say both were tried.
+    let (path, report) =
+        result.with_context(|| match arg.to_string_lossy().starts_with("hf://") {
+            true => format!("{}: pulling from the Hub", arg.display()),
+            false => format!("{}: no such local path; tried the Hub", arg.display()),
+        })?;
     eprintln!(
         "qforge: {}@{} → {}",
         report.repo,
