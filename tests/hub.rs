@@ -629,7 +629,22 @@ fn percent_decode(s: &str) -> String {
 
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh temporary folder for one test.
+/// The temporary folders a test thread made, removed when the thread (the test) ends.
+struct Scratch(Vec<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch(Vec::new())) };
+}
+
+/// A fresh temporary folder for one test (removed when the test's thread ends).
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "qforge-hub-{tag}-{}-{}",
@@ -638,6 +653,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
+    SCRATCH.with(|s| s.borrow_mut().0.push(d.clone()));
     d
 }
 
