@@ -1745,3 +1745,102 @@ fn quantize_takes_a_gguf_from_the_hub() {
         .join(server.commit("test-org/tiny-gguf"));
     assert_eq!(std::fs::read_dir(&snapshot).unwrap().count(), 1);
 }
+
+#[test]
+fn lora_commands_take_base_and_adapter_from_the_hub() {
+    let base = golden("tiny-llama");
+    let adapter = golden("lora/adapter");
+    let root = temp_dir("lora-served");
+    for (src, repo) in [
+        (&base, "test-org/tiny-llama"),
+        (&adapter, "test-org/adapter"),
+    ] {
+        for e in std::fs::read_dir(src).unwrap().flatten() {
+            write(
+                &root.join(repo).join(e.file_name()),
+                &std::fs::read(e.path()).unwrap(),
+            );
+        }
+    }
+    let server = StandIn::start(&root);
+    let cache = temp_dir("lora-cache");
+    let home = temp_dir("lora-home");
+    let out = temp_dir("lora-out");
+    let run = |args: Vec<std::ffi::OsString>, cwd: &Path| {
+        let o = qforge(&server, &cache, &home)
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // lora-to-gguf: local folders vs the same repos by id (output in the current folder).
+    let local = out.join("local-adapter.gguf");
+    run(
+        vec![
+            "lora-to-gguf".into(),
+            root.join("test-org/adapter").into(),
+            "--base".into(),
+            root.join("test-org/tiny-llama").into(),
+            "--outtype".into(),
+            "f32".into(),
+            "-o".into(),
+            local.clone().into(),
+        ],
+        &out,
+    );
+    let cwd = temp_dir("lora-cwd");
+    run(
+        vec![
+            "lora-to-gguf".into(),
+            "test-org/adapter".into(),
+            "--base".into(),
+            "hf://test-org/tiny-llama".into(),
+            "--outtype".into(),
+            "f32".into(),
+        ],
+        &cwd,
+    );
+    let from_hub = std::fs::read(cwd.join("ggml-adapter-model.gguf")).unwrap();
+    assert!(
+        from_hub == std::fs::read(&local).unwrap(),
+        "adapter GGUFs differ"
+    );
+    // convert --lora with a scaled adapter from the Hub equals the local one-pass merge.
+    let local = out.join("local-merged.gguf");
+    run(
+        vec![
+            "convert".into(),
+            root.join("test-org/tiny-llama").into(),
+            "--lora".into(),
+            format!("{}:0.5", root.join("test-org/adapter").display()).into(),
+            "--outtype".into(),
+            "f16".into(),
+            "--device".into(),
+            "cpu".into(),
+            "-o".into(),
+            local.clone().into(),
+        ],
+        &out,
+    );
+    let hub = out.join("hub-merged.gguf");
+    run(
+        vec![
+            "convert".into(),
+            "test-org/tiny-llama".into(),
+            "--lora".into(),
+            "hf://test-org/adapter:0.5".into(),
+            "--outtype".into(),
+            "f16".into(),
+            "--device".into(),
+            "cpu".into(),
+            "-o".into(),
+            hub.clone().into(),
+        ],
+        &out,
+    );
+    assert!(
+        std::fs::read(&hub).unwrap() == std::fs::read(&local).unwrap(),
+        "merged GGUFs differ"
+    );
+}

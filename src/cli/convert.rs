@@ -34,6 +34,7 @@ pub struct ConvertArgs {
     model_name: Option<String>,
     /// Merge these PEFT LoRA adapters in the same pass (ADAPTER_DIR[:SCALE], repeatable, folded
     /// in order): the output equals `merge-lora` then `convert`. `--device` picks where.
+    /// An adapter may be on the Hub: ORG/NAME[@REV][:SCALE] or hf://….
     #[arg(long)]
     lora: Vec<String>,
     /// Worker threads (0 = all cores).
@@ -49,11 +50,12 @@ pub fn run(mut a: ConvertArgs) -> Result<()> {
         model.path.clone(),
         a.outfile.or(model.from_hub.then(|| ".".into())),
     );
-    let adapters = a
+    let mut adapters = a
         .lora
         .iter()
         .map(|s| AdapterSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
     if let Some(outtype) = OutType::parse(&a.outtype) {
         let out = a.outfile.clone().unwrap_or_else(|| a.model_dir.clone());
         let opts = ConvertOptions {

@@ -18,7 +18,8 @@ pub struct MergeLoraArgs {
     /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     #[arg(long)]
     base: PathBuf,
-    /// ADAPTER[:SCALE]: a PEFT adapter directory (HF base) or a GGUF adapter (GGUF base).
+    /// ADAPTER[:SCALE]: a PEFT adapter directory (HF base) or a GGUF adapter (GGUF base), local
+    /// or on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     #[arg(long, required = true)]
     lora: Vec<String>,
     /// Output directory (HF base) or .gguf file (GGUF base).
@@ -55,19 +56,21 @@ pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
         device: merge_device(spec, None)?,
     };
     if a.base.is_dir() {
-        let adapters = a
+        let mut adapters = a
             .lora
             .iter()
             .map(|s| AdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
         let r = merge_lora_hf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     } else {
-        let adapters = a
+        let mut adapters = a
             .lora
             .iter()
             .map(|s| GgufAdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.path))?;
         let r = merge_lora_gguf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     }

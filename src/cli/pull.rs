@@ -126,6 +126,21 @@ pub fn local_model(arg: &Path) -> Result<LocalModel> {
     })
 }
 
+/// [`local_model`] for each path, replaced in place (LoRA adapter lists); keep the result alive
+/// while the paths are in use.
+pub fn local_models<'a>(
+    paths: impl IntoIterator<Item = &'a mut PathBuf>,
+) -> Result<Vec<LocalModel>> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = local_model(p)?;
+            p.clone_from(&m.path);
+            Ok(m)
+        })
+        .collect()
+}
+
 /// Renders [`PullEvent`]s: one bar with bytes/s and ETA on a terminal, plain lines otherwise.
 struct PullProgress {
     bar: Option<ProgressBar>,
