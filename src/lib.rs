@@ -9,7 +9,8 @@
 //!    the one seeded generator; [`notice`], how the library speaks without printing;
 //!    [`threads`], the one way worker pools are sized.
 //! 2. [`formats`] — bytes on disk only (GGUF, safetensors, imatrix, PEFT, atomic outputs, the
-//!    `TensorSource` seam). Knows nothing of models, kernels or GPUs.
+//!    `TensorSource` seam). Knows nothing of models, kernels or GPUs. Beside it, [`hub`]: the
+//!    Hugging Face Hub client and huggingface_hub's cache layout (files, not models).
 //! 3. [`quant`] — CPU kernels and llama-quantize's type rules, on plain data.
 //! 4. [`gpu`] — the wgpu device, pipelines built once, and the WGSL twins of the quantizers.
 //! 5. [`arch`] — the architecture registry: one file per model family.
@@ -29,6 +30,7 @@ pub mod eval;
 pub mod formats;
 pub mod ggml;
 pub mod gpu;
+pub mod hub;
 pub mod lora;
 pub mod notice;
 pub mod pipeline;
@@ -51,6 +53,7 @@ mod layering {
         ("notice", 1),
         ("threads", 1),
         ("formats", 2),
+        ("hub", 2),
         ("quant", 3),
         ("gpu", 4),
         ("arch", 5),

@@ -21,7 +21,8 @@ use super::quantize::QuantOptions;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files), or a Hub
+    /// repository ORG/NAME[@REV] (pulled first; the output then defaults to the current folder).
     model_dir: PathBuf,
     /// Output file, or a directory to put the script-named file in (default: MODEL_DIR).
     #[arg(short = 'o', long = "outfile")]
@@ -34,6 +35,7 @@ pub struct ConvertArgs {
     model_name: Option<String>,
     /// Merge these PEFT LoRA adapters in the same pass (ADAPTER_DIR[:SCALE], repeatable, folded
     /// in order): the output equals `merge-lora` then `convert`. `--device` picks where.
+    /// An adapter may be on the Hub: ORG/NAME[@REV][:SCALE] or hf://….
     #[arg(long)]
     lora: Vec<String>,
     /// Worker threads (0 = all cores).
@@ -43,12 +45,18 @@ pub struct ConvertArgs {
     quant: QuantOptions,
 }
 
-pub fn run(a: ConvertArgs) -> Result<()> {
-    let adapters = a
+pub fn run(mut a: ConvertArgs) -> Result<()> {
+    let model = super::pull::local_model(&a.model_dir)?;
+    (a.model_dir, a.outfile) = (
+        model.path.clone(),
+        a.outfile.or(model.from_hub.then(|| ".".into())),
+    );
+    let mut adapters = a
         .lora
         .iter()
         .map(|s| AdapterSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
     if let Some(outtype) = OutType::parse(&a.outtype) {
         let out = a.outfile.clone().unwrap_or_else(|| a.model_dir.clone());
         let opts = ConvertOptions {

@@ -22,7 +22,7 @@ pub enum ImatrixFormat {
 
 #[derive(Args)]
 pub struct ImatrixArgs {
-    /// Model: a GGUF file or a Hugging Face directory.
+    /// Model: a GGUF file or a Hugging Face directory, or one on the Hub (ORG/NAME[@REV], hf://…).
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Calibration text.
@@ -64,7 +64,8 @@ pub fn run(a: ImatrixArgs) -> Result<()> {
     }
     set_threads(a.threads)?;
     let text = read_text(&a.file)?;
-    let model = load_causal_lm(&a.model, a.device)?;
+    let local = super::pull::local_model(&a.model)?;
+    let model = load_causal_lm(&local.path, a.device)?;
     // llama-imatrix's default: special-token texts are not parsed (no --parse-special).
     let tokens = tokenize_eval_text(model.metadata(), &text, false)?;
     let opts = ImatrixOptions {

@@ -14,10 +14,12 @@ use qforge::pipeline::{Backend, DeviceChoice};
 
 #[derive(Args)]
 pub struct MergeLoraArgs {
-    /// Base model: a Hugging Face directory, or a .gguf file (llama-export-lora's job).
+    /// Base model: a Hugging Face directory, or a .gguf file (llama-export-lora's job); local or
+    /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     #[arg(long)]
     base: PathBuf,
-    /// ADAPTER[:SCALE]: a PEFT adapter directory (HF base) or a GGUF adapter (GGUF base).
+    /// ADAPTER[:SCALE]: a PEFT adapter directory (HF base) or a GGUF adapter (GGUF base), local
+    /// or on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     #[arg(long, required = true)]
     lora: Vec<String>,
     /// Output directory (HF base) or .gguf file (GGUF base).
@@ -45,26 +47,30 @@ pub fn merge_device(spec: DeviceSpec, backend: Option<&Backend>) -> Result<Merge
     Ok(device)
 }
 
-pub fn merge(a: MergeLoraArgs) -> Result<()> {
+pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
+    let base = super::pull::local_model(&a.base)?;
+    a.base = base.path.clone();
     let spec: DeviceSpec = a.device.parse()?;
     let options = MergeOptions {
         threads: a.threads,
         device: merge_device(spec, None)?,
     };
     if a.base.is_dir() {
-        let adapters = a
+        let mut adapters = a
             .lora
             .iter()
             .map(|s| AdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
         let r = merge_lora_hf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     } else {
-        let adapters = a
+        let mut adapters = a
             .lora
             .iter()
             .map(|s| GgufAdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.path))?;
         let r = merge_lora_gguf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     }
@@ -74,9 +80,10 @@ pub fn merge(a: MergeLoraArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct LoraToGgufArgs {
-    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors), or ORG/NAME[@REV]
+    /// on the Hub (the output then defaults to the current folder).
     adapter_dir: PathBuf,
-    /// The Hugging Face base model directory the adapter was trained on.
+    /// The Hugging Face base model directory the adapter was trained on (or ORG/NAME[@REV]).
     #[arg(long)]
     base: PathBuf,
     /// Output .gguf (default: ADAPTER_DIR/ggml-adapter-model.gguf).
@@ -87,11 +94,17 @@ pub struct LoraToGgufArgs {
     outtype: String,
 }
 
-pub fn to_gguf(a: LoraToGgufArgs) -> Result<()> {
+pub fn to_gguf(mut a: LoraToGgufArgs) -> Result<()> {
+    let (adapter, base) = (
+        super::pull::local_model(&a.adapter_dir)?,
+        super::pull::local_model(&a.base)?,
+    );
+    (a.adapter_dir, a.base) = (adapter.path.clone(), base.path.clone());
     let outtype: LoraOutType = a.outtype.parse().map_err(|e: String| anyhow!(e))?;
-    let out = a
-        .outfile
-        .unwrap_or_else(|| a.adapter_dir.join("ggml-adapter-model.gguf"));
+    let out = a.outfile.unwrap_or_else(|| match adapter.from_hub {
+        true => PathBuf::from("ggml-adapter-model.gguf"),
+        false => a.adapter_dir.join("ggml-adapter-model.gguf"),
+    });
     lora_to_gguf(&a.adapter_dir, &a.base, &out, outtype)?;
     println!("wrote {}", out.display());
     Ok(())

@@ -12,6 +12,7 @@ mod info;
 mod job_args;
 mod lora;
 mod perplexity;
+mod pull;
 mod quantize;
 mod recipe;
 mod runtime;
@@ -56,6 +57,8 @@ enum Command {
     Perplexity(Box<perplexity::PerplexityArgs>),
     /// Quantize to several types and report size, perplexity and KL divergence of each.
     Sweep(Box<sweep::SweepArgs>),
+    /// Download a model repository from the Hugging Face Hub into huggingface_hub's cache.
+    Pull(pull::PullArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
     /// Run a recipe of quantize/convert/sweep jobs, resumable and shardable across machines.
@@ -105,6 +108,7 @@ pub fn run() -> i32 {
         Command::Batch(a) => batch::run(*a),
         Command::Config(a) => config::run(a),
         Command::Serve(a) => serve::run(*a),
+        Command::Pull(a) => pull::run(a),
     };
     match result {
         Ok(()) => 0,

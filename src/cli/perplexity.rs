@@ -18,7 +18,7 @@ use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevic
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// Model: a GGUF file or a Hugging Face directory.
+    /// Model: a GGUF file or a Hugging Face directory, or one on the Hub (ORG/NAME[@REV], hf://…).
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Text to evaluate.
@@ -53,7 +53,8 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     };
     set_threads(a.threads)?;
     let text = read_text(&a.file)?;
-    let model = load_causal_lm(&a.model, a.device)?;
+    let local = super::pull::local_model(&a.model)?;
+    let model = load_causal_lm(&local.path, a.device)?;
     let tokens = tokenize_eval_text(model.metadata(), &text, false)?;
     let opts = PplOptions {
         n_ctx: a.ctx,

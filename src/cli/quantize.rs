@@ -78,7 +78,9 @@ pub struct QuantizeArgs {
     /// Write the output with llama.cpp's split naming (OUT-00001-of-00001.gguf).
     #[arg(long)]
     keep_split: bool,
-    /// INPUT [OUTPUT] TYPE [NTHREADS]; INPUT is a .gguf file or a Hugging Face model directory.
+    /// INPUT [OUTPUT] TYPE [NTHREADS]; INPUT is a .gguf file or a Hugging Face model directory,
+    /// or one on the Hub: ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf (OUTPUT then defaults
+    /// to the current folder).
     #[arg(required = true, num_args = 2..=4)]
     positional: Vec<String>,
 }
@@ -199,14 +201,17 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     // INPUT TYPE [N] or INPUT OUTPUT TYPE [N], decided as llama-quantize does: is the second
     // word a type?
     let p = &a.positional;
-    let input = PathBuf::from(&p[0]);
+    let model = super::pull::local_model(Path::new(&p[0]))?;
+    let input = model.path.clone();
     let (output, target, rest) = match QuantTarget::parse(&p[1]) {
         Some(t) => {
             let name = match t {
                 QuantTarget::Copy => "COPY".into(),
                 QuantTarget::Mix(_) => p[1].to_ascii_uppercase(),
             };
-            let dir = if input.is_dir() {
+            let dir = if model.from_hub {
+                Path::new("")
+            } else if input.is_dir() {
                 input.as_path()
             } else {
                 input.parent().unwrap_or(Path::new(""))

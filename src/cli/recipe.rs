@@ -69,27 +69,16 @@ pub struct Recipe {
 
 /// Where a recipe's `model` value points, as a path relative to the recipe's directory. The one
 /// place a model argument is resolved: a path today; a Hugging Face REPO_ID once `qforge pull`
-/// exists (this is where `hub::resolve_model_arg` plugs in).
+/// exists; a Hub reference is passed on for the command to pull.
 pub fn resolve_model(spec: &str, dir: &Path) -> Result<String> {
     let path = dir.join(spec);
     if path.exists() {
         return Ok(spec.to_string());
     }
-    let looks_like_repo = {
-        let parts: Vec<&str> = spec.split('/').collect();
-        parts.len() == 2
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p != &"."
-                    && p != &".."
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            })
-            && !spec.ends_with(".gguf")
-            && !spec.ends_with(".safetensors")
-    };
-    if looks_like_repo {
-        bail!("model '{spec}': no such file or directory, and REPO_ID models need `qforge pull`, which this build does not have yet");
+    // A Hub reference (`ORG/NAME[@REV]`, `hf://…`): the job's own command pulls it into the
+    // huggingface_hub cache and works on the snapshot, exactly as on the command line.
+    if qforge::hub::HubRef::parse(spec).is_some() {
+        return Ok(spec.to_string());
     }
     // A missing file: the command itself reports it, naming the path.
     Ok(spec.to_string())

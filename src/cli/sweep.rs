@@ -18,7 +18,8 @@ use super::runtime::{read_text, set_threads, EvalDevice};
 
 #[derive(Args)]
 pub struct SweepArgs {
-    /// The unquantized model: a GGUF file (F32/F16/BF16) or a Hugging Face directory.
+    /// The unquantized model: a GGUF file (F32/F16/BF16) or a Hugging Face directory, local or
+    /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     model: PathBuf,
     /// Comma-separated llama-quantize types (Q2_K,Q3_K_M,Q4_K_M,Q8_0,…).
     #[arg(long, value_delimiter = ',', required = true)]
@@ -49,7 +50,9 @@ pub struct SweepArgs {
     device: EvalDevice,
 }
 
-pub fn run(a: SweepArgs) -> Result<()> {
+pub fn run(mut a: SweepArgs) -> Result<()> {
+    let local = super::pull::local_model(&a.model)?;
+    a.model = local.path.clone();
     if !a.model.exists() {
         bail!("{}: no such model file or directory", a.model.display());
     }
