@@ -1131,7 +1131,6 @@ fn batch_refuses_bad_recipes_before_running_anything() {
         ("[[job]]\nmodel = \"m.gguf\"\ntypes = [\"Q8_0\"]\nout = \"o.{kind}.gguf\"\n", "{kind}"),
         ("[[job]]\nmodel = \"m.gguf\"\ntypes = [\"Q8_0\"]\nout = \"same.gguf\"\n[[job]]\nmodel = \"m.gguf\"\ntypes = [\"Q4_0\"]\nout = \"same.gguf\"\n", "same.gguf"),
         ("[[job]]\ncommand = \"info\"\nmodel = \"m.gguf\"\ntypes = [\"Q8_0\"]\nout = \"o.gguf\"\n", "info"),
-        ("[[job]]\nmodel = \"some-org/some-model\"\ntypes = [\"Q8_0\"]\nout = \"o.{type}.gguf\"\n", "pull"),
         ("[[job]]\nmodel = \"m.gguf\"\ntypes = [\"Q8_0\"]\nout = \"o.{type}.gguf\"\nthreads = \"x\"\n", "nthread"),
         ("[[job]\n", "recipe.toml"),
     ];
