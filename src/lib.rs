@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod formats;
 pub mod gpu;
+pub mod inspect;
 pub mod lora;
 pub mod model;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! Command-line front end. Errors become one line on stderr and a non-zero exit.
 
 mod bench;
+mod compare;
 mod convert;
 mod demo;
 mod doctor;
@@ -12,6 +13,7 @@ mod quantize;
 mod runtime;
 mod sweep;
 mod synth;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -52,11 +54,22 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
+    /// Check a GGUF file, safetensors file or Hugging Face directory: one line per problem, exit 1 if any.
+    Validate(validate::ValidateArgs),
+    /// Compare two models: metadata diff, per-tensor error of B against A, optional PPL/KLD.
+    Compare(Box<compare::CompareArgs>),
 }
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        // validate's exit status says whether the file is sound, not only whether it ran.
+        Command::Validate(a) => validate::run(a).map(|code| {
+            if code != 0 {
+                std::process::exit(code)
+            }
+        }),
+        Command::Compare(a) => compare::run(*a),
         Command::Quantize(a) => quantize::run(*a),
         Command::Info(a) => info::run(a),
         Command::Convert(a) => convert::run(*a),
