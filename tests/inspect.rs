@@ -54,7 +54,12 @@ fn validate(path: &Path) -> (i32, Vec<String>) {
 /// one of `needles`; returns the problem lines.
 fn expect_problem(path: &Path, needles: &[&str]) -> Vec<String> {
     let (code, lines) = validate(path);
-    assert_eq!(code, 1, "{} should not be sound; got {lines:?}", path.display());
+    assert_eq!(
+        code,
+        1,
+        "{} should not be sound; got {lines:?}",
+        path.display()
+    );
     let name = path.file_name().unwrap().to_str().unwrap();
     assert!(
         lines
@@ -75,7 +80,10 @@ fn expect_sound(path: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout.is_empty(), "a sound file prints no problem lines");
+    assert!(
+        out.stdout.is_empty(),
+        "a sound file prints no problem lines"
+    );
 }
 
 /// A synthetic llama (F32 weights) with `n_layer` layers written to `dir/name`.
@@ -107,7 +115,14 @@ impl Edit {
         let tensors = f
             .tensors
             .iter()
-            .map(|t| (t.name.clone(), t.ty, t.ne.clone(), f.tensor_data(t).to_vec()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.ty,
+                    t.ne.clone(),
+                    f.tensor_data(t).to_vec(),
+                )
+            })
             .collect();
         Edit {
             md: f.metadata.clone(),
@@ -183,7 +198,10 @@ fn copy_dir(src: &Path, dst: &Path) {
 #[test]
 fn every_gguf_golden_is_sound() {
     let mut files = Vec::new();
-    let mut stack = vec![golden(""), Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")];
+    let mut stack = vec![
+        golden(""),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
+    ];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
@@ -267,7 +285,11 @@ fn truncated_gguf_names_the_tensor_that_runs_past_the_end() {
 }
 
 /// The same file with tensor offsets rewritten (same header length, same data section).
-fn with_offsets(good: &Path, out: &Path, edit: impl FnOnce(&mut Vec<qforge::formats::gguf::TensorInfo>)) {
+fn with_offsets(
+    good: &Path,
+    out: &Path,
+    edit: impl FnOnce(&mut Vec<qforge::formats::gguf::TensorInfo>),
+) {
     let f = GgufFile::open(good).unwrap();
     let mut infos = f.tensors.clone();
     edit(&mut infos);
@@ -381,7 +403,13 @@ fn non_finite_block_scales_d_and_dmin_are_found() {
 
     // Q8_0: d of the third block (34-byte blocks, d first).
     let bad = dir.join("q8-d.gguf");
-    patch_tensor(&q8, &bad, "blk.0.attn_k.weight", 2 * 34, &0x7c00u16.to_le_bytes());
+    patch_tensor(
+        &q8,
+        &bad,
+        "blk.0.attn_k.weight",
+        2 * 34,
+        &0x7c00u16.to_le_bytes(),
+    );
     expect_problem(&bad, &["blk.0.attn_k.weight", "Q8_0", "scale"]);
 
     // Q4_K: dmin (bytes 2..4 of a 144-byte block) NaN, d intact.
@@ -399,7 +427,13 @@ fn non_finite_block_scales_d_and_dmin_are_found() {
 
     // Q2_K: d at byte 80 of an 84-byte block.
     let bad = dir.join("q2k-d.gguf");
-    patch_tensor(&q2k, &bad, "blk.1.ffn_gate.weight", 80, &0xfc00u16.to_le_bytes());
+    patch_tensor(
+        &q2k,
+        &bad,
+        "blk.1.ffn_gate.weight",
+        80,
+        &0xfc00u16.to_le_bytes(),
+    );
     expect_problem(&bad, &["blk.1.ffn_gate.weight", "Q2_K"]);
 
     // Through the library: the problem carries the tensor name as a field.
@@ -458,7 +492,10 @@ fn missing_and_mistyped_hyper_parameters_are_named() {
     let no_eps = Edit::variant(&good, &dir, "no-eps.gguf", |e| {
         e.md.remove("llama.attention.layer_norm_rms_epsilon");
     });
-    expect_problem(&no_eps, &["llama.attention.layer_norm_rms_epsilon", "missing"]);
+    expect_problem(
+        &no_eps,
+        &["llama.attention.layer_norm_rms_epsilon", "missing"],
+    );
     let typed = Edit::variant(&good, &dir, "i32-blocks.gguf", |e| {
         e.md.set("llama.block_count", Value::I32(2));
     });
@@ -494,7 +531,10 @@ fn vocabulary_problems_are_named() {
     let bos = Edit::variant(&good, &dir, "bos.gguf", |e| {
         e.md.set("tokenizer.ggml.bos_token_id", Value::U32(300));
     });
-    expect_problem(&bos, &["tokenizer.ggml.bos_token_id", "300", "out of range"]);
+    expect_problem(
+        &bos,
+        &["tokenizer.ggml.bos_token_id", "300", "out of range"],
+    );
 
     let template = Edit::variant(&good, &dir, "template.gguf", |e| {
         e.md.set(
@@ -580,11 +620,19 @@ fn split_sets_are_checked_as_one_model() {
 
     // A NaN in the second shard is reported against that shard.
     let f = GgufFile::open(&second).unwrap();
-    let t = f.tensors.iter().find(|t| t.ty == GgmlType::F32).unwrap().name.clone();
+    let t = f
+        .tensors
+        .iter()
+        .find(|t| t.ty == GgmlType::F32)
+        .unwrap()
+        .name
+        .clone();
     patch_tensor(&second, &second, &t, 0, &f32::NAN.to_le_bytes());
     let (_, lines) = validate(&first);
     assert!(
-        lines.iter().any(|l| l.contains("model-00002-of-00002.gguf") && l.contains(&t)),
+        lines
+            .iter()
+            .any(|l| l.contains("model-00002-of-00002.gguf") && l.contains(&t)),
         "{lines:?}"
     );
 
@@ -618,7 +666,9 @@ fn safetensors_nan_and_corruption_are_named() {
     let (code, lines) = validate(&bad);
     assert_eq!(code, 1);
     assert!(
-        lines.iter().any(|l| l.contains("model.layers") && l.contains("NaN")),
+        lines
+            .iter()
+            .any(|l| l.contains("model.layers") && l.contains("NaN")),
         "{lines:?}"
     );
 
@@ -641,16 +691,30 @@ fn hf_directory_problems_are_named() {
     std::fs::write(d.join("config.json"), "{\"architectures\": [").unwrap();
     let (code, lines) = validate(&d);
     assert_eq!(code, 1);
-    assert!(lines.iter().any(|l| l.contains("config.json") && l.contains("does not parse")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("config.json") && l.contains("does not parse")),
+        "{lines:?}"
+    );
 
     // An architecture qforge does not convert.
     let d = root.join("arch");
     copy_dir(&good, &d);
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
-    std::fs::write(d.join("config.json"), cfg.replace("LlamaForCausalLM", "GPTNeoXForCausalLM")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("LlamaForCausalLM", "GPTNeoXForCausalLM"),
+    )
+    .unwrap();
     let (code, lines) = validate(&d);
     assert_eq!(code, 1);
-    assert!(lines.iter().any(|l| l.contains("architectures") && l.contains("GPTNeoXForCausalLM")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("architectures") && l.contains("GPTNeoXForCausalLM")),
+        "{lines:?}"
+    );
 
     // A shard the index names is missing: named, with a tensor it should hold.
     let d = root.join("shard");
@@ -659,9 +723,11 @@ fn hf_directory_problems_are_named() {
     let (code, lines) = validate(&d);
     assert_eq!(code, 1);
     assert!(
-        lines.iter().any(|l| l.contains("model.safetensors.index.json")
-            && l.contains("model-00002-of-00002.safetensors")
-            && l.contains("missing")),
+        lines
+            .iter()
+            .any(|l| l.contains("model.safetensors.index.json")
+                && l.contains("model-00002-of-00002.safetensors")
+                && l.contains("missing")),
         "{lines:?}"
     );
 
@@ -671,7 +737,10 @@ fn hf_directory_problems_are_named() {
     std::fs::remove_file(d.join("tokenizer.json")).unwrap();
     let (code, lines) = validate(&d);
     assert_eq!(code, 1);
-    assert!(lines.iter().any(|l| l.contains("no tokenizer")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("no tokenizer")),
+        "{lines:?}"
+    );
 
     // A NaN in a shard (F16 weights).
     let d = root.join("nan");
@@ -684,7 +753,9 @@ fn hf_directory_problems_are_named() {
     let (code, lines) = validate(&d);
     assert_eq!(code, 1);
     assert!(
-        lines.iter().any(|l| l.contains("model-00002-of-00002.safetensors") && l.contains("NaN")),
+        lines
+            .iter()
+            .any(|l| l.contains("model-00002-of-00002.safetensors") && l.contains("NaN")),
         "{lines:?}"
     );
     let _ = std::fs::remove_dir_all(&root);
@@ -705,7 +776,9 @@ fn validate_json_lists_problems_with_file_and_subject() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems.iter().all(|p| p["file"] == s(&bad)));
     assert!(problems.iter().any(|p| p["tensor"] == "output_norm.weight"));
-    assert!(problems.iter().any(|p| p["key"] == "tokenizer.ggml.eos_token_id"));
+    assert!(problems
+        .iter()
+        .any(|p| p["key"] == "tokenizer.ggml.eos_token_id"));
     assert_eq!(j["kind"], "gguf-model");
     assert_eq!(j["architecture"], "llama");
     let _ = std::fs::remove_dir_all(&dir);
@@ -717,11 +790,10 @@ fn qwen_requirements_follow_llama_cpp() {
     let good = synthetic(&dir, "good.gguf", 2, 64, 96);
     // As qwen3 the per-head Q/K norms are required.
     let q3 = Edit::variant(&good, &dir, "qwen3.gguf", |e| {
-        let keys: Vec<(String, Value)> = e
-            .md
-            .iter()
-            .map(|(k, v)| (k.replacen("llama.", "qwen3.", 1), v.clone()))
-            .collect();
+        let keys: Vec<(String, Value)> =
+            e.md.iter()
+                .map(|(k, v)| (k.replacen("llama.", "qwen3.", 1), v.clone()))
+                .collect();
         let mut md = Metadata::new();
         for (k, v) in keys {
             md.set(&k, v);
@@ -754,7 +826,9 @@ fn compare_orders_q8_0_q4_k_m_q2_k_by_error() {
         let tensors = j["tensors"].as_array().unwrap();
         assert_eq!(tensors.len(), GgufFile::open(&f32).unwrap().tensors.len());
         for t in tensors {
-            for k in ["name", "type_a", "type_b", "shape_a", "shape_b", "rel_rmse", "max_abs"] {
+            for k in [
+                "name", "type_a", "type_b", "shape_a", "shape_b", "rel_rmse", "max_abs",
+            ] {
                 assert!(t.get(k).is_some(), "tensor field {k}");
             }
             assert_eq!(t["shape_a"], t["shape_b"]);
@@ -781,7 +855,10 @@ fn compare_orders_q8_0_q4_k_m_q2_k_by_error() {
     for w in overall.windows(2) {
         assert!(w[0].1 < w[1].1, "overall error not increasing: {overall:?}");
         assert!(w[0].2 < w[1].2, "attn_q error not increasing: {overall:?}");
-        assert!(w[0].3 < w[1].3, "attn_q max |d| not increasing: {overall:?}");
+        assert!(
+            w[0].3 < w[1].3,
+            "attn_q max |d| not increasing: {overall:?}"
+        );
     }
     assert!(overall[0].1 > 0.0 && overall[0].1 < 0.01, "{overall:?}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -810,7 +887,8 @@ fn compare_of_a_file_with_itself_is_exact_and_diffs_metadata() {
         e.tensors.retain(|t| t.0 != "blk.1.ffn_up.weight");
         let t = e.tensor_mut("blk.0.attn_k.weight");
         t.2 = vec![32, 64];
-        e.tensors.push(("extra.weight".into(), GgmlType::F32, vec![8], vec![0; 32]));
+        e.tensors
+            .push(("extra.weight".into(), GgmlType::F32, vec![8], vec![0; 32]));
     });
     let j = compare_json(&a, &b, &[]);
     let kv = &j["kv"];
@@ -830,7 +908,10 @@ fn compare_of_a_file_with_itself_is_exact_and_diffs_metadata() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("1 added, 1 removed, 1 changed"), "{text}");
-    assert!(text.contains("only in B") && text.contains("shapes differ"), "{text}");
+    assert!(
+        text.contains("only in B") && text.contains("shapes differ"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -855,16 +936,34 @@ fn compare_eval_reports_ppl_of_both_and_kld_of_b_against_a() {
     for ty in ["Q8_0", "Q2_K"] {
         let q = dir.join(format!("tiny.{ty}.gguf"));
         quantize(&base, &q, ty);
-        let j = compare_json(&base, &q, &["--eval", s(&text), "-c", "128", "--chunks", "3"]);
+        let j = compare_json(
+            &base,
+            &q,
+            &["--eval", s(&text), "-c", "128", "--chunks", "3"],
+        );
         let e = &j["eval"];
         assert_eq!(e["chunks"], 3);
         assert!(e["ppl_a"].as_f64().unwrap() > 1.0);
         assert!(e["ppl_b"].as_f64().unwrap() > 1.0);
-        kld.push((ty, e["kld"]["mean_kld"].as_f64().unwrap(), e["ppl_a"].as_f64().unwrap()));
+        kld.push((
+            ty,
+            e["kld"]["mean_kld"].as_f64().unwrap(),
+            e["ppl_a"].as_f64().unwrap(),
+        ));
     }
     assert!(kld[0].1 > 0.0 && kld[0].1 < kld[1].1, "{kld:?}");
     // PPL(A) is the same measurement as `qforge perplexity` on A.
-    let out = qforge(&["perplexity", "-m", s(&base), "-f", s(&text), "-c", "128", "--chunks", "3"]);
+    let out = qforge(&[
+        "perplexity",
+        "-m",
+        s(&base),
+        "-f",
+        s(&text),
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+    ]);
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let ppl: f64 = stdout
@@ -878,7 +977,11 @@ fn compare_eval_reports_ppl_of_both_and_kld_of_b_against_a() {
         .unwrap();
     assert!((ppl - kld[0].2).abs() < 1e-3 * ppl, "{ppl} vs {kld:?}");
     // A model against itself: no divergence.
-    let j = compare_json(&base, &base, &["--eval", s(&text), "-c", "128", "--chunks", "2"]);
+    let j = compare_json(
+        &base,
+        &base,
+        &["--eval", s(&text), "-c", "128", "--chunks", "2"],
+    );
     assert_eq!(j["eval"]["kld"]["mean_kld"].as_f64().unwrap().abs(), 0.0);
     assert_eq!(j["eval"]["ppl_a"], j["eval"]["ppl_b"]);
     let _ = std::fs::remove_dir_all(&dir);

@@ -87,11 +87,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
 
 fn shape(s: &Option<Vec<u64>>) -> String {
     match s {
-        Some(ne) => ne
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join("x"),
+        Some(ne) => ne.iter().map(u64::to_string).collect::<Vec<_>>().join("x"),
         None => "-".into(),
     }
 }
@@ -129,7 +125,10 @@ fn print_report(r: &CompareReport) {
             shape(&t.shape_b),
             num(t.rel_rmse),
             num(t.max_abs),
-            t.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default()
+            t.note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
         );
     }
     println!("by kind:");

@@ -389,14 +389,16 @@ pub fn compare(
     }
     let kinds = kinds
         .into_iter()
-        .map(|(kind, count, elements, num, den, worst, max_abs)| KindSummary {
-            kind,
-            count,
-            elements,
-            rel_rmse: ratio(num, den),
-            worst_rel_rmse: worst,
-            max_abs,
-        })
+        .map(
+            |(kind, count, elements, num, den, worst, max_abs)| KindSummary {
+                kind,
+                count,
+                elements,
+                rel_rmse: ratio(num, den),
+                worst_rel_rmse: worst,
+                max_abs,
+            },
+        )
         .collect();
     Ok(CompareReport {
         a: a.to_path_buf(),

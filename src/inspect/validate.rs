@@ -561,7 +561,10 @@ fn check_vocab(path: &Path, md: &Metadata, ctx: &mut Ctx) -> Option<u64> {
             ctx.problem(Problem::key(
                 path,
                 "tokenizer.ggml.tokens",
-                format!("has type {:?}, expected an array of strings", v.value_type()),
+                format!(
+                    "has type {:?}, expected an array of strings",
+                    v.value_type()
+                ),
             ));
             None
         }
@@ -582,10 +585,7 @@ fn check_vocab(path: &Path, md: &Metadata, ctx: &mut Ctx) -> Option<u64> {
                     ctx.problem(Problem::key(
                         path,
                         key,
-                        format!(
-                            "has {} entries, tokenizer.ggml.tokens has {n}",
-                            items.len()
-                        ),
+                        format!("has {} entries, tokenizer.ggml.tokens has {n}", items.len()),
                     ));
                 }
             }
@@ -610,9 +610,7 @@ fn check_vocab(path: &Path, md: &Metadata, ctx: &mut Ctx) -> Option<u64> {
     }
     if model == "gpt2" {
         let pre = md.get_str("tokenizer.ggml.pre");
-        if md.get("tokenizer.ggml.merges").is_none()
-            && pre != Some("kimi-k2")
-        {
+        if md.get("tokenizer.ggml.merges").is_none() && pre != Some("kimi-k2") {
             ctx.problem(Problem::key(
                 path,
                 "tokenizer.ggml.merges",
@@ -635,7 +633,9 @@ fn check_vocab(path: &Path, md: &Metadata, ctx: &mut Ctx) -> Option<u64> {
     }
     let templates: Vec<(&str, &Value)> = md
         .iter()
-        .filter(|(k, _)| *k == "tokenizer.chat_template" || k.starts_with("tokenizer.chat_template."))
+        .filter(|(k, _)| {
+            *k == "tokenizer.chat_template" || k.starts_with("tokenizer.chat_template.")
+        })
         .collect();
     for (key, v) in templates {
         match v.as_str() {
@@ -727,22 +727,25 @@ fn scan_ggml(ty: GgmlType, ne0: usize, data: &[u8]) -> Result<Option<String>, St
                 .chunks_exact(8)
                 .position(|c| !f64::from_le_bytes(c.try_into().unwrap()).is_finite());
             return Ok(bad.map(|i| {
-                format!("non-finite F64 value at row {}, column {}", i / ne0, i % ne0)
+                format!(
+                    "non-finite F64 value at row {}, column {}",
+                    i / ne0,
+                    i % ne0
+                )
             }));
         }
         _ => {}
     }
     // Scales (and for float types the values themselves) through validate_row, slab by slab.
     let slab = row_bytes * SLAB_ROWS;
-    let scale_bad = data
-        .par_chunks(slab)
-        .enumerate()
-        .find_map_first(|(s, bytes)| {
-            bytes
-                .chunks(row_bytes)
-                .enumerate()
-                .find_map(|(r, row)| validate_row(ty, row).err().map(|e| (s * SLAB_ROWS + r, e)))
-        });
+    let scale_bad =
+        data.par_chunks(slab)
+            .enumerate()
+            .find_map_first(|(s, bytes)| {
+                bytes.chunks(row_bytes).enumerate().find_map(|(r, row)| {
+                    validate_row(ty, row).err().map(|e| (s * SLAB_ROWS + r, e))
+                })
+            });
     if let Some((row, e)) = scale_bad {
         return Ok(Some(format!("row {row}: {e}")));
     }
@@ -855,7 +858,10 @@ fn scan_st_tensor(f: &SafetensorsFile, name: &str, ctx: &mut Ctx) {
             ctx.problem(Problem::tensor(
                 path,
                 name,
-                format!("{:?} value {v} at element {i} (shape {:?})", t.dtype, t.shape),
+                format!(
+                    "{:?} value {v} at element {i} (shape {:?})",
+                    t.dtype, t.shape
+                ),
             ));
         }
         f.release(t);
@@ -1043,13 +1049,12 @@ fn validate_hf_dir(dir: &Path, ctx: &mut Ctx) {
                         t.name.clone(),
                         "not listed in model.safetensors.index.json",
                     )),
-                    Some(s) if f.path().file_name().and_then(|n| n.to_str()) != Some(s) => {
-                        ctx.problem(Problem::tensor(
+                    Some(s) if f.path().file_name().and_then(|n| n.to_str()) != Some(s) => ctx
+                        .problem(Problem::tensor(
                             f.path(),
                             t.name.clone(),
                             format!("the index places it in '{s}'"),
-                        ))
-                    }
+                        )),
                     _ => {}
                 }
             }
