@@ -986,3 +986,59 @@ fn compare_eval_reports_ppl_of_both_and_kld_of_b_against_a() {
     assert_eq!(j["eval"]["ppl_a"], j["eval"]["ppl_b"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_converted_architecture_is_sound_before_and_after_convert() {
+    use qforge::model::synthetic_hf::{HfFlavor, SyntheticHf};
+    let root = tmp("archs");
+    for flavor in HfFlavor::ALL {
+        let tok = golden(if flavor.uses_bpe() {
+            "tiny-bpe"
+        } else {
+            "tiny-llama"
+        });
+        let dir = root.join(flavor.name());
+        SyntheticHf::preset(flavor).write(&dir, &tok).unwrap();
+        expect_sound(&dir);
+        let gguf = root.join(format!("{}.f16.gguf", flavor.name()));
+        let out = qforge(&["convert", s(&dir), "--outtype", "f16", "-o", s(&gguf)]);
+        assert!(
+            out.status.success(),
+            "convert {}: {}",
+            flavor.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        expect_sound(&gguf);
+        let report = qforge::inspect::validate(&gguf, &mut |_| {}).unwrap();
+        assert_eq!(report.kind, Some(qforge::inspect::FileKind::GgufModel));
+        let arch = report.architecture.clone().unwrap();
+        assert!(
+            qforge::inspect::required::KNOWN_ARCHITECTURES.contains(&arch.as_str()),
+            "{arch}"
+        );
+        // The loader requirements were checked, not skipped with a note.
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        // And a required tensor removed from it is named.
+        let bad = Edit::variant(&gguf, &root, &format!("{}.bad.gguf", flavor.name()), |e| {
+            e.tensors.retain(|t| t.0 != "blk.1.attn_v.weight");
+        });
+        expect_problem(&bad, &["blk.1.attn_v.weight", "missing", &arch]);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn compare_refuses_a_missing_model_by_name() {
+    let out = qforge(&[
+        "compare",
+        s(&golden("tiny-llama.f16.gguf")),
+        "/nonexistent/b.gguf",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/b.gguf"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = qforge(&["validate", "/nonexistent/x.gguf"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.gguf"));
+}
