@@ -672,6 +672,11 @@ fn safetensors_nan_and_corruption_are_named() {
         "{lines:?}"
     );
 
+    // Without the extension the header sniff still finds it.
+    let noext = dir.join("weights");
+    std::fs::write(&noext, &bytes).unwrap();
+    expect_problem(&noext, &["model.layers.3.mlp.up_proj.weight", "NaN"]);
+
     let cut = dir.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     expect_problem(&cut, &["not a valid safetensors file"]);

@@ -133,18 +133,23 @@ pub fn validate(
     if meta.is_dir() {
         validate_hf_dir(path, &mut ctx);
     } else {
-        let mut magic = [0u8; 4];
-        let head = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+        // Sniff the format: GGUF by its magic; safetensors by its extension or by a JSON header
+        // right after the 8-byte length; anything else goes to the GGUF parser, which says why
+        // it is not one.
+        let mut head = [0u8; 9];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
             .map_err(|source| InspectError::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let is_st = path.extension().is_some_and(|e| e == "safetensors");
-        if head == 4 && &magic == b"GGUF" || !is_st {
-            validate_gguf(path, &mut ctx);
-        } else {
+        let is_gguf = n >= 4 && &head[..4] == b"GGUF";
+        let is_st =
+            path.extension().is_some_and(|e| e == "safetensors") || (n == 9 && head[8] == b'{');
+        if !is_gguf && is_st {
             validate_safetensors_file(path, &mut ctx);
+        } else {
+            validate_gguf(path, &mut ctx);
         }
     }
     Ok(ctx.report)
