@@ -500,6 +500,11 @@ fn missing_and_mistyped_hyper_parameters_are_named() {
         e.md.set("llama.block_count", Value::I32(2));
     });
     expect_problem(&typed, &["llama.block_count", "U32"]);
+    let no_blocks = Edit::variant(&good, &dir, "no-blocks.gguf", |e| {
+        e.md.remove("llama.block_count");
+    });
+    let lines = expect_problem(&no_blocks, &["llama.block_count", "missing"]);
+    assert_eq!(lines.len(), 1, "one cause, one line: {lines:?}");
     let no_arch = Edit::variant(&good, &dir, "no-arch.gguf", |e| {
         e.md.remove("general.architecture");
     });
