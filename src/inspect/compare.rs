@@ -29,6 +29,7 @@ use crate::quant::{self, GgmlType};
 /// A key present in one file only.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KvEntry {
+    /// The metadata key.
     pub key: String,
     /// The value as JSON; arrays longer than 16 as `{"type", "len", "sha256"}`.
     pub value: Json,
@@ -37,16 +38,22 @@ pub struct KvEntry {
 /// A key whose value differs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KvChange {
+    /// The metadata key.
     pub key: String,
+    /// Its value in A (as [`KvEntry::value`]).
     pub a: Json,
+    /// Its value in B.
     pub b: Json,
 }
 
 /// The metadata diff of B against A.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct KvDiff {
+    /// Keys only in B, in B's order.
     pub added: Vec<KvEntry>,
+    /// Keys only in A, in A's order.
     pub removed: Vec<KvEntry>,
+    /// Keys in both with different values (or types), in A's order.
     pub changed: Vec<KvChange>,
 }
 
@@ -54,11 +61,15 @@ pub struct KvDiff {
 /// there, and the errors are `None` unless both have the same shape and a decodable type.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TensorComparison {
+    /// GGUF tensor name.
     pub name: String,
+    /// ggml type name in A.
     pub type_a: Option<String>,
+    /// ggml type name in B.
     pub type_b: Option<String>,
-    /// ggml order (ne[0] first).
+    /// Shape in A, ggml order (ne[0] first).
     pub shape_a: Option<Vec<u64>>,
+    /// Shape in B, ggml order.
     pub shape_b: Option<Vec<u64>>,
     /// sqrt(Σ(b−a)² / Σa²); 0 when identical.
     pub rel_rmse: Option<f64>,
@@ -72,27 +83,38 @@ pub struct TensorComparison {
 /// Errors pooled over every tensor of one kind (the name without `blk.N.`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KindSummary {
+    /// The tensor name without `blk.N.`, e.g. `attn_q.weight`.
     pub kind: String,
     /// Tensors of this kind compared.
     pub count: usize,
+    /// Elements over those tensors.
     pub elements: u64,
     /// sqrt(ΣΣ(b−a)² / ΣΣa²) over the kind's tensors.
     pub rel_rmse: f64,
     /// The largest per-tensor relative RMSE of the kind.
     pub worst_rel_rmse: f64,
+    /// The largest |b − a| of the kind.
     pub max_abs: f64,
 }
 
 /// Perplexity of both models and KL divergence of B against A on the same tokens.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalComparison {
+    /// The evaluation text.
     pub text: PathBuf,
+    /// Tokens per chunk (`-c`).
     pub n_ctx: usize,
+    /// Chunks evaluated.
     pub chunks: usize,
+    /// Tokens of the text (A's vocabulary).
     pub tokens: usize,
+    /// Perplexity of A.
     pub ppl_a: f64,
+    /// ± of PPL(A), as llama-perplexity estimates it.
     pub ppl_a_uncertainty: f64,
+    /// Perplexity of B.
     pub ppl_b: f64,
+    /// ± of PPL(B).
     pub ppl_b_uncertainty: f64,
     /// llama-perplexity's `--kl-divergence` statistics with A as the base.
     pub kld: KldReport,
@@ -101,8 +123,11 @@ pub struct EvalComparison {
 /// Everything `compare` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct CompareReport {
+    /// The reference model.
     pub a: PathBuf,
+    /// The model measured against A.
     pub b: PathBuf,
+    /// Metadata diff of B against A.
     pub kv: KvDiff,
     /// A's tensors in A's order, then those only in B.
     pub tensors: Vec<TensorComparison>,
@@ -110,6 +135,7 @@ pub struct CompareReport {
     pub kinds: Vec<KindSummary>,
     /// Relative RMSE pooled over every compared tensor (large tensors weigh more).
     pub overall_rel_rmse: f64,
+    /// With `--eval`: perplexity and KL divergence.
     pub eval: Option<EvalComparison>,
 }
 
@@ -118,14 +144,20 @@ pub struct CompareReport {
 pub enum CompareEvent<'a> {
     /// Tensor `index` of `total` is about to be compared.
     Tensor {
+        /// GGUF tensor name.
         name: &'a str,
+        /// 0-based position in A.
         index: usize,
+        /// A's tensor count.
         total: usize,
     },
     /// Evaluation chunk `done` of `total` finished for model `model` ('A' or 'B').
     Chunk {
+        /// 'A' or 'B'.
         model: char,
+        /// Chunks done.
         done: usize,
+        /// Chunks in all.
         total: usize,
     },
 }

@@ -4,6 +4,7 @@
 //! (metadata diff, per-tensor error of B's dequantized values against A's, optionally
 //! perplexity and KL divergence on a text).
 
+#![warn(missing_docs)]
 pub mod compare;
 pub mod required;
 pub mod validate;
@@ -23,11 +24,15 @@ pub use validate::{validate, FileKind, ValidateEvent, ValidateReport};
 /// and what is wrong. Displays as one line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The file the problem is in.
     pub file: PathBuf,
+    /// The tensor it concerns, if one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor: Option<String>,
+    /// The metadata key (or config field) it concerns, if one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// What is wrong, in one line.
     pub message: String,
 }
 
@@ -93,20 +98,35 @@ pub enum InspectError {
     /// The path does not exist or cannot be read.
     #[error("{path}: {source}")]
     Io {
+        /// The path given.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// `compare` could not open one of its two models.
     #[error("{path}: cannot open as a model: {what}")]
-    Open { path: PathBuf, what: String },
+    Open {
+        /// The model's path.
+        path: PathBuf,
+        /// The reader's message.
+        what: String,
+    },
     /// A tensor of one model could not be read or decoded.
     #[error("{path}: tensor '{tensor}': {what}")]
     Tensor {
+        /// The model's path.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// What failed.
         what: String,
     },
     /// The evaluation (`compare --eval`) failed.
     #[error("evaluation on {text}: {what}")]
-    Eval { text: PathBuf, what: String },
+    Eval {
+        /// The evaluation text.
+        text: PathBuf,
+        /// What failed.
+        what: String,
+    },
 }

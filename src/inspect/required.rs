@@ -19,9 +19,19 @@ pub const KNOWN_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
     /// A metadata key is missing or unusable.
-    Key { key: String, message: String },
+    Key {
+        /// The metadata key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor is missing, misshapen, or unexpected.
-    Tensor { tensor: String, message: String },
+    Tensor {
+        /// The GGUF tensor name.
+        tensor: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// A tensor the loader creates.
@@ -40,16 +50,25 @@ pub struct ExpectedTensor {
 /// The hyper-parameters tensor shapes depend on; `None` when the key is missing or unusable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelDims {
+    /// `embedding_length`.
     pub n_embd: Option<u64>,
+    /// `block_count`.
     pub n_layer: Option<u64>,
     /// Per-layer head counts (`attention.head_count` may be an array).
     pub n_head: Vec<Option<u64>>,
+    /// Per-layer KV head counts (default: the head counts).
     pub n_head_kv: Vec<Option<u64>>,
+    /// Per-layer FFN widths.
     pub n_ff: Vec<Option<u64>>,
+    /// `attention.key_length`, default n_embd / n_head.
     pub n_embd_head_k: Option<u64>,
+    /// `attention.value_length`, default n_embd / n_head.
     pub n_embd_head_v: Option<u64>,
+    /// `rope.dimension_count`, default the key head size.
     pub n_rot: Option<u64>,
+    /// Vocabulary length (`tokenizer.ggml.tokens`).
     pub n_vocab: Option<u64>,
+    /// `expert_count` (0: dense).
     pub n_expert: u64,
 }
 

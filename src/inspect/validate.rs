@@ -82,9 +82,13 @@ impl ValidateReport {
 pub enum ValidateEvent<'a> {
     /// Tensor `index` of `total` (over all files) is about to be scanned.
     Tensor {
+        /// The file holding it.
         file: &'a Path,
+        /// Its name.
         name: &'a str,
+        /// 0-based position over all files.
         index: usize,
+        /// Tensors over all files.
         total: usize,
     },
     /// Something that was not checked, and why.
