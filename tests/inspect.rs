@@ -236,6 +236,7 @@ fn golden_checkpoints_and_model_are_sound_with_the_right_kind() {
         (golden("tiny-llama"), "hf-dir"),
         (golden("tiny-bpe"), "hf-dir"),
         (golden("tiny-llama/model.safetensors"), "safetensors"),
+        (golden("lora/adapter"), "peft-adapter-dir"),
     ] {
         let out = qforge(&["validate", "--json", s(&p)]);
         assert!(out.status.success(), "{}", p.display());
@@ -1051,4 +1052,89 @@ fn compare_refuses_a_missing_model_by_name() {
     let out = qforge(&["validate", "/nonexistent/x.gguf"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.gguf"));
+}
+
+#[test]
+fn peft_adapter_directory_problems_are_named() {
+    let root = tmp("peft");
+    let good = root.join("adapter");
+    copy_dir(&golden("lora/adapter"), &good);
+    expect_sound(&good);
+
+    let d = root.join("bad-config");
+    copy_dir(&good, &d);
+    let cfg = std::fs::read_to_string(d.join("adapter_config.json")).unwrap();
+    std::fs::write(
+        d.join("adapter_config.json"),
+        cfg.replace("\"r\": 8", "\"r\": \"eight\""),
+    )
+    .unwrap();
+    let (code, lines) = validate(&d);
+    assert_eq!(code, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("adapter_config.json")),
+        "{lines:?}"
+    );
+
+    // A NaN in the adapter's F32 weights (the last element of the file).
+    let d = root.join("nan");
+    copy_dir(&good, &d);
+    let w = d.join("adapter_model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&w, &bytes).unwrap();
+    let (code, lines) = validate(&d);
+    assert_eq!(code, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("adapter_model.safetensors")
+            && l.contains("lora")
+            && l.contains("NaN")),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn pickle_only_checkpoints_are_named_as_such() {
+    let root = tmp("pickle");
+    let d = root.join("pt");
+    copy_dir(&golden("tiny-llama"), &d);
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("pytorch_model.bin"), b"PK not really").unwrap();
+    let (code, lines) = validate(&d);
+    assert_eq!(code, 1);
+    assert!(lines.iter().any(|l| l.contains("PyTorch")), "{lines:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn real_world_chat_template_constructs_parse() {
+    use qforge::inspect::validate::parse_chat_template;
+    // The constructs Hugging Face templates use: namespaces with attribute assignment, slices,
+    // tests, filters with arguments, loop controls, macros, whitespace control, calls of
+    // functions only the renderer defines (raise_exception, strftime_now), string methods.
+    let template = r#"{%- macro render(m) -%}{{ m['content'] | trim }}{%- endmacro -%}
+{%- set ns = namespace(system=false, last_user=0) -%}
+{%- if messages[0]['role'] == 'system' -%}
+  {%- set ns.system = true -%}{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+{%- else -%}{{ '<|im_start|>system\nToday is ' + strftime_now('%d %b %Y') + '<|im_end|>\n' }}{%- endif -%}
+{%- for message in messages[1:] if message.role != 'system' -%}
+  {%- if message.role not in ['user', 'assistant', 'tool'] -%}{{ raise_exception('bad role ' ~ message.role) }}{%- endif -%}
+  {%- if message.content is string and message.content.startswith('<think>') -%}{%- continue -%}{%- endif -%}
+  {{ '<|im_start|>' + message.role + '\n' }}{{ render(message) }}
+  {%- if message.tool_calls is defined and message.tool_calls -%}{{ message.tool_calls | tojson(indent=2) }}{%- endif -%}
+  {{ '<|im_end|>\n' }}{%- if loop.last -%}{%- break -%}{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"#;
+    parse_chat_template(template).unwrap();
+    for broken in [
+        "{% if x %}unclosed",
+        "{{ messages[0] }",
+        "{% for m in %}{% endfor %}",
+        "{% endif %}",
+    ] {
+        let e = parse_chat_template(broken).unwrap_err();
+        assert!(!e.is_empty(), "{broken}");
+    }
 }

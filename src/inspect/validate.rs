@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::required::{self, Finding};
 use super::{InspectError, Problem};
 use crate::formats::gguf::{GgufError, GgufFile, Metadata, TensorInfo, Value, ValueType};
+use crate::formats::peft::{self, PeftAdapter};
 use crate::formats::safetensors::{float_dtype_size, floats_to_f32, SafetensorsFile};
 use crate::model::arch::ModelClass;
 use crate::model::hf::{HfModel, HfOptions};
@@ -49,6 +50,8 @@ pub enum FileKind {
     Safetensors,
     /// A Hugging Face checkpoint directory.
     HfDir,
+    /// A PEFT LoRA adapter directory (`adapter_config.json` + `adapter_model.safetensors`).
+    PeftAdapterDir,
 }
 
 /// What `validate` found.
@@ -135,7 +138,11 @@ pub fn validate(
         on_event,
     };
     if meta.is_dir() {
-        validate_hf_dir(path, &mut ctx);
+        if !path.join("config.json").exists() && path.join(peft::CONFIG_FILE).is_file() {
+            validate_peft_dir(path, &mut ctx);
+        } else {
+            validate_hf_dir(path, &mut ctx);
+        }
     } else {
         // Sniff the format: GGUF by its magic; safetensors by its extension or by a JSON header
         // right after the 8-byte length; anything else goes to the GGUF parser, which says why
@@ -932,6 +939,22 @@ fn validate_safetensors_file(path: &Path, ctx: &mut Ctx) {
     }
 }
 
+/// A PEFT adapter: what `merge-lora` and `lora-to-gguf` check on opening it (config fields,
+/// every lora_A paired with its lora_B, ranks), then a NaN/Inf scan of its weights.
+fn validate_peft_dir(dir: &Path, ctx: &mut Ctx) {
+    ctx.report.kind = Some(FileKind::PeftAdapterDir);
+    match PeftAdapter::open(dir) {
+        Err(e) => ctx.problem(Problem::file(dir, e.to_string())),
+        Ok(adapter) => {
+            ctx.report.files.push(adapter.weights_path().to_path_buf());
+            let f = adapter.file();
+            let total = f.tensors().len();
+            let mut index = 0;
+            scan_st_file(f, &mut index, total, ctx);
+        }
+    }
+}
+
 fn validate_hf_dir(dir: &Path, ctx: &mut Ctx) {
     ctx.report.kind = Some(FileKind::HfDir);
     let config_path = dir.join("config.json");
@@ -1013,9 +1036,20 @@ fn validate_hf_dir(dir: &Path, ctx: &mut Ctx) {
         }
         shard_names.sort();
         if shard_names.is_empty() {
+            let pickled = [
+                "pytorch_model.bin",
+                "pytorch_model.bin.index.json",
+                "model.pt",
+            ]
+            .iter()
+            .any(|n| dir.join(n).is_file());
             ctx.problem(Problem::file(
                 dir,
-                "no safetensors weights (model.safetensors, model-*.safetensors or model.safetensors.index.json)",
+                if pickled {
+                    "only PyTorch pickle weights (pytorch_model*.bin / model.pt): validate reads safetensors checkpoints"
+                } else {
+                    "no safetensors weights (model.safetensors, model-*.safetensors or model.safetensors.index.json)"
+                },
             ));
         }
     }
