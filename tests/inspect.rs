@@ -1138,3 +1138,41 @@ fn real_world_chat_template_constructs_parse() {
         assert!(!e.is_empty(), "{broken}");
     }
 }
+
+#[test]
+fn library_observers_see_every_tensor_and_kinds_pool_layers() {
+    let dir = tmp("events");
+    let a = synthetic(&dir, "a.gguf", 2, 64, 96);
+    let n = GgufFile::open(&a).unwrap().tensors.len();
+    let mut seen = Vec::new();
+    let report = qforge::inspect::validate(&a, &mut |e| {
+        if let qforge::inspect::ValidateEvent::Tensor {
+            name, index, total, ..
+        } = e
+        {
+            assert_eq!(total, n);
+            seen.push((index, name.to_string()));
+        }
+    })
+    .unwrap();
+    assert!(report.is_sound());
+    assert_eq!(report.tensors_checked, n);
+    assert_eq!(seen.len(), n);
+    assert!(seen.iter().enumerate().all(|(i, (j, _))| i == *j));
+
+    let mut compared = 0;
+    let r = qforge::inspect::compare(&a, &a, &mut |e| {
+        if let qforge::inspect::CompareEvent::Tensor { .. } = e {
+            compared += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(compared, n);
+    assert_eq!(r.tensors.len(), n);
+    assert_eq!(r.overall_rel_rmse, 0.0);
+    // Per kind: a 2-layer model has two of each layer tensor.
+    let q = r.kinds.iter().find(|k| k.kind == "attn_q.weight").unwrap();
+    assert_eq!(q.count, 2);
+    assert_eq!(q.elements, 2 * 64 * 64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
