@@ -1176,3 +1176,43 @@ fn library_observers_see_every_tensor_and_kinds_pool_layers() {
     assert_eq!(q.elements, 2 * 64 * 64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Byte position, in a GGUF file's header, just after tensor `name`'s name string (where its
+/// n_dims, ne[], type and offset follow).
+fn after_tensor_name(bytes: &[u8], name: &str) -> usize {
+    let mut needle = (name.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(name.as_bytes());
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap();
+    at + needle.len()
+}
+
+#[test]
+fn unknown_types_and_partial_blocks_are_named() {
+    let dir = tmp("types");
+    let f32 = synthetic(&dir, "m.f32.gguf", 2, 64, 96);
+    let q8 = dir.join("m.Q8_0.gguf");
+    quantize(&f32, &q8, "Q8_0");
+    let bytes = std::fs::read(&q8).unwrap();
+    let name = "blk.0.attn_q.weight";
+
+    // Type id 4 (a removed ggml type) in the tensor info.
+    let p = after_tensor_name(&bytes, name);
+    let n_dims = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as usize;
+    let type_at = p + 4 + 8 * n_dims;
+    let mut b = bytes.clone();
+    b[type_at..type_at + 4].copy_from_slice(&4u32.to_le_bytes());
+    let bad = dir.join("type4.gguf");
+    std::fs::write(&bad, &b).unwrap();
+    expect_problem(&bad, &[name, "unknown ggml type id 4"]);
+
+    // A row of 40 elements is not a whole number of 32-element Q8_0 blocks.
+    let mut b = bytes.clone();
+    b[p + 4..p + 12].copy_from_slice(&40u64.to_le_bytes());
+    let bad = dir.join("partial-block.gguf");
+    std::fs::write(&bad, &b).unwrap();
+    expect_problem(&bad, &[name, "whole number of blocks"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
