@@ -20,6 +20,7 @@
 //! 8. [`pipeline`] — the one streaming read → plan → quantize → write loop, device choice,
 //!    doctor and bench.
 //! 9. [`eval`] — perplexity, KL divergence, imatrix collection, sweeps.
+//! 10. [`inspect`] — `validate` and `compare`: soundness checks and model-to-model error.
 //!
 //! The command-line front end (`src/cli/`, in the binary) sits on top and is the only code that
 //! prints or uses `anyhow`.
@@ -31,6 +32,7 @@ pub mod formats;
 pub mod ggml;
 pub mod gpu;
 pub mod hub;
+pub mod inspect;
 pub mod lora;
 pub mod notice;
 pub mod pipeline;
@@ -62,6 +64,7 @@ mod layering {
         ("lora", 7),
         ("pipeline", 8),
         ("eval", 9),
+        ("inspect", 10),
     ];
 
     fn rank(module: &str) -> Option<u32> {

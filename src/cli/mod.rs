@@ -3,6 +3,7 @@
 mod batch;
 mod bench;
 mod child_process;
+mod compare;
 mod config;
 mod convert;
 mod demo;
@@ -19,6 +20,7 @@ mod runtime;
 mod serve;
 mod sweep;
 mod synth;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +69,10 @@ enum Command {
     Config(config::ConfigArgs),
     /// Serve a REST API that queues and runs qforge jobs inside a root directory.
     Serve(Box<serve::ServeArgs>),
+    /// Check a GGUF file, safetensors file or Hugging Face directory: one line per problem, exit 1 if any.
+    Validate(validate::ValidateArgs),
+    /// Compare two models: metadata diff, per-tensor error of B against A, optional PPL/KLD.
+    Compare(Box<compare::CompareArgs>),
 }
 
 /// Prints the library's notices on stderr, one line each.
@@ -93,6 +99,13 @@ pub fn run() -> i32 {
     let cli = Cli::parse_from(argv);
     qforge::notice::set_observer(Some(std::sync::Arc::new(StderrNotices)));
     let result = match cli.command {
+        // validate's exit status says whether the file is sound, not only whether it ran.
+        Command::Validate(a) => validate::run(a).map(|code| {
+            if code != 0 {
+                std::process::exit(code)
+            }
+        }),
+        Command::Compare(a) => compare::run(*a),
         Command::Quantize(a) => quantize::run(*a),
         Command::Info(a) => info::run(a),
         Command::Convert(a) => convert::run(*a),
