@@ -17,7 +17,7 @@ type TensorList = Vec<(String, GgmlType, Vec<u64>)>;
 
 fn tiny_llama() -> (ModelInfo, TensorList) {
     let f = GgufFile::open(golden("tiny-llama.f16.gguf")).unwrap();
-    let model = ModelInfo::from_metadata(&f.metadata).unwrap();
+    let model = qforge::pipeline::quantize::model_info_from_metadata(&f.metadata).unwrap();
     let list = f
         .tensors
         .iter()
@@ -466,7 +466,7 @@ fn model_info_reads_arrays_defaults_and_the_70b_rule() {
     let mut md = Metadata::new();
     md.set("general.architecture", Value::Str("llama".into()));
     assert!(matches!(
-        ModelInfo::from_metadata(&md),
+        qforge::pipeline::quantize::model_info_from_metadata(&md),
         Err(RuleError::MissingKey { ref key }) if key == "llama.block_count"
     ));
     md.set("llama.block_count", Value::U32(80));
@@ -474,11 +474,11 @@ fn model_info_reads_arrays_defaults_and_the_70b_rule() {
         "llama.attention.head_count",
         Value::Array(ValueType::U32, vec![Value::U32(64); 80]),
     );
-    let m = ModelInfo::from_metadata(&md).unwrap();
+    let m = qforge::pipeline::quantize::model_info_from_metadata(&md).unwrap();
     assert_eq!((m.n_head, m.n_head_kv, m.n_expert), (64, 64, 0));
     assert!(!m.is_70b(), "equal head counts: 65B");
     md.set("llama.attention.head_count_kv", Value::U32(8));
-    let m = ModelInfo::from_metadata(&md).unwrap();
+    let m = qforge::pipeline::quantize::model_info_from_metadata(&md).unwrap();
     assert_eq!(m.n_gqa(), 8);
     assert!(m.is_70b());
 
@@ -489,7 +489,7 @@ fn model_info_reads_arrays_defaults_and_the_70b_rule() {
 
     md.set("llama.block_count", Value::U32(0));
     assert!(matches!(
-        ModelInfo::from_metadata(&md),
+        qforge::pipeline::quantize::model_info_from_metadata(&md),
         Err(RuleError::BadMetadata { .. })
     ));
 }
