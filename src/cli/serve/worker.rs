@@ -119,10 +119,13 @@ fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String
 
 /// A job's process: qforge in the root, without defaults files. Their values are not checked
 /// against the root (an `imatrix = "/elsewhere"` would read outside it), so jobs take options
-/// from their command line alone.
+/// from their command line alone. Hub downloads (`pull`, and REPO_ID models) go to a cache
+/// inside the root, never to the server user's own huggingface_hub cache.
 fn job_command(args: &[String], root: &Path) -> std::io::Result<std::process::Command> {
     let mut c = qforge_command(args, root)?;
     c.env("QFORGE_NO_CONFIG", "1");
+    c.env("HF_HUB_CACHE", root.join(".cache").join("huggingface").join("hub"));
+    c.env_remove("HF_HOME");
     Ok(c)
 }
 
