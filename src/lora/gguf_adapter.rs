@@ -34,9 +34,13 @@ use crate::formats::gguf_kv::KvList;
 /// `--outtype` of convert_lora_to_gguf.py.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoraOutType {
+    /// Factors stored as f32.
     F32,
+    /// Factors stored as f16 (the script's default).
     F16,
+    /// Factors stored as bf16.
     BF16,
+    /// Factors quantized to Q8_0 where a row is a whole number of 32-blocks (F16 otherwise).
     Q8_0,
 }
 

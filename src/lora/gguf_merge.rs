@@ -33,11 +33,14 @@ const SLAB_ELEMENTS: usize = 1 << 24;
 /// One GGUF adapter to merge, with the user's scale (export-lora's `--lora-scaled FILE:SCALE`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GgufAdapterSpec {
+    /// The GGUF LoRA adapter file.
     pub path: PathBuf,
+    /// Multiplies the adapter's own `adapter.lora.alpha`/rank scale.
     pub scale: f32,
 }
 
 impl GgufAdapterSpec {
+    /// An adapter spec for `path` at `scale`.
     pub fn new(path: impl Into<PathBuf>, scale: f32) -> GgufAdapterSpec {
         GgufAdapterSpec {
             path: path.into(),

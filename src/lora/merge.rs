@@ -55,7 +55,9 @@ pub struct LowRankUpdate {
     pub p: Vec<f32>,
     /// [rank, cols], row-major.
     pub q: Vec<f32>,
+    /// Rank of the update (columns of `p`, rows of `q`).
     pub rank: usize,
+    /// The factor the update is multiplied by before it is added.
     pub scale: f32,
 }
 

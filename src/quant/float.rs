@@ -4,6 +4,7 @@ use super::{
     bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, GgmlType, RowDequantizer, RowQuantizer,
 };
 
+/// The CPU quantizer for `ty` if it is one of F32, F16 and BF16.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::F32 => quantize_row_f32,
@@ -13,6 +14,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of F32, F16 and BF16.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::F32 => dequantize_row_f32,

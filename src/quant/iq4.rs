@@ -29,6 +29,7 @@ const NTRY: i32 = 7;
 /// Below this block magnitude a block is treated as all zero (ggml's GROUP_MAX_EPS).
 const GROUP_MAX_EPS: f32 = 1e-15;
 
+/// The CPU quantizer for `ty` if it is one of IQ4_NL, IQ4_XS and MXFP4.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => quantize_row_iq4_nl,
@@ -38,6 +39,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of IQ4_NL, IQ4_XS and MXFP4.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => dequantize_row_iq4_nl,
@@ -55,18 +57,23 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
 /// `qs[j]`, element j + 16 the high nibble; value = d·KVALUES_IQ4NL[q].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockIq4Nl {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockIq4Nl {
+    /// Bytes of one stored BlockIq4Nl block.
     pub const BYTES: usize = 18;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockIq4Nl {
         BlockIq4Nl {
             d: read_u16(b, 0),
@@ -81,15 +88,21 @@ impl BlockIq4Nl {
 /// IQ4_NL; value = d·(ls − 32)·KVALUES_IQ4NL[q].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockIq4Xs {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// High two bits of each sub-block's 6-bit scale.
     pub scales_h: u16,
+    /// Low four bits of each sub-block's scale, two per byte.
     pub scales_l: [u8; 4],
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 128],
 }
 
 impl BlockIq4Xs {
+    /// Bytes of one stored BlockIq4Xs block.
     pub const BYTES: usize = 136;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.scales_h.to_le_bytes());
@@ -97,6 +110,7 @@ impl BlockIq4Xs {
         out[8..136].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockIq4Xs {
         BlockIq4Xs {
             d: read_u16(b, 0),
@@ -358,18 +372,23 @@ pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4,
 /// scale, since the table is doubled).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockMxfp4 {
+    /// The shared E8M0 exponent.
     pub e: u8,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockMxfp4 {
+    /// Bytes of one stored BlockMxfp4 block.
     pub const BYTES: usize = 17;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0] = self.e;
         out[1..17].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockMxfp4 {
         BlockMxfp4 {
             e: b[0],

@@ -14,8 +14,11 @@ use super::{does_token_look_special, read_json, TokenType, VocabError};
 
 /// Tokens and types in id order, and `tokenizer.ggml.pre`.
 pub struct BpeVocab {
+    /// Token strings, index = token id.
     pub tokens: Vec<String>,
+    /// Each token's type (normal, control, user-defined, ...), index = token id.
     pub types: Vec<TokenType>,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer name llama.cpp selects by check-text hash.
     pub pre: String,
 }
 

@@ -13,18 +13,28 @@ use super::{does_token_look_special, TokenType, VocabError};
 /// A piece's type in the model (sentencepiece_model.proto `SentencePiece.Type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceType {
+    /// An ordinary piece.
     Normal,
+    /// The unknown piece.
     Unknown,
+    /// A control piece (`<s>`, `</s>`).
     Control,
+    /// A user-defined piece, matched verbatim.
     UserDefined,
+    /// An unused placeholder piece.
     Unused,
+    /// A byte-fallback piece (`<0x0A>`).
     Byte,
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// One entry of tokenizer.model's piece list.
 pub struct Piece {
+    /// The piece's text (with `▁` for spaces).
     pub piece: String,
+    /// Its log-probability score.
     pub score: f32,
+    /// Its type.
     pub kind: PieceType,
 }
 
@@ -138,8 +148,11 @@ fn parse_piece(msg: &[u8]) -> Option<Piece> {
 
 /// Tokens, scores and token types, ready for the GGUF keys.
 pub struct SpmVocab {
+    /// Token strings, index = token id.
     pub tokens: Vec<String>,
+    /// Each token's score (`tokenizer.ggml.scores`).
     pub scores: Vec<f32>,
+    /// Each token's type (`tokenizer.ggml.token_type`).
     pub types: Vec<TokenType>,
 }
 
