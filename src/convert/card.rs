@@ -1,7 +1,7 @@
 //! The `general.*` keys llama.cpp's converter derives for a model: name, size label, authorship
 //! from the model card, sampling defaults from generation_config.json. Reproduces gguf-py's
 //! `Metadata.load`, `get_model_id_components`, `id_to_title` and `size_label`
-//! (gguf-py/gguf/metadata.py, utility.py).
+//! (gguf-py/gguf/metadata.py, utility.py; llama.cpp 0c1e57098).
 
 use std::path::Path;
 

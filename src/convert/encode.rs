@@ -1,5 +1,5 @@
 //! Output encodings of llama.cpp's converter (`--outtype`), reproducing gguf-py's
-//! `quants.quantize` for F32, F16, BF16 and Q8_0 on f32 input.
+//! `quants.quantize` for F32, F16, BF16 and Q8_0 on f32 input (llama.cpp 0c1e57098).
 
 use crate::quant::{f32_to_f16, GgmlType};
 

@@ -1,4 +1,4 @@
-//! GGUF v3 (ggml/src/gguf.cpp): a memory-mapped reader and a streaming writer.
+//! GGUF v3 (ggml/src/gguf.cpp, llama.cpp 0c1e57098): a memory-mapped reader and a streaming writer.
 //!
 //! The writer reproduces gguf.cpp's layout exactly: header, KV pairs, tensor infos, padding to
 //! `general.alignment`, then each tensor's data padded to the alignment with zero bytes.

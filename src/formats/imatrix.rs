@@ -1,5 +1,5 @@
-//! Importance matrices in llama.cpp's two formats, read the way llama-quantize reads them and
-//! written the way llama-imatrix writes them.
+//! Importance matrices in llama.cpp's (0c1e57098) two formats, read the way llama-quantize reads
+//! them and written the way llama-imatrix writes them.
 //!
 //! - GGUF (`general.type = "imatrix"`): per weight tensor `<name>.in_sum2` (F32, Σx² per input
 //!   column, one row per expert) and `<name>.counts` (F32, tokens seen per expert), plus

@@ -1,5 +1,5 @@
 //! PEFT adapter → llama.cpp GGUF adapter (reproduces `convert_lora_to_gguf.py` for llama-family
-//! bases).
+//! bases, llama.cpp 0c1e57098).
 //!
 //! The file: `general.architecture`, `general.type = "adapter"`, `adapter.type = "lora"`, the
 //! authorship keys gguf-py derives from the adapter directory (see `naming`),

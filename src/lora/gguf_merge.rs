@@ -1,4 +1,5 @@
-//! Merge GGUF LoRA adapters into a GGUF base model, as `llama-export-lora` does.
+//! Merge GGUF LoRA adapters into a GGUF base model, as `llama-export-lora` does (llama.cpp
+//! 0c1e57098).
 //!
 //! Layout and keys reproduce export-lora: every KV pair of the base in order, then
 //! `general.file_type` set to 1 (MOSTLY_F16, moved to the end); tensors sorted by name (its

@@ -1,5 +1,5 @@
 //! LoRA adapters: merging them into a base model, and converting them to llama.cpp's GGUF
-//! adapter format.
+//! adapter format (llama.cpp 0c1e57098).
 //!
 //! Three jobs, each a library entry point the CLI wires:
 //! - [`merge_lora_hf`]: PEFT adapters + a Hugging Face safetensors checkpoint → a merged

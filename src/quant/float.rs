@@ -1,4 +1,5 @@
-//! Plain float types: F32 copy, F16 and BF16 (ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row_ref).
+//! Plain float types: F32 copy, F16 and BF16 (ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row_ref;
+//! llama.cpp 0c1e57098).
 
 use super::{
     bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, GgmlType, RowDequantizer, RowQuantizer,

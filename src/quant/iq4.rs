@@ -3,7 +3,7 @@
 //! levels of [`KVALUES_IQ4NL`] times a scale, and MXFP4 (32-element blocks of FP4 E2M1 values
 //! with a shared power-of-two E8M0 scale).
 //!
-//! IQ4 quantization reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e.
+//! IQ4 quantization (llama.cpp 0c1e57098) reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e.
 //! `quantize_row_iq4_nl_impl` with `ntry = 7` — the path llama-quantize takes with or without an
 //! importance matrix (the `_ref` entry points use another `ntry` and are not what model files are
 //! made with). MXFP4 reproduces `quantize_row_mxfp4_ref` and ignores the importance matrix.

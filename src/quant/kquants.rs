@@ -1,11 +1,11 @@
 //! The K-quants Q2_K … Q6_K: 256-element super-blocks of 16 or 32-element sub-blocks whose
 //! scales (and mins) are themselves quantized against one or two fp16 super-block scales.
 //!
-//! Without an importance matrix each type reproduces llama.cpp's `quantize_row_<t>_ref`; with
-//! one, `quantize_row_<t>_impl` (what `quantize_<t>` calls when given quant weights). All five
-//! types use the weights: Q2_K/Q4_K/Q5_K and Q3_K scale them by `sqrt(sigma2 + x²)` per element,
-//! Q6_K passes them to its search unchanged. The stored fp16 super-block scales are read back
-//! (rounded) before the final requantization, as in C.
+//! Without an importance matrix each type reproduces llama.cpp's (0c1e57098)
+//! `quantize_row_<t>_ref`; with one, `quantize_row_<t>_impl` (what `quantize_<t>` calls when given
+//! quant weights). All five types use the weights: Q2_K/Q4_K/Q5_K and Q3_K scale them by
+//! `sqrt(sigma2 + x²)` per element, Q6_K passes them to its search unchanged. The stored fp16
+//! super-block scales are read back (rounded) before the final requantization, as in C.
 //!
 //! Super-blocks are independent. The scalar code here processes one at a time and is the
 //! oracle; `simd` runs 8 or 16 super-blocks side by side (AVX2 / AVX-512, detected at run time)

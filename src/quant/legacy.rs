@@ -1,7 +1,7 @@
 //! The legacy 32-element block types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 //!
-//! Without an importance matrix each reproduces ggml's `quantize_row_<t>_ref` (what
-//! `ggml_quantize_chunk` runs when it is given no imatrix); with one, `quantize_row_<t>_impl`
+//! Without an importance matrix each reproduces ggml's (llama.cpp 0c1e57098) `quantize_row_<t>_ref`
+//! (what `ggml_quantize_chunk` runs when it is given no imatrix); with one, `quantize_row_<t>_impl`
 //! (Q8_0 has no imatrix variant: `quantize_q8_0` ignores the weights).
 //!
 //! Blocks are written as raw little-endian bytes; every block type below documents its byte

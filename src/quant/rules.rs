@@ -1,5 +1,6 @@
 //! llama-quantize's per-tensor type choice, as pure functions of tensor names, shapes, the model's
-//! hyper-parameters and the options (src/llama-quant.cpp and tools/quantize/quantize.cpp).
+//! hyper-parameters and the options (src/llama-quant.cpp and tools/quantize/quantize.cpp,
+//! llama.cpp 0c1e57098).
 //!
 //! The decision for one tensor reproduces `llama_tensor_get_type`: tensors that may not be
 //! quantized keep their type; `--token-embedding-type` / `--output-tensor-type` win outright;

@@ -1,8 +1,8 @@
 //! Ternary types TQ1_0 (1.6875 bits/weight, base-3 packing) and TQ2_0 (2 bits/weight), for
 //! BitNet b1.58-style models: each weight is −1, 0 or +1 times the block's absolute maximum.
 //!
-//! Quantization reproduces `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref`; `quantize_tq*_0`
-//! ignores the importance matrix, and so do we.
+//! Quantization reproduces `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref` (llama.cpp
+//! 0c1e57098); `quantize_tq*_0` ignores the importance matrix, and so do we.
 
 use super::{f16_to_f32, f32_to_f16, read_u16, GgmlType, RowDequantizer, RowQuantizer};
 

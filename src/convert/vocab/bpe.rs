@@ -1,4 +1,4 @@
-//! Byte-level BPE `tokenizer.json` → GGUF vocab, as llama.cpp's `get_vocab_base` and
+//! Byte-level BPE `tokenizer.json` → GGUF vocab, as llama.cpp's (0c1e57098) `get_vocab_base` and
 //! `get_vocab_base_pre`: the tokens in id order with their types, and the pre-tokenizer name,
 //! found by tokenizing a check text with the model's own tokenizer and hashing the ids.
 

@@ -1,4 +1,5 @@
-//! Tokenizers → GGUF vocab keys (`tokenizer.ggml.*`), as llama.cpp's converter writes them.
+//! Tokenizers → GGUF vocab keys (`tokenizer.ggml.*`), as llama.cpp's converter writes them
+//! (llama.cpp 0c1e57098).
 
 pub mod bpe;
 pub mod pre_hashes;

@@ -1,4 +1,5 @@
-//! SentencePiece `tokenizer.model` → GGUF vocab, as llama.cpp's `_create_vocab_sentencepiece`.
+//! SentencePiece `tokenizer.model` → GGUF vocab, as llama.cpp's `_create_vocab_sentencepiece`
+//! (llama.cpp 0c1e57098).
 //!
 //! The model file is a protobuf `ModelProto`; only its `pieces` (field 1: a `SentencePiece`
 //! message of piece = 1, score = 2, type = 3) matter here, so the reader decodes the wire format

@@ -1,5 +1,6 @@
 //! Special token ids, add-BOS/EOS flags, merges and chat template, as gguf-py's `SpecialVocab`
-//! finds them in tokenizer.json, tokenizer_config.json, chat_template.* and config.json.
+//! finds them in tokenizer.json, tokenizer_config.json, chat_template.* and config.json
+//! (llama.cpp 0c1e57098).
 
 use std::path::Path;
 
