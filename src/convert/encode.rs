@@ -10,7 +10,7 @@ pub enum OutType {
     F32,
     /// IEEE half precision, round to nearest even (numpy `astype(float16)`).
     F16,
-    /// bfloat16 as gguf-py rounds it: to nearest even, NaN kept quiet.
+    /// bfloat16 as gguf-py rounds it: to nearest even, NaN quieted.
     BF16,
     /// 32-element blocks of int8 with one f16 scale (gguf-py's `quantize_q8_0`).
     Q8_0,

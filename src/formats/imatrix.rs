@@ -169,9 +169,10 @@ pub enum ImatrixError {
 /// Which format a file was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImatrixFormat {
-    /// The GGUF imatrix format (llama-imatrix's default since b5692).
+    /// The GGUF imatrix format (`general.type = "imatrix"`), what llama-imatrix writes by default.
     Gguf,
-    /// The legacy `.dat` format (count, then name/ncall/values records, then an optional dataset trailer).
+    /// The legacy binary format: an entry count, then per entry its name, call count and values,
+    /// then an optional trailer (chunk count, dataset name).
     Legacy,
 }
 
