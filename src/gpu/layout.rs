@@ -48,8 +48,9 @@ pub(crate) fn wgsl_struct_layout(source: &str, name: &str) -> WgslStructLayout {
 }
 
 /// Asserts that Rust type `$ty` mirrors WGSL struct `$wgsl` in `$source`: same size, and each
-/// listed Rust field at the offset of the WGSL member it stands for. Every WGSL member must be
-/// covered by some listed field's span, so a member added only to the shader fails the check.
+/// listed Rust field at the offset of the WGSL member it stands for, and every WGSL member inside
+/// the span of some listed field (so a member the Rust side lacks fails, even where it fills
+/// what was trailing padding).
 ///
 /// `$field => "member"` pairs name the Rust field and the WGSL member whose offset it starts at
 /// (a Rust `pad: [u32; 3]` stands for WGSL `pad0, pad1, pad2` and is listed as
@@ -64,10 +65,14 @@ macro_rules! assert_wgsl_mirror {
             stringify!($ty),
             $wgsl
         );
-        let listed: Vec<(&str, u32)> =
-            vec![$((stringify!($field), std::mem::offset_of!($ty, $field) as u32)),+];
+        // (field, offset, size) of each listed Rust field.
+        let listed: Vec<(&str, u32, u32)> = vec![$((
+            stringify!($field),
+            std::mem::offset_of!($ty, $field) as u32,
+            $crate::gpu::layout::field_size(|s: &$ty| &s.$field),
+        )),+];
         let members: Vec<&str> = vec![$($member),+];
-        for ((field, rust_offset), member) in listed.iter().zip(&members) {
+        for ((field, rust_offset, _), member) in listed.iter().zip(&members) {
             let wgsl_offset = layout
                 .members
                 .iter()
@@ -80,28 +85,25 @@ macro_rules! assert_wgsl_mirror {
                 stringify!($ty), field, rust_offset, $wgsl, member, wgsl_offset
             );
         }
-        // Members between two listed ones belong to the earlier field (its array span); a WGSL
-        // member past the last listed field's end would be unmirrored.
-        let mut starts: Vec<u32> = listed.iter().map(|(_, o)| *o).collect();
-        starts.sort_unstable();
+        // Every WGSL member must lie inside some listed field (a member inside an array field's
+        // span, like `pad1` in `pad: [u32; 3]`, is part of it); one outside all of them is a
+        // shader member the Rust side does not mirror.
         for (member, offset) in &layout.members {
             assert!(
-                starts.first().is_some_and(|first| offset >= first),
-                "WGSL {}.{} at byte {} lies before every mirrored field of {}",
+                listed.iter().any(|(_, o, n)| (*o..o + n).contains(offset)),
+                "WGSL {}.{} at byte {} is covered by no listed field of {}",
                 $wgsl, member, offset, stringify!($ty)
             );
         }
-        let mut sorted_members = layout.members.clone();
-        sorted_members.sort_by_key(|(_, o)| *o);
-        assert_eq!(
-            layout.members, sorted_members,
-            "WGSL struct {} members are not in offset order",
-            $wgsl
-        );
     }};
 }
 
 pub(crate) use assert_wgsl_mirror;
+
+/// Size in bytes of the field `get` borrows (lets the macro size a field named by identifier).
+pub(crate) fn field_size<T, F>(_get: fn(&T) -> &F) -> u32 {
+    std::mem::size_of::<F>() as u32
+}
 
 /// The module text `gpu::pipelines` compiles for the float kernels: the constants it prepends,
 /// then io.wgsl (which declares `Params`) and the files it depends on.
@@ -162,6 +164,21 @@ mod tests {
                 (n.trim().to_string(), t.trim().to_string())
             })
             .collect()
+    }
+
+    /// A shader member the mirror does not list is caught even when the sizes agree.
+    #[test]
+    #[should_panic(expected = "covered by no listed field")]
+    fn unlisted_member_is_rejected() {
+        #[repr(C)]
+        struct Short {
+            a: u32,
+            b: u32,
+            _pad: [u32; 2],
+        }
+        let src = "struct U { a: u32, b: u32, c: u32, d: u32, }\n\
+                   @group(0) @binding(0) var<uniform> u: U;\n";
+        assert_wgsl_mirror!(Short, src, "U", { a => "a", b => "b" });
     }
 
     /// The forward-pass parameter blocks (`Step`, `Call` in shaders/forward.wgsl) are mirrored
