@@ -315,7 +315,7 @@ impl Metadata {
     }
 }
 
-/// Name, type and shape of a tensor; `ne` is ggml order (ne[0] = row length).
+/// Name, type and shape of a tensor; `ne` is ggml order (`ne[0]` = row length).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     /// The tensor's name.

@@ -12,11 +12,13 @@
 //! - [`selfcheck`]: every kernel is run on a canary set and compared with the CPU answer before
 //!   it is trusted.
 //! - [`quantize`]: [`GpuQuantizer`], the seam the pipeline calls (mirrors `quant::quantize_rows`).
-//! - [`doctor`]: a human-readable report of adapters and per-kernel self-check results.
-//! - [`forward`]: [`forward::GpuLlama`], the llama forward pass on the GPU (a `CausalLm`).
-//! - [`bench`]: GPU against CPU throughput per type, measured in one run (`qforge bench`).
-//! - [`lora_merge`]: the LoRA merge kernel (`merge-lora`, `convert --lora`), with its own
-//!   self-check.
+//! - `layout` (tests only): every Rust mirror of a WGSL parameter struct checked against the
+//!   layout naga computes for the shader.
+//!
+//! Built on this layer, in the layers above it: `pipeline::doctor` (a human-readable report of
+//! adapters and per-kernel self-check results), `runtime::gpu_forward` (`GpuLlama`, the llama
+//! forward pass on the GPU), `pipeline::bench` (GPU against CPU throughput per type, `qforge
+//! bench`) and `lora::gpu_merge` (the LoRA merge kernel, with its own self-check).
 //!
 //! Exactness is by construction, not by luck: every rounding-critical operation goes through
 //! `shaders/exact.wgsl` (see the comment at its top).

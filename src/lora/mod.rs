@@ -7,8 +7,10 @@
 //!   Its arithmetic is the exact contract documented in [`merge`].
 //! - [`lora_to_gguf`]: a PEFT adapter → the GGUF adapter `convert_lora_to_gguf.py` writes.
 //! - [`merge_lora_gguf`]: GGUF adapters + a GGUF base → what `llama-export-lora` writes.
-//! - [`convert_with_lora`] / [`LoraMergedModel`]: `convert --lora`, the merge done inside the
-//!   conversion (and quantization) pass, byte-equal to `merge-lora` followed by `convert`.
+//!
+//! A fourth, `convert --lora` (the merge done inside the conversion and quantization pass,
+//! byte-equal to `merge-lora` followed by `convert`), lives a layer up in
+//! `pipeline::convert_lora` (`convert_with_lora`, `LoraMergedModel`) and uses these kernels.
 //!
 //! Every input is validated before the first output byte is written, and outputs appear whole
 //! (temporary names renamed at the end) or not at all.

@@ -60,7 +60,7 @@ fn quantize_row_bf16(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
 }
 
 /// Round to bf16 and back, in place (the value a BF16 tensor of `x` reads back as); returns
-/// whether every result is finite. Vectorizes like [`quantize_row_bf16`].
+/// whether every result is finite. Vectorizes like `quantize_row_bf16`.
 pub fn round_through_bf16(x: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

@@ -54,7 +54,7 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
 // ---------------------------------------------------------------------------------------------
 
 /// IQ4_NL, 18 bytes: `d` (f16) at 0..2, `qs` at 2..18; element j < 16 is the low nibble of
-/// `qs[j]`, element j + 16 the high nibble; value = d·KVALUES_IQ4NL[q].
+/// `qs[j]`, element j + 16 the high nibble; value = d·`KVALUES_IQ4NL[q]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockIq4Nl {
     /// The block scale, f16 bits.
@@ -85,7 +85,7 @@ impl BlockIq4Nl {
 /// IQ4_XS, 136 bytes: `d` (f16) at 0..2, `scales_h` (u16 LE) at 2..4, `scales_l` at 4..8,
 /// `qs` at 8..136. Block b (of 8) has the 6-bit scale `ls` = low nibble b%2 of `scales_l[b/2]`
 /// | bits 2b..2b+2 of `scales_h` << 4, and its 32 quants in `qs[16b..16b+16]` packed as in
-/// IQ4_NL; value = d·(ls − 32)·KVALUES_IQ4NL[q].
+/// IQ4_NL; value = d·(ls − 32)·`KVALUES_IQ4NL[q]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockIq4Xs {
     /// The block scale, f16 bits.
@@ -368,7 +368,7 @@ fn dequantize_row_iq4_xs(bytes: &[u8], out: &mut [f32]) {
 pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// MXFP4, 17 bytes: the E8M0 exponent `e` at 0, `qs` at 1..17 (element j < 16 in the low nibble
-/// of `qs[j]`, j + 16 in the high nibble); value = KVALUES_MXFP4[q]·2^(e − 128) (half the E8M0
+/// of `qs[j]`, j + 16 in the high nibble); value = `KVALUES_MXFP4[q]`·2^(e − 128) (half the E8M0
 /// scale, since the table is doubled).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockMxfp4 {
