@@ -38,7 +38,8 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Opens a temp file next to `target` (same directory, so the final rename is atomic); nothing appears at `target` until the write is committed.
+    /// Opens a temp file next to `target` (same directory, so the final rename is atomic); nothing
+    /// appears at `target` until the write is committed.
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
         install_interrupt_handler();
         let mut name = target

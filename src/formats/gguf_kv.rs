@@ -5,7 +5,8 @@
 use crate::formats::gguf::{Metadata, Value, ValueType};
 
 #[derive(Clone, Debug, Default, PartialEq)]
-/// The converter's metadata under construction: keys in first-added order, values replaced in place.
+/// The converter's metadata under construction: keys in first-added order, values replaced in
+/// place.
 pub struct KvList {
     entries: Vec<(String, Value)>,
 }

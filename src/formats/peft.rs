@@ -202,7 +202,8 @@ pub enum PeftError {
 pub enum ModuleSelector {
     /// Module name suffixes (matching at a `.` boundary).
     Names(Vec<String>),
-    /// A regular expression over the whole module name (`all-linear` is PEFT's shorthand for every linear layer but `lm_head`).
+    /// A regular expression over the whole module name (`all-linear` is PEFT's shorthand for every
+    /// linear layer but `lm_head`).
     Regex(String),
 }
 

@@ -64,7 +64,7 @@ pub struct BlockIq4Nl {
 }
 
 impl BlockIq4Nl {
-    /// Bytes of one stored BlockIq4Nl block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 18;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -99,7 +99,7 @@ pub struct BlockIq4Xs {
 }
 
 impl BlockIq4Xs {
-    /// Bytes of one stored BlockIq4Xs block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 136;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -379,7 +379,7 @@ pub struct BlockMxfp4 {
 }
 
 impl BlockMxfp4 {
-    /// Bytes of one stored BlockMxfp4 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 17;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.

@@ -762,7 +762,8 @@ pub fn quantize_block_q4_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
-/// Completes a Q4_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes `levels` against the stored scales and packs them into `out[16..]`.
+/// Completes a Q4_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes
+/// `levels` against the stored scales and packs them into `out[16..]`.
 pub fn finish_q4_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &mut [u8]) {
     let (head, qs) = out.split_at_mut(16);
     requantize_k(x, levels, d, dmin, &head[4..16], 15);
@@ -783,7 +784,8 @@ pub fn quantize_block_q5_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
-/// Completes a Q5_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes `levels` against the stored scales and packs the low and high bits.
+/// Completes a Q5_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes
+/// `levels` against the stored scales and packs the low and high bits.
 pub fn finish_q5_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &mut [u8]) {
     let (head, rest) = out.split_at_mut(16);
     requantize_k(x, levels, d, dmin, &head[4..16], 31);

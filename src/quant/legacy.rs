@@ -52,7 +52,7 @@ pub struct BlockQ4_0 {
 }
 
 impl BlockQ4_0 {
-    /// Bytes of one stored BlockQ4_0 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 18;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -83,7 +83,7 @@ pub struct BlockQ4_1 {
 }
 
 impl BlockQ4_1 {
-    /// Bytes of one stored BlockQ4_1 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 20;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -117,7 +117,7 @@ pub struct BlockQ5_0 {
 }
 
 impl BlockQ5_0 {
-    /// Bytes of one stored BlockQ5_0 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 22;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -152,7 +152,7 @@ pub struct BlockQ5_1 {
 }
 
 impl BlockQ5_1 {
-    /// Bytes of one stored BlockQ5_1 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 24;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -184,7 +184,7 @@ pub struct BlockQ8_0 {
 }
 
 impl BlockQ8_0 {
-    /// Bytes of one stored BlockQ8_0 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 34;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.

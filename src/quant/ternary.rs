@@ -49,7 +49,7 @@ pub struct BlockTq1_0 {
 }
 
 impl BlockTq1_0 {
-    /// Bytes of one stored BlockTq1_0 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 54;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.
@@ -80,7 +80,7 @@ pub struct BlockTq2_0 {
 }
 
 impl BlockTq2_0 {
-    /// Bytes of one stored BlockTq2_0 block.
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 66;
 
     /// Writes the block in its on-disk layout to `out[..BYTES]`.

@@ -12,9 +12,11 @@ use crate::formats::gguf_kv::KvList;
 /// A chat template: one string, or named templates (`tokenizer.chat_template.<name>`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChatTemplate {
-    /// The template of `tokenizer_config.json`'s `chat_template` string (`tokenizer.chat_template`).
+    /// The template of `tokenizer_config.json`'s `chat_template` string
+    /// (`tokenizer.chat_template`).
     Single(String),
-    /// A list of (name, template); `default` becomes `tokenizer.chat_template`, others `tokenizer.chat_template.<name>`.
+    /// A list of (name, template); `default` becomes `tokenizer.chat_template`, others
+    /// `tokenizer.chat_template.<name>`.
     Named(Vec<(String, Option<String>)>),
 }
 
