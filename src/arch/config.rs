@@ -118,10 +118,12 @@ impl Hparams {
         Ok(Hparams { path, map })
     }
 
+    /// The config.json this was read from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The value of `key`; a JSON null reads as absent.
     pub fn get(&self, key: &str) -> Option<&Json> {
         self.map.get(key).filter(|v| !v.is_null())
     }

@@ -1,7 +1,7 @@
 //! The `general.*` keys llama.cpp's converter derives for a model: name, size label, authorship
 //! from the model card, sampling defaults from generation_config.json. Reproduces gguf-py's
 //! `Metadata.load`, `get_model_id_components`, `id_to_title` and `size_label`
-//! (gguf-py/gguf/metadata.py, utility.py).
+//! (gguf-py/gguf/metadata.py, utility.py; llama.cpp 0c1e57098).
 
 use std::path::Path;
 
@@ -16,12 +16,20 @@ use crate::formats::gguf_kv::KvList;
 pub enum CardError {
     /// A file exists but cannot be read or parsed.
     #[error("{path}: {what}")]
-    BadFile { path: String, what: String },
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A value has a type the converter cannot write (it would crash on it).
     #[error("{path}: '{key}' must be {expected}")]
     BadValue {
+        /// The file holding the value.
         path: String,
+        /// The key whose value has the wrong type.
         key: String,
+        /// The type the converter needs, in words.
         expected: &'static str,
     },
 }
@@ -38,29 +46,53 @@ enum Sampling {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelCard {
     sampling: Vec<(&'static str, Sampling)>,
+    /// `general.name`.
     pub name: Option<String>,
+    /// `general.author`.
     pub author: Option<String>,
+    /// `general.version` (e.g. `v0.2`).
     pub version: Option<String>,
+    /// `general.organization`.
     pub organization: Option<String>,
+    /// `general.finetune` (e.g. `Instruct`).
     pub finetune: Option<String>,
+    /// `general.basename`: the model name without size, finetune and version.
     pub basename: Option<String>,
+    /// `general.description`.
     pub description: Option<String>,
+    /// `general.quantized_by`.
     pub quantized_by: Option<String>,
+    /// `general.size_label` (e.g. `7B`, `8x7B`).
     pub size_label: Option<String>,
+    /// `general.url`.
     pub url: Option<String>,
+    /// `general.doi`.
     pub doi: Option<String>,
+    /// `general.uuid`.
     pub uuid: Option<String>,
+    /// `general.repo_url`.
     pub repo_url: Option<String>,
+    /// `general.source.url`: where the original model came from.
     pub source_url: Option<String>,
+    /// `general.source.doi`.
     pub source_doi: Option<String>,
+    /// `general.source.uuid`.
     pub source_uuid: Option<String>,
+    /// `general.source.repo_url`.
     pub source_repo_url: Option<String>,
+    /// `general.license` (an SPDX id or `other`).
     pub license: Option<String>,
+    /// `general.license.name`.
     pub license_name: Option<String>,
+    /// `general.license.link`.
     pub license_link: Option<String>,
+    /// `general.base_model.*`: one map per base model (name, organization, version, url, ...).
     pub base_models: Option<Vec<Map<String, Json>>>,
+    /// `general.dataset.*`: one map per training data set, like `base_models`.
     pub datasets: Option<Vec<Map<String, Json>>>,
+    /// `general.tags`.
     pub tags: Option<Vec<String>>,
+    /// `general.languages`.
     pub languages: Option<Vec<String>>,
 }
 
@@ -127,11 +159,17 @@ enum SamplingKind {
 /// The parts gguf-py reads out of a Hugging Face model id (`org/Name-7B-Instruct-v0.2`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelIdParts {
+    /// The id's last path component as given (`Name-7B-Instruct-v0.2`).
     pub full_name: Option<String>,
+    /// The part before the `/`, when the id has one.
     pub org: Option<String>,
+    /// The name with size label, finetune and version taken out.
     pub basename: Option<String>,
+    /// The finetune tag (`Instruct`, `Chat`, ...).
     pub finetune: Option<String>,
+    /// The version tag (`v0.2`).
     pub version: Option<String>,
+    /// The size label (`7B`, `8x7B`).
     pub size_label: Option<String>,
 }
 

@@ -1,20 +1,25 @@
 //! Output encodings of llama.cpp's converter (`--outtype`), reproducing gguf-py's
-//! `quants.quantize` for F32, F16, BF16 and Q8_0 on f32 input.
+//! `quants.quantize` for F32, F16, BF16 and Q8_0 on f32 input (llama.cpp 0c1e57098).
 
 use crate::quant::{f32_to_f16, GgmlType};
 
 /// `--outtype` of the converter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutType {
+    /// 32-bit floats, copied as read.
     F32,
+    /// IEEE half precision, round to nearest even (numpy `astype(float16)`).
     F16,
+    /// bfloat16 as gguf-py rounds it: to nearest even, NaN quieted.
     BF16,
+    /// 32-element blocks of int8 with one f16 scale (gguf-py's `quantize_q8_0`).
     Q8_0,
     /// The first matrix's dtype decides: BF16 → bf16, else f16.
     Auto,
 }
 
 impl OutType {
+    /// Parses a `--outtype` value (`f32`, `f16`, `bf16`, `q8_0`, `auto`; any case).
     pub fn parse(s: &str) -> Option<OutType> {
         Some(match s.to_ascii_lowercase().as_str() {
             "f32" => OutType::F32,

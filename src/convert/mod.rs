@@ -1,7 +1,7 @@
 //! The converter side: a Hugging Face checkpoint directory (config.json, safetensors, tokenizer
-//! files, model card) → the GGUF metadata and tensors llama.cpp's `convert_hf_to_gguf.py`
-//! writes. What differs between families lives in [`crate::arch`]; this module is the machinery
-//! they share.
+//! files, model card) → the GGUF metadata and tensors llama.cpp's `convert_hf_to_gguf.py` writes
+//! (llama.cpp 0c1e57098). What differs between families lives in [`crate::arch`]; this module is
+//! the machinery they share.
 
 pub mod card;
 pub mod checkpoint;

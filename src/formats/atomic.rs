@@ -38,6 +38,8 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// Opens a temp file next to `target` (same directory, so the final rename is atomic); nothing
+    /// appears at `target` until the write is committed.
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
         install_interrupt_handler();
         let mut name = target
@@ -105,6 +107,7 @@ pub struct AtomicDir {
 }
 
 impl AtomicDir {
+    /// Creates a temp directory next to `target`; it is renamed onto `target` only when committed.
     pub fn create(target: &Path) -> io::Result<AtomicDir> {
         install_interrupt_handler();
         let mut name = target

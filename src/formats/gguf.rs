@@ -1,4 +1,4 @@
-//! GGUF v3 (ggml/src/gguf.cpp): a memory-mapped reader and a streaming writer.
+//! GGUF v3 (ggml/src/gguf.cpp, llama.cpp 0c1e57098): a memory-mapped reader and a streaming writer.
 //!
 //! The writer reproduces gguf.cpp's layout exactly: header, KV pairs, tensor infos, padding to
 //! `general.alignment`, then each tensor's data padded to the alignment with zero bytes.
@@ -12,7 +12,9 @@ use memmap2::Mmap;
 use crate::formats::atomic::AtomicFile;
 use crate::ggml::GgmlType;
 
+/// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+/// Data alignment when `general.alignment` is absent (`GGUF_DEFAULT_ALIGNMENT`).
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Hard caps on header fields, so no allocation is driven by an unchecked number.
 const MAX_DIMS: u32 = 4;
@@ -23,31 +25,53 @@ pub enum GgufError {
     /// The file could not be opened, mapped, or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The file does not start with `GGUF`.
     #[error("{path}: not a GGUF file (bad magic)")]
-    BadMagic { path: PathBuf },
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
     /// Only version 2 and 3 are read.
     #[error("{path}: unsupported GGUF version {version}")]
-    BadVersion { path: PathBuf, version: u32 },
+    BadVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version field read from the header.
+        version: u32,
+    },
     /// A field points or extends past the end of the file.
     #[error("{path}: truncated or corrupt: {what} at byte {offset} runs past the end of the file ({len} bytes)")]
     Truncated {
+        /// The file.
         path: PathBuf,
+        /// Which field (key, value, tensor info or data).
         what: String,
+        /// Where that field starts.
         offset: u64,
+        /// The file's length in bytes.
         len: u64,
     },
     /// A header field holds an impossible value.
     #[error("{path}: corrupt header: {what}")]
-    Corrupt { path: PathBuf, what: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which field and its impossible value.
+        what: String,
+    },
     /// A tensor's type id is not a ggml type we know.
     #[error("{path}: tensor '{tensor}' has unknown ggml type id {id}")]
     UnknownType {
+        /// The file.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// The type id read.
         id: u32,
     },
 }
@@ -56,22 +80,36 @@ pub enum GgufError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ValueType {
+    /// `GGUF_TYPE_UINT8`.
     U8 = 0,
+    /// `GGUF_TYPE_INT8`.
     I8 = 1,
+    /// `GGUF_TYPE_UINT16`.
     U16 = 2,
+    /// `GGUF_TYPE_INT16`.
     I16 = 3,
+    /// `GGUF_TYPE_UINT32`.
     U32 = 4,
+    /// `GGUF_TYPE_INT32`.
     I32 = 5,
+    /// `GGUF_TYPE_FLOAT32`.
     F32 = 6,
+    /// `GGUF_TYPE_BOOL`.
     Bool = 7,
+    /// `GGUF_TYPE_STRING`.
     Str = 8,
+    /// `GGUF_TYPE_ARRAY`.
     Array = 9,
+    /// `GGUF_TYPE_UINT64`.
     U64 = 10,
+    /// `GGUF_TYPE_INT64`.
     I64 = 11,
+    /// `GGUF_TYPE_FLOAT64`.
     F64 = 12,
 }
 
 impl ValueType {
+    /// The value type with this on-disk id, if it is one.
     pub fn from_id(id: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match id {
@@ -108,22 +146,36 @@ impl ValueType {
 /// A metadata value. Arrays keep their element type even when empty.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// An unsigned 8-bit integer.
     U8(u8),
+    /// A signed 8-bit integer.
     I8(i8),
+    /// An unsigned 16-bit integer.
     U16(u16),
+    /// A signed 16-bit integer.
     I16(i16),
+    /// An unsigned 32-bit integer.
     U32(u32),
+    /// A signed 32-bit integer.
     I32(i32),
+    /// A 32-bit float.
     F32(f32),
+    /// A boolean (one byte, 0 or 1).
     Bool(bool),
+    /// A UTF-8 string (u64 length + bytes on disk).
     Str(String),
+    /// An array: its element type and the elements (nested arrays allowed).
     Array(ValueType, Vec<Value>),
+    /// An unsigned 64-bit integer.
     U64(u64),
+    /// A signed 64-bit integer.
     I64(i64),
+    /// A 64-bit float.
     F64(f64),
 }
 
 impl Value {
+    /// The type id this value is written with.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
@@ -157,6 +209,7 @@ impl Value {
         }
     }
 
+    /// The string, if the value is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -202,10 +255,12 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Empty metadata.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
@@ -216,23 +271,28 @@ impl Metadata {
         self.entries.push((key.to_string(), value));
     }
 
+    /// Removes `key`, returning its value if it was set.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let i = self.entries.iter().position(|(k, _)| k == key)?;
         Some(self.entries.remove(i).1)
     }
 
+    /// Keeps only the keys for which `keep` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.entries.retain(|(k, _)| keep(k));
     }
 
+    /// (key, value) pairs in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no key is set.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -244,26 +304,32 @@ impl Metadata {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
+    /// `key` as an unsigned integer (any integer type, not negative).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(Value::as_u64)
     }
 
+    /// `key` as a string, if it is one.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(Value::as_str)
     }
 }
 
-/// Name, type and shape of a tensor; `ne` is ggml order (ne[0] = row length).
+/// Name, type and shape of a tensor; `ne` is ggml order (`ne[0]` = row length).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// The tensor's name.
     pub name: String,
+    /// Its ggml type.
     pub ty: GgmlType,
+    /// Its dimensions, ggml order (`ne[0]` is the row length).
     pub ne: Vec<u64>,
     /// Offset of the data relative to the data section.
     pub offset: u64,
 }
 
 impl TensorInfo {
+    /// Number of elements (product of `ne`).
     pub fn n_elements(&self) -> u64 {
         self.ne.iter().product()
     }
@@ -285,8 +351,11 @@ impl TensorInfo {
 pub struct GgufFile {
     path: PathBuf,
     map: Mmap,
+    /// The GGUF version in the header (2 or 3).
     pub version: u32,
+    /// The key/value metadata, in file order.
     pub metadata: Metadata,
+    /// The tensor infos, in file order.
     pub tensors: Vec<TensorInfo>,
     /// Absolute offset of the data section.
     pub data_offset: u64,
@@ -527,10 +596,12 @@ impl GgufFile {
         })
     }
 
+    /// The file this was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The tensor named `name`, if present.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -570,6 +641,7 @@ impl GgufFile {
     }
 }
 
+/// `x` rounded up to a multiple of `a`.
 pub fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }

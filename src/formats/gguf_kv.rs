@@ -5,11 +5,14 @@
 use crate::formats::gguf::{Metadata, Value, ValueType};
 
 #[derive(Clone, Debug, Default, PartialEq)]
+/// The converter's metadata under construction: keys in first-added order, values replaced in
+/// place.
 pub struct KvList {
     entries: Vec<(String, Value)>,
 }
 
 impl KvList {
+    /// An empty list.
     pub fn new() -> KvList {
         KvList::default()
     }
@@ -29,10 +32,12 @@ impl KvList {
         }
     }
 
+    /// `add_uint32`.
     pub fn add_u32(&mut self, key: &str, value: u32) {
         self.add(key, Value::U32(value));
     }
 
+    /// `add_int32`.
     pub fn add_i32(&mut self, key: &str, value: i32) {
         self.add(key, Value::I32(value));
     }
@@ -42,6 +47,7 @@ impl KvList {
         self.add(key, Value::F32(value as f32));
     }
 
+    /// `add_bool`.
     pub fn add_bool(&mut self, key: &str, value: bool) {
         self.add(key, Value::Bool(value));
     }
@@ -53,6 +59,7 @@ impl KvList {
         }
     }
 
+    /// `add_array` of strings: an empty list is not written.
     pub fn add_str_array(&mut self, key: &str, items: Vec<String>) {
         self.add_array(
             key,
@@ -61,18 +68,22 @@ impl KvList {
         );
     }
 
+    /// Drops `key` if present.
     pub fn remove(&mut self, key: &str) {
         self.entries.retain(|(k, _)| k != key);
     }
 
+    /// The value of `key`, if added.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no key was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -1,5 +1,5 @@
-//! Importance matrices in llama.cpp's two formats, read the way llama-quantize reads them and
-//! written the way llama-imatrix writes them.
+//! Importance matrices in llama.cpp's (0c1e57098) two formats, read the way llama-quantize reads
+//! them and written the way llama-imatrix writes them.
 //!
 //! - GGUF (`general.type = "imatrix"`): per weight tensor `<name>.in_sum2` (F32, Σx² per input
 //!   column, one row per expert) and `<name>.counts` (F32, tokens seen per expert), plus
@@ -22,8 +22,11 @@ use crate::formats::gguf::{
 };
 use crate::ggml::GgmlType;
 
+/// Key listing the datasets the matrix was collected on (array of strings).
 pub const KEY_DATASETS: &str = "imatrix.datasets";
+/// Key holding the number of chunks processed (u32).
 pub const KEY_CHUNK_COUNT: &str = "imatrix.chunk_count";
+/// Key holding the tokens per chunk (u32).
 pub const KEY_CHUNK_SIZE: &str = "imatrix.chunk_size";
 const SUFFIX_SUMS: &str = ".in_sum2";
 const SUFFIX_COUNTS: &str = ".counts";
@@ -35,7 +38,9 @@ pub enum ImatrixError {
     /// The file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// A GGUF imatrix the GGUF layer refused (truncated, corrupt header, …).
@@ -44,66 +49,103 @@ pub enum ImatrixError {
     /// A legacy file that ends inside a field.
     #[error("{}: truncated: {what} at byte {offset} runs past the end of the file ({len} bytes)", path.display())]
     Truncated {
+        /// The file.
         path: PathBuf,
+        /// Which field.
         what: String,
+        /// Where that field starts.
         offset: u64,
+        /// The file's length in bytes.
         len: u64,
     },
     /// A field holding an impossible value (negative length, name not UTF-8, …).
     #[error("{}: corrupt: {what}", path.display())]
-    Corrupt { path: PathBuf, what: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which field and its impossible value.
+        what: String,
+    },
     /// A file without a single entry (llama.cpp: "no data in file").
     #[error("{}: the importance matrix has no entries", path.display())]
-    NoEntries { path: PathBuf },
+    NoEntries {
+        /// The file.
+        path: PathBuf,
+    },
     /// A GGUF imatrix lacking one of `imatrix.datasets`, `imatrix.chunk_count`,
     /// `imatrix.chunk_size` (llama-quantize refuses it).
     #[error("{}: missing imatrix metadata (imatrix.datasets, imatrix.chunk_count and imatrix.chunk_size are required)", path.display())]
-    MissingMetadata { path: PathBuf },
+    MissingMetadata {
+        /// The file.
+        path: PathBuf,
+    },
     /// A metadata key of the wrong type.
     #[error("{}: key '{key}' must be {expected}", path.display())]
     BadKey {
+        /// The file.
         path: PathBuf,
+        /// The key.
         key: String,
+        /// The type it must have, in words.
         expected: &'static str,
     },
     /// An entry with `.in_sum2` but no `.counts`, or the reverse.
     #[error("{}: entry '{entry}' has {} but no {}", path.display(), if *has_sums { ".in_sum2" } else { ".counts" }, if *has_sums { ".counts" } else { ".in_sum2" })]
     MismatchedPair {
+        /// The file.
         path: PathBuf,
+        /// The entry (tensor name).
         entry: String,
+        /// Whether it is the `.in_sum2` half that is present.
         has_sums: bool,
     },
     /// `.in_sum2` and `.counts` must be F32.
     #[error("{}: entry '{entry}': tensor '{tensor}' is {ty}, not F32", path.display())]
     NotF32 {
+        /// The file.
         path: PathBuf,
+        /// The entry.
         entry: String,
+        /// The GGUF tensor (`<entry>.in_sum2` or `<entry>.counts`).
         tensor: String,
+        /// Its type.
         ty: GgmlType,
     },
     /// Counts that cannot describe the sums: negative or non-finite, or a number of values that
     /// is not a multiple of the number of counts.
     #[error("{}: entry '{entry}': bad counts: {why}", path.display())]
     BadCounts {
+        /// The file.
         path: PathBuf,
+        /// The entry.
         entry: String,
+        /// What is wrong with the counts.
         why: String,
     },
     /// A NaN or infinite importance value (llama-quantize refuses the whole matrix).
     #[error("{}: entry '{entry}' holds the non-finite value {value} at index {index}", path.display())]
     NonFinite {
+        /// The file.
         path: PathBuf,
+        /// The entry.
         entry: String,
+        /// Index of the value within the entry.
         index: usize,
+        /// The value.
         value: f32,
     },
     /// An entry whose length is not the tensor's columns × experts.
     #[error("{}: entry '{entry}' has {len} values but tensor '{tensor}' needs {expected}", path.display())]
     WrongLength {
+        /// The imatrix file.
         path: PathBuf,
+        /// The entry.
         entry: String,
+        /// The model tensor it is applied to.
         tensor: String,
+        /// Values in the entry.
         len: usize,
+        /// Values the tensor needs (columns × experts).
         expected: u64,
     },
     /// `--include-weights` and `--exclude-weights` together.
@@ -112,8 +154,11 @@ pub enum ImatrixError {
     /// Matrices to merge whose entries disagree in size.
     #[error("{}: entry '{entry}': {why}", path.display())]
     MergeMismatch {
+        /// The file being merged in.
         path: PathBuf,
+        /// The entry.
         entry: String,
+        /// How the sizes disagree.
         why: String,
     },
     /// A chunk size (`n_ctx / n_parallel`) that is not positive.
@@ -124,7 +169,10 @@ pub enum ImatrixError {
 /// Which format a file was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImatrixFormat {
+    /// The GGUF imatrix format (`general.type = "imatrix"`), what llama-imatrix writes by default.
     Gguf,
+    /// The legacy binary format: an entry count, then per entry its name, call count and values,
+    /// then an optional trailer (chunk count, dataset name).
     Legacy,
 }
 
@@ -141,7 +189,9 @@ pub struct ImatrixEntry {
 /// An importance matrix file as stored (`common_imatrix`).
 #[derive(Clone, Debug)]
 pub struct ImatrixFile {
+    /// The file this was read from.
     pub path: PathBuf,
+    /// The format it was stored in.
     pub format: ImatrixFormat,
     /// By name (sorted, like the std::map it reproduces).
     pub entries: BTreeMap<String, ImatrixEntry>,
@@ -482,6 +532,7 @@ impl ImportanceWeights {
         self.entries.len()
     }
 
+    /// Whether the matrix has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -599,6 +650,7 @@ pub struct StatsEntry {
 /// What llama-imatrix saves (`IMatrixCollector`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImatrixStats {
+    /// Accumulated statistics by tensor name (sorted).
     pub entries: BTreeMap<String, StatsEntry>,
     /// Every dataset to record, in order: those of merged matrices, then the prompt file.
     pub datasets: Vec<String>,
@@ -609,6 +661,7 @@ pub struct ImatrixStats {
 }
 
 impl ImatrixStats {
+    /// Empty statistics for chunks of `chunk_size` tokens.
     pub fn new(chunk_size: i32) -> ImatrixStats {
         ImatrixStats {
             chunk_size,

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 
 use crate::formats::safetensors::{SafetensorsError, SafetensorsFile, StTensor};
 
+/// The adapter's config file name in a PEFT directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
+/// The adapter's weights file name in a PEFT directory.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const PICKLED_WEIGHTS_FILE: &str = "adapter_model.bin";
 
@@ -37,73 +39,117 @@ pub enum PeftError {
     /// The config could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// `adapter_config.json` is not JSON, or a field has the wrong type or an impossible value.
     #[error("{path}: bad adapter config: {what}")]
-    BadConfig { path: PathBuf, what: String },
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// `peft_type` is not `LORA` (LoHa, LoKr, IA3, AdaLoRA, prompt tuning, …).
     #[error("{path}: peft_type is '{peft_type}'; only LORA adapters can be merged or converted")]
-    NotLora { path: PathBuf, peft_type: String },
+    NotLora {
+        /// The config file.
+        path: PathBuf,
+        /// The `peft_type` it declares.
+        peft_type: String,
+    },
     /// A DoRA adapter: its merge rescales every column by a learned magnitude, which is not a
     /// low-rank update.
     #[error("{path}: DoRA adapters (use_dora / lora_magnitude_vector) are not supported: their merge is not W + scale·B·A")]
-    Dora { path: PathBuf },
+    Dora {
+        /// The config file.
+        path: PathBuf,
+    },
     /// The directory has no `adapter_model.safetensors`.
     #[error("{dir}: no {WEIGHTS_FILE} found")]
-    MissingWeights { dir: PathBuf },
+    MissingWeights {
+        /// The adapter directory.
+        dir: PathBuf,
+    },
     /// Only a pickled `adapter_model.bin` is there; qforge never unpickles files.
     #[error("{path}: pickled adapter weights are not supported (a pickle can run code); save the adapter with safe_serialization=True to get {WEIGHTS_FILE}")]
-    PickledWeights { path: PathBuf },
+    PickledWeights {
+        /// The pickled weights file found.
+        path: PathBuf,
+    },
     /// The safetensors file itself is unreadable or corrupt, or a tensor is not a float type.
     #[error(transparent)]
     Safetensors(#[from] SafetensorsError),
     /// A module has one LoRA factor but not the other.
     #[error("{path}: module '{module}' has {present} but no {missing}")]
     MissingFactor {
+        /// The weights file.
         path: PathBuf,
+        /// The module path.
         module: String,
+        /// The factor present (`lora_A` or `lora_B`).
         present: String,
+        /// The factor missing.
         missing: String,
     },
     /// The two factors of a module disagree on the rank, or disagree with the config's rank.
     #[error("{path}: module '{module}': inconsistent rank: A has rank {rank_a}, B has rank {rank_b}, the config says r = {config_rank}")]
     InconsistentRank {
+        /// The weights file.
         path: PathBuf,
+        /// The module path.
         module: String,
+        /// Rank of `lora_A` (its rows).
         rank_a: usize,
+        /// Rank of `lora_B` (its columns).
         rank_b: usize,
+        /// The rank the config gives this module.
         config_rank: usize,
     },
     /// A factor that is not a 2-D matrix (conv LoRA, corrupt shapes).
     #[error("{path}: tensor '{tensor}' has shape {shape:?}; only 2-D LoRA factors are supported")]
     NotMatrix {
+        /// The weights file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Its shape.
         shape: Vec<usize>,
     },
     /// A NaN or infinity in the adapter's weights.
     #[error("{path}: tensor '{tensor}' holds a non-finite value ({value}) at element {index}")]
     NonFinite {
+        /// The weights file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Element index of the first bad value.
         index: usize,
+        /// The value.
         value: f32,
     },
     /// The adapter touches a module the base model does not have: it was made for another base.
     #[error("{path}: module '{module}' needs base tensor '{base_tensor}', which the base model does not have (is this adapter for another base model?)")]
     ModuleNotFound {
+        /// The adapter's weights file.
         path: PathBuf,
+        /// The module path.
         module: String,
+        /// The base tensor it would update.
         base_tensor: String,
     },
     /// The factors' shapes do not fit the base tensor.
     #[error("{path}: module '{module}': base tensor '{base_tensor}' has shape {base_shape:?}, but {factors} (is this adapter for another base model?)")]
     ShapeMismatch {
+        /// The adapter's weights file.
         path: PathBuf,
+        /// The module path.
         module: String,
+        /// The base tensor it updates.
         base_tensor: String,
+        /// The base tensor's shape.
         base_shape: Vec<usize>,
         /// The factors' shapes and the update they make, in words.
         factors: String,
@@ -111,30 +157,53 @@ pub enum PeftError {
     /// A replacement tensor whose shape differs from the base tensor it replaces.
     #[error("{path}: tensor '{tensor}' has shape {shape:?} but base tensor '{base_tensor}' has shape {base_shape:?}")]
     ReplacementShape {
+        /// The adapter's weights file.
         path: PathBuf,
+        /// The replacement tensor in the adapter.
         tensor: String,
+        /// The base tensor it replaces.
         base_tensor: String,
+        /// The replacement's shape.
         shape: Vec<usize>,
+        /// The base tensor's shape.
         base_shape: Vec<usize>,
     },
     /// LoRA weights for a module that `target_modules` / `exclude_modules` do not select: the
     /// config and the weights disagree.
     #[error("{path}: module '{module}' has LoRA weights but the config's target_modules do not select it")]
-    UntargetedModule { path: PathBuf, module: String },
+    UntargetedModule {
+        /// The adapter's weights file.
+        path: PathBuf,
+        /// The module path.
+        module: String,
+    },
     /// A tensor that is neither a LoRA factor nor an expected full tensor (modules_to_save, a
     /// trained bias, a norm).
     #[error("{path}: unexpected tensor '{tensor}': not a LoRA factor, and not in modules_to_save")]
-    UnexpectedTensor { path: PathBuf, tensor: String },
+    UnexpectedTensor {
+        /// The adapter's weights file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+    },
     /// A feature of the config that is understood but not supported yet.
     #[error("{path}: {what} is not supported yet")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The config or weights file.
+        path: PathBuf,
+        /// The unsupported feature.
+        what: String,
+    },
 }
 
 /// `target_modules` / `exclude_modules`: a list of name suffixes, or one regular expression that
 /// must match the whole module name (PEFT's `check_target_module_exists`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModuleSelector {
+    /// Module name suffixes (matching at a `.` boundary).
     Names(Vec<String>),
+    /// A regular expression over the whole module name (`all-linear` is PEFT's shorthand for every
+    /// linear layer but `lm_head`).
     Regex(String),
 }
 
@@ -181,16 +250,21 @@ impl ModuleSelector {
 /// The fields of `adapter_config.json` that matter to a merge or a conversion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeftConfig {
+    /// `peft_type`; only `LORA` is accepted.
     pub peft_type: String,
     /// Default rank.
     pub r: usize,
     /// Default alpha; the update is scaled by alpha/r (alpha/√r with rsLoRA).
     pub lora_alpha: f64,
+    /// rsLoRA: scale by alpha/√r instead of alpha/r.
     pub use_rslora: bool,
     /// The base layer stores its weight transposed, [in, out] (GPT-2's Conv1D).
     pub fan_in_fan_out: bool,
+    /// DoRA (refused: its merge is not a low-rank update).
     pub use_dora: bool,
+    /// Which modules carry LoRA factors, when the config says.
     pub target_modules: Option<ModuleSelector>,
+    /// Modules excluded from `target_modules`.
     pub exclude_modules: Option<ModuleSelector>,
     /// Modules trained in full and saved whole; they replace the base module's tensors.
     pub modules_to_save: Vec<String>,
@@ -200,6 +274,7 @@ pub struct PeftConfig {
     pub rank_pattern: BTreeMap<String, usize>,
     /// Per-module alpha overrides: pattern → alpha (PEFT `alpha_pattern`).
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// The base model the adapter was trained on, as the config names it.
     pub base_model_name_or_path: Option<String>,
     /// aLoRA: the token ids that switch the adapter on.
     pub alora_invocation_tokens: Option<Vec<u32>>,
@@ -427,11 +502,13 @@ pub enum LoraKind {
 pub struct LoraModule {
     /// Module path in the base model, e.g. `model.layers.0.self_attn.q_proj`.
     pub module: String,
+    /// Linear layer or embedding (the factors' layout differs).
     pub kind: LoraKind,
     /// `lora_A` (or `lora_embedding_A`): [r, in] ([r, vocab] for embeddings).
     pub a: StTensor,
     /// `lora_B` (or `lora_embedding_B`): [out, r] ([hidden, r] for embeddings).
     pub b: StTensor,
+    /// The module's rank (rows of A).
     pub rank: usize,
 }
 
@@ -447,12 +524,14 @@ impl LoraModule {
 pub struct FullTensor {
     /// The base tensor's name (the adapter's name without `base_model.model.`).
     pub base_name: String,
+    /// The replacement tensor in the adapter file.
     pub tensor: StTensor,
 }
 
 /// A validated PEFT LoRA adapter directory.
 pub struct PeftAdapter {
     dir: PathBuf,
+    /// The parsed `adapter_config.json`.
     pub config: PeftConfig,
     file: SafetensorsFile,
     /// Adapted modules, in the order their first tensor appears in the file (data order).
@@ -665,10 +744,12 @@ impl PeftAdapter {
         Ok(adapter)
     }
 
+    /// The adapter directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The opened `adapter_model.safetensors`.
     pub fn file(&self) -> &SafetensorsFile {
         &self.file
     }

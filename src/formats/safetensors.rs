@@ -23,52 +23,87 @@ pub enum SafetensorsError {
     /// The file could not be opened, mapped, or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The header is not a valid safetensors header, or offsets disagree with the file.
     #[error("{path}: not a valid safetensors file: {what}")]
-    Corrupt { path: PathBuf, what: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        what: String,
+    },
     /// A tensor's element type is not one this reader converts.
     #[error("{path}: tensor '{tensor}' has dtype {dtype:?}, which is not supported (only F32, F16 and BF16 are)")]
     UnsupportedDtype {
+        /// The file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Its element type.
         dtype: Dtype,
     },
     /// `model.safetensors.index.json` is unreadable or malformed.
     #[error("{path}: bad shard index: {what}")]
-    BadIndex { path: PathBuf, what: String },
+    BadIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A shard named by the index is not there.
     #[error("{index}: shard '{shard}' named by the index is missing")]
-    MissingShard { index: PathBuf, shard: String },
+    MissingShard {
+        /// The index file.
+        index: PathBuf,
+        /// The shard file name it lists.
+        shard: String,
+    },
     /// Tensors listed by the index and tensors found in the shards disagree.
     #[error("{index}: the shards do not hold what the index lists: {what}")]
-    IndexMismatch { index: PathBuf, what: String },
+    IndexMismatch {
+        /// The index file.
+        index: PathBuf,
+        /// The first disagreement found.
+        what: String,
+    },
     /// The same tensor name occurs in two files.
     #[error("tensor '{tensor}' occurs in both {first} and {second}")]
     DuplicateTensor {
+        /// The tensor name.
         tensor: String,
+        /// The file it was found in first.
         first: PathBuf,
+        /// The other file holding it.
         second: PathBuf,
     },
     /// The directory holds no safetensors weights.
     #[error("{dir}: no safetensors weights found (expected model.safetensors, model-*.safetensors or model.safetensors.index.json)")]
-    NoWeights { dir: PathBuf },
+    NoWeights {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
 }
 
 /// One tensor of a safetensors file: name, element type, shape (outermost first, as PyTorch), and
 /// its absolute byte range in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StTensor {
+    /// The tensor's name in the header.
     pub name: String,
+    /// Its element type.
     pub dtype: Dtype,
+    /// Its shape, outermost dimension first (PyTorch order).
     pub shape: Vec<usize>,
     start: usize,
     len: usize,
 }
 
 impl StTensor {
+    /// Number of elements (product of the shape).
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
@@ -145,6 +180,7 @@ impl SafetensorsFile {
         })
     }
 
+    /// The file this was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -154,6 +190,7 @@ impl SafetensorsFile {
         &self.tensors
     }
 
+    /// The tensor named `name`, if present (binary search over the sorted list).
     pub fn tensor(&self, name: &str) -> Option<&StTensor> {
         self.tensors
             .binary_search_by(|t| t.name.as_str().cmp(name))
@@ -258,7 +295,9 @@ fn describe_error(e: &safetensors::SafeTensorError) -> String {
 /// Where one tensor of a checkpoint lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorLocation {
+    /// Index into [`Checkpoint::files`].
     pub file: usize,
+    /// Index into that file's [`SafetensorsFile::tensors`].
     pub index: usize,
 }
 
@@ -372,10 +411,12 @@ impl Checkpoint {
         Ok(Checkpoint { dir, files, order })
     }
 
+    /// The checkpoint directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The safetensors files, shard order.
     pub fn files(&self) -> &[SafetensorsFile] {
         &self.files
     }
@@ -385,10 +426,12 @@ impl Checkpoint {
         &self.order
     }
 
+    /// The file holding the tensor at `loc`.
     pub fn file(&self, loc: TensorLocation) -> &SafetensorsFile {
         &self.files[loc.file]
     }
 
+    /// The tensor at `loc`.
     pub fn tensor(&self, loc: TensorLocation) -> &StTensor {
         &self.files[loc.file].tensors()[loc.index]
     }

@@ -7,41 +7,77 @@ use super::GgmlType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 pub enum FileType {
+    /// `LLAMA_FTYPE_ALL_F32` (id 0): tensors default to F32.
     F32,
+    /// `LLAMA_FTYPE_MOSTLY_F16` (id 1): tensors default to F16.
     F16,
+    /// `LLAMA_FTYPE_MOSTLY_Q4_0` (id 2): tensors default to Q4_0.
     Q4_0,
+    /// `LLAMA_FTYPE_MOSTLY_Q4_1` (id 3): tensors default to Q4_1.
     Q4_1,
+    /// `LLAMA_FTYPE_MOSTLY_Q8_0` (id 7): tensors default to Q8_0.
     Q8_0,
+    /// `LLAMA_FTYPE_MOSTLY_Q5_0` (id 8): tensors default to Q5_0.
     Q5_0,
+    /// `LLAMA_FTYPE_MOSTLY_Q5_1` (id 9): tensors default to Q5_1.
     Q5_1,
+    /// `LLAMA_FTYPE_MOSTLY_Q2_K` (id 10): tensors default to Q2_K.
     Q2_K,
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_S` (id 11): tensors default to Q3_K.
     Q3_K_S,
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_M` (id 12): tensors default to Q3_K.
     Q3_K_M,
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_L` (id 13): tensors default to Q3_K.
     Q3_K_L,
+    /// `LLAMA_FTYPE_MOSTLY_Q4_K_S` (id 14): tensors default to Q4_K.
     Q4_K_S,
+    /// `LLAMA_FTYPE_MOSTLY_Q4_K_M` (id 15): tensors default to Q4_K.
     Q4_K_M,
+    /// `LLAMA_FTYPE_MOSTLY_Q5_K_S` (id 16): tensors default to Q5_K.
     Q5_K_S,
+    /// `LLAMA_FTYPE_MOSTLY_Q5_K_M` (id 17): tensors default to Q5_K.
     Q5_K_M,
+    /// `LLAMA_FTYPE_MOSTLY_Q6_K` (id 18): tensors default to Q6_K.
     Q6_K,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_XXS` (id 19): tensors default to IQ2_XXS.
     IQ2_XXS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_XS` (id 20): tensors default to IQ2_XS.
     IQ2_XS,
+    /// `LLAMA_FTYPE_MOSTLY_Q2_K_S` (id 21): tensors default to Q2_K.
     Q2_K_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_XS` (id 22): tensors default to IQ3_S.
     IQ3_XS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_XXS` (id 23): tensors default to IQ3_XXS.
     IQ3_XXS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ1_S` (id 24): tensors default to IQ1_S.
     IQ1_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ4_NL` (id 25): tensors default to IQ4_NL.
     IQ4_NL,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_S` (id 26): tensors default to IQ3_S.
     IQ3_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_M` (id 27): tensors default to IQ3_S.
     IQ3_M,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_S` (id 28): tensors default to IQ2_XS.
     IQ2_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_M` (id 29): tensors default to IQ2_S.
     IQ2_M,
+    /// `LLAMA_FTYPE_MOSTLY_IQ4_XS` (id 30): tensors default to IQ4_XS.
     IQ4_XS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ1_M` (id 31): tensors default to IQ1_M.
     IQ1_M,
+    /// `LLAMA_FTYPE_MOSTLY_BF16` (id 32): tensors default to BF16.
     BF16,
+    /// `LLAMA_FTYPE_MOSTLY_TQ1_0` (id 36): tensors default to TQ1_0.
     TQ1_0,
+    /// `LLAMA_FTYPE_MOSTLY_TQ2_0` (id 37): tensors default to TQ2_0.
     TQ2_0,
+    /// `LLAMA_FTYPE_MOSTLY_MXFP4_MOE` (id 38): tensors default to MXFP4.
     MXFP4_MOE,
+    /// `LLAMA_FTYPE_MOSTLY_NVFP4` (id 39): tensors default to NVFP4.
     NVFP4,
+    /// `LLAMA_FTYPE_MOSTLY_Q1_0` (id 40): tensors default to Q1_0.
     Q1_0,
+    /// `LLAMA_FTYPE_MOSTLY_Q2_0` (id 41): tensors default to Q2_0.
     Q2_0,
 }
 
@@ -92,6 +128,7 @@ const FTYPES: &[(FileType, u32, GgmlType)] = {
 /// What a TYPE argument of `quantize` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantTarget {
+    /// A file type mix.
     Mix(FileType),
     /// COPY: copy tensors, quantize nothing (llama-quantize writes ftype ALL_F32).
     Copy,
@@ -115,6 +152,7 @@ impl FileType {
         self.entry().2
     }
 
+    /// The file type stored as `id` in `general.file_type`, if known.
     pub fn from_id(id: u32) -> Option<FileType> {
         FTYPES.iter().find(|e| e.1 == id).map(|e| e.0)
     }
@@ -124,6 +162,7 @@ impl FileType {
         format!("{self:?}")
     }
 
+    /// Every file type, in id order.
     pub fn all() -> impl Iterator<Item = FileType> {
         FTYPES.iter().map(|e| e.0)
     }

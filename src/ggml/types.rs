@@ -7,40 +7,75 @@ use std::fmt;
 #[repr(u32)]
 #[allow(non_camel_case_types)]
 pub enum GgmlType {
+    /// `GGML_TYPE_F32`: 32-bit IEEE float.
     F32 = 0,
+    /// `GGML_TYPE_F16`: 16-bit IEEE half float.
     F16 = 1,
+    /// `GGML_TYPE_Q4_0`: blocks of 32 weights in 18 bytes (4.5 bits per weight).
     Q4_0 = 2,
+    /// `GGML_TYPE_Q4_1`: blocks of 32 weights in 20 bytes (5 bits per weight).
     Q4_1 = 3,
+    /// `GGML_TYPE_Q5_0`: blocks of 32 weights in 22 bytes (5.5 bits per weight).
     Q5_0 = 6,
+    /// `GGML_TYPE_Q5_1`: blocks of 32 weights in 24 bytes (6 bits per weight).
     Q5_1 = 7,
+    /// `GGML_TYPE_Q8_0`: blocks of 32 weights in 34 bytes (8.5 bits per weight).
     Q8_0 = 8,
+    /// `GGML_TYPE_Q8_1`: blocks of 32 weights in 36 bytes (9 bits per weight).
     Q8_1 = 9,
+    /// `GGML_TYPE_Q2_K`: blocks of 256 weights in 84 bytes (2.625 bits per weight).
     Q2_K = 10,
+    /// `GGML_TYPE_Q3_K`: blocks of 256 weights in 110 bytes (3.438 bits per weight).
     Q3_K = 11,
+    /// `GGML_TYPE_Q4_K`: blocks of 256 weights in 144 bytes (4.5 bits per weight).
     Q4_K = 12,
+    /// `GGML_TYPE_Q5_K`: blocks of 256 weights in 176 bytes (5.5 bits per weight).
     Q5_K = 13,
+    /// `GGML_TYPE_Q6_K`: blocks of 256 weights in 210 bytes (6.562 bits per weight).
     Q6_K = 14,
+    /// `GGML_TYPE_Q8_K`: blocks of 256 weights in 292 bytes (9.125 bits per weight).
     Q8_K = 15,
+    /// `GGML_TYPE_IQ2_XXS`: blocks of 256 weights in 66 bytes (2.062 bits per weight).
     IQ2_XXS = 16,
+    /// `GGML_TYPE_IQ2_XS`: blocks of 256 weights in 74 bytes (2.312 bits per weight).
     IQ2_XS = 17,
+    /// `GGML_TYPE_IQ3_XXS`: blocks of 256 weights in 98 bytes (3.062 bits per weight).
     IQ3_XXS = 18,
+    /// `GGML_TYPE_IQ1_S`: blocks of 256 weights in 50 bytes (1.562 bits per weight).
     IQ1_S = 19,
+    /// `GGML_TYPE_IQ4_NL`: blocks of 32 weights in 18 bytes (4.5 bits per weight).
     IQ4_NL = 20,
+    /// `GGML_TYPE_IQ3_S`: blocks of 256 weights in 110 bytes (3.438 bits per weight).
     IQ3_S = 21,
+    /// `GGML_TYPE_IQ2_S`: blocks of 256 weights in 82 bytes (2.562 bits per weight).
     IQ2_S = 22,
+    /// `GGML_TYPE_IQ4_XS`: blocks of 256 weights in 136 bytes (4.25 bits per weight).
     IQ4_XS = 23,
+    /// `GGML_TYPE_I8`: 8-bit signed integer.
     I8 = 24,
+    /// `GGML_TYPE_I16`: 16-bit signed integer.
     I16 = 25,
+    /// `GGML_TYPE_I32`: 32-bit signed integer.
     I32 = 26,
+    /// `GGML_TYPE_I64`: 64-bit signed integer.
     I64 = 27,
+    /// `GGML_TYPE_F64`: 64-bit float.
     F64 = 28,
+    /// `GGML_TYPE_IQ1_M`: blocks of 256 weights in 56 bytes (1.75 bits per weight).
     IQ1_M = 29,
+    /// `GGML_TYPE_BF16`: bfloat16: the top 16 bits of an f32.
     BF16 = 30,
+    /// `GGML_TYPE_TQ1_0`: blocks of 256 weights in 54 bytes (1.688 bits per weight).
     TQ1_0 = 34,
+    /// `GGML_TYPE_TQ2_0`: blocks of 256 weights in 66 bytes (2.062 bits per weight).
     TQ2_0 = 35,
+    /// `GGML_TYPE_MXFP4`: blocks of 32 weights in 17 bytes (4.25 bits per weight).
     MXFP4 = 39,
+    /// `GGML_TYPE_NVFP4`: blocks of 64 weights in 36 bytes (4.5 bits per weight).
     NVFP4 = 40,
+    /// `GGML_TYPE_Q1_0`: blocks of 128 weights in 18 bytes (1.125 bits per weight).
     Q1_0 = 41,
+    /// `GGML_TYPE_Q2_0`: blocks of 64 weights in 18 bytes (2.25 bits per weight).
     Q2_0 = 42,
 }
 
@@ -109,10 +144,12 @@ impl GgmlType {
             .expect("every variant is in TABLE")
     }
 
+    /// The id GGUF stores for this type (`ggml_type`).
     pub fn id(self) -> u32 {
         self as u32
     }
 
+    /// ggml's name for the type (`ggml_type_name`), e.g. `Q4_K`.
     pub fn name(self) -> &'static str {
         self.entry().1
     }
@@ -127,6 +164,7 @@ impl GgmlType {
         self.entry().3
     }
 
+    /// Whether the type is block-quantized (not a plain float or integer type).
     pub fn is_quantized(self) -> bool {
         !matches!(
             self,

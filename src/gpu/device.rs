@@ -71,11 +71,17 @@ impl fmt::Display for DeviceSpec {
 /// The limits that matter to our kernels, as the adapter reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLimits {
+    /// Largest storage buffer one binding may cover; chunks are sized under it.
     pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer the adapter can create.
     pub max_buffer_size: u64,
+    /// Most workgroups per dispatch dimension (wide dispatches fold into a 2-D grid).
     pub max_compute_workgroups_per_dimension: u32,
+    /// Most invocations per workgroup.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Bytes of workgroup memory a kernel may use.
     pub max_compute_workgroup_storage_size: u32,
+    /// Alignment of storage-buffer binding offsets.
     pub min_storage_buffer_offset_alignment: u32,
 }
 
@@ -97,11 +103,17 @@ impl KeyLimits {
 pub struct AdapterReport {
     /// Position in the enumeration: the N of `--device gpu:N`.
     pub index: usize,
+    /// The adapter's name (`AdapterInfo::name`).
     pub name: String,
+    /// The wgpu backend it runs on.
     pub backend: wgpu::Backend,
+    /// The driver name.
     pub driver: String,
+    /// The driver's version and details.
     pub driver_info: String,
+    /// Discrete, integrated, virtual or CPU.
     pub device_type: wgpu::DeviceType,
+    /// The limits that shape our dispatches.
     pub limits: KeyLimits,
 }
 

@@ -110,6 +110,8 @@ struct Params {
     n_rows: u32,
     units_per_invocation: u32,
 }
+// `Params` in shaders/io.wgsl; member offsets are checked by `params_mirror_io_wgsl` below.
+const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
 type MapResult = mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>;
 
@@ -653,5 +655,25 @@ impl GpuContext {
         let wg_x = groups.min(max_x);
         let wg_y = groups.div_ceil(wg_x);
         (wg_x, wg_y, wg_x * WORKGROUP_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod wgsl_layout {
+    use super::Params;
+    use crate::gpu::layout::{assert_wgsl_mirror, kernel_params_source};
+
+    #[test]
+    fn params_mirror_io_wgsl() {
+        assert_wgsl_mirror!(Params, kernel_params_source(), "Params", {
+            n_units => "n_units",
+            blocks_per_row => "blocks_per_row",
+            n_per_row => "n_per_row",
+            has_qw => "has_qw",
+            zero => "zero",
+            dispatch_width => "dispatch_width",
+            n_rows => "n_rows",
+            units_per_invocation => "units_per_invocation",
+        });
     }
 }

@@ -21,10 +21,15 @@ use crate::quant::GgmlType;
 pub enum Family {
     /// Test kernel running every exact.wgsl helper.
     Probe,
+    /// F32, F16 and BF16 (float.wgsl).
     Float,
+    /// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (legacy.wgsl, with search.wgsl).
     Legacy,
+    /// TQ1_0 and TQ2_0 (ternary.wgsl).
     Ternary,
+    /// Q2_K to Q6_K (kquants.wgsl, with search.wgsl).
     KQuants,
+    /// IQ4_NL and IQ4_XS (iq4.wgsl, with search.wgsl).
     Iq4,
 }
 
@@ -98,8 +103,11 @@ pub struct KernelDef {
     /// Entry point of the imatrix path (`Imatrix::Used`; else `name`). Separate entry points
     /// keep each pipeline to one path: lavapipe executes both sides of even a uniform branch.
     pub imatrix_entry: &'static str,
+    /// The WGSL files the kernel's module is assembled from.
     pub family: Family,
+    /// The ggml type it writes; `None` for test kernels.
     pub ty: Option<GgmlType>,
+    /// What it does with an importance matrix.
     pub imatrix: Imatrix,
     /// Elements of one block (1 for plain float types).
     pub block_elems: usize,

@@ -45,6 +45,7 @@ fn health_key(def: &'static KernelDef, has_imatrix: bool) -> (&'static str, bool
 }
 
 impl GpuQuantizer {
+    /// A quantizer on `ctx` with `opts`; each kernel is self-checked on its first use.
     pub fn new(ctx: Arc<GpuContext>, opts: GpuOptions) -> GpuQuantizer {
         GpuQuantizer {
             ctx,
@@ -53,10 +54,12 @@ impl GpuQuantizer {
         }
     }
 
+    /// The device this quantizer runs on.
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }
 
+    /// The options it was made with.
     pub fn options(&self) -> GpuOptions {
         self.opts
     }

@@ -20,6 +20,7 @@ pub enum KernelHealth {
 }
 
 impl KernelHealth {
+    /// `Ok` when the kernel passed, else the reason it is not used.
     pub fn as_result(&self) -> Result<(), String> {
         match self {
             KernelHealth::Passed => Ok(()),

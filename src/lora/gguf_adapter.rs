@@ -1,5 +1,5 @@
 //! PEFT adapter → llama.cpp GGUF adapter (reproduces `convert_lora_to_gguf.py` for llama-family
-//! bases).
+//! bases, llama.cpp 0c1e57098).
 //!
 //! The file: `general.architecture`, `general.type = "adapter"`, `adapter.type = "lora"`, the
 //! authorship keys gguf-py derives from the adapter directory (see `naming`),
@@ -34,9 +34,13 @@ use crate::formats::gguf_kv::KvList;
 /// `--outtype` of convert_lora_to_gguf.py.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoraOutType {
+    /// Factors stored as f32.
     F32,
+    /// Factors stored as f16 (the script's default).
     F16,
+    /// Factors stored as bf16.
     BF16,
+    /// Factors quantized to Q8_0 where a row is a whole number of 32-blocks (F16 otherwise).
     Q8_0,
 }
 

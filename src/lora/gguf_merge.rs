@@ -1,4 +1,5 @@
-//! Merge GGUF LoRA adapters into a GGUF base model, as `llama-export-lora` does.
+//! Merge GGUF LoRA adapters into a GGUF base model, as `llama-export-lora` does (llama.cpp
+//! 0c1e57098).
 //!
 //! Layout and keys reproduce export-lora: every KV pair of the base in order, then
 //! `general.file_type` set to 1 (MOSTLY_F16, moved to the end); tensors sorted by name (its
@@ -33,11 +34,14 @@ const SLAB_ELEMENTS: usize = 1 << 24;
 /// One GGUF adapter to merge, with the user's scale (export-lora's `--lora-scaled FILE:SCALE`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GgufAdapterSpec {
+    /// The GGUF LoRA adapter file.
     pub path: PathBuf,
+    /// Multiplies the adapter's own `adapter.lora.alpha`/rank scale.
     pub scale: f32,
 }
 
 impl GgufAdapterSpec {
+    /// An adapter spec for `path` at `scale`.
     pub fn new(path: impl Into<PathBuf>, scale: f32) -> GgufAdapterSpec {
         GgufAdapterSpec {
             path: path.into(),

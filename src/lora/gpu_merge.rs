@@ -39,6 +39,8 @@ struct MergeParams {
     pad: [u32; 3],
     adapters: [[u32; 4]; MAX_ADAPTERS],
 }
+// `MergeParams` in shaders/lora_merge.wgsl; offsets are checked by `merge_params_mirror_wgsl`.
+const _: () = assert!(std::mem::size_of::<MergeParams>() == 32 + 16 * MAX_ADAPTERS);
 
 /// The merge kernel on one device, self-checked.
 pub struct GpuLoraMerge {
@@ -119,6 +121,7 @@ impl GpuLoraMerge {
         })
     }
 
+    /// The device the kernel runs on.
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }
@@ -388,11 +391,17 @@ pub fn cpu_merge_bits(
 
 /// One self-check case.
 pub struct Canary {
+    /// What the case exercises, for the failure message.
     pub what: &'static str,
+    /// The output type (F32, F16 or BF16).
     pub ty: GgmlType,
+    /// The base matrix's rows to merge into, row-major.
     pub w: Vec<f32>,
+    /// Columns of the base matrix.
     pub cols: usize,
+    /// Row of the full matrix where `w` starts (exercises slicing the updates).
     pub first_row: usize,
+    /// The updates to fold in.
     pub updates: Vec<LowRankUpdate>,
 }
 
@@ -498,4 +507,28 @@ pub fn canaries() -> Vec<Canary> {
         updates,
     });
     out
+}
+
+#[cfg(test)]
+mod wgsl_layout {
+    use super::MergeParams;
+    use crate::gpu::layout::assert_wgsl_mirror;
+
+    #[test]
+    fn merge_params_mirror_wgsl() {
+        let source = format!(
+            "{}\n{}\n",
+            include_str!("../../shaders/exact.wgsl"),
+            include_str!("../../shaders/lora_merge.wgsl")
+        );
+        assert_wgsl_mirror!(MergeParams, source, "MergeParams", {
+            rows => "rows",
+            cols => "cols",
+            n_adapters => "n_adapters",
+            out_type => "out_type",
+            zero => "zero",
+            pad => "pad0",
+            adapters => "adapters",
+        });
+    }
 }

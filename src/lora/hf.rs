@@ -47,11 +47,14 @@ pub(crate) struct TensorMerge<'a> {
 /// One adapter to merge, with the user's extra scale (1 = the adapter as trained).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterSpec {
+    /// The PEFT adapter directory.
     pub dir: PathBuf,
+    /// Multiplies the adapter's alpha/r scale (1 = as trained).
     pub scale: f32,
 }
 
 impl AdapterSpec {
+    /// An adapter spec for `dir` at `scale`.
     pub fn new(dir: impl Into<PathBuf>, scale: f32) -> AdapterSpec {
         AdapterSpec {
             dir: dir.into(),

@@ -55,7 +55,9 @@ pub struct LowRankUpdate {
     pub p: Vec<f32>,
     /// [rank, cols], row-major.
     pub q: Vec<f32>,
+    /// Rank of the update (columns of `p`, rows of `q`).
     pub rank: usize,
+    /// The factor the update is multiplied by before it is added.
     pub scale: f32,
 }
 
@@ -200,7 +202,7 @@ fn merge_block_avx512(w: &mut [f32], cols: usize, rows: &[usize], updates: &[&Lo
     merge_block_body::<LANES>(w, cols, rows, updates)
 }
 
-/// Fold every update into the stored rows `rows` held in `w` (see [`merge_block_body`]), in
+/// Fold every update into the stored rows `rows` held in `w` (see `merge_block_body`), in
 /// order, with the widest vectors this CPU has.
 pub fn merge_row_block(w: &mut [f32], cols: usize, rows: &[usize], updates: &[&LowRankUpdate]) {
     if cols == 0 {

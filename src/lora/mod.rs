@@ -1,5 +1,5 @@
 //! LoRA adapters: merging them into a base model, and converting them to llama.cpp's GGUF
-//! adapter format.
+//! adapter format (llama.cpp 0c1e57098).
 //!
 //! Three jobs, each a library entry point the CLI wires:
 //! - [`merge_lora_hf`]: PEFT adapters + a Hugging Face safetensors checkpoint → a merged
@@ -7,8 +7,10 @@
 //!   Its arithmetic is the exact contract documented in [`merge`].
 //! - [`lora_to_gguf`]: a PEFT adapter → the GGUF adapter `convert_lora_to_gguf.py` writes.
 //! - [`merge_lora_gguf`]: GGUF adapters + a GGUF base → what `llama-export-lora` writes.
-//! - [`convert_with_lora`] / [`LoraMergedModel`]: `convert --lora`, the merge done inside the
-//!   conversion (and quantization) pass, byte-equal to `merge-lora` followed by `convert`.
+//!
+//! A fourth, `convert --lora` (the merge done inside the conversion and quantization pass,
+//! byte-equal to `merge-lora` followed by `convert`), lives a layer up in
+//! `pipeline::convert_lora` (`convert_with_lora`, `LoraMergedModel`) and uses these kernels.
 //!
 //! Every input is validated before the first output byte is written, and outputs appear whole
 //! (temporary names renamed at the end) or not at all.
@@ -46,47 +48,79 @@ pub enum LoraError {
     /// A file or directory could not be read, created or renamed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The output directory exists and is not empty (qforge never writes into a used one).
     #[error("{path}: the output directory exists and is not empty")]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The output directory.
+        path: PathBuf,
+    },
     /// An `ADAPTER_DIR[:SCALE]` argument whose scale is not a finite number.
     #[error("'{spec}': {what}")]
-    BadAdapterSpec { spec: String, what: String },
+    BadAdapterSpec {
+        /// The argument as given.
+        spec: String,
+        /// What is wrong with its scale.
+        what: String,
+    },
     /// A tensor to merge into is not F32, F16 or BF16 (or, in GGUF, has no dequantizer).
     #[error("{path}: tensor '{tensor}' is {dtype}, which cannot be merged into")]
     UnsupportedDtype {
+        /// The file holding the tensor.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Its element type.
         dtype: String,
     },
     /// The merge produced a NaN or a value too large for the output type.
     #[error("{path}: merging tensor '{tensor}' gives a non-finite value (NaN, or too large for {dtype}) at element {index}")]
     NonFiniteResult {
+        /// The base model file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// Its output type.
         dtype: String,
+        /// Element index of the first bad value.
         index: usize,
     },
     /// The base model's `config.json` is missing or lacks what is needed.
     #[error("{path}: {what}")]
-    BaseConfig { path: PathBuf, what: String },
+    BaseConfig {
+        /// The config file (or where it was expected).
+        path: PathBuf,
+        /// What is missing or wrong.
+        what: String,
+    },
     /// A GGUF adapter that is not a LoRA adapter, or whose tensors are inconsistent.
     #[error("{path}: {what}")]
-    BadGgufAdapter { path: PathBuf, what: String },
+    BadGgufAdapter {
+        /// The adapter file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// An adapter tensor that matches no tensor of the base model, or does not fit it.
     #[error("{path}: tensor '{tensor}': {what} (is this adapter for another base model?)")]
     AdapterMismatch {
+        /// The adapter file.
         path: PathBuf,
+        /// The adapter tensor.
         tensor: String,
+        /// What does not match.
         what: String,
     },
     /// The GPU merge kernel failed while merging a tensor.
     #[error("merging tensor '{tensor}' on the GPU: {source}")]
     Gpu {
+        /// The tensor being merged.
         tensor: String,
+        /// The GPU error.
         source: crate::gpu::GpuError,
     },
     /// The base model's config.json (through the architecture registry) is unusable.
@@ -100,12 +134,20 @@ pub enum LoraError {
     Threads(String),
     /// Something understood but not supported yet.
     #[error("{path}: {what} is not supported yet")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The file.
+        path: PathBuf,
+        /// The unsupported feature.
+        what: String,
+    },
     /// A quantizer or dequantizer is missing or rejected a row.
     #[error("{path}: tensor '{tensor}': {source}")]
     Quant {
+        /// The file.
         path: PathBuf,
+        /// The tensor.
         tensor: String,
+        /// The quantizer's error.
         source: QuantError,
     },
 }

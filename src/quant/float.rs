@@ -1,9 +1,11 @@
-//! Plain float types: F32 copy, F16 and BF16 (ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row_ref).
+//! Plain float types: F32 copy, F16 and BF16 (ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row_ref;
+//! llama.cpp 0c1e57098).
 
 use super::{
     bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, GgmlType, RowDequantizer, RowQuantizer,
 };
 
+/// The CPU quantizer for `ty` if it is one of F32, F16 and BF16.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::F32 => quantize_row_f32,
@@ -13,6 +15,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of F32, F16 and BF16.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::F32 => dequantize_row_f32,
@@ -57,7 +60,7 @@ fn quantize_row_bf16(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
 }
 
 /// Round to bf16 and back, in place (the value a BF16 tensor of `x` reads back as); returns
-/// whether every result is finite. Vectorizes like [`quantize_row_bf16`].
+/// whether every result is finite. Vectorizes like `quantize_row_bf16`.
 pub fn round_through_bf16(x: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

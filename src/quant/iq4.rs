@@ -3,7 +3,7 @@
 //! levels of [`KVALUES_IQ4NL`] times a scale, and MXFP4 (32-element blocks of FP4 E2M1 values
 //! with a shared power-of-two E8M0 scale).
 //!
-//! IQ4 quantization reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e.
+//! IQ4 quantization (llama.cpp 0c1e57098) reproduces `quantize_iq4_nl` / `quantize_iq4_xs`, i.e.
 //! `quantize_row_iq4_nl_impl` with `ntry = 7` — the path llama-quantize takes with or without an
 //! importance matrix (the `_ref` entry points use another `ntry` and are not what model files are
 //! made with). MXFP4 reproduces `quantize_row_mxfp4_ref` and ignores the importance matrix.
@@ -29,6 +29,7 @@ const NTRY: i32 = 7;
 /// Below this block magnitude a block is treated as all zero (ggml's GROUP_MAX_EPS).
 const GROUP_MAX_EPS: f32 = 1e-15;
 
+/// The CPU quantizer for `ty` if it is one of IQ4_NL, IQ4_XS and MXFP4.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => quantize_row_iq4_nl,
@@ -38,6 +39,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of IQ4_NL, IQ4_XS and MXFP4.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::IQ4_NL => dequantize_row_iq4_nl,
@@ -52,21 +54,26 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
 // ---------------------------------------------------------------------------------------------
 
 /// IQ4_NL, 18 bytes: `d` (f16) at 0..2, `qs` at 2..18; element j < 16 is the low nibble of
-/// `qs[j]`, element j + 16 the high nibble; value = d·KVALUES_IQ4NL[q].
+/// `qs[j]`, element j + 16 the high nibble; value = d·`KVALUES_IQ4NL[q]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockIq4Nl {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockIq4Nl {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 18;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockIq4Nl {
         BlockIq4Nl {
             d: read_u16(b, 0),
@@ -78,18 +85,24 @@ impl BlockIq4Nl {
 /// IQ4_XS, 136 bytes: `d` (f16) at 0..2, `scales_h` (u16 LE) at 2..4, `scales_l` at 4..8,
 /// `qs` at 8..136. Block b (of 8) has the 6-bit scale `ls` = low nibble b%2 of `scales_l[b/2]`
 /// | bits 2b..2b+2 of `scales_h` << 4, and its 32 quants in `qs[16b..16b+16]` packed as in
-/// IQ4_NL; value = d·(ls − 32)·KVALUES_IQ4NL[q].
+/// IQ4_NL; value = d·(ls − 32)·`KVALUES_IQ4NL[q]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockIq4Xs {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// High two bits of each sub-block's 6-bit scale.
     pub scales_h: u16,
+    /// Low four bits of each sub-block's scale, two per byte.
     pub scales_l: [u8; 4],
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 128],
 }
 
 impl BlockIq4Xs {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 136;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.scales_h.to_le_bytes());
@@ -97,6 +110,7 @@ impl BlockIq4Xs {
         out[8..136].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockIq4Xs {
         BlockIq4Xs {
             d: read_u16(b, 0),
@@ -354,22 +368,27 @@ fn dequantize_row_iq4_xs(bytes: &[u8], out: &mut [f32]) {
 pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// MXFP4, 17 bytes: the E8M0 exponent `e` at 0, `qs` at 1..17 (element j < 16 in the low nibble
-/// of `qs[j]`, j + 16 in the high nibble); value = KVALUES_MXFP4[q]·2^(e − 128) (half the E8M0
+/// of `qs[j]`, j + 16 in the high nibble); value = `KVALUES_MXFP4[q]`·2^(e − 128) (half the E8M0
 /// scale, since the table is doubled).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockMxfp4 {
+    /// The shared E8M0 exponent.
     pub e: u8,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockMxfp4 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 17;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0] = self.e;
         out[1..17].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockMxfp4 {
         BlockMxfp4 {
             e: b[0],

@@ -1,11 +1,11 @@
 //! The K-quants Q2_K … Q6_K: 256-element super-blocks of 16 or 32-element sub-blocks whose
 //! scales (and mins) are themselves quantized against one or two fp16 super-block scales.
 //!
-//! Without an importance matrix each type reproduces llama.cpp's `quantize_row_<t>_ref`; with
-//! one, `quantize_row_<t>_impl` (what `quantize_<t>` calls when given quant weights). All five
-//! types use the weights: Q2_K/Q4_K/Q5_K and Q3_K scale them by `sqrt(sigma2 + x²)` per element,
-//! Q6_K passes them to its search unchanged. The stored fp16 super-block scales are read back
-//! (rounded) before the final requantization, as in C.
+//! Without an importance matrix each type reproduces llama.cpp's (0c1e57098)
+//! `quantize_row_<t>_ref`; with one, `quantize_row_<t>_impl` (what `quantize_<t>` calls when given
+//! quant weights). All five types use the weights: Q2_K/Q4_K/Q5_K and Q3_K scale them by
+//! `sqrt(sigma2 + x²)` per element, Q6_K passes them to its search unchanged. The stored fp16
+//! super-block scales are read back (rounded) before the final requantization, as in C.
 //!
 //! Super-blocks are independent. The scalar code here processes one at a time and is the
 //! oracle; `simd` runs 8 or 16 super-blocks side by side (AVX2 / AVX-512, detected at run time)
@@ -31,12 +31,18 @@ pub use simd::{available_backends, best_backend, Backend};
 /// Elements per super-block (ggml's `QK_K`).
 pub const QK_K: usize = 256;
 
+/// Bytes of one Q2_K super-block (256 weights).
 pub const BLOCK_Q2_K_BYTES: usize = 84;
+/// Bytes of one Q3_K super-block (256 weights).
 pub const BLOCK_Q3_K_BYTES: usize = 110;
+/// Bytes of one Q4_K super-block (256 weights).
 pub const BLOCK_Q4_K_BYTES: usize = 144;
+/// Bytes of one Q5_K super-block (256 weights).
 pub const BLOCK_Q5_K_BYTES: usize = 176;
+/// Bytes of one Q6_K super-block (256 weights).
 pub const BLOCK_Q6_K_BYTES: usize = 210;
 
+/// The CPU quantizer for `ty` if it is one of Q2_K to Q6_K.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::Q2_K => quantize_row_q2_k,
@@ -48,6 +54,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of Q2_K to Q6_K.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::Q2_K => dequantize_row_q2_k,
@@ -556,8 +563,11 @@ fn quantize_row_q5_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
 /// Result of the per-sub-block min+scale searches of Q4_K/Q5_K: eight (scale, −min) pairs and the
 /// search's levels (which survive for sub-blocks whose stored scale turns out zero).
 pub struct SubBlockFits {
+    /// Each sub-block's fitted scale.
     pub scales: [f32; 8],
+    /// Each sub-block's fitted minimum, negated.
     pub mins: [f32; 8],
+    /// The search's quant level of every element.
     pub levels: [u8; QK_K],
 }
 
@@ -752,6 +762,8 @@ pub fn quantize_block_q4_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     finish_q4_k(x, &mut fits.levels, d, dmin, out);
 }
 
+/// Completes a Q4_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes
+/// `levels` against the stored scales and packs them into `out[16..]`.
 pub fn finish_q4_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &mut [u8]) {
     let (head, qs) = out.split_at_mut(16);
     requantize_k(x, levels, d, dmin, &head[4..16], 15);
@@ -772,6 +784,8 @@ pub fn quantize_block_q5_k_imatrix(x: &[f32], qw: &[f32], out: &mut [u8]) {
     finish_q5_k(x, &mut fits.levels, d, dmin, out);
 }
 
+/// Completes a Q5_K block whose header (`d`, `dmin`, 6-bit scales) is in `out[..16]`: requantizes
+/// `levels` against the stored scales and packs the low and high bits.
 pub fn finish_q5_k(x: &[f32], levels: &mut [u8; QK_K], d: f32, dmin: f32, out: &mut [u8]) {
     let (head, rest) = out.split_at_mut(16);
     requantize_k(x, levels, d, dmin, &head[4..16], 31);

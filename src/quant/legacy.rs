@@ -1,7 +1,7 @@
 //! The legacy 32-element block types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 //!
-//! Without an importance matrix each reproduces ggml's `quantize_row_<t>_ref` (what
-//! `ggml_quantize_chunk` runs when it is given no imatrix); with one, `quantize_row_<t>_impl`
+//! Without an importance matrix each reproduces ggml's (llama.cpp 0c1e57098) `quantize_row_<t>_ref`
+//! (what `ggml_quantize_chunk` runs when it is given no imatrix); with one, `quantize_row_<t>_impl`
 //! (Q8_0 has no imatrix variant: `quantize_q8_0` ignores the weights).
 //!
 //! Blocks are written as raw little-endian bytes; every block type below documents its byte
@@ -13,6 +13,7 @@ use super::{f16_to_f32, f32_to_f16, read_u16, GgmlType, RowDequantizer, RowQuant
 /// Elements per block, the same for every legacy type.
 pub const QK: usize = 32;
 
+/// The CPU quantizer for `ty` if it is one of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::Q4_0 => quantize_row_q4_0,
@@ -24,6 +25,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::Q4_0 => dequantize_row_q4_0,
@@ -43,18 +45,23 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
 /// `qs[j]`, element j + 16 its high nibble; value = (q − 8)·d.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockQ4_0 {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockQ4_0 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 18;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockQ4_0 {
         BlockQ4_0 {
             d: read_u16(b, 0),
@@ -67,20 +74,26 @@ impl BlockQ4_0 {
 /// value = q·d + m.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockQ4_1 {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The block minimum (offset), f16 bits.
     pub m: u16,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockQ4_1 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 20;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.m.to_le_bytes());
         out[4..20].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockQ4_1 {
         BlockQ4_1 {
             d: read_u16(b, 0),
@@ -95,20 +108,26 @@ impl BlockQ4_1 {
 /// Value = (q − 16)·d.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockQ5_0 {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The high (fifth) bit of each quant.
     pub qh: u32,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockQ5_0 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 22;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..6].copy_from_slice(&self.qh.to_le_bytes());
         out[6..22].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockQ5_0 {
         BlockQ5_0 {
             d: read_u16(b, 0),
@@ -122,15 +141,21 @@ impl BlockQ5_0 {
 /// packed as in Q5_0; value = q·d + m.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockQ5_1 {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The block minimum (offset), f16 bits.
     pub m: u16,
+    /// The high (fifth) bit of each quant.
     pub qh: u32,
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 16],
 }
 
 impl BlockQ5_1 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 24;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.m.to_le_bytes());
@@ -138,6 +163,7 @@ impl BlockQ5_1 {
         out[8..24].copy_from_slice(&self.qs);
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockQ5_1 {
         BlockQ5_1 {
             d: read_u16(b, 0),
@@ -151,13 +177,17 @@ impl BlockQ5_1 {
 /// Q8_0, 34 bytes: `d` (f16) at 0..2, then 32 signed bytes `qs` at 2..34; value = q·d.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockQ8_0 {
+    /// The block scale, f16 bits.
     pub d: u16,
+    /// The packed quants (layout in the struct docs).
     pub qs: [i8; 32],
 }
 
 impl BlockQ8_0 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 34;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         for (o, q) in out[2..34].iter_mut().zip(self.qs) {
@@ -165,6 +195,7 @@ impl BlockQ8_0 {
         }
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockQ8_0 {
         let mut qs = [0i8; 32];
         for (q, &v) in qs.iter_mut().zip(&b[2..34]) {

@@ -31,13 +31,21 @@ pub enum QuantError {
     /// A row length that is not a whole number of blocks.
     #[error("row of {n} elements is not a multiple of {ty}'s block size {block}")]
     BadRowLength {
+        /// The target type.
         ty: GgmlType,
+        /// The row length given.
         n: usize,
+        /// The type's block size.
         block: usize,
     },
     /// Output buffer of the wrong size.
     #[error("output buffer of {got} bytes, expected {expected}")]
-    BadOutputSize { got: usize, expected: usize },
+    BadOutputSize {
+        /// Bytes provided.
+        got: usize,
+        /// Bytes the rows need.
+        expected: usize,
+    },
 }
 
 /// The CPU quantizer for `ty`, if one exists.
@@ -155,6 +163,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 }
 
 #[inline(always)]
+/// bf16 bits to f32 (exact: bf16 is the top half of an f32).
 pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }

@@ -1,5 +1,6 @@
 //! llama-quantize's per-tensor type choice, as pure functions of tensor names, shapes, the model's
-//! hyper-parameters and the options (src/llama-quant.cpp and tools/quantize/quantize.cpp).
+//! hyper-parameters and the options (src/llama-quant.cpp and tools/quantize/quantize.cpp,
+//! llama.cpp 0c1e57098).
 //!
 //! The decision for one tensor reproduces `llama_tensor_get_type`: tensors that may not be
 //! quantized keep their type; `--token-embedding-type` / `--output-tensor-type` win outright;
@@ -24,24 +25,42 @@ pub const MAX_LAYERS: u64 = 512;
 pub enum RuleError {
     /// A metadata key the model loader requires is absent or not an integer.
     #[error("model metadata: key '{key}' is missing or not an integer")]
-    MissingKey { key: String },
+    MissingKey {
+        /// The GGUF key.
+        key: String,
+    },
     /// A metadata value outside what llama.cpp's loader accepts.
     #[error("model metadata: {what}")]
-    BadMetadata { what: String },
+    BadMetadata {
+        /// The key and its value, in words.
+        what: String,
+    },
     /// A `--tensor-type` argument that is not `NAME_REGEX=TYPE`.
     #[error("malformed --tensor-type '{arg}': {why}")]
-    BadTensorTypeArg { arg: String, why: String },
+    BadTensorTypeArg {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A type name that is not a ggml type (`--tensor-type`, `--output-tensor-type`, …).
     #[error("invalid ggml type '{0}'")]
     UnknownType(String),
     /// A `--tensor-type` pattern the `regex` crate cannot compile (look-around and
     /// back-references, which std::regex accepts, are among these).
     #[error("--tensor-type pattern '{pattern}' is not a supported regular expression: {why}")]
-    BadPattern { pattern: String, why: String },
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// The regex crate's error.
+        why: String,
+    },
     /// The `--tensor-type-file` could not be read.
     #[error("--tensor-type-file {}: {source}", path.display())]
     TensorTypeFile {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// A `--prune-layers` element that is not a non-negative layer number.
@@ -54,29 +73,44 @@ pub enum RuleError {
     /// or lies outside `[0, block_count)` (`layer_info` in llama-quant.cpp).
     #[error("tensor '{tensor}': bad layer {layer:?} (block_count {n_layer})")]
     BadLayer {
+        /// The tensor.
         tensor: String,
+        /// The layer read from its name, if any.
         layer: Option<i32>,
+        /// The model's `block_count`.
         n_layer: u32,
     },
     /// `tensor_type_fallback` has no fallback for this block size.
     #[error("tensor '{tensor}': rows of {ncols} cannot be blocked by {ty} and no fallback type is defined for it")]
     NoFallback {
+        /// The tensor.
         tensor: String,
+        /// The type chosen for it.
         ty: GgmlType,
+        /// Its row length.
         ncols: u64,
     },
     /// An explicit `--token-embedding-type` / `--output-tensor-type` whose block does not divide
     /// the rows (llama.cpp applies no fallback there and fails while writing).
     #[error("tensor '{tensor}': rows of {ncols} elements are not a multiple of {ty}'s block size {block}")]
     IncompatibleType {
+        /// The tensor.
         tensor: String,
+        /// The type asked for.
         ty: GgmlType,
+        /// Its row length.
         ncols: u64,
+        /// The type's block size.
         block: usize,
     },
     /// The chosen type needs an importance matrix and none was given.
     #[error("tensor '{tensor}': quantizing to {ty} requires an importance matrix (--imatrix)")]
-    ImatrixRequired { tensor: String, ty: GgmlType },
+    ImatrixRequired {
+        /// The tensor.
+        tensor: String,
+        /// The type chosen for it.
+        ty: GgmlType,
+    },
     /// A pruned model's tensor whose layer cannot be mapped back to the imatrix's numbering.
     #[error("tensor '{0}': imatrix layer mapping error")]
     ImatrixRemap(String),
@@ -125,17 +159,29 @@ impl ModelInfo {
 /// What the rules know a tensor to be, from its name (`tensor_get_category`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorCategory {
+    /// `token_embd.weight` (and Gemma's `per_layer_token_embd.weight`).
     TokenEmbd,
+    /// Names containing `attn_q.weight`.
     AttentionQ,
+    /// Names containing `attn_v.weight`.
     AttentionV,
+    /// Names containing `attn_k.weight`.
     AttentionK,
+    /// Names containing `attn_qkv.weight` (fused Q/K/V).
     AttentionQkv,
+    /// Names containing `attn_kv_b.weight` (DeepSeek's latent-attention K/V up-projection).
     AttentionKvB,
+    /// Names containing `attn_output.weight`.
     AttentionOutput,
+    /// Names containing `ffn_up` (experts included).
     FfnUp,
+    /// Names containing `ffn_gate` (experts included).
     FfnGate,
+    /// Names containing `ffn_down` (experts included).
     FfnDown,
+    /// `output.weight`, the output head.
     Output,
+    /// Everything else.
     Other,
 }
 
@@ -177,6 +223,7 @@ impl TensorCategory {
     }
 }
 
+/// Whether `name` is a token embedding (`token_embd.weight`, `per_layer_token_embd.weight`).
 pub fn is_token_embd(name: &str) -> bool {
     name == "token_embd.weight" || name == "per_layer_token_embd.weight"
 }
@@ -619,6 +666,7 @@ pub struct TensorPlan {
 /// The whole plan: tensors in output order, and what the header needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuantPlan {
+    /// Per-tensor decisions, in output order.
     pub tensors: Vec<TensorPlan>,
     /// With `--prune-layers`: the `<arch>.block_count` llama-quantize sets (as u32, after the
     /// `--override-kv` keys).

@@ -1,7 +1,7 @@
 //! Scale-search helpers shared by the K-quants and the imatrix legacy quantizers.
 //!
-//! Each function reproduces one of ggml-quants.c's static searches. Byte-exactness depends on
-//! following the C arithmetic literally:
+//! Each function reproduces one of ggml-quants.c's static searches (llama.cpp 0c1e57098).
+//! Byte-exactness depends on following the C arithmetic literally:
 //! - every int → float conversion happens where C's usual arithmetic conversions put it, so
 //!   `w*x*l` is `(w*x) as f32 * l as f32` evaluated left to right and `w*l*l` is `(w*l)*l`;
 //! - sums are sequential in index order, never reassociated, and never fused (no `mul_add`);

@@ -1,14 +1,15 @@
 //! Ternary types TQ1_0 (1.6875 bits/weight, base-3 packing) and TQ2_0 (2 bits/weight), for
 //! BitNet b1.58-style models: each weight is −1, 0 or +1 times the block's absolute maximum.
 //!
-//! Quantization reproduces `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref`; `quantize_tq*_0`
-//! ignores the importance matrix, and so do we.
+//! Quantization reproduces `quantize_row_tq1_0_ref` / `quantize_row_tq2_0_ref` (llama.cpp
+//! 0c1e57098); `quantize_tq*_0` ignores the importance matrix, and so do we.
 
 use super::{f16_to_f32, f32_to_f16, read_u16, GgmlType, RowDequantizer, RowQuantizer};
 
 /// Elements per block.
 pub const QK_K: usize = 256;
 
+/// The CPU quantizer for `ty` if it is one of TQ1_0 and TQ2_0.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     Some(match ty {
         GgmlType::TQ1_0 => quantize_row_tq1_0,
@@ -17,6 +18,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     })
 }
 
+/// The CPU dequantizer for `ty` if it is one of TQ1_0 and TQ2_0.
 pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     Some(match ty {
         GgmlType::TQ1_0 => dequantize_row_tq1_0,
@@ -38,20 +40,26 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
 /// holds four trits, elements 240 + j + 4n (n < 4), as the top four of five trit positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockTq1_0 {
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 48],
+    /// The last 16 elements, four trits per byte.
     pub qh: [u8; 4],
+    /// The block scale, f16 bits.
     pub d: u16,
 }
 
 impl BlockTq1_0 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 54;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..48].copy_from_slice(&self.qs);
         out[48..52].copy_from_slice(&self.qh);
         out[52..54].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockTq1_0 {
         BlockTq1_0 {
             qs: b[0..48].try_into().unwrap(),
@@ -65,18 +73,23 @@ impl BlockTq1_0 {
 /// holds elements 128h + m + 32n (n < 4) in bits 2n..2n+2, each as t = weight + 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockTq2_0 {
+    /// The packed quants (layout in the struct docs).
     pub qs: [u8; 64],
+    /// The block scale, f16 bits.
     pub d: u16,
 }
 
 impl BlockTq2_0 {
+    /// Size of the block on disk, in bytes.
     pub const BYTES: usize = 66;
 
+    /// Writes the block in its on-disk layout to `out[..BYTES]`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..64].copy_from_slice(&self.qs);
         out[64..66].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    /// Reads a block from its on-disk layout in `b[..BYTES]`.
     pub fn read(b: &[u8]) -> BlockTq2_0 {
         BlockTq2_0 {
             qs: b[0..64].try_into().unwrap(),

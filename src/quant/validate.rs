@@ -1,6 +1,6 @@
-//! Post-quantization row checks (ggml_validate_row_data): every stored fp16 scale and every
-//! float value must be finite. This is how llama-quantize refuses NaN/Inf weights and scales
-//! that overflow fp16; we run it on every row we produce.
+//! Post-quantization row checks (ggml_validate_row_data, llama.cpp 0c1e57098): every stored fp16
+//! scale and every float value must be finite. This is how llama-quantize refuses NaN/Inf weights
+//! and scales that overflow fp16; we run it on every row we produce.
 
 use super::{read_u16, GgmlType};
 

@@ -78,6 +78,7 @@ struct StepParams {
     pad0: u32,
     pad1: u32,
 }
+const _: () = assert!(std::mem::size_of::<StepParams>() == 64);
 
 /// `Call` in the shader.
 #[repr(C)]
@@ -88,6 +89,7 @@ struct CallParams {
     pad0: u32,
     pad1: u32,
 }
+const _: () = assert!(std::mem::size_of::<CallParams>() == 16);
 
 /// The entry points of shaders/forward.wgsl.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

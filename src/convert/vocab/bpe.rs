@@ -1,4 +1,4 @@
-//! Byte-level BPE `tokenizer.json` → GGUF vocab, as llama.cpp's `get_vocab_base` and
+//! Byte-level BPE `tokenizer.json` → GGUF vocab, as llama.cpp's (0c1e57098) `get_vocab_base` and
 //! `get_vocab_base_pre`: the tokens in id order with their types, and the pre-tokenizer name,
 //! found by tokenizing a check text with the model's own tokenizer and hashing the ids.
 
@@ -14,8 +14,11 @@ use super::{does_token_look_special, read_json, TokenType, VocabError};
 
 /// Tokens and types in id order, and `tokenizer.ggml.pre`.
 pub struct BpeVocab {
+    /// Token strings, index = token id.
     pub tokens: Vec<String>,
+    /// Each token's type (normal, control, user-defined, ...), index = token id.
     pub types: Vec<TokenType>,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer name llama.cpp selects by check-text hash.
     pub pre: String,
 }
 

@@ -1,4 +1,5 @@
-//! Tokenizers → GGUF vocab keys (`tokenizer.ggml.*`), as llama.cpp's converter writes them.
+//! Tokenizers → GGUF vocab keys (`tokenizer.ggml.*`), as llama.cpp's converter writes them
+//! (llama.cpp 0c1e57098).
 
 pub mod bpe;
 pub mod pre_hashes;
@@ -18,16 +19,34 @@ use special::SpecialVocab;
 pub enum VocabError {
     /// A tokenizer file is unreadable or malformed.
     #[error("{path}: {what}")]
-    File { path: PathBuf, what: String },
+    File {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// The BPE pre-tokenizer's check-text hash is not one llama.cpp knows.
     #[error("{path}: BPE pre-tokenizer not recognized (check-text hash {hash}); llama.cpp's converter refuses it too")]
-    UnknownPreTokenizer { path: PathBuf, hash: String },
+    UnknownPreTokenizer {
+        /// The tokenizer.json whose pre-tokenizer was hashed.
+        path: PathBuf,
+        /// sha256 of the check text's token ids, as the converter prints it.
+        hash: String,
+    },
     /// Neither tokenizer.model nor tokenizer.json is there.
     #[error("{dir}: no tokenizer found (expected tokenizer.model or tokenizer.json)")]
-    NoTokenizer { dir: PathBuf },
+    NoTokenizer {
+        /// The model directory searched.
+        dir: PathBuf,
+    },
     /// A tokenizer kind the converter handles but qforge does not yet.
     #[error("{path}: {what} is not supported yet")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The unsupported feature.
+        what: String,
+    },
     /// An impossible value.
     #[error("{0}")]
     Invalid(String),

@@ -1,4 +1,5 @@
-//! SentencePiece `tokenizer.model` → GGUF vocab, as llama.cpp's `_create_vocab_sentencepiece`.
+//! SentencePiece `tokenizer.model` → GGUF vocab, as llama.cpp's `_create_vocab_sentencepiece`
+//! (llama.cpp 0c1e57098).
 //!
 //! The model file is a protobuf `ModelProto`; only its `pieces` (field 1: a `SentencePiece`
 //! message of piece = 1, score = 2, type = 3) matter here, so the reader decodes the wire format
@@ -13,18 +14,28 @@ use super::{does_token_look_special, TokenType, VocabError};
 /// A piece's type in the model (sentencepiece_model.proto `SentencePiece.Type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceType {
+    /// An ordinary piece.
     Normal,
+    /// The unknown piece.
     Unknown,
+    /// A control piece (`<s>`, `</s>`).
     Control,
+    /// A user-defined piece, matched verbatim.
     UserDefined,
+    /// An unused placeholder piece.
     Unused,
+    /// A byte-fallback piece (`<0x0A>`).
     Byte,
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// One entry of tokenizer.model's piece list.
 pub struct Piece {
+    /// The piece's text (with `▁` for spaces).
     pub piece: String,
+    /// Its log-probability score.
     pub score: f32,
+    /// Its type.
     pub kind: PieceType,
 }
 
@@ -138,8 +149,11 @@ fn parse_piece(msg: &[u8]) -> Option<Piece> {
 
 /// Tokens, scores and token types, ready for the GGUF keys.
 pub struct SpmVocab {
+    /// Token strings, index = token id.
     pub tokens: Vec<String>,
+    /// Each token's score (`tokenizer.ggml.scores`).
     pub scores: Vec<f32>,
+    /// Each token's type (`tokenizer.ggml.token_type`).
     pub types: Vec<TokenType>,
 }
 

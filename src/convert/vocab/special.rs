@@ -1,5 +1,6 @@
 //! Special token ids, add-BOS/EOS flags, merges and chat template, as gguf-py's `SpecialVocab`
-//! finds them in tokenizer.json, tokenizer_config.json, chat_template.* and config.json.
+//! finds them in tokenizer.json, tokenizer_config.json, chat_template.* and config.json
+//! (llama.cpp 0c1e57098).
 
 use std::path::Path;
 
@@ -11,13 +12,18 @@ use crate::formats::gguf_kv::KvList;
 /// A chat template: one string, or named templates (`tokenizer.chat_template.<name>`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChatTemplate {
+    /// The template of `tokenizer_config.json`'s `chat_template` string
+    /// (`tokenizer.chat_template`).
     Single(String),
+    /// A list of (name, template); `default` becomes `tokenizer.chat_template`, others
+    /// `tokenizer.chat_template.<name>`.
     Named(Vec<(String, Option<String>)>),
 }
 
 /// gguf-py's `SpecialVocab`.
 #[derive(Clone, Debug, Default)]
 pub struct SpecialVocab {
+    /// BPE merges (`tokenizer.ggml.merges`), `"a b"` per merge.
     pub merges: Vec<String>,
     load_merges: bool,
     n_vocab: Option<usize>,
@@ -26,6 +32,7 @@ pub struct SpecialVocab {
     pub special_token_ids: Vec<(String, u64)>,
     /// (type, add) in the order found.
     pub add_special_token: Vec<(String, bool)>,
+    /// `tokenizer.chat_template*`, when the tokenizer config has one.
     pub chat_template: Option<ChatTemplate>,
     normalizer_lowercase: Option<bool>,
     normalizer_strip_accents: Option<bool>,

@@ -23,8 +23,11 @@ mod x86;
 /// Which kernel family a call should use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// Portable Rust, on every target.
     Scalar,
+    /// x86-64 AVX2 + FMA kernels.
     Avx2,
+    /// x86-64 AVX-512 kernels.
     Avx512,
 }
 
