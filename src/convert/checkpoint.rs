@@ -27,7 +27,7 @@ use crate::formats::gguf_kv::KvList;
 use crate::formats::safetensors::{
     float_dtype_size, Checkpoint, Dtype, SafetensorsError, SafetensorsFile, TensorLocation,
 };
-use crate::formats::tensor_source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceError, SourceTensor, TensorSource};
 use crate::quant::GgmlType;
 
 /// Errors opening or converting a checkpoint; each names the file (and tensor).
@@ -49,12 +49,21 @@ pub enum HfError {
         tensor: String,
         what: String,
     },
+    /// A weights file could not be read.
     #[error(transparent)]
     Safetensors(#[from] SafetensorsError),
+    /// The tokenizer files could not be read into a GGUF vocabulary.
     #[error(transparent)]
     Vocab(#[from] VocabError),
+    /// The model card could not be read.
     #[error(transparent)]
     Card(#[from] CardError),
+}
+
+impl From<HfError> for SourceError {
+    fn from(e: HfError) -> SourceError {
+        SourceError::produce(e)
+    }
 }
 
 impl From<ArchError> for HfError {
@@ -1002,7 +1011,7 @@ impl TensorSource for HfModel {
         &self.tensors
     }
 
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
         Ok(Cow::Owned(self.produce(index)?))
     }
 }

@@ -7,15 +7,39 @@
 //! in the last bit between machines, which would change a golden's hash.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::formats::safetensors::{Dtype, SafetensorsWriter};
+use crate::formats::safetensors::{Dtype, SafetensorsError, SafetensorsWriter};
 use crate::quant::{f32_to_bf16, f32_to_f16};
 use crate::rng::Rng;
+
+/// Errors writing a synthetic checkpoint ([`SyntheticHf::write`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SyntheticHfError {
+    /// Creating the directory, writing a JSON file or copying a tokenizer file failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// `creating`, `writing` or `copying`.
+        action: &'static str,
+        /// The directory or file (for a copy, the one copied from).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing model.safetensors failed.
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    /// The preset's dtype is not one the generator writes.
+    #[error("synthetic checkpoints in {dtype:?} are not supported")]
+    UnsupportedDtype {
+        /// The dtype asked for.
+        dtype: Dtype,
+    },
+}
 
 /// Which kind of checkpoint: the architecture and the config.json quirks of its family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,19 +368,30 @@ impl SyntheticHf {
     /// needed). `tokenizer_dir` supplies the vocabulary: a directory with `tokenizer.model`
     /// and `tokenizer_config.json` (SentencePiece flavors, e.g. tiny-llama) or with a byte-level
     /// BPE `tokenizer.json` (BPE flavors, e.g. tiny-bpe).
-    pub fn write(&self, dir: &Path, tokenizer_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let write_json = |name: &str, v: &serde_json::Value| -> anyhow::Result<()> {
+    pub fn write(&self, dir: &Path, tokenizer_dir: &Path) -> Result<(), SyntheticHfError> {
+        std::fs::create_dir_all(dir).map_err(|source| SyntheticHfError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let write_json = |name: &str, v: &serde_json::Value| -> Result<(), SyntheticHfError> {
             let path = dir.join(name);
             let mut text = serde_json::to_string_pretty(v).expect("serializes");
             text.push('\n');
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+            std::fs::write(&path, text).map_err(|source| SyntheticHfError::Io {
+                action: "writing",
+                path,
+                source,
+            })
         };
         write_json("config.json", &self.config())?;
-        let copy = |name: &str| -> anyhow::Result<()> {
+        let copy = |name: &str| -> Result<(), SyntheticHfError> {
             let from = tokenizer_dir.join(name);
-            std::fs::copy(&from, dir.join(name))
-                .with_context(|| format!("copying {}", from.display()))?;
+            std::fs::copy(&from, dir.join(name)).map_err(|source| SyntheticHfError::Io {
+                action: "copying",
+                path: from,
+                source,
+            })?;
             Ok(())
         };
         if self.flavor.uses_bpe() {
@@ -386,7 +421,7 @@ impl SyntheticHf {
                     .iter()
                     .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
                     .collect(),
-                other => anyhow::bail!("synthetic checkpoints in {other:?} are not supported"),
+                other => return Err(SyntheticHfError::UnsupportedDtype { dtype: other }),
             };
             w.write_tensor(&bytes)?;
         }

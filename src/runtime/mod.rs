@@ -7,3 +7,6 @@ pub mod gpu_forward;
 pub mod synthetic;
 pub mod tokenize_bpe;
 pub mod tokenize_spm;
+pub mod error;
+
+pub use error::{RuntimeError, TokenizeError};

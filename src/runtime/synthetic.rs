@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use crate::formats::gguf::{GgufError, GgufWriter, Metadata, Value};
-use crate::formats::tensor_source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceError, SourceTensor, TensorSource};
 use crate::quant::{f32_to_f16, GgmlType};
 
 /// Shape of a generated llama model.
@@ -223,7 +223,7 @@ impl TensorSource for SyntheticSource {
         &self.tensors
     }
 
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
         let t = &self.tensors[index];
         let n = t.ne.iter().product::<u64>() as usize;
         Ok(Cow::Owned(self.llama.tensor_data(index, t.ty, n)))
