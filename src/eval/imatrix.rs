@@ -8,7 +8,10 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 
 use super::perplexity::{
     chunk_bos, chunk_count, eval_chunk, ChunkProgress, NllAccumulator, PplOptions, PplReport,
@@ -111,7 +114,7 @@ pub fn collect_imatrix_with_progress(
     for i in 0..n_chunks {
         let logits = eval_chunk(model, tokens, i, c, bos, Some(&mut collector))?;
         if let Some(e) = collector.error.take() {
-            bail!("{e}");
+            return Err(EvalError::Collect { what: e });
         }
         let start = i * c.n_ctx;
         acc.add_chunk(

@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 use serde::Serialize;
 
 use super::kld::{kl_divergence, KldReport};
@@ -27,6 +30,7 @@ use crate::gpu::DeviceSpec;
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
 use crate::pipeline::{Backend, DeviceChoice};
 use crate::quant::rules::TypeOptions;
+use crate::runtime::error::error_chain_text;
 use crate::runtime::forward::{LlamaModel, LoadOptions};
 
 /// What to sweep.
@@ -130,7 +134,10 @@ impl SweepSource {
             return Ok(SweepSource::Hf(Box::new(hf)));
         }
         Ok(SweepSource::Gguf(
-            GgufSource::open(path).with_context(|| format!("opening {}", path.display()))?,
+            GgufSource::open(path).map_err(|source| EvalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?,
         ))
     }
 
@@ -143,21 +150,27 @@ impl SweepSource {
 
     fn load(&self, path: &Path, load: &LoadOptions) -> Result<LlamaModel> {
         match self {
-            SweepSource::Gguf(_) => LlamaModel::load_with(path, load),
-            SweepSource::Hf(h) => LlamaModel::from_source(h.as_ref()),
+            SweepSource::Gguf(_) => Ok(LlamaModel::load_with(path, load)?),
+            SweepSource::Hf(h) => Ok(LlamaModel::from_source(h.as_ref())?),
         }
     }
 
     /// Bytes on disk: the GGUF file, or every safetensors file of the checkpoint.
     fn file_bytes(&self, path: &Path) -> Result<u64> {
         match self {
-            SweepSource::Gguf(_) => Ok(std::fs::metadata(path)?.len()),
+            SweepSource::Gguf(_) => Ok(std::fs::metadata(path)
+                .map_err(|e| EvalError::io("reading", path, e))?
+                .len()),
             SweepSource::Hf(_) => {
                 let mut n = 0;
-                for e in std::fs::read_dir(path)? {
-                    let e = e?;
+                let read_err = |e| EvalError::io("reading", path, e);
+                for e in std::fs::read_dir(path).map_err(read_err)? {
+                    let e = e.map_err(read_err)?;
                     if e.path().extension().is_some_and(|x| x == "safetensors") {
-                        n += e.metadata()?.len();
+                        n += e
+                            .metadata()
+                            .map_err(|err| EvalError::io("reading", e.path(), err))?
+                            .len();
                     }
                 }
                 Ok(n)
@@ -180,7 +193,7 @@ pub fn sweep_with_progress(
     progress: &mut dyn FnMut(SweepStep<'_>),
 ) -> Result<SweepReport> {
     if opts.types.is_empty() {
-        bail!("no quantization types to sweep");
+        return Err(EvalError::NoTypes);
     }
     let source = SweepSource::open(&opts.model)?;
     // One device for the whole sweep: quantizers and forward passes alike.
@@ -192,7 +205,7 @@ pub fn sweep_with_progress(
     let base = score_logits(base_model.as_ref(), tokens, &opts.ppl)?;
     drop(base_model);
     std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+        .map_err(|e| EvalError::io("creating", &opts.out_dir, e))?;
     let base_bytes = source.file_bytes(&opts.model)?;
     let src = source.tensor_source();
     let n_elements: u64 = src
@@ -267,7 +280,7 @@ pub fn sweep_with_progress(
             &base,
             &mut row,
         ) {
-            row.error = Some(format!("{e:#}"));
+            row.error = Some(error_chain_text(&e));
         }
         progress(SweepStep::Done {
             index,
@@ -302,7 +315,9 @@ fn measure_one(
     row: &mut SweepRow,
 ) -> Result<()> {
     let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(&row.name) else {
-        bail!("unknown quantization type '{}'", row.name);
+        return Err(EvalError::UnknownType {
+            name: row.name.clone(),
+        });
     };
     row.name = ftype.name().to_string();
     let out = opts.out_dir.join(format!("{stem}.{}.gguf", ftype.name()));
@@ -317,7 +332,9 @@ fn measure_one(
     let q = quantize(source.tensor_source(), &job, backend)?;
     row.quantize_seconds = q.seconds;
     row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
-    row.file_bytes = std::fs::metadata(&out)?.len();
+    row.file_bytes = std::fs::metadata(&out)
+        .map_err(|e| EvalError::io("reading", &out, e))?
+        .len();
     row.file = Some(out.clone());
     row.tensor_error = Some(
         backend
@@ -351,7 +368,11 @@ fn kld_99(k: &KldReport) -> Option<f64> {
 /// Write report.md, report.csv and report.json.
 pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(r)?;
-    std::fs::write(dir.join("report.json"), json)?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| EvalError::io("writing", path, e))
+    };
+    write("report.json", &json)?;
 
     let mut csv = String::from(
         "type,file_bytes,bpw,quantize_seconds,eval_seconds,ppl,ppl_uncertainty,ln_ppl_ratio,\
@@ -389,9 +410,9 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
                 .map(|e| format!("\"{}\"", e.replace('"', "\"\"")))
                 .unwrap_or_default()
         )
-        .map_err(|e| anyhow!("{e}"))?;
+        ?;
     }
-    std::fs::write(dir.join("report.csv"), csv)?;
+    write("report.csv", &csv)?;
 
     let mut md = String::new();
     writeln!(md, "# Quantization sweep: {}\n", r.model.display())?;
@@ -448,7 +469,7 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
             worst,
         )?;
     }
-    std::fs::write(dir.join("report.md"), md)?;
+    write("report.md", &md)?;
     write_plot(r, &dir.join("report.svg"))?;
     Ok(())
 }
@@ -475,7 +496,10 @@ pub fn write_plot(r: &SweepReport, path: &Path) -> Result<()> {
         x_max = x_max.max(x);
         y_max = y_max.max(y);
     }
-    let svg_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    let svg_err = |e: &dyn std::fmt::Display| EvalError::Plot {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
     {
         let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| svg_err(&e))?;
