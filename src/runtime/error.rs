@@ -223,7 +223,7 @@ pub enum TokenizeError {
     },
 }
 
-/// `e` and its causes joined by ": " on one line — what `anyhow`'s `{:#}` prints, for
+/// `e` and its causes joined by ": " on one line (as the CLI prints an error chain), for
 /// messages that carry a failure as text (notices, self-check results, sweep rows).
 pub fn error_chain_text(e: &dyn Error) -> String {
     let mut text = e.to_string();
