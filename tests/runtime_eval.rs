@@ -399,7 +399,8 @@ fn kld_reference(label: &str) -> f64 {
 fn kl_divergence_matches_llama_perplexity_on_tiny_llama_q4_k_m() {
     use qforge::ggml::ftype::{FileType, QuantTarget};
     use qforge::pipeline::quantize::{quantize, QuantizeJob};
-    use qforge::pipeline::{Backend, GgufSource};
+    use qforge::formats::GgufSource;
+    use qforge::pipeline::Backend;
     use qforge::quant::rules::TypeOptions;
 
     let (base_model, tokens) = tiny_llama_tokens();
