@@ -58,6 +58,7 @@ pub enum HfFlavor {
 }
 
 impl HfFlavor {
+    /// Every flavor, in the order goldens list them.
     pub const ALL: [HfFlavor; 4] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
@@ -75,6 +76,7 @@ impl HfFlavor {
         }
     }
 
+    /// The flavor [`HfFlavor::name`] calls `s`.
     pub fn parse(s: &str) -> Option<HfFlavor> {
         HfFlavor::ALL.into_iter().find(|f| f.name() == s)
     }
@@ -88,11 +90,17 @@ impl HfFlavor {
 /// The shape and storage of a generated checkpoint.
 #[derive(Clone, Debug)]
 pub struct SyntheticHf {
+    /// Architecture and config.json quirks.
     pub flavor: HfFlavor,
+    /// Transformer blocks (`num_hidden_layers`).
     pub n_layer: usize,
+    /// Hidden width (`hidden_size`).
     pub hidden: usize,
+    /// Feed-forward width (`intermediate_size`).
     pub ff: usize,
+    /// Query heads (`num_attention_heads`).
     pub n_head: usize,
+    /// Key/value heads (`num_key_value_heads`).
     pub n_head_kv: usize,
     /// Per-head width; written to config.json only when it differs from hidden / heads or the
     /// family always writes it (Qwen3).
@@ -100,9 +108,11 @@ pub struct SyntheticHf {
     /// Must match the tokenizer the checkpoint is given (512 for tiny-llama's SentencePiece
     /// model, 49152 for tiny-bpe's byte-level BPE).
     pub vocab: usize,
+    /// Whether the output head is the token embedding (`tie_word_embeddings`).
     pub tied: bool,
     /// Storage type of every tensor in model.safetensors.
     pub dtype: Dtype,
+    /// Seed of every generated value.
     pub seed: u64,
 }
 

@@ -33,7 +33,9 @@ pub struct ImatrixOptions {
 /// Statistics plus the perplexity llama-imatrix prints alongside them.
 #[derive(Clone, Debug)]
 pub struct ImatrixRun {
+    /// The collected statistics, ready to write.
     pub stats: ImatrixStats,
+    /// Perplexity over the same chunks.
     pub perplexity: PplReport,
 }
 

@@ -18,16 +18,23 @@ use super::perplexity::ScoredLogits;
 /// Distribution statistics.
 #[derive(Clone, Debug, Serialize)]
 pub struct KldReport {
+    /// Positions compared.
     pub count: usize,
+    /// Perplexity of the base run.
     pub ppl_base: f64,
+    /// Perplexity of the test run.
     pub ppl: f64,
     /// Mean ln(PPL(test)/PPL(base)).
     pub ln_ppl_ratio: f64,
+    /// Mean KL divergence, base ‖ test.
     pub mean_kld: f64,
     /// ± of the mean (llama.cpp's `mean_and_uncertainty`: 0 for ≤ 10 samples).
     pub kld_uncertainty: f64,
+    /// Median KL divergence.
     pub median_kld: f64,
+    /// Largest KL divergence.
     pub max_kld: f64,
+    /// Smallest KL divergence.
     pub min_kld: f64,
     /// (fraction, value) for 99.9, 99, 95, 90, 10, 5, 1 and 0.1 %.
     pub kld_percentiles: Vec<(f64, f64)>,

@@ -20,7 +20,6 @@ pub use perplexity::{
 pub use sweep::{sweep, sweep_with_progress, SweepOptions, SweepReport, SweepRow, SweepStep};
 pub use tensor_error::{tensor_errors, TensorError, TensorErrorSummary};
 
-
 use crate::formats::gguf::Metadata;
 use crate::runtime::tokenize_bpe::BpeTokenizer;
 use crate::runtime::tokenize_spm::SpmTokenizer;

@@ -138,8 +138,11 @@ pub fn log_prob(logits: &[f32], target: u32) -> f64 {
 /// without running either twice. Holds n_chunks·(n_ctx−1−n_ctx/2)·n_vocab f32 values.
 #[derive(Clone, Debug)]
 pub struct ScoredLogits {
+    /// Context length of each chunk.
     pub n_ctx: usize,
+    /// Logits per row.
     pub n_vocab: usize,
+    /// Chunks scored.
     pub n_chunks: usize,
     /// Rows of n_vocab logits, chunk after chunk, for positions n_ctx/2 .. n_ctx−2.
     pub logits: Vec<f32>,
@@ -209,17 +212,23 @@ pub fn score_logits_with_progress(
 /// What llama-perplexity prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct PplReport {
+    /// Perplexity, exp(mean NLL).
     pub ppl: f64,
     /// ± estimate: ppl·sqrt(var(NLL)/(count−1)).
     pub ppl_uncertainty: f64,
+    /// Mean negative log-likelihood of the scored predictions.
     pub mean_nll: f64,
     /// Running PPL after each chunk (llama-perplexity's `[i]ppl,` line).
     pub chunk_ppl: Vec<f64>,
+    /// Chunks scored.
     pub n_chunks: usize,
+    /// Context length of each chunk.
     pub n_ctx: usize,
     /// Predictions scored.
     pub count: usize,
+    /// Tokens run through the model (n_chunks · n_ctx).
     pub tokens_evaluated: usize,
+    /// Wall time of the evaluation.
     pub seconds: f64,
 }
 
@@ -271,6 +280,7 @@ impl NllAccumulator {
 }
 
 impl ScoredLogits {
+    /// The perplexity report of these logits, as if scored just now.
     pub fn perplexity(&self) -> PplReport {
         let per_chunk = self.n_ctx - 1 - self.n_ctx / 2;
         let mut acc = NllAccumulator::default();
@@ -292,6 +302,7 @@ impl ScoredLogits {
 pub struct ChunkProgress {
     /// Chunks done (1-based index of the chunk just finished).
     pub done: usize,
+    /// Chunks in the run.
     pub total: usize,
     /// Running perplexity over the chunks done.
     pub ppl: f64,

@@ -42,6 +42,7 @@ pub struct SweepOptions {
     pub types: Vec<String>,
     /// Where the quantized files and the reports go (created if missing).
     pub out_dir: PathBuf,
+    /// Context, chunk count and micro-batch of every evaluation.
     pub ppl: PplOptions,
     /// Importance matrix for every quantization (GGUF or legacy .dat).
     pub imatrix: Option<PathBuf>,
@@ -58,13 +59,19 @@ pub struct SweepOptions {
 /// One line of the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepRow {
+    /// The ftype name (or the reference model's type).
     pub name: String,
+    /// The quantized file, unless removed after measuring.
     pub file: Option<PathBuf>,
+    /// Size of the file on disk.
     pub file_bytes: u64,
     /// Tensor data bits per weight (all tensors, as `qforge demo` counts them).
     pub bpw: f64,
+    /// Time quantizing.
     pub quantize_seconds: f64,
+    /// Time loading and evaluating.
     pub eval_seconds: f64,
+    /// Perplexity of the model.
     pub ppl: Option<PplReport>,
     /// None for the reference row.
     pub kld: Option<KldReport>,
@@ -74,12 +81,18 @@ pub struct SweepRow {
     pub error: Option<String>,
 }
 
+/// Everything a sweep measured: what report.json holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
+    /// The unquantized model swept.
     pub model: PathBuf,
+    /// Context length of each chunk.
     pub n_ctx: usize,
+    /// Chunks scored per model.
     pub n_chunks: usize,
+    /// Tokens in the evaluation text.
     pub n_tokens: usize,
+    /// The importance matrix every type was quantized with.
     pub imatrix: Option<PathBuf>,
     /// Where the types were quantized and evaluated (`Backend::describe`).
     pub device: String,
@@ -133,12 +146,12 @@ impl SweepSource {
             )?;
             return Ok(SweepSource::Hf(Box::new(hf)));
         }
-        Ok(SweepSource::Gguf(
-            GgufSource::open(path).map_err(|source| EvalError::Open {
+        Ok(SweepSource::Gguf(GgufSource::open(path).map_err(
+            |source| EvalError::Open {
                 path: path.to_path_buf(),
                 source,
-            })?,
-        ))
+            },
+        )?))
     }
 
     fn tensor_source(&self) -> &dyn TensorSource {
@@ -409,8 +422,7 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
                 .as_deref()
                 .map(|e| format!("\"{}\"", e.replace('"', "\"\"")))
                 .unwrap_or_default()
-        )
-        ?;
+        )?;
     }
     write("report.csv", &csv)?;
 

@@ -15,9 +15,11 @@ use crate::quant::{self, GgmlType, QuantError};
 /// One tensor's quantization error.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TensorError {
+    /// GGUF tensor name.
     pub name: String,
     /// The type the quantized file stores it as.
     pub ty: String,
+    /// Elements in the tensor.
     pub n_elements: u64,
     /// sqrt(Σ(q−x)² / Σx²); 0 for an all-zero tensor stored exactly.
     pub rel_rmse: f64,
@@ -30,6 +32,7 @@ pub struct TensorErrorSummary {
     pub overall_rel_rmse: f64,
     /// The tensor with the largest relative RMSE.
     pub worst: Option<TensorError>,
+    /// Every compared tensor, in file order.
     pub tensors: Vec<TensorError>,
 }
 

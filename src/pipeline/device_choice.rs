@@ -8,10 +8,10 @@ use std::sync::Arc;
 use crate::gpu::{self, DeviceSpec, GpuContext, GpuError};
 use crate::lora::merge::MergeDevice;
 use crate::notice::{self, Notice};
-use crate::runtime::forward::{CausalLm, LlamaModel};
-use crate::runtime::error::error_chain_text;
-use crate::runtime::gpu_forward::GpuLlama;
 use crate::pipeline::error::PipelineError;
+use crate::runtime::error::error_chain_text;
+use crate::runtime::forward::{CausalLm, LlamaModel};
+use crate::runtime::gpu_forward::GpuLlama;
 
 /// A `--device` resolved once per job: the adapter every GPU kernel of the job shares, if any.
 #[derive(Clone)]

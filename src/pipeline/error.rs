@@ -122,11 +122,7 @@ pub enum PipelineError {
 
 impl PipelineError {
     /// [`PipelineError::Tensor`]: `source_name`'s tensor `tensor` is refused because `what`.
-    pub fn tensor(
-        source_name: &str,
-        tensor: &str,
-        what: impl Into<String>,
-    ) -> PipelineError {
+    pub fn tensor(source_name: &str, tensor: &str, what: impl Into<String>) -> PipelineError {
         PipelineError::Tensor {
             source_name: source_name.to_string(),
             tensor: tensor.to_string(),

@@ -30,11 +30,17 @@ const SLAB_BYTES: usize = 64 << 20;
 /// Everything `qforge quantize` was asked to do.
 #[derive(Clone, Debug)]
 pub struct QuantizeJob {
+    /// The GGUF file to write.
     pub output: PathBuf,
+    /// The file type to quantize to, or a plain copy.
     pub target: QuantTarget,
+    /// llama-quantize's per-tensor type options (`--output-tensor-type`, `--pure`, …).
     pub type_options: TypeOptions,
+    /// `--allow-requantize`: quantized input tensors may be quantized again.
     pub allow_requantize: bool,
+    /// `--imatrix`, read and prepared.
     pub imatrix: Option<ImatrixInput>,
+    /// `--override-kv` keys and values, written into the output's metadata.
     pub overrides: Vec<(String, Value)>,
 }
 
@@ -51,22 +57,36 @@ pub struct ImatrixInput {
 /// What happened to one tensor.
 #[derive(Clone, Debug)]
 pub struct TensorReport {
+    /// GGUF tensor name in the output.
     pub name: String,
+    /// ggml shape.
     pub ne: Vec<u64>,
+    /// Type in the source.
     pub from: GgmlType,
+    /// Type written.
     pub to: GgmlType,
+    /// Bytes in the source.
     pub bytes_in: u64,
+    /// Bytes written.
     pub bytes_out: u64,
+    /// Whether the importance matrix weighted its quantization.
     pub used_imatrix: bool,
 }
 
+/// What a quantize job did, tensor by tensor and in total.
 #[derive(Clone, Debug, Default)]
 pub struct QuantizeReport {
+    /// Every output tensor, in file order.
     pub tensors: Vec<TensorReport>,
+    /// Elements over all tensors.
     pub n_elements: u64,
+    /// Tensor bytes read.
     pub bytes_in: u64,
+    /// Tensor bytes written.
     pub bytes_out: u64,
+    /// Wall time of the job.
     pub seconds: f64,
+    /// Tensors whose rows do not fit the chosen type, given a fallback type (llama-quantize's count).
     pub n_fallback: usize,
 }
 
@@ -108,11 +128,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
         match v {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
-            _ => {
-                return Err(PipelineError::OverrideBool {
-                    arg: s.to_string(),
-                })
-            }
+            _ => return Err(PipelineError::OverrideBool { arg: s.to_string() }),
         }
     } else if let Some(v) = rest.strip_prefix("str:") {
         if v.len() > 127 {
@@ -123,9 +139,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
         }
         Value::Str(v.to_string())
     } else {
-        return Err(PipelineError::OverrideType {
-            arg: s.to_string(),
-        });
+        return Err(PipelineError::OverrideType { arg: s.to_string() });
     };
     Ok((key.to_string(), value))
 }
@@ -334,20 +348,22 @@ pub fn quantize(
     let mut writer = GgufWriter::create(&job.output, &metadata, &infos)?;
     for (i, p) in plan.iter().enumerate() {
         let t = &tensors[p.source_index];
-        let data = source
-            .tensor_bytes(p.source_index)
-            .map_err(|source| PipelineError::ReadTensor {
-                source_name: src_name.clone(),
-                tensor: t.name.clone(),
-                source,
-            })?;
+        let data =
+            source
+                .tensor_bytes(p.source_index)
+                .map_err(|source| PipelineError::ReadTensor {
+                    source_name: src_name.clone(),
+                    tensor: t.name.clone(),
+                    source,
+                })?;
         let n_per_row = t.ne[0] as usize;
         if !p.quantize {
             // The loader validates every tensor it reads (check_tensors): refuse NaN/Inf input.
             let row = t.ty.row_size(t.ne[0]).unwrap() as usize;
             for (r, chunk) in data.chunks(row.max(1)).enumerate() {
-                validate::validate_row(t.ty, chunk)
-                    .map_err(|e| PipelineError::tensor(&src_name, &t.name, format!("row {r}: {e}")))?;
+                validate::validate_row(t.ty, chunk).map_err(|e| {
+                    PipelineError::tensor(&src_name, &t.name, format!("row {r}: {e}"))
+                })?;
             }
             writer.write_tensor(&data)?;
             drop(data);

@@ -34,20 +34,29 @@ use crate::quant::{dequantizer, GgmlType, RowDequantizer};
 /// Hyper-parameters of a llama model, read from GGUF metadata the way llama.cpp's loader does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
+    /// `general.architecture`.
     pub arch: String,
+    /// Transformer blocks (`block_count`).
     pub n_layer: usize,
+    /// Hidden width (`embedding_length`).
     pub n_embd: usize,
+    /// Feed-forward width (`feed_forward_length`).
     pub n_ff: usize,
+    /// Query heads (`attention.head_count`).
     pub n_head: usize,
+    /// Key/value heads (`attention.head_count_kv`, default n_head).
     pub n_head_kv: usize,
     /// Per-head width of Q and K (`attention.key_length`, default n_embd / n_head).
     pub head_dim: usize,
     /// Per-head width of V (`attention.value_length`).
     pub head_dim_v: usize,
+    /// Vocabulary size (`vocab_size`, else the token list's length).
     pub n_vocab: usize,
     /// Leading dimensions of each head that RoPE rotates (`rope.dimension_count`).
     pub n_rot: usize,
+    /// RMS norm epsilon (`attention.layer_norm_rms_epsilon`).
     pub rms_eps: f32,
+    /// RoPE base frequency (`rope.freq_base`, default 10000).
     pub rope_freq_base: f32,
     /// Linear position scaling (1 / `rope.scaling.factor`), 1 when unscaled.
     pub rope_freq_scale: f32,
@@ -130,10 +139,11 @@ impl LlamaConfig {
                 }
             },
         };
-        let rms_eps = opt_f32("attention.layer_norm_rms_epsilon")
-            .ok_or_else(|| RuntimeError::MissingFloat {
+        let rms_eps = opt_f32("attention.layer_norm_rms_epsilon").ok_or_else(|| {
+            RuntimeError::MissingFloat {
                 key: key("attention.layer_norm_rms_epsilon"),
-            })?;
+            }
+        })?;
         let rope_freq_base = opt_f32("rope.freq_base").unwrap_or(10000.0);
         let scaling = md.get_str(&key("rope.scaling.type")).unwrap_or("linear");
         let factor = opt_f32("rope.scaling.factor")
@@ -207,9 +217,13 @@ impl std::fmt::Debug for Weights {
 /// A weight matrix: `rows` outputs × `cols` inputs (ggml ne = [cols, rows]).
 #[derive(Clone, Debug)]
 pub struct Matrix {
+    /// GGUF tensor name.
     pub name: String,
+    /// Outputs.
     pub rows: usize,
+    /// Inputs (ggml ne[0]).
     pub cols: usize,
+    /// The values, as f32 or as the file's packed rows.
     pub weights: Weights,
 }
 
@@ -427,7 +441,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// A matmul weight with its optional bias.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// The weight matrix.
     pub weight: Matrix,
+    /// One bias per output row, when the model has one.
     pub bias: Option<Vec<f32>>,
 }
 
@@ -451,14 +467,23 @@ impl Linear {
 /// One transformer block.
 #[derive(Clone, Debug)]
 pub struct LlamaLayer {
+    /// RMS norm weights before attention.
     pub attn_norm: Vec<f32>,
+    /// Query projection.
     pub wq: Linear,
+    /// Key projection.
     pub wk: Linear,
+    /// Value projection.
     pub wv: Linear,
+    /// Attention output projection.
     pub wo: Linear,
+    /// RMS norm weights before the feed-forward block.
     pub ffn_norm: Vec<f32>,
+    /// SwiGLU gate projection.
     pub ffn_gate: Linear,
+    /// SwiGLU up projection.
     pub ffn_up: Linear,
+    /// Feed-forward down projection.
     pub ffn_down: Linear,
 }
 
@@ -560,10 +585,12 @@ impl KvCache {
         self.n_pos
     }
 
+    /// Whether no position is held yet.
     pub fn is_empty(&self) -> bool {
         self.n_pos == 0
     }
 
+    /// Forget every position (the next token is at position 0).
     pub fn clear(&mut self) {
         *self = KvCache::default();
     }
@@ -572,9 +599,13 @@ impl KvCache {
 /// A llama model loaded for inference.
 #[derive(Clone, Debug)]
 pub struct LlamaModel {
+    /// Hyper-parameters.
     pub config: LlamaConfig,
+    /// Token embedding (`token_embd.weight`), one row per token.
     pub tok_embd: Matrix,
+    /// The transformer blocks, in order.
     pub layers: Vec<LlamaLayer>,
+    /// Final RMS norm weights (`output_norm.weight`).
     pub output_norm: Vec<f32>,
     /// `None` when the file has no `output.weight`: the token embedding is reused (tied).
     pub output: Option<Linear>,
@@ -594,12 +625,12 @@ fn dequantize_bytes(name: &str, ty: GgmlType, ne: &[u64], bytes: &[u8]) -> Resul
         .ok_or_else(|| RuntimeError::tensor(name, format!("no dequantizer for {}", ty.name())))?;
     let n_per_row = ne.first().copied().unwrap_or(1) as usize;
     let n_rows = ne.iter().skip(1).product::<u64>() as usize;
-    let row_bytes = ty
-        .row_size(n_per_row as u64)
-        .ok_or_else(|| {
-            RuntimeError::tensor(name, format!("rows of {n_per_row} do not fit {}", ty.name()))
-        })?
-        as usize;
+    let row_bytes = ty.row_size(n_per_row as u64).ok_or_else(|| {
+        RuntimeError::tensor(
+            name,
+            format!("rows of {n_per_row} do not fit {}", ty.name()),
+        )
+    })? as usize;
     if bytes.len() < row_bytes * n_rows {
         return Err(RuntimeError::tensor(name, "tensor data truncated"));
     }
@@ -652,14 +683,12 @@ impl WeightSource for GgufTensors {
         if !self.opts.keep_quantized {
             return Ok(Weights::F32(dequantize_tensor(&self.file, t)?));
         }
-        let dq = dequantizer(t.ty)
-            .ok_or_else(|| RuntimeError::tensor(name, format!("no dequantizer for {}", t.ty.name())))?;
-        let row_bytes =
-            t.ty.row_size(cols as u64)
-                .ok_or_else(|| {
-                    RuntimeError::tensor(name, format!("rows of {cols} do not fit {}", t.ty.name()))
-                })?
-                as usize;
+        let dq = dequantizer(t.ty).ok_or_else(|| {
+            RuntimeError::tensor(name, format!("no dequantizer for {}", t.ty.name()))
+        })?;
+        let row_bytes = t.ty.row_size(cols as u64).ok_or_else(|| {
+            RuntimeError::tensor(name, format!("rows of {cols} do not fit {}", t.ty.name()))
+        })? as usize;
         if self.file.tensor_data(t).len() < row_bytes * rows {
             return Err(RuntimeError::tensor(name, "tensor data truncated"));
         }
@@ -709,6 +738,7 @@ impl LlamaModel {
         LlamaModel::load_with(path, &LoadOptions::default())
     }
 
+    /// Load the GGUF file at `path`, holding the weights as `opts` says.
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LlamaModel> {
         let path = path.as_ref();
         let file = GgufFile::open(path).map_err(|source| RuntimeError::Open {
@@ -721,6 +751,7 @@ impl LlamaModel {
         })
     }
 
+    /// Build from a GGUF file already open (packed weights keep a handle on it).
     pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<LlamaModel> {
         LlamaModel::build(&GgufTensors { file, opts: *opts })
     }
@@ -1053,6 +1084,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
+/// SiLU, x·σ(x), as ggml computes it in f32.
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }

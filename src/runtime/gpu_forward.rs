@@ -535,8 +535,7 @@ impl GpuLlama {
             return Err(RuntimeError::unsupported(format!(
                 "a context of {n_ctx} positions does not fit the KV cache bindings of '{}' \
                  ({} bytes per binding): not supported yet on this adapter",
-                self.adapter,
-                self.binding_limit
+                self.adapter, self.binding_limit
             )));
         }
         if self.software {
@@ -1129,11 +1128,9 @@ fn upload_matrix(
             mapped_at_creation: true,
         });
         {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| {
-                    RuntimeError::tensor(m.name.as_str(), format!("mapping the weight buffer: {e}"))
-                })?;
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
+                RuntimeError::tensor(m.name.as_str(), format!("mapping the weight buffer: {e}"))
+            })?;
             let mut w = view.slice(..);
             for r in 0..rows {
                 let vals = m.row(row0 + r, &mut buf);

@@ -77,9 +77,13 @@ pub struct BpeTokenizer {
     pre: PreTokenizer,
     /// A word that is itself a token is emitted whole (llama3-style vocabularies).
     ignore_merges: bool,
+    /// `tokenizer.ggml.bos_token_id`.
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
     pub eos: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS.
     pub add_bos: bool,
+    /// Whether encoding with special tokens appends EOS.
     pub add_eos: bool,
     classes: CharClasses,
 }
@@ -122,13 +126,12 @@ impl BpeTokenizer {
                 .iter()
                 .map(|v| match v {
                     Value::I32(t) => Ok(*t),
-                    other => other
-                        .as_u64()
-                        .map(|t| t as i32)
-                        .ok_or_else(|| TokenizeError::WrongElement {
+                    other => other.as_u64().map(|t| t as i32).ok_or_else(|| {
+                        TokenizeError::WrongElement {
                             key: "tokenizer.ggml.token_type".into(),
                             expected: "integer",
-                        }),
+                        }
+                    }),
                 })
                 .collect::<Result<Vec<i32>>>()?,
             None => vec![token_type::NORMAL; n],
@@ -192,10 +195,12 @@ impl BpeTokenizer {
         })
     }
 
+    /// Vocabulary size.
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
     }
 
+    /// The pre-tokenizer `tokenizer.ggml.pre` selected.
     pub fn pre_tokenizer(&self) -> PreTokenizer {
         self.pre
     }
@@ -203,8 +208,7 @@ impl BpeTokenizer {
     /// `llama_tokenize(text, add_special, parse_special)`. Token attributes lstrip/rstrip are
     /// not applied (llama.cpp sets them only for a few named tokens of other models).
     pub fn encode(&self, text: &[u8], add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
-        let text =
-            std::str::from_utf8(text).map_err(|detail| TokenizeError::NotUtf8 { detail })?;
+        let text = std::str::from_utf8(text).map_err(|detail| TokenizeError::NotUtf8 { detail })?;
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.push(

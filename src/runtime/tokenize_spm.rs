@@ -16,17 +16,24 @@ use crate::formats::gguf::{Metadata, Value};
 
 /// `tokenizer.ggml.token_type` values (llama_token_type).
 pub mod token_type {
+    /// An ordinary piece.
     pub const NORMAL: i32 = 1;
+    /// The unknown-piece token.
     pub const UNKNOWN: i32 = 2;
+    /// A control token (BOS, EOS, …), matched only when parsing specials.
     pub const CONTROL: i32 = 3;
+    /// A user-defined token, always matched whole.
     pub const USER_DEFINED: i32 = 4;
+    /// A reserved, unused token.
     pub const UNUSED: i32 = 5;
+    /// A byte-fallback token (`<0xNN>`).
     pub const BYTE: i32 = 6;
 }
 
 /// "▁" (U+2581), SentencePiece's visible space.
 const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
 
+/// A GGUF SentencePiece ("llama") vocabulary ready to tokenize, as llama.cpp's SPM tokenizer.
 #[derive(Clone, Debug)]
 pub struct SpmTokenizer {
     tokens: Vec<Vec<u8>>,
@@ -36,10 +43,15 @@ pub struct SpmTokenizer {
     /// Control, user-defined and unknown tokens, longest text first: the strings cut out of
     /// the text before SentencePiece sees it.
     specials: Vec<u32>,
+    /// `tokenizer.ggml.bos_token_id` (default 1).
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id` (default 2).
     pub eos: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS.
     pub add_bos: bool,
+    /// Whether encoding with special tokens appends EOS.
     pub add_eos: bool,
+    /// Whether a space is put before the text (`tokenizer.ggml.add_space_prefix`).
     pub add_space_prefix: bool,
 }
 
@@ -76,12 +88,12 @@ impl SpmTokenizer {
             })?
             .iter()
             .map(|v| {
-                v.as_str()
-                    .map(|s| s.as_bytes().to_vec())
-                    .ok_or_else(|| TokenizeError::WrongElement {
+                v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
+                    TokenizeError::WrongElement {
                         key: "tokenizer.ggml.tokens".into(),
                         expected: "string",
-                    })
+                    }
+                })
             })
             .collect::<Result<_>>()?;
         let n = tokens.len();
@@ -103,13 +115,12 @@ impl SpmTokenizer {
                 .iter()
                 .map(|v| match v {
                     Value::I32(t) => Ok(*t),
-                    other => other
-                        .as_u64()
-                        .map(|t| t as i32)
-                        .ok_or_else(|| TokenizeError::WrongElement {
+                    other => other.as_u64().map(|t| t as i32).ok_or_else(|| {
+                        TokenizeError::WrongElement {
                             key: "tokenizer.ggml.token_type".into(),
                             expected: "integer",
-                        }),
+                        }
+                    }),
                 })
                 .collect::<Result<Vec<i32>>>()?,
             None => vec![token_type::NORMAL; n],
@@ -155,6 +166,7 @@ impl SpmTokenizer {
         })
     }
 
+    /// Vocabulary size.
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
     }
