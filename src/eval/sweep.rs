@@ -115,14 +115,20 @@ pub enum SweepStep<'a> {
     Base(&'a SweepRow),
     /// Type `index` (0-based, of `total`) is being quantized.
     Quantizing {
+        /// Position of the type in the list asked for.
         index: usize,
+        /// Types asked for.
         total: usize,
+        /// The type's name.
         name: &'a str,
     },
     /// Type `index` is done (or failed: see `row.error`).
     Done {
+        /// Position of the type in the list asked for.
         index: usize,
+        /// Types asked for.
         total: usize,
+        /// What was measured.
         row: &'a SweepRow,
     },
 }

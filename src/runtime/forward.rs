@@ -500,6 +500,7 @@ type Observer<'a> = Option<&'a mut dyn MatmulObserver>;
 /// [`LlamaModel`] and the GPU twin (`gpu::forward`) both provide it, so every eval command runs
 /// on either device.
 pub trait CausalLm {
+    /// Hyper-parameters of the model.
     fn config(&self) -> &LlamaConfig;
     /// Metadata of the model file (tokenizer, BOS rules).
     fn metadata(&self) -> &Metadata;

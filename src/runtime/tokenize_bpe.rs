@@ -35,7 +35,10 @@ pub enum PreTokenizer {
     DigitsThenGpt2,
     /// The llama3 expression, with digit runs cut into groups of at most `max_digits`
     /// (3 for llama3, 1 for qwen2).
-    Llama3 { max_digits: usize },
+    Llama3 {
+        /// Longest digit run kept as one word.
+        max_digits: usize,
+    },
 }
 
 impl PreTokenizer {
