@@ -35,18 +35,36 @@ use crate::quant::GgmlType;
 pub enum HfError {
     /// config.json is missing, unreadable, or holds an impossible value.
     #[error("{path}: {what}")]
-    Config { path: PathBuf, what: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// `architectures[0]` is not one qforge converts.
     #[error("{path}: architecture '{arch}' is not supported (supported: {})", Architecture::supported_hf_classes().join(", "))]
-    UnsupportedArch { path: PathBuf, arch: String },
+    UnsupportedArch {
+        /// The config file.
+        path: PathBuf,
+        /// The class named.
+        arch: String,
+    },
     /// A feature of this checkpoint that the converter handles but qforge does not yet.
     #[error("{path}: {what} is not supported yet")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The file that shows the feature.
+        path: PathBuf,
+        /// The feature.
+        what: String,
+    },
     /// A tensor the converter would refuse, or whose shape disagrees with config.json.
     #[error("{path}: tensor '{tensor}': {what}")]
     Tensor {
+        /// The weights file holding it.
         path: PathBuf,
+        /// The checkpoint's name for it.
         tensor: String,
+        /// What is wrong with it.
         what: String,
     },
     /// A weights file could not be read.
@@ -180,6 +198,7 @@ impl HfModel {
         Ok(model)
     }
 
+    /// The checkpoint directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -194,6 +213,7 @@ impl HfModel {
         self.outtype
     }
 
+    /// The authorship fields (gguf-py's `Metadata`) the `general.*` keys are written from.
     pub fn card(&self) -> &ModelCard {
         &self.card
     }
