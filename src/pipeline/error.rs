@@ -28,9 +28,6 @@ pub enum PipelineError {
     /// The worker pool could not be set up.
     #[error(transparent)]
     Threads(#[from] ThreadsError),
-    /// A tensor source failed outside any one named tensor.
-    #[error(transparent)]
-    Source(#[from] SourceError),
     /// The converter could not produce a tensor of the checkpoint.
     #[error("{}: converting tensor '{tensor}'", dir.display())]
     ConvertTensor {
