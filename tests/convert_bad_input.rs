@@ -32,7 +32,7 @@ fn fails(dir: &Path) -> String {
     };
     let err = match convert(dir, &out, &opts) {
         Ok(_) => panic!("conversion of {} succeeded", dir.display()),
-        Err(e) => format!("{e:#}"),
+        Err(e) => format!("{:#}", anyhow::Error::from(e)),
     };
     eprintln!("{}: {err}", dir.display());
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();

@@ -155,7 +155,8 @@ fn tied_embeddings_follow_the_output_rules() {
     // tiny-bpe has no output.weight: token_embd takes the output tensor's rule (Q8_0, as its
     // rows of 64 cannot hold a 256 block) and the other 64-wide tensors fall back to Q5_0.
     let input = Manifest::load("convert-bpe/f16.json");
-    let model = qforge::pipeline::quantize::model_info_from_metadata(&manifest_metadata(&input)).unwrap();
+    let model =
+        qforge::pipeline::quantize::model_info_from_metadata(&manifest_metadata(&input)).unwrap();
     let expected = Manifest::load("convert-bpe/Q4_K_M-from-f16.json");
     let p = plan(
         &model,

@@ -397,9 +397,9 @@ fn kld_reference(label: &str) -> f64 {
 
 #[test]
 fn kl_divergence_matches_llama_perplexity_on_tiny_llama_q4_k_m() {
+    use qforge::formats::GgufSource;
     use qforge::ggml::ftype::{FileType, QuantTarget};
     use qforge::pipeline::quantize::{quantize, QuantizeJob};
-    use qforge::formats::GgufSource;
     use qforge::pipeline::Backend;
     use qforge::quant::rules::TypeOptions;
 

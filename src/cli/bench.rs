@@ -228,7 +228,10 @@ fn bench_forward(gpu: &Option<Backend>, n: usize, reps: usize) -> Result<()> {
     let c = tok_s(&model)?;
     let g = match gpu {
         Some(Backend::Gpu { gpu, .. }) => {
-            match GpuLlama::new(gpu.context(), &model).and_then(|g| tok_s(&g)) {
+            match GpuLlama::new(gpu.context(), &model)
+                .map_err(anyhow::Error::from)
+                .and_then(|g| tok_s(&g))
+            {
                 Ok(v) => format!("{v:>12.1} {:>9.2}", v / c),
                 Err(e) => format!("  {e:#}"),
             }

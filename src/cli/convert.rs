@@ -153,5 +153,5 @@ fn convert_with_bar(model_dir: &Path, out: &Path, opts: &ConvertOptions) -> Resu
         }
     });
     bar.finish_and_clear();
-    result
+    Ok(result?)
 }

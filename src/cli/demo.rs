@@ -76,7 +76,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     rmse
                 );
             }
-            Err(e) => println!("{:<8} {e:#}", ftype.name()),
+            Err(e) => println!("{:<8} {:#}", ftype.name(), anyhow::Error::from(e)),
         }
     }
     Ok(())

@@ -68,12 +68,12 @@ pub fn load_cpu_model(model: &Path) -> Result<LlamaModel> {
                 model_name: None,
             },
         )?;
-        return LlamaModel::from_source(&hf);
+        return Ok(LlamaModel::from_source(&hf)?);
     }
     if !model.exists() {
         bail!("{}: no such model file or directory", model.display());
     }
-    LlamaModel::load(model)
+    Ok(LlamaModel::load(model)?)
 }
 
 /// The evaluation text, refusing a missing or empty file up front.

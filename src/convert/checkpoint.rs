@@ -27,7 +27,7 @@ use crate::formats::gguf_kv::KvList;
 use crate::formats::safetensors::{
     float_dtype_size, Checkpoint, Dtype, SafetensorsError, SafetensorsFile, TensorLocation,
 };
-use crate::formats::tensor_source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceError, SourceTensor, TensorSource};
 use crate::quant::GgmlType;
 
 /// Errors opening or converting a checkpoint; each names the file (and tensor).
@@ -35,26 +35,53 @@ use crate::quant::GgmlType;
 pub enum HfError {
     /// config.json is missing, unreadable, or holds an impossible value.
     #[error("{path}: {what}")]
-    Config { path: PathBuf, what: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// `architectures[0]` is not one qforge converts.
     #[error("{path}: architecture '{arch}' is not supported (supported: {})", Architecture::supported_hf_classes().join(", "))]
-    UnsupportedArch { path: PathBuf, arch: String },
+    UnsupportedArch {
+        /// The config file.
+        path: PathBuf,
+        /// The class named.
+        arch: String,
+    },
     /// A feature of this checkpoint that the converter handles but qforge does not yet.
     #[error("{path}: {what} is not supported yet")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The file that shows the feature.
+        path: PathBuf,
+        /// The feature.
+        what: String,
+    },
     /// A tensor the converter would refuse, or whose shape disagrees with config.json.
     #[error("{path}: tensor '{tensor}': {what}")]
     Tensor {
+        /// The weights file holding it.
         path: PathBuf,
+        /// The checkpoint's name for it.
         tensor: String,
+        /// What is wrong with it.
         what: String,
     },
+    /// A weights file could not be read.
     #[error(transparent)]
     Safetensors(#[from] SafetensorsError),
+    /// The tokenizer files could not be read into a GGUF vocabulary.
     #[error(transparent)]
     Vocab(#[from] VocabError),
+    /// The model card could not be read.
     #[error(transparent)]
     Card(#[from] CardError),
+}
+
+impl From<HfError> for SourceError {
+    fn from(e: HfError) -> SourceError {
+        SourceError::produce(e)
+    }
 }
 
 impl From<ArchError> for HfError {
@@ -171,6 +198,7 @@ impl HfModel {
         Ok(model)
     }
 
+    /// The checkpoint directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -185,6 +213,7 @@ impl HfModel {
         self.outtype
     }
 
+    /// The authorship fields (gguf-py's `Metadata`) the `general.*` keys are written from.
     pub fn card(&self) -> &ModelCard {
         &self.card
     }
@@ -1002,7 +1031,7 @@ impl TensorSource for HfModel {
         &self.tensors
     }
 
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
         Ok(Cow::Owned(self.produce(index)?))
     }
 }

@@ -7,15 +7,39 @@
 //! in the last bit between machines, which would change a golden's hash.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::formats::safetensors::{Dtype, SafetensorsWriter};
+use crate::formats::safetensors::{Dtype, SafetensorsError, SafetensorsWriter};
 use crate::quant::{f32_to_bf16, f32_to_f16};
 use crate::rng::Rng;
+
+/// Errors writing a synthetic checkpoint ([`SyntheticHf::write`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SyntheticHfError {
+    /// Creating the directory, writing a JSON file or copying a tokenizer file failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// `creating`, `writing` or `copying`.
+        action: &'static str,
+        /// The directory or file (for a copy, the one copied from).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing model.safetensors failed.
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    /// The preset's dtype is not one the generator writes.
+    #[error("synthetic checkpoints in {dtype:?} are not supported")]
+    UnsupportedDtype {
+        /// The dtype asked for.
+        dtype: Dtype,
+    },
+}
 
 /// Which kind of checkpoint: the architecture and the config.json quirks of its family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +58,7 @@ pub enum HfFlavor {
 }
 
 impl HfFlavor {
+    /// Every flavor, in the order goldens list them.
     pub const ALL: [HfFlavor; 4] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
@@ -51,6 +76,7 @@ impl HfFlavor {
         }
     }
 
+    /// The flavor [`HfFlavor::name`] calls `s`.
     pub fn parse(s: &str) -> Option<HfFlavor> {
         HfFlavor::ALL.into_iter().find(|f| f.name() == s)
     }
@@ -64,11 +90,17 @@ impl HfFlavor {
 /// The shape and storage of a generated checkpoint.
 #[derive(Clone, Debug)]
 pub struct SyntheticHf {
+    /// Architecture and config.json quirks.
     pub flavor: HfFlavor,
+    /// Transformer blocks (`num_hidden_layers`).
     pub n_layer: usize,
+    /// Hidden width (`hidden_size`).
     pub hidden: usize,
+    /// Feed-forward width (`intermediate_size`).
     pub ff: usize,
+    /// Query heads (`num_attention_heads`).
     pub n_head: usize,
+    /// Key/value heads (`num_key_value_heads`).
     pub n_head_kv: usize,
     /// Per-head width; written to config.json only when it differs from hidden / heads or the
     /// family always writes it (Qwen3).
@@ -76,9 +108,11 @@ pub struct SyntheticHf {
     /// Must match the tokenizer the checkpoint is given (512 for tiny-llama's SentencePiece
     /// model, 49152 for tiny-bpe's byte-level BPE).
     pub vocab: usize,
+    /// Whether the output head is the token embedding (`tie_word_embeddings`).
     pub tied: bool,
     /// Storage type of every tensor in model.safetensors.
     pub dtype: Dtype,
+    /// Seed of every generated value.
     pub seed: u64,
 }
 
@@ -344,19 +378,30 @@ impl SyntheticHf {
     /// needed). `tokenizer_dir` supplies the vocabulary: a directory with `tokenizer.model`
     /// and `tokenizer_config.json` (SentencePiece flavors, e.g. tiny-llama) or with a byte-level
     /// BPE `tokenizer.json` (BPE flavors, e.g. tiny-bpe).
-    pub fn write(&self, dir: &Path, tokenizer_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let write_json = |name: &str, v: &serde_json::Value| -> anyhow::Result<()> {
+    pub fn write(&self, dir: &Path, tokenizer_dir: &Path) -> Result<(), SyntheticHfError> {
+        std::fs::create_dir_all(dir).map_err(|source| SyntheticHfError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let write_json = |name: &str, v: &serde_json::Value| -> Result<(), SyntheticHfError> {
             let path = dir.join(name);
             let mut text = serde_json::to_string_pretty(v).expect("serializes");
             text.push('\n');
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+            std::fs::write(&path, text).map_err(|source| SyntheticHfError::Io {
+                action: "writing",
+                path,
+                source,
+            })
         };
         write_json("config.json", &self.config())?;
-        let copy = |name: &str| -> anyhow::Result<()> {
+        let copy = |name: &str| -> Result<(), SyntheticHfError> {
             let from = tokenizer_dir.join(name);
-            std::fs::copy(&from, dir.join(name))
-                .with_context(|| format!("copying {}", from.display()))?;
+            std::fs::copy(&from, dir.join(name)).map_err(|source| SyntheticHfError::Io {
+                action: "copying",
+                path: from,
+                source,
+            })?;
             Ok(())
         };
         if self.flavor.uses_bpe() {
@@ -386,7 +431,7 @@ impl SyntheticHf {
                     .iter()
                     .flat_map(|x| f32_to_bf16(*x).to_le_bytes())
                     .collect(),
-                other => anyhow::bail!("synthetic checkpoints in {other:?} are not supported"),
+                other => return Err(SyntheticHfError::UnsupportedDtype { dtype: other }),
             };
             w.write_tensor(&bytes)?;
         }

@@ -8,7 +8,10 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 
 use super::perplexity::{
     chunk_bos, chunk_count, eval_chunk, ChunkProgress, NllAccumulator, PplOptions, PplReport,
@@ -30,7 +33,9 @@ pub struct ImatrixOptions {
 /// Statistics plus the perplexity llama-imatrix prints alongside them.
 #[derive(Clone, Debug)]
 pub struct ImatrixRun {
+    /// The collected statistics, ready to write.
     pub stats: ImatrixStats,
+    /// Perplexity over the same chunks.
     pub perplexity: PplReport,
 }
 
@@ -111,7 +116,7 @@ pub fn collect_imatrix_with_progress(
     for i in 0..n_chunks {
         let logits = eval_chunk(model, tokens, i, c, bos, Some(&mut collector))?;
         if let Some(e) = collector.error.take() {
-            bail!("{e}");
+            return Err(EvalError::Collect { what: e });
         }
         let start = i * c.n_ctx;
         acc.add_chunk(

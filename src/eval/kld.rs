@@ -7,7 +7,10 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 use serde::Serialize;
 
 use super::perplexity::ScoredLogits;
@@ -15,16 +18,23 @@ use super::perplexity::ScoredLogits;
 /// Distribution statistics.
 #[derive(Clone, Debug, Serialize)]
 pub struct KldReport {
+    /// Positions compared.
     pub count: usize,
+    /// Perplexity of the base run.
     pub ppl_base: f64,
+    /// Perplexity of the test run.
     pub ppl: f64,
     /// Mean ln(PPL(test)/PPL(base)).
     pub ln_ppl_ratio: f64,
+    /// Mean KL divergence, base ‖ test.
     pub mean_kld: f64,
     /// ± of the mean (llama.cpp's `mean_and_uncertainty`: 0 for ≤ 10 samples).
     pub kld_uncertainty: f64,
+    /// Median KL divergence.
     pub median_kld: f64,
+    /// Largest KL divergence.
     pub max_kld: f64,
+    /// Smallest KL divergence.
     pub min_kld: f64,
     /// (fraction, value) for 99.9, 99, 95, 90, 10, 5, 1 and 0.1 %.
     pub kld_percentiles: Vec<(f64, f64)>,
@@ -96,12 +106,12 @@ fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> (f64, f64) {
 /// Compare `test` with `base`; both must come from the same tokens and options.
 pub fn kl_divergence(base: &ScoredLogits, test: &ScoredLogits) -> Result<KldReport> {
     if base.n_vocab != test.n_vocab || base.targets != test.targets || base.n_ctx != test.n_ctx {
-        bail!("the two runs did not score the same tokens with the same vocabulary");
+        return Err(EvalError::RunsDiffer);
     }
     let nv = base.n_vocab;
     let count = base.targets.len();
     if count == 0 {
-        bail!("no scored positions");
+        return Err(EvalError::NoScoredPositions);
     }
     let mut klds = Vec::with_capacity(count);
     let (mut nll, mut nll_base, mut dp_sum, mut dp2_sum) = (0f64, 0f64, 0f64, 0f64);
@@ -169,15 +179,18 @@ pub fn write_scored_logits(s: &ScoredLogits, path: &Path) -> Result<()> {
         bytes.extend_from_slice(&l.to_le_bytes());
     }
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::write(&tmp, &bytes).map_err(|e| EvalError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| EvalError::io("renaming to", path, e))?;
     Ok(())
 }
 
 /// Read a file written by [`write_scored_logits`].
 pub fn read_scored_logits(path: &Path) -> Result<ScoredLogits> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let bad = |what: &str| anyhow!("{}: {what}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| EvalError::io("reading", path, e))?;
+    let bad = |what: &'static str| EvalError::BadLogitsFile {
+        path: path.to_path_buf(),
+        what,
+    };
     if bytes.len() < 24 || &bytes[..8] != LOGITS_MAGIC {
         if bytes.starts_with(b"_logits_") {
             return Err(bad(

@@ -6,7 +6,10 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 use serde::Serialize;
 
 use crate::formats::gguf::{Metadata, Value};
@@ -70,21 +73,20 @@ pub fn chunk_bos(md: &Metadata) -> Result<Option<u32>> {
     match md.get_u64("tokenizer.ggml.bos_token_id") {
         Some(id) => Ok(Some(id as u32)),
         None if model == "llama" => Ok(Some(1)),
-        None => bail!("the vocabulary adds BOS but names no tokenizer.ggml.bos_token_id"),
+        None => Err(EvalError::NoBosId),
     }
 }
 
 /// Number of chunks llama-perplexity evaluates, refusing streams shorter than 2·n_ctx as it does.
 pub fn chunk_count(n_tokens: usize, opts: &PplOptions) -> Result<usize> {
     if opts.n_ctx < 2 {
-        bail!("a context of {} tokens is too small to score", opts.n_ctx);
+        return Err(EvalError::ContextTooSmall { n_ctx: opts.n_ctx });
     }
     if n_tokens < 2 * opts.n_ctx {
-        bail!(
-            "you need at least {} tokens for a context of {} tokens; the data has only {n_tokens}",
-            2 * opts.n_ctx,
-            opts.n_ctx
-        );
+        return Err(EvalError::TooFewTokens {
+            n_ctx: opts.n_ctx,
+            n_tokens,
+        });
     }
     let max = n_tokens / opts.n_ctx;
     Ok(opts.n_chunks.map_or(max, |c| c.min(max)))
@@ -105,7 +107,7 @@ pub(crate) fn eval_chunk(
     if let Some(b) = bos {
         chunk[0] = b;
     }
-    model.eval_sequence(&chunk, opts.n_ubatch, observer)
+    Ok(model.eval_sequence(&chunk, opts.n_ubatch, observer)?)
 }
 
 /// The scored logits of chunk `index`: positions n_ctx/2 .. n_ctx (n_ctx − n_ctx/2 rows).
@@ -121,7 +123,7 @@ fn eval_chunk_scored(
     if let Some(b) = bos {
         chunk[0] = b;
     }
-    model.eval_sequence_from(&chunk, opts.n_ubatch, opts.n_ctx / 2)
+    Ok(model.eval_sequence_from(&chunk, opts.n_ubatch, opts.n_ctx / 2)?)
 }
 
 /// log p(target) from one row of logits, as llama-perplexity's `log_softmax`: f32 max, f64 sum
@@ -136,8 +138,11 @@ pub fn log_prob(logits: &[f32], target: u32) -> f64 {
 /// without running either twice. Holds n_chunks·(n_ctx−1−n_ctx/2)·n_vocab f32 values.
 #[derive(Clone, Debug)]
 pub struct ScoredLogits {
+    /// Context length of each chunk.
     pub n_ctx: usize,
+    /// Logits per row.
     pub n_vocab: usize,
+    /// Chunks scored.
     pub n_chunks: usize,
     /// Rows of n_vocab logits, chunk after chunk, for positions n_ctx/2 .. n_ctx−2.
     pub logits: Vec<f32>,
@@ -207,17 +212,23 @@ pub fn score_logits_with_progress(
 /// What llama-perplexity prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct PplReport {
+    /// Perplexity, exp(mean NLL).
     pub ppl: f64,
     /// ± estimate: ppl·sqrt(var(NLL)/(count−1)).
     pub ppl_uncertainty: f64,
+    /// Mean negative log-likelihood of the scored predictions.
     pub mean_nll: f64,
     /// Running PPL after each chunk (llama-perplexity's `[i]ppl,` line).
     pub chunk_ppl: Vec<f64>,
+    /// Chunks scored.
     pub n_chunks: usize,
+    /// Context length of each chunk.
     pub n_ctx: usize,
     /// Predictions scored.
     pub count: usize,
+    /// Tokens run through the model (n_chunks · n_ctx).
     pub tokens_evaluated: usize,
+    /// Wall time of the evaluation.
     pub seconds: f64,
 }
 
@@ -269,6 +280,7 @@ impl NllAccumulator {
 }
 
 impl ScoredLogits {
+    /// The perplexity report of these logits, as if scored just now.
     pub fn perplexity(&self) -> PplReport {
         let per_chunk = self.n_ctx - 1 - self.n_ctx / 2;
         let mut acc = NllAccumulator::default();
@@ -290,6 +302,7 @@ impl ScoredLogits {
 pub struct ChunkProgress {
     /// Chunks done (1-based index of the chunk just finished).
     pub done: usize,
+    /// Chunks in the run.
     pub total: usize,
     /// Running perplexity over the chunks done.
     pub ppl: f64,

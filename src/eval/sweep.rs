@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 use serde::Serialize;
 
 use super::kld::{kl_divergence, KldReport};
@@ -27,6 +30,7 @@ use crate::gpu::DeviceSpec;
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
 use crate::pipeline::{Backend, DeviceChoice};
 use crate::quant::rules::TypeOptions;
+use crate::runtime::error::error_chain_text;
 use crate::runtime::forward::{LlamaModel, LoadOptions};
 
 /// What to sweep.
@@ -38,6 +42,7 @@ pub struct SweepOptions {
     pub types: Vec<String>,
     /// Where the quantized files and the reports go (created if missing).
     pub out_dir: PathBuf,
+    /// Context, chunk count and micro-batch of every evaluation.
     pub ppl: PplOptions,
     /// Importance matrix for every quantization (GGUF or legacy .dat).
     pub imatrix: Option<PathBuf>,
@@ -54,13 +59,19 @@ pub struct SweepOptions {
 /// One line of the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepRow {
+    /// The ftype name (or the reference model's type).
     pub name: String,
+    /// The quantized file, unless removed after measuring.
     pub file: Option<PathBuf>,
+    /// Size of the file on disk.
     pub file_bytes: u64,
     /// Tensor data bits per weight (all tensors, as `qforge demo` counts them).
     pub bpw: f64,
+    /// Time quantizing.
     pub quantize_seconds: f64,
+    /// Time loading and evaluating.
     pub eval_seconds: f64,
+    /// Perplexity of the model.
     pub ppl: Option<PplReport>,
     /// None for the reference row.
     pub kld: Option<KldReport>,
@@ -70,12 +81,18 @@ pub struct SweepRow {
     pub error: Option<String>,
 }
 
+/// Everything a sweep measured: what report.json holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
+    /// The unquantized model swept.
     pub model: PathBuf,
+    /// Context length of each chunk.
     pub n_ctx: usize,
+    /// Chunks scored per model.
     pub n_chunks: usize,
+    /// Tokens in the evaluation text.
     pub n_tokens: usize,
+    /// The importance matrix every type was quantized with.
     pub imatrix: Option<PathBuf>,
     /// Where the types were quantized and evaluated (`Backend::describe`).
     pub device: String,
@@ -98,14 +115,20 @@ pub enum SweepStep<'a> {
     Base(&'a SweepRow),
     /// Type `index` (0-based, of `total`) is being quantized.
     Quantizing {
+        /// Position of the type in the list asked for.
         index: usize,
+        /// Types asked for.
         total: usize,
+        /// The type's name.
         name: &'a str,
     },
     /// Type `index` is done (or failed: see `row.error`).
     Done {
+        /// Position of the type in the list asked for.
         index: usize,
+        /// Types asked for.
         total: usize,
+        /// What was measured.
         row: &'a SweepRow,
     },
 }
@@ -129,9 +152,12 @@ impl SweepSource {
             )?;
             return Ok(SweepSource::Hf(Box::new(hf)));
         }
-        Ok(SweepSource::Gguf(
-            GgufSource::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
+        Ok(SweepSource::Gguf(GgufSource::open(path).map_err(
+            |source| EvalError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?))
     }
 
     fn tensor_source(&self) -> &dyn TensorSource {
@@ -143,21 +169,27 @@ impl SweepSource {
 
     fn load(&self, path: &Path, load: &LoadOptions) -> Result<LlamaModel> {
         match self {
-            SweepSource::Gguf(_) => LlamaModel::load_with(path, load),
-            SweepSource::Hf(h) => LlamaModel::from_source(h.as_ref()),
+            SweepSource::Gguf(_) => Ok(LlamaModel::load_with(path, load)?),
+            SweepSource::Hf(h) => Ok(LlamaModel::from_source(h.as_ref())?),
         }
     }
 
     /// Bytes on disk: the GGUF file, or every safetensors file of the checkpoint.
     fn file_bytes(&self, path: &Path) -> Result<u64> {
         match self {
-            SweepSource::Gguf(_) => Ok(std::fs::metadata(path)?.len()),
+            SweepSource::Gguf(_) => Ok(std::fs::metadata(path)
+                .map_err(|e| EvalError::io("reading", path, e))?
+                .len()),
             SweepSource::Hf(_) => {
                 let mut n = 0;
-                for e in std::fs::read_dir(path)? {
-                    let e = e?;
+                let read_err = |e| EvalError::io("reading", path, e);
+                for e in std::fs::read_dir(path).map_err(read_err)? {
+                    let e = e.map_err(read_err)?;
                     if e.path().extension().is_some_and(|x| x == "safetensors") {
-                        n += e.metadata()?.len();
+                        n += e
+                            .metadata()
+                            .map_err(|err| EvalError::io("reading", e.path(), err))?
+                            .len();
                     }
                 }
                 Ok(n)
@@ -180,7 +212,7 @@ pub fn sweep_with_progress(
     progress: &mut dyn FnMut(SweepStep<'_>),
 ) -> Result<SweepReport> {
     if opts.types.is_empty() {
-        bail!("no quantization types to sweep");
+        return Err(EvalError::NoTypes);
     }
     let source = SweepSource::open(&opts.model)?;
     // One device for the whole sweep: quantizers and forward passes alike.
@@ -192,7 +224,7 @@ pub fn sweep_with_progress(
     let base = score_logits(base_model.as_ref(), tokens, &opts.ppl)?;
     drop(base_model);
     std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+        .map_err(|e| EvalError::io("creating", &opts.out_dir, e))?;
     let base_bytes = source.file_bytes(&opts.model)?;
     let src = source.tensor_source();
     let n_elements: u64 = src
@@ -267,7 +299,7 @@ pub fn sweep_with_progress(
             &base,
             &mut row,
         ) {
-            row.error = Some(format!("{e:#}"));
+            row.error = Some(error_chain_text(&e));
         }
         progress(SweepStep::Done {
             index,
@@ -302,7 +334,9 @@ fn measure_one(
     row: &mut SweepRow,
 ) -> Result<()> {
     let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(&row.name) else {
-        bail!("unknown quantization type '{}'", row.name);
+        return Err(EvalError::UnknownType {
+            name: row.name.clone(),
+        });
     };
     row.name = ftype.name().to_string();
     let out = opts.out_dir.join(format!("{stem}.{}.gguf", ftype.name()));
@@ -317,7 +351,9 @@ fn measure_one(
     let q = quantize(source.tensor_source(), &job, backend)?;
     row.quantize_seconds = q.seconds;
     row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
-    row.file_bytes = std::fs::metadata(&out)?.len();
+    row.file_bytes = std::fs::metadata(&out)
+        .map_err(|e| EvalError::io("reading", &out, e))?
+        .len();
     row.file = Some(out.clone());
     row.tensor_error = Some(
         backend
@@ -351,7 +387,11 @@ fn kld_99(k: &KldReport) -> Option<f64> {
 /// Write report.md, report.csv and report.json.
 pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(r)?;
-    std::fs::write(dir.join("report.json"), json)?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| EvalError::io("writing", path, e))
+    };
+    write("report.json", &json)?;
 
     let mut csv = String::from(
         "type,file_bytes,bpw,quantize_seconds,eval_seconds,ppl,ppl_uncertainty,ln_ppl_ratio,\
@@ -388,10 +428,9 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
                 .as_deref()
                 .map(|e| format!("\"{}\"", e.replace('"', "\"\"")))
                 .unwrap_or_default()
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        )?;
     }
-    std::fs::write(dir.join("report.csv"), csv)?;
+    write("report.csv", &csv)?;
 
     let mut md = String::new();
     writeln!(md, "# Quantization sweep: {}\n", r.model.display())?;
@@ -448,7 +487,7 @@ pub fn write_reports(r: &SweepReport, dir: &Path) -> Result<()> {
             worst,
         )?;
     }
-    std::fs::write(dir.join("report.md"), md)?;
+    write("report.md", &md)?;
     write_plot(r, &dir.join("report.svg"))?;
     Ok(())
 }
@@ -475,7 +514,10 @@ pub fn write_plot(r: &SweepReport, path: &Path) -> Result<()> {
         x_max = x_max.max(x);
         y_max = y_max.max(y);
     }
-    let svg_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    let svg_err = |e: &dyn std::fmt::Display| EvalError::Plot {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
     {
         let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| svg_err(&e))?;

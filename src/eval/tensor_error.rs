@@ -1,20 +1,25 @@
 //! How far each quantized tensor moved from its source: relative RMSE, sqrt(Σ(q−x)² / Σx²),
 //! tensor by tensor (both dequantized to f32), so a sweep can say which tensors a type hurts.
 
-use anyhow::{anyhow, Context, Result};
+use crate::eval::error::EvalError;
+
+/// What the evaluation functions return.
+type Result<T, E = EvalError> = std::result::Result<T, E>;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::formats::gguf::GgufFile;
 use crate::formats::tensor_source::TensorSource;
-use crate::quant::{self, GgmlType};
+use crate::quant::{self, GgmlType, QuantError};
 
 /// One tensor's quantization error.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TensorError {
+    /// GGUF tensor name.
     pub name: String,
     /// The type the quantized file stores it as.
     pub ty: String,
+    /// Elements in the tensor.
     pub n_elements: u64,
     /// sqrt(Σ(q−x)² / Σx²); 0 for an all-zero tensor stored exactly.
     pub rel_rmse: f64,
@@ -27,6 +32,7 @@ pub struct TensorErrorSummary {
     pub overall_rel_rmse: f64,
     /// The tensor with the largest relative RMSE.
     pub worst: Option<TensorError>,
+    /// Every compared tensor, in file order.
     pub tensors: Vec<TensorError>,
 }
 
@@ -38,10 +44,10 @@ fn squared_sums(
     q_ty: GgmlType,
     q: &[u8],
     n_per_row: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64), QuantError> {
     let src_row = quant::row_bytes(src_ty, n_per_row)?;
     let q_row = quant::row_bytes(q_ty, n_per_row)?;
-    let partials: Vec<Result<(f64, f64)>> = src
+    let partials: Vec<Result<(f64, f64), QuantError>> = src
         .par_chunks(src_row)
         .zip(q.par_chunks(q_row))
         .map_init(
@@ -92,7 +98,10 @@ pub fn tensor_errors(
         let index = src_tensors
             .iter()
             .position(|s| s.name == t.name)
-            .ok_or_else(|| anyhow!("tensor '{}' is not in {}", t.name, source.describe()))?;
+            .ok_or_else(|| EvalError::TensorNotInSource {
+                tensor: t.name.clone(),
+                source_name: source.describe(),
+            })?;
         let s = &src_tensors[index];
         if s.ty == t.ty {
             continue;
@@ -100,7 +109,10 @@ pub fn tensor_errors(
         let n_per_row = t.ne[0] as usize;
         let bytes = source.tensor_bytes(index)?;
         let (num, den) = squared_sums(s.ty, &bytes, t.ty, quantized.tensor_data(t), n_per_row)
-            .with_context(|| format!("comparing tensor '{}'", t.name))?;
+            .map_err(|source| EvalError::CompareTensor {
+                tensor: t.name.clone(),
+                source,
+            })?;
         drop(bytes);
         source.release(index);
         num_all += num;

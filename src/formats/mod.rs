@@ -9,4 +9,4 @@ pub mod peft;
 pub mod safetensors;
 pub mod tensor_source;
 
-pub use tensor_source::{GgufSource, SourceTensor, TensorSource};
+pub use tensor_source::{GgufSource, SourceError, SourceTensor, TensorSource};

@@ -7,11 +7,33 @@ use std::path::Path;
 use crate::formats::gguf::{GgufError, GgufFile, Metadata};
 use crate::ggml::GgmlType;
 
+/// Why a [`TensorSource`] could not produce a tensor's bytes.
+///
+/// This layer knows nothing of checkpoints or adapters, so the cause is the producing layer's
+/// own typed error (a conversion's, a LoRA merge's), carried whole: its message and its chain
+/// of causes print exactly as that error's do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Producing the tensor failed; the cause names the file and tensor.
+    #[error(transparent)]
+    Produce(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl SourceError {
+    /// Wrap the producing layer's error.
+    pub fn produce(e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
+        SourceError::Produce(Box::new(e))
+    }
+}
+
 /// One tensor as the source offers it (GGUF name, type and ggml shape).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceTensor {
+    /// The GGUF tensor name.
     pub name: String,
+    /// The type its bytes are in.
     pub ty: GgmlType,
+    /// ggml shape (innermost first).
     pub ne: Vec<u64>,
 }
 
@@ -24,7 +46,7 @@ pub trait TensorSource: Sync {
     /// Tensors in the order a GGUF file of this model holds them.
     fn tensors(&self) -> &[SourceTensor];
     /// The bytes of tensor `index`, in its declared type.
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error>;
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError>;
     /// The pipeline is done with tensor `index`: a memory-mapped source may drop its pages, which
     /// keeps resident memory bounded by one tensor rather than the model.
     fn release(&self, _index: usize) {}
@@ -37,6 +59,7 @@ pub struct GgufSource {
 }
 
 impl GgufSource {
+    /// Open the GGUF file at `path` (memory-mapped).
     pub fn open(path: &Path) -> Result<GgufSource, GgufError> {
         let file = GgufFile::open(path)?;
         let tensors = file
@@ -51,6 +74,7 @@ impl GgufSource {
         Ok(GgufSource { file, tensors })
     }
 
+    /// The parsed file underneath.
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
@@ -69,7 +93,7 @@ impl TensorSource for GgufSource {
         &self.tensors
     }
 
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
         Ok(Cow::Borrowed(
             self.file.tensor_data(&self.file.tensors[index]),
         ))

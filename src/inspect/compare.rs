@@ -453,9 +453,9 @@ pub fn compare_eval(
     opts: &PplOptions,
     on_event: &mut dyn FnMut(CompareEvent<'_>),
 ) -> Result<EvalComparison, InspectError> {
-    let err = |e: anyhow::Error| InspectError::Eval {
+    let err = |e: &dyn std::error::Error| InspectError::Eval {
         text: text_path.to_path_buf(),
-        what: format!("{e:#}"),
+        what: crate::runtime::error::error_chain_text(e),
     };
     if a.config().n_vocab != b.config().n_vocab {
         return Err(InspectError::Eval {
@@ -467,7 +467,7 @@ pub fn compare_eval(
             ),
         });
     }
-    let tokens = tokenize_eval_text(a.metadata(), text, false).map_err(err)?;
+    let tokens = tokenize_eval_text(a.metadata(), text, false).map_err(|e| err(&e))?;
     let base = score_logits_with_progress(a, &tokens, opts, &mut |p| {
         on_event(CompareEvent::Chunk {
             model: 'A',
@@ -475,7 +475,7 @@ pub fn compare_eval(
             total: p.total,
         })
     })
-    .map_err(err)?;
+    .map_err(|e| err(&e))?;
     let test = score_logits_with_progress(b, &tokens, opts, &mut |p| {
         on_event(CompareEvent::Chunk {
             model: 'B',
@@ -483,10 +483,10 @@ pub fn compare_eval(
             total: p.total,
         })
     })
-    .map_err(err)?;
+    .map_err(|e| err(&e))?;
     let ra = base.perplexity();
     let rb = test.perplexity();
-    let kld = kl_divergence(&base, &test).map_err(err)?;
+    let kld = kl_divergence(&base, &test).map_err(|e| err(&e))?;
     Ok(EvalComparison {
         text: text_path.to_path_buf(),
         n_ctx: opts.n_ctx,

@@ -11,6 +11,7 @@ use crate::convert::encode::encoded_size;
 pub use crate::convert::encode::OutType;
 use crate::formats::gguf::GgufWriter;
 use crate::formats::tensor_source::TensorSource;
+use crate::pipeline::error::PipelineError;
 
 /// Options of [`convert`].
 #[derive(Clone, Debug)]
@@ -37,14 +38,17 @@ impl Default for ConvertOptions {
 /// What [`convert`] wrote.
 #[derive(Clone, Debug)]
 pub struct ConvertReport {
+    /// The file written.
     pub output: PathBuf,
     /// The outtype after `auto` was resolved.
     pub outtype: OutType,
     /// `general.architecture`.
     pub architecture: String,
+    /// Tensors written.
     pub n_tensors: usize,
     /// Bytes of tensor data written (without padding).
     pub tensor_bytes: u64,
+    /// Wall time of the job.
     pub seconds: f64,
 }
 
@@ -53,14 +57,20 @@ pub struct ConvertReport {
 pub enum ConvertProgress<'a> {
     /// The checkpoint is planned; `total_bytes` of tensor data will be written.
     Start {
+        /// The file being written.
         output: &'a Path,
+        /// Tensors to write.
         n_tensors: usize,
+        /// Bytes of tensor data to write.
         total_bytes: u64,
     },
     /// Tensor `index` (GGUF name `name`, `bytes` long) is written.
     Tensor {
+        /// Position in the output.
         index: usize,
+        /// GGUF tensor name.
         name: &'a str,
+        /// Bytes written for it.
         bytes: u64,
     },
 }
@@ -72,7 +82,7 @@ pub fn convert(
     model_dir: &Path,
     out: &Path,
     opts: &ConvertOptions,
-) -> anyhow::Result<ConvertReport> {
+) -> Result<ConvertReport, PipelineError> {
     convert_with_progress(model_dir, out, opts, &mut |_| {})
 }
 
@@ -82,7 +92,7 @@ pub fn convert_with_progress(
     out: &Path,
     opts: &ConvertOptions,
     progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
-) -> anyhow::Result<ConvertReport> {
+) -> Result<ConvertReport, PipelineError> {
     crate::threads::install(opts.threads, || {
         convert_in_pool(model_dir, out, opts, progress)
     })?
@@ -93,7 +103,7 @@ fn convert_in_pool(
     out: &Path,
     opts: &ConvertOptions,
     progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
-) -> anyhow::Result<ConvertReport> {
+) -> Result<ConvertReport, PipelineError> {
     let start = Instant::now();
     let model = HfModel::open(
         model_dir,
@@ -114,7 +124,7 @@ pub fn write_converted(
     out: &Path,
     start: Instant,
     progress: &mut (dyn FnMut(ConvertProgress<'_>) + Send),
-) -> anyhow::Result<ConvertReport> {
+) -> Result<ConvertReport, PipelineError> {
     let model_dir = model.dir();
     let output = if out.is_dir() {
         out.join(model.default_file_name())
@@ -141,7 +151,7 @@ pub fn write_converted(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Cow<'_, [u8]>>(1);
     let specs_ref = &specs;
     let (writer_result, produce_error) = std::thread::scope(|scope| {
-        let writer_thread = scope.spawn(move || -> anyhow::Result<(GgufWriter, u64)> {
+        let writer_thread = scope.spawn(move || -> Result<(GgufWriter, u64), PipelineError> {
             let mut tensor_bytes = 0u64;
             for (i, bytes) in rx.into_iter().enumerate() {
                 writer.write_tensor(&bytes)?;
@@ -163,11 +173,11 @@ pub fn write_converted(
                     }
                 }
                 Err(e) => {
-                    produce_error = Some(e.context(format!(
-                        "{}: converting tensor '{}'",
-                        model_dir.display(),
-                        model.source_name(i)
-                    )));
+                    produce_error = Some(PipelineError::ConvertTensor {
+                        dir: model_dir.to_path_buf(),
+                        tensor: model.source_name(i).to_string(),
+                        source: e,
+                    });
                     break;
                 }
             }

@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use crate::convert::checkpoint::{HfModel, HfOptions};
 use crate::formats::gguf::Metadata;
-use crate::formats::tensor_source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceError, SourceTensor, TensorSource};
 use crate::pipeline::convert::{write_converted, ConvertOptions, ConvertReport};
+use crate::pipeline::error::PipelineError;
 
 use crate::formats::safetensors::{float_dtype_size, floats_to_f32};
 use crate::lora::hf::{AdapterSpec, PlannedMerge, TensorMerge};
@@ -39,7 +40,7 @@ impl LoraMergedModel {
         opts: &HfOptions,
         adapters: &[AdapterSpec],
         device: MergeDevice,
-    ) -> anyhow::Result<LoraMergedModel> {
+    ) -> Result<LoraMergedModel, PipelineError> {
         let model = HfModel::open(model_dir, opts)?;
         let plan = PlannedMerge::open(model.checkpoint(), adapters)?;
         Ok(LoraMergedModel {
@@ -61,7 +62,7 @@ impl LoraMergedModel {
             .count()
     }
 
-    fn merged_tensor_bytes(&self, index: usize) -> anyhow::Result<Option<Vec<u8>>> {
+    fn merged_tensor_bytes(&self, index: usize) -> Result<Option<Vec<u8>>, PipelineError> {
         let name = self.model.source_name(index);
         if self.plan.steps(name).is_none() {
             return Ok(None);
@@ -99,7 +100,7 @@ impl LoraMergedModel {
         index: usize,
         file: &crate::formats::safetensors::SafetensorsFile,
         t: &crate::formats::safetensors::StTensor,
-    ) -> anyhow::Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Vec<u8>>, PipelineError> {
         let TensorMerge {
             src_file,
             src_tensor,
@@ -162,8 +163,11 @@ impl TensorSource for LoraMergedModel {
         self.model.tensors()
     }
 
-    fn tensor_bytes(&self, index: usize) -> anyhow::Result<Cow<'_, [u8]>> {
-        match self.merged_tensor_bytes(index)? {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
+        match self
+            .merged_tensor_bytes(index)
+            .map_err(SourceError::produce)?
+        {
             Some(bytes) => Ok(Cow::Owned(bytes)),
             None => self.model.tensor_bytes(index),
         }
@@ -178,7 +182,7 @@ pub fn convert_with_lora(
     out: &Path,
     opts: &ConvertOptions,
     device: MergeDevice,
-) -> anyhow::Result<ConvertReport> {
+) -> Result<ConvertReport, PipelineError> {
     let run = || {
         let start = Instant::now();
         let source = LoraMergedModel::open(

@@ -3,12 +3,13 @@
 //! failure is an error; `auto` uses a hardware adapter when one passes selection, and whenever
 //! the GPU cannot do something it says so (a [`Notice`]) and the CPU does it.
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use crate::gpu::{self, DeviceSpec, GpuContext, GpuError};
 use crate::lora::merge::MergeDevice;
 use crate::notice::{self, Notice};
+use crate::pipeline::error::PipelineError;
+use crate::runtime::error::error_chain_text;
 use crate::runtime::forward::{CausalLm, LlamaModel};
 use crate::runtime::gpu_forward::GpuLlama;
 
@@ -64,12 +65,12 @@ impl DeviceChoice {
 
     /// The fallback rule for a GPU twin that could not be set up: `Err` under a strict spec,
     /// else a notice naming `what` and `Ok` (the caller then uses the CPU).
-    pub fn fall_back<E: Display>(&self, what: &str, e: E) -> Result<(), E> {
+    pub fn fall_back<E: std::error::Error>(&self, what: &str, e: E) -> Result<(), E> {
         if self.is_strict() {
             return Err(e);
         }
         notice::emit(Notice::CpuFallback {
-            reason: format!("{what} unavailable ({e:#})"),
+            reason: format!("{what} unavailable ({})", error_chain_text(&e)),
         });
         Ok(())
     }
@@ -80,7 +81,7 @@ impl DeviceChoice {
     }
 
     /// The forward pass for `model`: its GPU twin on the chosen adapter, else the CPU model.
-    pub fn causal_lm(&self, model: LlamaModel) -> anyhow::Result<Box<dyn CausalLm>> {
+    pub fn causal_lm(&self, model: LlamaModel) -> Result<Box<dyn CausalLm>, PipelineError> {
         Ok(self.place_causal_lm(model)?.0)
     }
 
@@ -88,7 +89,7 @@ impl DeviceChoice {
     pub fn place_causal_lm(
         &self,
         model: LlamaModel,
-    ) -> anyhow::Result<(Box<dyn CausalLm>, Option<String>)> {
+    ) -> Result<(Box<dyn CausalLm>, Option<String>), PipelineError> {
         let Some(ctx) = &self.gpu else {
             return Ok((Box::new(model), None));
         };
@@ -96,7 +97,7 @@ impl DeviceChoice {
             Ok(g) => Ok((Box::new(g), Some(ctx.adapter().name.clone()))),
             Err(e) => {
                 self.fall_back("GPU forward pass", e)
-                    .map_err(|e| e.context("loading the model on the GPU"))?;
+                    .map_err(|source| PipelineError::GpuModel { source })?;
                 Ok((Box::new(model), None))
             }
         }

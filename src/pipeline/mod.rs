@@ -6,7 +6,9 @@ pub mod convert;
 pub mod convert_lora;
 pub mod device_choice;
 pub mod doctor;
+pub mod error;
 pub mod quantize;
 
 pub use backend::Backend;
 pub use device_choice::DeviceChoice;
+pub use error::PipelineError;

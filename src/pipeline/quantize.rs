@@ -10,7 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::pipeline::error::PipelineError;
+
+/// What the quantize job's functions return.
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
 use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufWriter, Metadata, Value};
@@ -27,11 +30,17 @@ const SLAB_BYTES: usize = 64 << 20;
 /// Everything `qforge quantize` was asked to do.
 #[derive(Clone, Debug)]
 pub struct QuantizeJob {
+    /// The GGUF file to write.
     pub output: PathBuf,
+    /// The file type to quantize to, or a plain copy.
     pub target: QuantTarget,
+    /// llama-quantize's per-tensor type options (`--output-tensor-type`, `--pure`, …).
     pub type_options: TypeOptions,
+    /// `--allow-requantize`: quantized input tensors may be quantized again.
     pub allow_requantize: bool,
+    /// `--imatrix`, read and prepared.
     pub imatrix: Option<ImatrixInput>,
+    /// `--override-kv` keys and values, written into the output's metadata.
     pub overrides: Vec<(String, Value)>,
 }
 
@@ -48,22 +57,36 @@ pub struct ImatrixInput {
 /// What happened to one tensor.
 #[derive(Clone, Debug)]
 pub struct TensorReport {
+    /// GGUF tensor name in the output.
     pub name: String,
+    /// ggml shape.
     pub ne: Vec<u64>,
+    /// Type in the source.
     pub from: GgmlType,
+    /// Type written.
     pub to: GgmlType,
+    /// Bytes in the source.
     pub bytes_in: u64,
+    /// Bytes written.
     pub bytes_out: u64,
+    /// Whether the importance matrix weighted its quantization.
     pub used_imatrix: bool,
 }
 
+/// What a quantize job did, tensor by tensor and in total.
 #[derive(Clone, Debug, Default)]
 pub struct QuantizeReport {
+    /// Every output tensor, in file order.
     pub tensors: Vec<TensorReport>,
+    /// Elements over all tensors.
     pub n_elements: u64,
+    /// Tensor bytes read.
     pub bytes_in: u64,
+    /// Tensor bytes written.
     pub bytes_out: u64,
+    /// Wall time of the job.
     pub seconds: f64,
+    /// Tensors whose rows do not fit the chosen type, given a fallback type (llama-quantize's count).
     pub n_fallback: usize,
 }
 
@@ -73,35 +96,50 @@ pub struct QuantizeReport {
 pub fn parse_override(s: &str) -> Result<(String, Value)> {
     let (key, rest) = s
         .split_once('=')
-        .ok_or_else(|| anyhow!("malformed KV override '{s}': expected KEY=TYPE:VALUE"))?;
+        .ok_or_else(|| PipelineError::MalformedOverride {
+            arg: s.to_string(),
+            what: "expected KEY=TYPE:VALUE",
+        })?;
     if key.len() >= 128 {
-        bail!("malformed KV override '{s}': key longer than 127 bytes");
+        return Err(PipelineError::MalformedOverride {
+            arg: s.to_string(),
+            what: "key longer than 127 bytes",
+        });
     }
     let value = if let Some(v) = rest.strip_prefix("int:") {
         let i: i64 = v
             .trim()
             .parse()
-            .with_context(|| format!("KV override '{s}': not an integer"))?;
+            .map_err(|source| PipelineError::OverrideInt {
+                arg: s.to_string(),
+                source,
+            })?;
         Value::U32(i.unsigned_abs() as u32)
     } else if let Some(v) = rest.strip_prefix("float:") {
         let f: f64 = v
             .trim()
             .parse()
-            .with_context(|| format!("KV override '{s}': not a number"))?;
+            .map_err(|source| PipelineError::OverrideFloat {
+                arg: s.to_string(),
+                source,
+            })?;
         Value::F32(f as f32)
     } else if let Some(v) = rest.strip_prefix("bool:") {
         match v {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
-            _ => bail!("invalid boolean value for KV override '{s}'"),
+            _ => return Err(PipelineError::OverrideBool { arg: s.to_string() }),
         }
     } else if let Some(v) = rest.strip_prefix("str:") {
         if v.len() > 127 {
-            bail!("malformed KV override '{s}': value cannot exceed 127 bytes");
+            return Err(PipelineError::MalformedOverride {
+                arg: s.to_string(),
+                what: "value cannot exceed 127 bytes",
+            });
         }
         Value::Str(v.to_string())
     } else {
-        bail!("invalid type for KV override '{s}': use int:, float:, bool: or str:");
+        return Err(PipelineError::OverrideType { arg: s.to_string() });
     };
     Ok((key.to_string(), value))
 }
@@ -177,7 +215,10 @@ pub fn quantize(
     let src_name = source.describe();
     let tensors = source.tensors();
     let model =
-        model_info_from_metadata(source.metadata()).map_err(|e| anyhow!("{src_name}: {e}"))?;
+        model_info_from_metadata(source.metadata()).map_err(|detail| PipelineError::Rules {
+            source_name: src_name.clone(),
+            detail,
+        })?;
 
     // Plan: order, names after pruning, types.
     let input: Vec<(String, GgmlType, Vec<u64>)> = tensors
@@ -191,7 +232,10 @@ pub fn quantize(
             .is_some_and(|im| !im.weights.is_empty()),
         ..job.type_options.clone()
     };
-    let full_plan = rules::plan(&model, &input, &opts).map_err(|e| anyhow!("{src_name}: {e}"))?;
+    let full_plan = rules::plan(&model, &input, &opts).map_err(|detail| PipelineError::Rules {
+        source_name: src_name.clone(),
+        detail,
+    })?;
     let plan = &full_plan.tensors;
 
     let file_type = match job.target {
@@ -210,21 +254,28 @@ pub fn quantize(
         let mut qw = None;
         if p.quantize {
             if t.ty.is_quantized() && !job.allow_requantize {
-                bail!("{src_name}: tensor '{}': requantizing from type {} is disabled (use --allow-requantize)", t.name, t.ty);
+                return Err(PipelineError::tensor(
+                    &src_name,
+                    &t.name,
+                    format!(
+                        "requantizing from type {} is disabled (use --allow-requantize)",
+                        t.ty
+                    ),
+                ));
             }
             if quant::quantizer(p.new_type).is_none() {
-                bail!(
-                    "{src_name}: tensor '{}': quantizing to {} is not supported yet",
-                    p.name,
-                    p.new_type
-                );
+                return Err(PipelineError::tensor(
+                    &src_name,
+                    &p.name,
+                    format!("quantizing to {} is not supported yet", p.new_type),
+                ));
             }
             if t.ty != GgmlType::F32 && quant::dequantizer(t.ty).is_none() {
-                bail!(
-                    "{src_name}: tensor '{}': reading {} tensors is not supported yet",
-                    t.name,
-                    t.ty
-                );
+                return Err(PipelineError::tensor(
+                    &src_name,
+                    &t.name,
+                    format!("reading {} tensors is not supported yet", t.ty),
+                ));
             }
             if let Some(im) = &job.imatrix {
                 if let Some(w) = im.weights.get(&p.imatrix_name) {
@@ -232,20 +283,26 @@ pub fn quantize(
                     if w.len() as u64 == expect {
                         qw = Some(w.as_slice());
                     } else if !rules::is_token_embd(&p.name) {
-                        bail!(
-                            "{src_name}: tensor '{}': imatrix entry has {} values, the tensor needs {expect}",
-                            p.name,
-                            w.len()
-                        );
+                        return Err(PipelineError::tensor(
+                            &src_name,
+                            &p.name,
+                            format!(
+                                "imatrix entry has {} values, the tensor needs {expect}",
+                                w.len()
+                            ),
+                        ));
                     }
                 }
             }
             if qw.is_none() && p.requires_imatrix {
-                bail!(
-                    "{src_name}: tensor '{}': quantizing to {} requires an importance matrix (--imatrix)",
-                    p.name,
-                    p.new_type
-                );
+                return Err(PipelineError::tensor(
+                    &src_name,
+                    &p.name,
+                    format!(
+                        "quantizing to {} requires an importance matrix (--imatrix)",
+                        p.new_type
+                    ),
+                ));
             }
         }
         imatrix_rows.push(qw);
@@ -291,16 +348,22 @@ pub fn quantize(
     let mut writer = GgufWriter::create(&job.output, &metadata, &infos)?;
     for (i, p) in plan.iter().enumerate() {
         let t = &tensors[p.source_index];
-        let data = source
-            .tensor_bytes(p.source_index)
-            .with_context(|| format!("{src_name}: tensor '{}'", t.name))?;
+        let data =
+            source
+                .tensor_bytes(p.source_index)
+                .map_err(|source| PipelineError::ReadTensor {
+                    source_name: src_name.clone(),
+                    tensor: t.name.clone(),
+                    source,
+                })?;
         let n_per_row = t.ne[0] as usize;
         if !p.quantize {
             // The loader validates every tensor it reads (check_tensors): refuse NaN/Inf input.
             let row = t.ty.row_size(t.ne[0]).unwrap() as usize;
             for (r, chunk) in data.chunks(row.max(1)).enumerate() {
-                validate::validate_row(t.ty, chunk)
-                    .map_err(|e| anyhow!("{src_name}: tensor '{}': row {r}: {e}", t.name))?;
+                validate::validate_row(t.ty, chunk).map_err(|e| {
+                    PipelineError::tensor(&src_name, &t.name, format!("row {r}: {e}"))
+                })?;
             }
             writer.write_tensor(&data)?;
             drop(data);
@@ -381,7 +444,7 @@ fn convert_tensor(
                     let expert_of = |row: usize| (first + row) / rows_per_expert.max(1);
                     backend
                         .quantize_rows(to, &f32_buf, n_per_row, qw_all, expert_of, &mut out_buf)
-                        .map_err(|e| anyhow!("{src_name}: tensor '{name}': {e}"))?;
+                        .map_err(|e| PipelineError::tensor(src_name, name, e.to_string()))?;
                     first_invalid_row(cpu, to, &out_buf, row_out)
                 }
             }
@@ -389,12 +452,16 @@ fn convert_tensor(
         if let Some((r, fault)) = fault {
             let r = first + r;
             return Err(match fault {
-                RowFault::NonFinite { col, value } => anyhow!(
-                    "{src_name}: tensor '{name}': row {r}, column {col}: value {value} is not finite"
+                RowFault::NonFinite { col, value } => PipelineError::tensor(
+                    src_name,
+                    name,
+                    format!("row {r}, column {col}: value {value} is not finite"),
                 ),
-                RowFault::Invalid(e) => {
-                    anyhow!("{src_name}: tensor '{name}': row {r}: quantized data invalid: {e}")
-                }
+                RowFault::Invalid(e) => PipelineError::tensor(
+                    src_name,
+                    name,
+                    format!("row {r}: quantized data invalid: {e}"),
+                ),
             });
         }
         writer.write_part(&out_buf)?;

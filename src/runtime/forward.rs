@@ -19,7 +19,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::runtime::error::RuntimeError;
+
+/// What the runtime's functions return.
+type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 use rayon::prelude::*;
 
 use crate::arch::llama::LLAMA;
@@ -31,20 +34,29 @@ use crate::quant::{dequantizer, GgmlType, RowDequantizer};
 /// Hyper-parameters of a llama model, read from GGUF metadata the way llama.cpp's loader does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
+    /// `general.architecture`.
     pub arch: String,
+    /// Transformer blocks (`block_count`).
     pub n_layer: usize,
+    /// Hidden width (`embedding_length`).
     pub n_embd: usize,
+    /// Feed-forward width (`feed_forward_length`).
     pub n_ff: usize,
+    /// Query heads (`attention.head_count`).
     pub n_head: usize,
+    /// Key/value heads (`attention.head_count_kv`, default n_head).
     pub n_head_kv: usize,
     /// Per-head width of Q and K (`attention.key_length`, default n_embd / n_head).
     pub head_dim: usize,
     /// Per-head width of V (`attention.value_length`).
     pub head_dim_v: usize,
+    /// Vocabulary size (`vocab_size`, else the token list's length).
     pub n_vocab: usize,
     /// Leading dimensions of each head that RoPE rotates (`rope.dimension_count`).
     pub n_rot: usize,
+    /// RMS norm epsilon (`attention.layer_norm_rms_epsilon`).
     pub rms_eps: f32,
+    /// RoPE base frequency (`rope.freq_base`, default 10000).
     pub rope_freq_base: f32,
     /// Linear position scaling (1 / `rope.scaling.factor`), 1 when unscaled.
     pub rope_freq_scale: f32,
@@ -67,21 +79,23 @@ impl LlamaConfig {
     pub fn from_metadata(md: &Metadata) -> Result<LlamaConfig> {
         let arch = md
             .get_str("general.architecture")
-            .ok_or_else(|| anyhow!("no general.architecture"))?
+            .ok_or_else(|| RuntimeError::MissingKey {
+                key: "general.architecture".into(),
+            })?
             .to_string();
         // The registry describes each family's block; this runtime executes llama's.
         let block = Architecture::for_gguf_arch(&arch).and_then(|a| a.block);
         if block.is_none() || block != LLAMA.block {
-            bail!(
+            return Err(RuntimeError::unsupported(format!(
                 "architecture '{arch}' is not supported yet by the CPU runtime (it runs {})",
                 supported_architectures().join(", ")
-            );
+            )));
         }
         let key = |k: &str| format!("{arch}.{k}");
         let req = |k: &str| -> Result<usize> {
             md.get_u64(&key(k))
                 .map(|v| v as usize)
-                .ok_or_else(|| anyhow!("missing or non-integer {}", key(k)))
+                .ok_or_else(|| RuntimeError::MissingInteger { key: key(k) })
         };
         let opt_usize = |k: &str| md.get_u64(&key(k)).map(|v| v as usize);
         let opt_f32 = |k: &str| -> Option<f32> {
@@ -92,7 +106,9 @@ impl LlamaConfig {
             }
         };
         if opt_usize("expert_count").unwrap_or(0) > 0 {
-            bail!("mixture-of-experts llama models are not supported yet by the CPU runtime");
+            return Err(RuntimeError::unsupported(
+                "mixture-of-experts llama models are not supported yet by the CPU runtime",
+            ));
         }
         let n_layer = req("block_count")?;
         let n_embd = req("embedding_length")?;
@@ -100,23 +116,34 @@ impl LlamaConfig {
         let n_head = req("attention.head_count")?;
         let n_head_kv = opt_usize("attention.head_count_kv").unwrap_or(n_head);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            bail!("head counts {n_head}/{n_head_kv}: query heads must be a multiple of KV heads");
+            return Err(RuntimeError::BadHparams {
+                what: format!(
+                    "head counts {n_head}/{n_head_kv}: query heads must be a multiple of KV heads"
+                ),
+            });
         }
         let head_dim = opt_usize("attention.key_length").unwrap_or(n_embd / n_head);
         let head_dim_v = opt_usize("attention.value_length").unwrap_or(n_embd / n_head);
         let n_rot = opt_usize("rope.dimension_count").unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
-            bail!("rope.dimension_count {n_rot} does not fit head width {head_dim}");
+            return Err(RuntimeError::BadHparams {
+                what: format!("rope.dimension_count {n_rot} does not fit head width {head_dim}"),
+            });
         }
         let n_vocab = match opt_usize("vocab_size") {
             Some(v) => v,
             None => match md.get("tokenizer.ggml.tokens") {
                 Some(crate::formats::gguf::Value::Array(_, items)) => items.len(),
-                _ => bail!("no {arch}.vocab_size and no tokenizer.ggml.tokens"),
+                _ => {
+                    return Err(RuntimeError::NoVocabSize { arch: arch.clone() });
+                }
             },
         };
-        let rms_eps = opt_f32("attention.layer_norm_rms_epsilon")
-            .ok_or_else(|| anyhow!("missing {}", key("attention.layer_norm_rms_epsilon")))?;
+        let rms_eps = opt_f32("attention.layer_norm_rms_epsilon").ok_or_else(|| {
+            RuntimeError::MissingFloat {
+                key: key("attention.layer_norm_rms_epsilon"),
+            }
+        })?;
         let rope_freq_base = opt_f32("rope.freq_base").unwrap_or(10000.0);
         let scaling = md.get_str(&key("rope.scaling.type")).unwrap_or("linear");
         let factor = opt_f32("rope.scaling.factor")
@@ -131,7 +158,11 @@ impl LlamaConfig {
                     1.0 / factor
                 }
             }
-            other => bail!("rope scaling '{other}' is not supported yet by the CPU runtime"),
+            other => {
+                return Err(RuntimeError::unsupported(format!(
+                    "rope scaling '{other}' is not supported yet by the CPU runtime"
+                )))
+            }
         };
         let attn_scale = match opt_f32("attention.scale") {
             Some(s) if s != 0.0 => s,
@@ -186,9 +217,13 @@ impl std::fmt::Debug for Weights {
 /// A weight matrix: `rows` outputs × `cols` inputs (ggml ne = [cols, rows]).
 #[derive(Clone, Debug)]
 pub struct Matrix {
+    /// GGUF tensor name.
     pub name: String,
+    /// Outputs.
     pub rows: usize,
+    /// Inputs (ggml ne[0]).
     pub cols: usize,
+    /// The values, as f32 or as the file's packed rows.
     pub weights: Weights,
 }
 
@@ -406,7 +441,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// A matmul weight with its optional bias.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// The weight matrix.
     pub weight: Matrix,
+    /// One bias per output row, when the model has one.
     pub bias: Option<Vec<f32>>,
 }
 
@@ -430,14 +467,23 @@ impl Linear {
 /// One transformer block.
 #[derive(Clone, Debug)]
 pub struct LlamaLayer {
+    /// RMS norm weights before attention.
     pub attn_norm: Vec<f32>,
+    /// Query projection.
     pub wq: Linear,
+    /// Key projection.
     pub wk: Linear,
+    /// Value projection.
     pub wv: Linear,
+    /// Attention output projection.
     pub wo: Linear,
+    /// RMS norm weights before the feed-forward block.
     pub ffn_norm: Vec<f32>,
+    /// SwiGLU gate projection.
     pub ffn_gate: Linear,
+    /// SwiGLU up projection.
     pub ffn_up: Linear,
+    /// Feed-forward down projection.
     pub ffn_down: Linear,
 }
 
@@ -454,6 +500,7 @@ type Observer<'a> = Option<&'a mut dyn MatmulObserver>;
 /// [`LlamaModel`] and the GPU twin (`gpu::forward`) both provide it, so every eval command runs
 /// on either device.
 pub trait CausalLm {
+    /// Hyper-parameters of the model.
     fn config(&self) -> &LlamaConfig;
     /// Metadata of the model file (tokenizer, BOS rules).
     fn metadata(&self) -> &Metadata;
@@ -539,10 +586,12 @@ impl KvCache {
         self.n_pos
     }
 
+    /// Whether no position is held yet.
     pub fn is_empty(&self) -> bool {
         self.n_pos == 0
     }
 
+    /// Forget every position (the next token is at position 0).
     pub fn clear(&mut self) {
         *self = KvCache::default();
     }
@@ -551,9 +600,13 @@ impl KvCache {
 /// A llama model loaded for inference.
 #[derive(Clone, Debug)]
 pub struct LlamaModel {
+    /// Hyper-parameters.
     pub config: LlamaConfig,
+    /// Token embedding (`token_embd.weight`), one row per token.
     pub tok_embd: Matrix,
+    /// The transformer blocks, in order.
     pub layers: Vec<LlamaLayer>,
+    /// Final RMS norm weights (`output_norm.weight`).
     pub output_norm: Vec<f32>,
     /// `None` when the file has no `output.weight`: the token embedding is reused (tied).
     pub output: Option<Linear>,
@@ -569,15 +622,18 @@ fn dequantize_tensor(file: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
 
 /// Every row of a tensor's bytes (type `ty`, ggml shape `ne`) as f32.
 fn dequantize_bytes(name: &str, ty: GgmlType, ne: &[u64], bytes: &[u8]) -> Result<Vec<f32>> {
-    let dq = dequantizer(ty).ok_or_else(|| anyhow!("{name}: no dequantizer for {}", ty.name()))?;
+    let dq = dequantizer(ty)
+        .ok_or_else(|| RuntimeError::tensor(name, format!("no dequantizer for {}", ty.name())))?;
     let n_per_row = ne.first().copied().unwrap_or(1) as usize;
     let n_rows = ne.iter().skip(1).product::<u64>() as usize;
-    let row_bytes = ty
-        .row_size(n_per_row as u64)
-        .ok_or_else(|| anyhow!("{name}: rows of {n_per_row} do not fit {}", ty.name()))?
-        as usize;
+    let row_bytes = ty.row_size(n_per_row as u64).ok_or_else(|| {
+        RuntimeError::tensor(
+            name,
+            format!("rows of {n_per_row} do not fit {}", ty.name()),
+        )
+    })? as usize;
     if bytes.len() < row_bytes * n_rows {
-        bail!("{name}: tensor data truncated");
+        return Err(RuntimeError::tensor(name, "tensor data truncated"));
     }
     let mut out = vec![0f32; n_rows * n_per_row];
     out.par_chunks_mut(n_per_row.max(1))
@@ -606,7 +662,7 @@ impl GgufTensors {
     fn find(&self, name: &str) -> Result<&TensorInfo> {
         self.file
             .tensor(name)
-            .ok_or_else(|| anyhow!("missing tensor {name}"))
+            .ok_or_else(|| RuntimeError::missing_tensor(name))
     }
 }
 
@@ -628,14 +684,14 @@ impl WeightSource for GgufTensors {
         if !self.opts.keep_quantized {
             return Ok(Weights::F32(dequantize_tensor(&self.file, t)?));
         }
-        let dq = dequantizer(t.ty)
-            .ok_or_else(|| anyhow!("{name}: no dequantizer for {}", t.ty.name()))?;
-        let row_bytes =
-            t.ty.row_size(cols as u64)
-                .ok_or_else(|| anyhow!("{name}: rows of {cols} do not fit {}", t.ty.name()))?
-                as usize;
+        let dq = dequantizer(t.ty).ok_or_else(|| {
+            RuntimeError::tensor(name, format!("no dequantizer for {}", t.ty.name()))
+        })?;
+        let row_bytes = t.ty.row_size(cols as u64).ok_or_else(|| {
+            RuntimeError::tensor(name, format!("rows of {cols} do not fit {}", t.ty.name()))
+        })? as usize;
         if self.file.tensor_data(t).len() < row_bytes * rows {
-            bail!("{name}: tensor data truncated");
+            return Err(RuntimeError::tensor(name, "tensor data truncated"));
         }
         Ok(Weights::Packed(PackedRows {
             file: Arc::clone(&self.file),
@@ -666,7 +722,7 @@ impl WeightSource for SourceTensors<'_> {
         let &i = self
             .index
             .get(name)
-            .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+            .ok_or_else(|| RuntimeError::missing_tensor(name))?;
         let t = &self.source.tensors()[i];
         let bytes = self.source.tensor_bytes(i)?;
         dequantize_bytes(name, t.ty, &t.ne, &bytes)
@@ -683,13 +739,20 @@ impl LlamaModel {
         LlamaModel::load_with(path, &LoadOptions::default())
     }
 
+    /// Load the GGUF file at `path`, holding the weights as `opts` says.
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LlamaModel> {
         let path = path.as_ref();
-        let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-        LlamaModel::from_gguf(Arc::new(file), opts)
-            .with_context(|| format!("loading {}", path.display()))
+        let file = GgufFile::open(path).map_err(|source| RuntimeError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        LlamaModel::from_gguf(Arc::new(file), opts).map_err(|e| RuntimeError::Load {
+            what: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 
+    /// Build from a GGUF file already open (packed weights keep a handle on it).
     pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<LlamaModel> {
         LlamaModel::build(&GgufTensors { file, opts: *opts })
     }
@@ -706,7 +769,10 @@ impl LlamaModel {
                 .map(|(i, t)| (t.name.clone(), i))
                 .collect(),
         })
-        .with_context(|| format!("loading {}", source.describe()))
+        .map_err(|e| RuntimeError::Load {
+            what: source.describe(),
+            source: Box::new(e),
+        })
     }
 
     fn build(src: &dyn WeightSource) -> Result<LlamaModel> {
@@ -716,25 +782,28 @@ impl LlamaModel {
         let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
             let ne = src
                 .shape(name)
-                .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+                .ok_or_else(|| RuntimeError::missing_tensor(name))?;
             if ne.iter().product::<u64>() as usize != n {
-                bail!(
-                    "{name}: {} values, expected {n}",
-                    ne.iter().product::<u64>()
-                );
+                return Err(RuntimeError::tensor(
+                    name,
+                    format!("{} values, expected {n}", ne.iter().product::<u64>()),
+                ));
             }
             src.values(name)
         };
         let matrix = |name: &str, cols: usize, rows: usize| -> Result<Matrix> {
             let ne = src
                 .shape(name)
-                .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+                .ok_or_else(|| RuntimeError::missing_tensor(name))?;
             let dims_ok = ne.len() >= 2
                 && ne[0] as usize == cols
                 && ne[1] as usize == rows
                 && ne[2..].iter().all(|&d| d == 1);
             if !dims_ok {
-                bail!("{name}: shape {ne:?}, expected [{cols}, {rows}]");
+                return Err(RuntimeError::tensor(
+                    name,
+                    format!("shape {ne:?}, expected [{cols}, {rows}]"),
+                ));
             }
             Ok(Matrix {
                 name: name.to_string(),
@@ -764,7 +833,9 @@ impl LlamaModel {
         for i in 0..c.n_layer {
             let b = |s: &str| format!("blk.{i}.{s}");
             if has(&b("attn_qkv.weight")) {
-                bail!("fused attn_qkv tensors are not supported yet by the CPU runtime");
+                return Err(RuntimeError::unsupported(
+                    "fused attn_qkv tensors are not supported yet by the CPU runtime",
+                ));
             }
             layers.push(LlamaLayer {
                 attn_norm: vector(&b("attn_norm.weight"), c.n_embd)?,
@@ -855,10 +926,10 @@ impl LlamaModel {
             return Ok(Vec::new());
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            bail!(
-                "token id {bad} is outside the vocabulary ({} tokens)",
-                c.n_vocab
-            );
+            return Err(RuntimeError::TokenOutOfRange {
+                token: bad,
+                n_vocab: c.n_vocab,
+            });
         }
         if cache.keys.is_empty() {
             cache.keys = vec![Vec::new(); c.n_layer];
@@ -1014,6 +1085,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
+/// SiLU, x·σ(x), as ggml computes it in f32.
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }

@@ -32,7 +32,10 @@
 use std::collections::HashMap;
 use std::sync::{mpsc, Mutex, OnceLock};
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::runtime::error::{error_chain_text, RuntimeError};
+
+/// What the GPU forward pass's functions return.
+type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 use wgpu::util::DeviceExt;
 
 use crate::formats::gguf::Metadata;
@@ -317,16 +320,14 @@ impl GpuLlama {
             None => {
                 let r = LlamaModel::from_source(&canary_model().source())
                     .and_then(|canary| GpuLlama::self_check_models(gpu, &canary, &canary))
-                    .map_err(|e| format!("{e:#}"));
+                    .map_err(|e| error_chain_text(&e));
                 cache.lock().unwrap().insert(key, r.clone());
                 r
             }
         };
-        result.map_err(|e| {
-            anyhow!(
-                "the GPU forward pass failed its self-check on '{}': {e}",
-                a.name
-            )
+        result.map_err(|detail| RuntimeError::SelfCheck {
+            adapter: a.name.clone(),
+            detail,
         })
     }
 
@@ -344,7 +345,7 @@ impl GpuLlama {
         let cpu = reference.eval_sequence(&tokens, 16, None)?;
         let g = GpuLlama::build(gpu, on_gpu, None)?;
         let gpu_logits = g.eval_sequence(&tokens, 16, None)?;
-        compare_logits(&cpu, &gpu_logits).map_err(|e| anyhow!("{e}"))
+        compare_logits(&cpu, &gpu_logits).map_err(|what| RuntimeError::LogitsDiffer { what })
     }
 
     /// `new`, binding no buffer larger than `cap_bytes` (so tests can exercise chunked
@@ -361,11 +362,11 @@ impl GpuLlama {
     fn build(gpu: &GpuContext, model: &LlamaModel, cap: Option<u64>) -> Result<GpuLlama> {
         let c = model.config.clone();
         if c.head_dim > MAX_HEAD_DIM || c.head_dim_v > MAX_HEAD_DIM {
-            bail!(
+            return Err(RuntimeError::unsupported(format!(
                 "head width {}/{} is not supported yet by the GPU forward pass (at most {MAX_HEAD_DIM})",
                 c.head_dim,
                 c.head_dim_v
-            );
+            )));
         }
         let device = gpu.device.clone();
         let queue = gpu.queue.clone();
@@ -458,10 +459,10 @@ impl GpuLlama {
         let verr = pollster::block_on(validation.pop());
         let oerr = pollster::block_on(oom.pop());
         if let Some(e) = oerr.or(verr) {
-            bail!(
+            return Err(RuntimeError::gpu(format!(
                 "building the GPU forward pass on '{}': {e}",
                 gpu.adapter.name
-            );
+            )));
         }
         Ok(GpuLlama {
             config: c,
@@ -533,12 +534,11 @@ impl GpuLlama {
         let c = &self.config;
         let kv_row = (c.n_head_kv * c.head_dim.max(c.head_dim_v)).max(c.n_rot);
         if (n_ctx * kv_row * 4) as u64 > self.binding_limit {
-            bail!(
+            return Err(RuntimeError::unsupported(format!(
                 "a context of {n_ctx} positions does not fit the KV cache bindings of '{}' \
                  ({} bytes per binding): not supported yet on this adapter",
-                self.adapter,
-                self.binding_limit
-            );
+                self.adapter, self.binding_limit
+            )));
         }
         if self.software {
             let max_cols = self
@@ -556,12 +556,12 @@ impl GpuLlama {
             let norm = 2 * c.n_embd.div_ceil(WG) + 16;
             let worst = matmul.max(attention).max(norm);
             if worst > SOFTWARE_LOOP_BUDGET {
-                bail!(
+                return Err(RuntimeError::unsupported(format!(
                     "this shape (context {n_ctx}, widest matmul input {max_cols}) needs ~{worst} \
                      loop iterations per invocation; the software adapter '{}' stops loops after \
                      65535: not supported yet on it (use --device cpu or a hardware GPU)",
                     self.adapter
-                );
+                )));
             }
         }
         Ok(())
@@ -991,14 +991,14 @@ impl GpuLlama {
         });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+            .map_err(|e| RuntimeError::gpu(format!("waiting for the GPU: {e}")))?;
         rx.recv()
-            .map_err(|_| anyhow!("GPU read-back callback dropped"))?
-            .map_err(|e| anyhow!("mapping GPU results: {e}"))?;
+            .map_err(|_| RuntimeError::gpu("GPU read-back callback dropped"))?
+            .map_err(|e| RuntimeError::gpu(format!("mapping GPU results: {e}")))?;
         let out = {
             let view = buf
                 .get_mapped_range(0..bytes)
-                .map_err(|e| anyhow!("mapping GPU results: {e}"))?;
+                .map_err(|e| RuntimeError::gpu(format!("mapping GPU results: {e}")))?;
             view.chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
@@ -1110,10 +1110,12 @@ fn upload_matrix(
     let row_bytes = (m.cols * 4) as u64;
     let per_chunk = (limit / row_bytes.max(1)) as usize;
     if per_chunk == 0 {
-        bail!(
-            "{}: a row of {row_bytes} bytes exceeds the adapter's storage binding limit of {limit} bytes",
-            m.name
-        );
+        return Err(RuntimeError::tensor(
+            m.name.as_str(),
+            format!(
+                "a row of {row_bytes} bytes exceeds the adapter's storage binding limit of {limit} bytes"
+            ),
+        ));
     }
     let mut chunks = Vec::new();
     let mut buf = Vec::new();
@@ -1128,9 +1130,9 @@ fn upload_matrix(
             mapped_at_creation: true,
         });
         {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| anyhow!("{}: mapping the weight buffer: {e}", m.name))?;
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
+                RuntimeError::tensor(m.name.as_str(), format!("mapping the weight buffer: {e}"))
+            })?;
             let mut w = view.slice(..);
             for r in 0..rows {
                 let vals = m.row(row0 + r, &mut buf);
@@ -1172,10 +1174,10 @@ impl CausalLm for GpuLlama {
             return Ok(Vec::new());
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            bail!(
-                "token id {bad} is outside the vocabulary ({} tokens)",
-                c.n_vocab
-            );
+            return Err(RuntimeError::TokenOutOfRange {
+                token: bad,
+                n_vocab: c.n_vocab,
+            });
         }
         let n_ctx = tokens.len();
         self.check_context(n_ctx)?;
@@ -1185,11 +1187,11 @@ impl CausalLm for GpuLlama {
         // but would change what an observer sees, so with one it is an error instead.
         let per_call = if ubatch > cap {
             if observer.is_some() {
-                bail!(
+                return Err(RuntimeError::unsupported(format!(
                     "micro-batches of {ubatch} tokens exceed what '{}' binds at once ({cap} \
                      tokens): use a micro-batch of at most {cap}",
                     self.adapter
-                );
+                )));
             }
             cap
         } else {
@@ -1228,8 +1230,14 @@ impl CausalLm for GpuLlama {
         if let Some(e) = oerr.or(verr) {
             // A failed run may have left the scratch half-built or the cache half-written.
             *state = None;
-            bail!("GPU forward pass on '{}' failed: {e}", self.adapter);
+            return Err(RuntimeError::gpu(format!(
+                "GPU forward pass on '{}' failed: {e}",
+                self.adapter
+            )));
         }
-        result.with_context(|| format!("GPU forward pass on '{}'", self.adapter))
+        result.map_err(|e| RuntimeError::GpuPass {
+            adapter: self.adapter.clone(),
+            source: Box::new(e),
+        })
     }
 }

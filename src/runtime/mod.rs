@@ -2,8 +2,11 @@
 //! tokenizers that turn text into token ids from a GGUF vocabulary, and small random models
 //! built in memory for demos, self-checks and tests.
 
+pub mod error;
 pub mod forward;
 pub mod gpu_forward;
 pub mod synthetic;
 pub mod tokenize_bpe;
 pub mod tokenize_spm;
+
+pub use error::{RuntimeError, TokenizeError};

@@ -4,20 +4,27 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use crate::formats::gguf::{GgufError, GgufWriter, Metadata, Value};
-use crate::formats::tensor_source::{SourceTensor, TensorSource};
+use crate::formats::tensor_source::{SourceError, SourceTensor, TensorSource};
 use crate::quant::{f32_to_f16, GgmlType};
 
 /// Shape of a generated llama model.
 #[derive(Clone, Copy, Debug)]
 pub struct SyntheticLlama {
+    /// Transformer blocks.
     pub n_layer: u32,
+    /// Hidden width.
     pub n_embd: u64,
+    /// Feed-forward width.
     pub n_ff: u64,
+    /// Query heads.
     pub n_head: u32,
+    /// Key/value heads.
     pub n_head_kv: u32,
+    /// Vocabulary size.
     pub n_vocab: u64,
     /// F32 or F16 for the 2-D weights (norms are always F32, as converters write them).
     pub weight_type: GgmlType,
+    /// Seed of every generated value.
     pub seed: u64,
 }
 
@@ -81,6 +88,7 @@ impl SyntheticLlama {
         v
     }
 
+    /// The GGUF metadata a file of this model holds (llama keys and a tokenizer).
     pub fn metadata(&self) -> Metadata {
         let mut md = Metadata::new();
         md.set("general.architecture", Value::Str("llama".into()));
@@ -223,7 +231,7 @@ impl TensorSource for SyntheticSource {
         &self.tensors
     }
 
-    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, anyhow::Error> {
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, SourceError> {
         let t = &self.tensors[index];
         let n = t.ne.iter().product::<u64>() as usize;
         Ok(Cow::Owned(self.llama.tensor_data(index, t.ty, n)))

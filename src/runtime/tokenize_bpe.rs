@@ -16,7 +16,10 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use anyhow::{anyhow, bail, Result};
+use crate::runtime::error::TokenizeError;
+
+/// What the tokenizer functions return.
+type Result<T, E = TokenizeError> = std::result::Result<T, E>;
 use regex::Regex;
 
 use crate::formats::gguf::{Metadata, Value};
@@ -32,7 +35,10 @@ pub enum PreTokenizer {
     DigitsThenGpt2,
     /// The llama3 expression, with digit runs cut into groups of at most `max_digits`
     /// (3 for llama3, 1 for qwen2).
-    Llama3 { max_digits: usize },
+    Llama3 {
+        /// Longest digit run kept as one word.
+        max_digits: usize,
+    },
 }
 
 impl PreTokenizer {
@@ -52,7 +58,11 @@ impl PreTokenizer {
             "qwen2" | "stablelm2" | "deepseek-r1-qwen" | "megrez" | "hunyuan" | "solar-open" => {
                 (PreTokenizer::Llama3 { max_digits: 1 }, false, false)
             }
-            other => bail!("the BPE pre-tokenizer '{other}' is not supported yet"),
+            other => {
+                return Err(TokenizeError::UnsupportedPreTokenizer {
+                    name: other.to_string(),
+                })
+            }
         })
     }
 }
@@ -70,21 +80,30 @@ pub struct BpeTokenizer {
     pre: PreTokenizer,
     /// A word that is itself a token is emitted whole (llama3-style vocabularies).
     ignore_merges: bool,
+    /// `tokenizer.ggml.bos_token_id`.
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
     pub eos: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS.
     pub add_bos: bool,
+    /// Whether encoding with special tokens appends EOS.
     pub add_eos: bool,
     classes: CharClasses,
 }
 
 fn strings(md: &Metadata, key: &str) -> Result<Vec<Vec<u8>>> {
     array(md, key)
-        .ok_or_else(|| anyhow!("no {key}"))?
+        .ok_or_else(|| TokenizeError::MissingKey {
+            key: key.to_string(),
+        })?
         .iter()
         .map(|v| {
             v.as_str()
                 .map(|s| s.as_bytes().to_vec())
-                .ok_or_else(|| anyhow!("{key} holds a non-string"))
+                .ok_or_else(|| TokenizeError::WrongElement {
+                    key: key.to_string(),
+                    expected: "string",
+                })
         })
         .collect()
 }
@@ -94,8 +113,12 @@ impl BpeTokenizer {
     pub fn from_metadata(md: &Metadata) -> Result<BpeTokenizer> {
         match md.get_str("tokenizer.ggml.model") {
             Some("gpt2") => {}
-            Some(other) => bail!("tokenizer model '{other}' is not byte-level BPE ('gpt2')"),
-            None => bail!("no tokenizer.ggml.model in the file"),
+            Some(other) => {
+                return Err(TokenizeError::NotBpe {
+                    model: other.to_string(),
+                })
+            }
+            None => return Err(TokenizeError::NoModel),
         }
         let pre_name = md.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let (pre, ignore_merges, default_add_bos) = PreTokenizer::for_name(pre_name)?;
@@ -106,19 +129,20 @@ impl BpeTokenizer {
                 .iter()
                 .map(|v| match v {
                     Value::I32(t) => Ok(*t),
-                    other => other
-                        .as_u64()
-                        .map(|t| t as i32)
-                        .ok_or_else(|| anyhow!("tokenizer.ggml.token_type holds a non-integer")),
+                    other => other.as_u64().map(|t| t as i32).ok_or_else(|| {
+                        TokenizeError::WrongElement {
+                            key: "tokenizer.ggml.token_type".into(),
+                            expected: "integer",
+                        }
+                    }),
                 })
                 .collect::<Result<Vec<i32>>>()?,
             None => vec![token_type::NORMAL; n],
         };
         if types.len() != n {
-            bail!(
-                "tokenizer arrays disagree: {n} tokens, {} types",
-                types.len()
-            );
+            return Err(TokenizeError::ArraysDisagree {
+                what: format!("{n} tokens, {} types", types.len()),
+            });
         }
         let mut ranks = HashMap::new();
         for (rank, m) in strings(md, "tokenizer.ggml.merges")?
@@ -131,11 +155,9 @@ impl BpeTokenizer {
                 .skip(1)
                 .position(|&b| b == b' ')
                 .map(|p| p + 1)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "merge {rank} ('{}') has no space",
-                        String::from_utf8_lossy(&m)
-                    )
+                .ok_or_else(|| TokenizeError::MergeWithoutSpace {
+                    rank,
+                    merge: String::from_utf8_lossy(&m).into_owned(),
                 })?;
             ranks
                 .entry((m[..at].to_vec(), m[at + 1..].to_vec()))
@@ -176,10 +198,12 @@ impl BpeTokenizer {
         })
     }
 
+    /// Vocabulary size.
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
     }
 
+    /// The pre-tokenizer `tokenizer.ggml.pre` selected.
     pub fn pre_tokenizer(&self) -> PreTokenizer {
         self.pre
     }
@@ -187,13 +211,12 @@ impl BpeTokenizer {
     /// `llama_tokenize(text, add_special, parse_special)`. Token attributes lstrip/rstrip are
     /// not applied (llama.cpp sets them only for a few named tokens of other models).
     pub fn encode(&self, text: &[u8], add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
-        let text =
-            std::str::from_utf8(text).map_err(|e| anyhow!("the text is not valid UTF-8 ({e})"))?;
+        let text = std::str::from_utf8(text).map_err(|detail| TokenizeError::NotUtf8 { detail })?;
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.push(
                 self.bos
-                    .ok_or_else(|| anyhow!("the vocabulary adds BOS but has none"))?,
+                    .ok_or(TokenizeError::NoSpecialToken { which: "BOS" })?,
             );
         }
         for frag in self.partition(text, parse_special) {
@@ -205,7 +228,7 @@ impl BpeTokenizer {
         if add_special && self.add_eos {
             out.push(
                 self.eos
-                    .ok_or_else(|| anyhow!("the vocabulary adds EOS but has none"))?,
+                    .ok_or(TokenizeError::NoSpecialToken { which: "EOS" })?,
             );
         }
         Ok(out)

@@ -7,7 +7,10 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use anyhow::{anyhow, bail, Result};
+use crate::runtime::error::TokenizeError;
+
+/// What the tokenizer functions return.
+type Result<T, E = TokenizeError> = std::result::Result<T, E>;
 
 use crate::formats::gguf::{Metadata, Value};
 
@@ -32,6 +35,7 @@ pub mod token_type {
 /// "▁" (U+2581), SentencePiece's visible space.
 const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
 
+/// A GGUF SentencePiece ("llama") vocabulary ready to tokenize, as llama.cpp's SPM tokenizer.
 #[derive(Clone, Debug)]
 pub struct SpmTokenizer {
     tokens: Vec<Vec<u8>>,
@@ -41,10 +45,15 @@ pub struct SpmTokenizer {
     /// Control, user-defined and unknown tokens, longest text first: the strings cut out of
     /// the text before SentencePiece sees it.
     specials: Vec<u32>,
+    /// `tokenizer.ggml.bos_token_id` (default 1).
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id` (default 2).
     pub eos: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS.
     pub add_bos: bool,
+    /// Whether encoding with special tokens appends EOS.
     pub add_eos: bool,
+    /// Whether a space is put before the text (`tokenizer.ggml.add_space_prefix`).
     pub add_space_prefix: bool,
 }
 
@@ -69,17 +78,24 @@ impl SpmTokenizer {
         match md.get_str("tokenizer.ggml.model") {
             Some("llama") => {}
             Some(other) => {
-                bail!("tokenizer model '{other}' is not supported yet (only SentencePiece 'llama')")
+                return Err(TokenizeError::NotSpm {
+                    model: other.to_string(),
+                })
             }
-            None => bail!("no tokenizer.ggml.model in the file"),
+            None => return Err(TokenizeError::NoModel),
         }
         let tokens: Vec<Vec<u8>> = array(md, "tokenizer.ggml.tokens")
-            .ok_or_else(|| anyhow!("no tokenizer.ggml.tokens"))?
+            .ok_or_else(|| TokenizeError::MissingKey {
+                key: "tokenizer.ggml.tokens".into(),
+            })?
             .iter()
             .map(|v| {
-                v.as_str()
-                    .map(|s| s.as_bytes().to_vec())
-                    .ok_or_else(|| anyhow!("tokenizer.ggml.tokens holds a non-string"))
+                v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
+                    TokenizeError::WrongElement {
+                        key: "tokenizer.ggml.tokens".into(),
+                        expected: "string",
+                    }
+                })
             })
             .collect::<Result<_>>()?;
         let n = tokens.len();
@@ -88,7 +104,10 @@ impl SpmTokenizer {
                 .iter()
                 .map(|v| match v {
                     Value::F32(f) => Ok(*f),
-                    _ => Err(anyhow!("tokenizer.ggml.scores holds a non-f32")),
+                    _ => Err(TokenizeError::WrongElement {
+                        key: "tokenizer.ggml.scores".into(),
+                        expected: "f32",
+                    }),
                 })
                 .collect::<Result<Vec<f32>>>()?,
             None => vec![0.0; n],
@@ -98,20 +117,20 @@ impl SpmTokenizer {
                 .iter()
                 .map(|v| match v {
                     Value::I32(t) => Ok(*t),
-                    other => other
-                        .as_u64()
-                        .map(|t| t as i32)
-                        .ok_or_else(|| anyhow!("tokenizer.ggml.token_type holds a non-integer")),
+                    other => other.as_u64().map(|t| t as i32).ok_or_else(|| {
+                        TokenizeError::WrongElement {
+                            key: "tokenizer.ggml.token_type".into(),
+                            expected: "integer",
+                        }
+                    }),
                 })
                 .collect::<Result<Vec<i32>>>()?,
             None => vec![token_type::NORMAL; n],
         };
         if scores.len() != n || types.len() != n {
-            bail!(
-                "tokenizer arrays disagree: {n} tokens, {} scores, {} types",
-                scores.len(),
-                types.len()
-            );
+            return Err(TokenizeError::ArraysDisagree {
+                what: format!("{n} tokens, {} scores, {} types", scores.len(), types.len()),
+            });
         }
         // A later duplicate wins, as in llama.cpp's token_to_id map.
         let ids: HashMap<Vec<u8>, u32> = tokens
@@ -149,6 +168,7 @@ impl SpmTokenizer {
         })
     }
 
+    /// Vocabulary size.
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
     }
@@ -167,7 +187,7 @@ impl SpmTokenizer {
         if add_special && self.add_bos {
             out.push(
                 self.bos
-                    .ok_or_else(|| anyhow!("the vocabulary adds BOS but has none"))?,
+                    .ok_or(TokenizeError::NoSpecialToken { which: "BOS" })?,
             );
         }
         let mut prev_special = true;
@@ -197,7 +217,7 @@ impl SpmTokenizer {
         if add_special && self.add_eos {
             out.push(
                 self.eos
-                    .ok_or_else(|| anyhow!("the vocabulary adds EOS but has none"))?,
+                    .ok_or(TokenizeError::NoSpecialToken { which: "EOS" })?,
             );
         }
         Ok(out)
@@ -361,7 +381,7 @@ impl SpmTokenizer {
             .get(hex.as_bytes())
             .or_else(|| self.ids.get(&[b][..]))
             .copied()
-            .ok_or_else(|| anyhow!("the vocabulary has no token for byte 0x{b:02X}"))
+            .ok_or(TokenizeError::NoByteToken { byte: b })
     }
 
     /// Bytes of a token as text (inverse of the escaping: "▁" → space, `<0xXX>` → the byte;

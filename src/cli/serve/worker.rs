@@ -124,7 +124,10 @@ fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String
 fn job_command(args: &[String], root: &Path) -> std::io::Result<std::process::Command> {
     let mut c = qforge_command(args, root)?;
     c.env("QFORGE_NO_CONFIG", "1");
-    c.env("HF_HUB_CACHE", root.join(".cache").join("huggingface").join("hub"));
+    c.env(
+        "HF_HUB_CACHE",
+        root.join(".cache").join("huggingface").join("hub"),
+    );
     c.env_remove("HF_HOME");
     Ok(c)
 }
