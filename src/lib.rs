@@ -5,6 +5,7 @@
 //! files.
 
 pub mod eval;
+pub mod export;
 pub mod formats;
 pub mod gpu;
 pub mod lora;

@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod demo;
 mod doctor;
+mod export;
 mod imatrix;
 mod info;
 mod lora;
@@ -50,6 +51,8 @@ enum Command {
     Perplexity(Box<perplexity::PerplexityArgs>),
     /// Quantize to several types and report size, perplexity and KL divergence of each.
     Sweep(Box<sweep::SweepArgs>),
+    /// Write a Hugging Face directory (safetensors, config, tokenizer) from a GGUF model.
+    Export(export::ExportArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
 }
@@ -63,6 +66,7 @@ pub fn run() -> i32 {
         Command::MergeLora(a) => lora::merge(a),
         Command::LoraToGguf(a) => lora::to_gguf(a),
         Command::Demo(a) => demo::run(a),
+        Command::Export(a) => export::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),

@@ -5,4 +5,6 @@ pub mod atomic;
 pub mod gguf;
 pub mod imatrix;
 pub mod peft;
+pub mod pickle;
 pub mod safetensors;
+pub mod torch_zip;

@@ -1,0 +1,555 @@
+//! PyTorch checkpoints in (the restricted unpickler, the torch.save zip reader, `convert` on
+//! `pytorch_model.bin`) and `qforge export` (GGUF → Hugging Face directory) with its contract
+//! `convert(export(X)) == X`.
+//!
+//! Goldens: `tests/data/export/` (see its README.md): a real `torch.save` file with the values
+//! torch read from it, and the sha256 of llama.cpp's convert_hf_to_gguf.py run on tiny-llama
+//! saved with torch.save (single file and two shards). The test rebuilds those `.bin` files from
+//! tiny-llama's safetensors with [`write_torch_save`], which writes the same pickle program and
+//! zip layout torch.save does (torch's own files differ only in a random `serialization_id`
+//! record, which no reader looks at).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use qforge::formats::pickle::{self, PickleError, Value};
+use qforge::formats::safetensors::{Dtype, SafetensorsFile};
+use qforge::formats::torch_zip::{TorchError, TorchFile};
+use sha2::{Digest, Sha256};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data(rel: &str) -> PathBuf {
+    repo().join("tests/data/export").join(rel)
+}
+
+/// `../shared/golden` beside the checkout (QFORGE_SHARED overrides `../shared`).
+fn golden(rel: &str) -> PathBuf {
+    let shared = std::env::var("QFORGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("../shared"));
+    shared.join("golden").join(rel)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qforge-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sha256_file(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn qforge(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .args(args)
+        .output()
+        .expect("run qforge")
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A torch.save writer (test helper): protocol-2 pickle of an OrderedDict of
+// `_rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())`, one storage record per
+// tensor, stored uncompressed and 64-byte aligned, records named `<stem>/…` as torch names them.
+
+struct Pickler(Vec<u8>);
+
+impl Pickler {
+    fn global(&mut self, module: &str, name: &str) {
+        self.0.push(b'c');
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn int(&mut self, v: usize) {
+        self.0.push(b'J');
+        self.0.extend_from_slice(&(v as i32).to_le_bytes());
+    }
+    fn op(&mut self, op: u8) {
+        self.0.push(op);
+    }
+}
+
+fn storage_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "FloatStorage",
+        Dtype::F16 => "HalfStorage",
+        Dtype::BF16 => "BFloat16Storage",
+        other => panic!("no storage for {other:?}"),
+    }
+}
+
+/// Write `tensors` (name, dtype, shape, little-endian bytes) as torch.save would, in this order.
+fn write_torch_save(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
+    let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+    let mut p = Pickler(vec![0x80, 2]);
+    p.global("collections", "OrderedDict");
+    p.op(b')');
+    p.op(b'R');
+    p.op(b'(');
+    for (i, (name, dtype, shape, bytes)) in tensors.iter().enumerate() {
+        let esize = if *dtype == Dtype::F32 { 4 } else { 2 };
+        p.str(name);
+        p.global("torch._utils", "_rebuild_tensor_v2");
+        p.op(b'(');
+        p.op(b'(');
+        p.str("storage");
+        p.global("torch", storage_name(*dtype));
+        p.str(&i.to_string());
+        p.str("cpu");
+        p.int(bytes.len() / esize);
+        p.op(b't');
+        p.op(b'Q');
+        p.int(0);
+        p.op(b'(');
+        for &d in shape {
+            p.int(d);
+        }
+        p.op(b't');
+        p.op(b'(');
+        let mut stride = vec![1usize; shape.len()];
+        for k in (0..shape.len().saturating_sub(1)).rev() {
+            stride[k] = stride[k + 1] * shape[k + 1];
+        }
+        for s in stride {
+            p.int(s);
+        }
+        p.op(b't');
+        p.op(0x89);
+        p.global("collections", "OrderedDict");
+        p.op(b')');
+        p.op(b'R');
+        p.op(b't');
+        p.op(b'R');
+    }
+    p.op(b'u');
+    p.op(b'.');
+    let mut records: Vec<(String, Vec<u8>)> = vec![
+        (format!("{stem}/data.pkl"), p.0),
+        (format!("{stem}/.format_version"), b"1".to_vec()),
+        (format!("{stem}/.storage_alignment"), b"64".to_vec()),
+        (format!("{stem}/byteorder"), b"little".to_vec()),
+    ];
+    for (i, (_, _, _, bytes)) in tensors.iter().enumerate() {
+        records.push((format!("{stem}/data/{i}"), bytes.clone()));
+    }
+    records.push((format!("{stem}/version"), b"3\n".to_vec()));
+    write_zip(path, &records);
+}
+
+fn write_zip(path: &Path, records: &[(String, Vec<u8>)]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .with_alignment(64);
+    for (name, bytes) in records {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+/// tiny-llama's tensors by name, from its safetensors file.
+fn tiny_llama_tensors() -> std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
+    let f = SafetensorsFile::open(golden("tiny-llama/model.safetensors")).unwrap();
+    f.tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                (t.dtype, t.shape.clone(), f.data(t).to_vec()),
+            )
+        })
+        .collect()
+}
+
+fn keys(file: &str) -> Vec<String> {
+    std::fs::read_to_string(data(&format!("bin/{file}")))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A `tiny-llama` directory (config and tokenizer from the golden) without weights.
+fn tiny_llama_dir(root: &Path) -> PathBuf {
+    let d = root.join("tiny-llama");
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["config.json", "tokenizer.model", "tokenizer_config.json"] {
+        std::fs::copy(golden(&format!("tiny-llama/{f}")), d.join(f)).unwrap();
+    }
+    d
+}
+
+fn have_goldens() -> bool {
+    let ok = golden("tiny-llama/model.safetensors").is_file();
+    if !ok {
+        eprintln!("skipped: ../shared/golden/tiny-llama is not there");
+    }
+    ok
+}
+
+fn write_bin_in_order(dir: &Path, file: &str, order: &[String]) {
+    let all = tiny_llama_tensors();
+    let tensors: Vec<_> = order
+        .iter()
+        .map(|k| {
+            let (d, s, b) = all[k].clone();
+            (k.clone(), d, s, b)
+        })
+        .collect();
+    write_torch_save(&dir.join(file), &tensors);
+}
+
+fn converted(kind_outtype: &str) -> String {
+    json(&data("bin/converted.json"))[kind_outtype]["file_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn convert_cli(dir: &Path, outtype: &str, out: &Path) {
+    let o = qforge(&[
+        "convert",
+        dir.to_str().unwrap(),
+        "--outtype",
+        outtype,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "convert {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader on a real torch.save file.
+
+#[test]
+fn real_torch_save_file_reads_as_torch_read_it() {
+    let tf = TorchFile::open(data("torch_features.pt")).unwrap();
+    let all = json(&data("torch_features.json"));
+    let expect = all["tensors"].as_object().unwrap();
+    let names: Vec<&str> = tf.tensors.iter().map(|t| t.name.as_str()).collect();
+    let want: Vec<&str> = all["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(names, want, "pickle key order");
+    assert_eq!(expect.len(), want.len());
+    for t in &tf.tensors {
+        let e = &expect[&t.name];
+        let shape: Vec<usize> = e["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(t.shape, shape, "{}", t.name);
+        let bytes = &tf.map[t.start..t.start + t.len];
+        let values: Vec<f64> = match t.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())
+                .collect(),
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64)
+                .collect(),
+            other => panic!("{}: unexpected dtype {other:?}", t.name),
+        };
+        let dtype = e["dtype"].as_str().unwrap();
+        let want_dtype = match dtype {
+            "float32" => Dtype::F32,
+            "float16" => Dtype::F16,
+            "bfloat16" => Dtype::BF16,
+            "int64" => Dtype::I64,
+            other => panic!("{other}"),
+        };
+        assert_eq!(t.dtype, want_dtype, "{}", t.name);
+        let want: Vec<f64> = e["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // Compared as f32: every dtype here is exact in f32, and serde_json's float parsing is
+        // not correctly rounded in the last f64 digit.
+        let as_f32 = |v: &[f64]| v.iter().map(|x| (*x as f32).to_bits()).collect::<Vec<_>>();
+        assert_eq!(as_f32(&values), as_f32(&want), "{}: values", t.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// convert on pytorch_model.bin, against convert_hf_to_gguf.py.
+
+#[test]
+fn single_bin_converts_like_convert_hf_to_gguf() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("bin-single");
+    let dir = tiny_llama_dir(&root);
+    write_bin_in_order(&dir, "pytorch_model.bin", &keys("single.keys"));
+    for outtype in ["f32", "f16", "bf16"] {
+        let out = root.join(format!("{outtype}.gguf"));
+        convert_cli(&dir, outtype, &out);
+        assert_eq!(
+            sha256_file(&out),
+            converted(&format!("single.{outtype}")),
+            "{outtype}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn sharded_bin_with_index_converts_like_convert_hf_to_gguf() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("bin-sharded");
+    let dir = tiny_llama_dir(&root);
+    for shard in [
+        "pytorch_model-00001-of-00002",
+        "pytorch_model-00002-of-00002",
+    ] {
+        write_bin_in_order(
+            &dir,
+            &format!("{shard}.bin"),
+            &keys(&format!("{shard}.keys")),
+        );
+    }
+    std::fs::copy(
+        data("bin/pytorch_model.bin.index.json"),
+        dir.join("pytorch_model.bin.index.json"),
+    )
+    .unwrap();
+    let out = root.join("f16.gguf");
+    convert_cli(&dir, "f16", &out);
+    assert_eq!(sha256_file(&out), converted("sharded.f16"));
+
+    // A shard the index names but that is missing is refused by name, with no output.
+    std::fs::remove_file(dir.join("pytorch_model-00002-of-00002.bin")).unwrap();
+    let out2 = root.join("missing.gguf");
+    let o = qforge(&[
+        "convert",
+        dir.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
+    assert!(!out2.exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The restricted unpickler refuses code.
+
+/// A pickle that, loaded by Python's pickle, would run `os.system(cmd)`.
+fn os_system_pickle(module: &str, cmd: &str) -> Vec<u8> {
+    let mut p = Pickler(vec![0x80, 2]);
+    p.global(module, "system");
+    p.str(cmd);
+    p.op(0x85);
+    p.op(b'R');
+    p.op(b'.');
+    p.0
+}
+
+#[test]
+fn os_system_global_is_refused_nothing_runs_and_no_output() {
+    let root = scratch("evil");
+    let dir = root.join("evil-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(golden("tiny-llama/config.json"), dir.join("config.json")).ok();
+    if !dir.join("config.json").exists() {
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":1}"#,
+        )
+        .unwrap();
+    }
+    let marker = root.join("MARKER");
+    let cmd = format!("touch {}", marker.display());
+    for module in ["os", "posix"] {
+        write_zip(
+            &dir.join("pytorch_model.bin"),
+            &[
+                (
+                    "pytorch_model/data.pkl".into(),
+                    os_system_pickle(module, &cmd),
+                ),
+                ("pytorch_model/byteorder".into(), b"little".to_vec()),
+            ],
+        );
+        let out = root.join("out.gguf");
+        let o = qforge(&[
+            "convert",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("'{module}.system' is not allowed"))
+                && err.contains("pytorch_model.bin"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!marker.exists(), "the command ran");
+        assert!(!out.exists(), "an output file was left");
+        let leftovers: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("out.gguf"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp output left: {leftovers:?}");
+
+        // The library says the same, naming the global.
+        let e = TorchFile::open(dir.join("pytorch_model.bin"))
+            .err()
+            .unwrap();
+        match e {
+            TorchError::Pickle(PickleError::ForbiddenGlobal {
+                module: m, name, ..
+            }) => {
+                assert_eq!((m.as_str(), name.as_str()), (module, "system"))
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn unpickler_refuses_other_code_paths() {
+    let p = Path::new("x.pkl");
+    // builtins.eval through STACK_GLOBAL (protocol 4).
+    let mut s = vec![0x80, 4];
+    for w in ["builtins", "eval"] {
+        s.push(0x8c);
+        s.push(w.len() as u8);
+        s.extend_from_slice(w.as_bytes());
+    }
+    s.extend_from_slice(&[0x93, b')', b'R', b'.']);
+    assert!(matches!(
+        pickle::unpickle(p, &s),
+        Err(PickleError::ForbiddenGlobal { ref module, ref name, .. }) if module == "builtins" && name == "eval"
+    ));
+    // NEWOBJ and INST build objects by calling classes: refused as opcodes.
+    let mut s = vec![0x80, 2];
+    s.extend_from_slice(b"ccollections\nOrderedDict\n)\x81.");
+    assert!(matches!(
+        pickle::unpickle(p, &s),
+        Err(PickleError::UnsupportedOpcode { opcode: 0x81, .. })
+    ));
+    assert!(matches!(
+        pickle::unpickle(p, b"(ios\nsystem\n."),
+        Err(PickleError::UnsupportedOpcode { opcode: b'i', .. })
+    ));
+    // An allowed global may only be called as data: a storage class called is malformed.
+    let mut s = vec![0x80, 2];
+    s.extend_from_slice(b"ctorch\nFloatStorage\n)R.");
+    assert!(matches!(
+        pickle::unpickle(p, &s),
+        Err(PickleError::Malformed { .. })
+    ));
+    // Truncated program.
+    assert!(matches!(
+        pickle::unpickle(p, &[0x80, 2, b'X', 9, 0, 0, 0, b'a']),
+        Err(PickleError::Malformed { .. })
+    ));
+    // Plain data round trips through the machine.
+    let mut s = vec![
+        0x80, 2, b'}', b'(', b'K', 1, 0x88, b'X', 1, 0, 0, 0, b'k', b'G',
+    ];
+    s.extend_from_slice(&1.5f64.to_be_bytes());
+    s.extend_from_slice(b"u.");
+    assert_eq!(
+        pickle::unpickle(p, &s).unwrap(),
+        Value::Dict(vec![
+            (Value::Int(1), Value::Bool(true)),
+            (Value::Str("k".into()), Value::Float(1.5)),
+        ])
+    );
+}
+
+#[test]
+fn legacy_and_broken_torch_files_are_refused_by_name() {
+    let root = scratch("legacy");
+    let legacy = root.join("old.bin");
+    // The legacy format starts with a pickled magic number.
+    std::fs::write(&legacy, [0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc]).unwrap();
+    let e = TorchFile::open(&legacy).err().unwrap();
+    assert!(matches!(e, TorchError::Legacy { .. }), "{e}");
+    assert!(e.to_string().contains("old.bin"));
+
+    // A tensor whose storage record is missing.
+    let bin = root.join("pytorch_model.bin");
+    write_torch_save(&bin, &[("w".into(), Dtype::F32, vec![2], vec![0u8; 8])]);
+    let bytes = std::fs::read(&bin).unwrap();
+    assert!(TorchFile::open(&bin).is_ok());
+    // Rewrite with the record renamed.
+    let z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let names: Vec<String> = z.file_names().map(|n| n.unwrap().to_string()).collect();
+    assert!(names.contains(&"pytorch_model/data/0".to_string()));
+    let pkl = {
+        let mut z = z;
+        let mut f = z.by_name("pytorch_model/data.pkl").unwrap();
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+        v
+    };
+    write_zip(&bin, &[("pytorch_model/data.pkl".into(), pkl.clone())]);
+    let e = TorchFile::open(&bin).err().unwrap().to_string();
+    assert!(
+        e.contains("pytorch_model.bin") && e.contains("'w'") && e.contains("missing"),
+        "{e}"
+    );
+    // A storage shorter than the tensor claims.
+    write_zip(
+        &bin,
+        &[
+            ("pytorch_model/data.pkl".into(), pkl),
+            ("pytorch_model/data/0".into(), vec![0u8; 4]),
+        ],
+    );
+    let e = TorchFile::open(&bin).err().unwrap().to_string();
+    assert!(e.contains("'w'") && e.contains("4 bytes"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
