@@ -553,3 +553,354 @@ fn legacy_and_broken_torch_files_are_refused_by_name() {
     assert!(e.contains("'w'") && e.contains("4 bytes"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+// ---------------------------------------------------------------------------------------------
+// qforge export: convert(export(X)) == X for files convert made.
+
+fn export_cli(gguf: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "export",
+        gguf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    qforge(&args)
+}
+
+/// Convert `src` at `outtype` into X (which must be the golden `expect_sha`, so X is the file
+/// llama.cpp's converter writes), export X into a directory called `dir_name`, convert that
+/// again, and require X's bytes. Returns the exported directory.
+fn round_trip(root: &Path, src: &Path, dir_name: &str, outtype: &str, expect_sha: &str) -> PathBuf {
+    let x = root.join(format!("x.{outtype}.gguf"));
+    convert_cli(src, outtype, &x);
+    assert_eq!(
+        sha256_file(&x),
+        expect_sha,
+        "{}: X is not the golden",
+        src.display()
+    );
+    let exported = root.join(format!("exp-{outtype}")).join(dir_name);
+    let o = export_cli(&x, &exported, &[]);
+    assert!(
+        o.status.success(),
+        "export {}: {}",
+        x.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let y = root.join(format!("y.{outtype}.gguf"));
+    convert_cli(&exported, outtype, &y);
+    let (xb, yb) = (std::fs::read(&x).unwrap(), std::fs::read(&y).unwrap());
+    if xb != yb {
+        panic!(
+            "{} at {outtype}: convert(export(X)) differs from X ({} vs {} bytes; {})",
+            src.display(),
+            yb.len(),
+            xb.len(),
+            first_difference(&x, &y)
+        );
+    }
+    exported
+}
+
+/// A one-line account of how two GGUF files differ (first differing key or tensor).
+fn first_difference(a: &Path, b: &Path) -> String {
+    use qforge::formats::gguf::GgufFile;
+    let (fa, fb) = (GgufFile::open(a).unwrap(), GgufFile::open(b).unwrap());
+    let ka: Vec<_> = fa.metadata.iter().collect();
+    let kb: Vec<_> = fb.metadata.iter().collect();
+    for i in 0..ka.len().max(kb.len()) {
+        match (ka.get(i), kb.get(i)) {
+            (Some(x), Some(y)) if x == y => continue,
+            (x, y) => {
+                let show = |v: Option<&(&str, &qforge::formats::gguf::Value)>| {
+                    v.map(|(k, v)| {
+                        format!(
+                            "{k} = {}",
+                            format!("{v:?}").chars().take(120).collect::<String>()
+                        )
+                    })
+                };
+                return format!("key #{i}: {:?} vs {:?}", show(x), show(y));
+            }
+        }
+    }
+    for i in 0..fa.tensors.len().max(fb.tensors.len()) {
+        match (fa.tensors.get(i), fb.tensors.get(i)) {
+            (Some(x), Some(y)) if x == y && fa.tensor_data(x) == fb.tensor_data(y) => continue,
+            (x, y) => {
+                return format!(
+                    "tensor #{i}: {:?} vs {:?}",
+                    x.map(|t| (&t.name, t.ty, &t.ne)),
+                    y.map(|t| (&t.name, t.ty, &t.ne))
+                )
+            }
+        }
+    }
+    "same keys and tensors".into()
+}
+
+fn manifest_sha(p: &Path) -> String {
+    json(p)["file_sha256"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn export_round_trips_tiny_llama_spm() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("rt-tiny-llama");
+    for outtype in ["f32", "f16", "bf16"] {
+        let sha = manifest_sha(&golden(&format!("convert/{outtype}.json")));
+        let dir = round_trip(&root, &golden("tiny-llama"), "tiny-llama", outtype, &sha);
+        // What a Hugging Face directory has.
+        for f in [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.model",
+            "tokenizer_config.json",
+            "README.md",
+        ] {
+            assert!(dir.join(f).is_file(), "{outtype}: no {f}");
+        }
+        let cfg = json(&dir.join("config.json"));
+        assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+        assert_eq!(cfg["tie_word_embeddings"], false);
+        assert_eq!(cfg["num_key_value_heads"], 2);
+        // The checkpoint's own tensors come back: Q/K un-permuted, names restored.
+        let orig = SafetensorsFile::open(golden("tiny-llama/model.safetensors")).unwrap();
+        let back = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
+        assert_eq!(orig.tensors().len(), back.tensors().len());
+        if outtype == "bf16" {
+            for t in orig.tensors() {
+                let b = back
+                    .tensor(&t.name)
+                    .unwrap_or_else(|| panic!("{} missing", t.name));
+                assert_eq!(b.shape, t.shape, "{}", t.name);
+                let mut x = vec![0f32; t.n_elements()];
+                let mut y = vec![0f32; t.n_elements()];
+                orig.read_f32(t, 0, &mut x).unwrap();
+                back.read_f32(b, 0, &mut y).unwrap();
+                assert!(
+                    x == y,
+                    "{}: values differ from the original checkpoint",
+                    t.name
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_round_trips_tiny_bpe_sharded_tied() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("rt-tiny-bpe");
+    for outtype in ["f32", "f16", "bf16"] {
+        let sha = manifest_sha(&golden(&format!("convert-bpe/{outtype}.json")));
+        let dir = round_trip(&root, &golden("tiny-bpe"), "tiny-bpe", outtype, &sha);
+        assert!(dir.join("tokenizer.json").is_file());
+        assert_eq!(json(&dir.join("config.json"))["tie_word_embeddings"], true);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_round_trips_every_convert_arch_preset() {
+    use qforge::model::synthetic_hf::{HfFlavor, SyntheticHf};
+    if !have_goldens() {
+        return;
+    }
+    for flavor in HfFlavor::ALL {
+        let root = scratch(&format!("rt-{}", flavor.name()));
+        let m = SyntheticHf::preset(flavor);
+        let src = root.join("src").join(m.dir_name());
+        let tok = golden(if flavor.uses_bpe() {
+            "tiny-bpe"
+        } else {
+            "tiny-llama"
+        });
+        m.write(&src, &tok).unwrap();
+        for outtype in ["f32", "f16", "bf16"] {
+            let sha = manifest_sha(
+                &repo()
+                    .join("tests/data/convert_arch")
+                    .join(flavor.name())
+                    .join(format!("{outtype}.json")),
+            );
+            round_trip(&root, &src, &m.dir_name(), outtype, &sha);
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+#[test]
+fn export_round_trips_llama_cpp_made_gguf() {
+    let x = golden("tiny-llama.f16.gguf");
+    if !x.is_file() {
+        eprintln!("skipped: no {}", x.display());
+        return;
+    }
+    let root = scratch("rt-llama-cpp");
+    let dir = root.join("tiny-llama");
+    let o = export_cli(&x, &dir, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let y = root.join("y.gguf");
+    convert_cli(&dir, "f16", &y);
+    assert!(
+        std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+        "{}",
+        first_difference(&x, &y)
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_keeps_module_order_of_a_bin_conversion_and_small_shards() {
+    if !have_goldens() {
+        return;
+    }
+    // X from pytorch_model.bin has tensors in module order, not sorted: export must lay out
+    // shards so the converter meets them in that order again.
+    let root = scratch("rt-bin-order");
+    let src = tiny_llama_dir(&root.join("src"));
+    write_bin_in_order(&src, "pytorch_model.bin", &keys("single.keys"));
+    let dir = round_trip(&root, &src, "tiny-llama", "f16", &converted("single.f16"));
+    let index = json(&dir.join("model.safetensors.index.json"));
+    let shards: std::collections::BTreeSet<&str> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(shards.len() > 1, "one shard cannot hold an unsorted order");
+
+    // --max-shard-size splits further, and the result still converts to X.
+    let x = root.join("x.f16.gguf");
+    let small = root.join("small").join("tiny-llama");
+    let o = export_cli(&x, &small, &["--max-shard-size", "1MB"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index = json(&small.join("model.safetensors.index.json"));
+    let map = index["weight_map"].as_object().unwrap();
+    let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in map.values() {
+        let f = f.as_str().unwrap().to_string();
+        let n = std::fs::metadata(small.join(&f)).unwrap().len();
+        sizes.insert(f, n);
+    }
+    for (f, n) in &sizes {
+        // A shard holds more than the limit only when one tensor alone does (none here does).
+        assert!(*n <= 1_000_000 + 4096, "{f}: {n} bytes");
+    }
+    let y = root.join("y-small.gguf");
+    convert_cli(&small, "f16", &y);
+    assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_names_survive_another_directory_name_and_outtype_casts() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("rt-rename");
+    let x = root.join("x.gguf");
+    convert_cli(&golden("tiny-llama"), "bf16", &x);
+    let dir = root.join("some-other-folder");
+    let o = export_cli(&x, &dir, &["--outtype", "f32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
+    assert!(st.tensors().iter().all(|t| t.dtype == Dtype::F32));
+    assert_eq!(json(&dir.join("config.json"))["torch_dtype"], "float32");
+    // bf16 values are exact in f32: converting at bf16 again gives X's tensors, and the card
+    // keeps the name and size label whatever the folder is called.
+    let y = root.join("y.gguf");
+    convert_cli(&dir, "bf16", &y);
+    use qforge::formats::gguf::GgufFile;
+    let (fx, fy) = (GgufFile::open(&x).unwrap(), GgufFile::open(&y).unwrap());
+    for key in ["general.name", "general.size_label"] {
+        assert_eq!(fx.metadata.get(key), fy.metadata.get(key), "{key}");
+    }
+    assert_eq!(fx.tensors, fy.tensors);
+    for (a, b) in fx.tensors.iter().zip(&fy.tensors) {
+        assert!(fx.tensor_data(a) == fy.tensor_data(b), "{}", a.name);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_dequantizes_quantized_tensors() {
+    if !have_goldens() {
+        return;
+    }
+    use qforge::formats::gguf::GgufFile;
+    let root = scratch("rt-q8");
+    let x = root.join("x.q8_0.gguf");
+    convert_cli(&golden("tiny-llama"), "q8_0", &x);
+    let dir = root.join("tiny-llama");
+    let o = export_cli(&x, &dir, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = GgufFile::open(&x).unwrap();
+    let st = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
+    let t = g.tensor("blk.0.ffn_down.weight").unwrap();
+    let mut want = vec![0f32; t.n_elements() as usize];
+    qforge::quant::dequantize_rows(t.ty, g.tensor_data(t), &mut want).unwrap();
+    let s = st.tensor("model.layers.0.mlp.down_proj.weight").unwrap();
+    assert_eq!(s.dtype, Dtype::F32);
+    let mut got = vec![0f32; s.n_elements()];
+    st.read_f32(s, 0, &mut got).unwrap();
+    assert!(got == want, "dequantized values differ");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_refuses_what_it_cannot_do_and_leaves_nothing() {
+    if !have_goldens() {
+        return;
+    }
+    let root = scratch("rt-refuse");
+    let x = root.join("x.gguf");
+    convert_cli(&golden("tiny-llama"), "f16", &x);
+    // A non-empty output directory is refused and kept as it was.
+    let busy = root.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), b"x").unwrap();
+    let o = export_cli(&x, &busy, &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    // Bad options.
+    let out = root.join("out");
+    for extra in [
+        &["--outtype", "q4_0"][..],
+        &["--max-shard-size", "lots"][..],
+    ] {
+        let o = export_cli(&x, &out, extra);
+        assert!(!o.status.success(), "{extra:?}");
+        assert!(!out.exists());
+    }
+    // An architecture export does not know: named, one line, no directory.
+    let mut bytes = std::fs::read(&x).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"llama").unwrap();
+    bytes[at..at + 5].copy_from_slice(b"gemma");
+    let bad = root.join("gemma.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = export_cli(&bad, &out, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gemma.gguf") && err.contains("'gemma'"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let leftovers = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(leftovers, 0);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -245,9 +245,6 @@ pub fn build(meta: &Meta<'_>) -> Result<Tokenizer, ExportError> {
                 ));
             }
             tcfg.insert("tokenizer_class".into(), json!("LlamaTokenizer"));
-            if let Some(b) = add_space {
-                tcfg.insert("add_prefix_space".into(), json!(b));
-            }
             // SentencePiece has no added tokens to name: every id goes to config.json.
             let (_, rest) = split_ids(meta, &ids, &|_| false)?;
             (Vec::new(), rest, false)
@@ -313,6 +310,10 @@ pub fn build(meta: &Meta<'_>) -> Result<Tokenizer, ExportError> {
             })
         }
     };
+    // The llama converter reads add_prefix_space from tokenizer_config.json for any vocabulary.
+    if let Some(b) = meta.boolean("tokenizer.ggml.add_space_prefix")? {
+        tcfg.insert("add_prefix_space".into(), json!(b));
+    }
     if !post_processor_sets_flags {
         for typ in ["bos", "eos", "sep"] {
             if let Some(b) = meta.boolean(&format!("tokenizer.ggml.add_{typ}_token"))? {
