@@ -41,6 +41,14 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Remove a test's scratch folder, unless QFORGE_EXPORT_KEEP is set (to inspect the exported
+/// directories, e.g. load them with transformers).
+fn cleanup(root: &Path) {
+    if std::env::var_os("QFORGE_EXPORT_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
 fn sha256_file(p: &Path) -> String {
     let bytes = std::fs::read(p).unwrap();
     Sha256::digest(&bytes)
@@ -311,6 +319,40 @@ fn real_torch_save_file_reads_as_torch_read_it() {
     }
 }
 
+#[test]
+fn torch_tensors_survive_page_release_like_safetensors() {
+    // The strided view makes the reader gather tensors into a scratch map: releasing pages (as
+    // the converter does after each tensor) must not lose them.
+    let tf = TorchFile::open(data("torch_features.pt")).unwrap();
+    let (f, order) = SafetensorsFile::from_torch(tf);
+    assert_eq!(order.len(), 7);
+    let t = f.tensor("transposed.f32").unwrap().clone();
+    assert_eq!(t.shape, vec![6, 4]);
+    let mut a = vec![0f32; 24];
+    f.read_f32(&t, 0, &mut a).unwrap();
+    f.release(&t);
+    let mut b = vec![0f32; 24];
+    f.read_f32(&t, 0, &mut b).unwrap();
+    assert_eq!(a, b);
+    assert!(a.iter().any(|v| *v != 0.0));
+    // The transposed view is the transpose of plain.f32 (a clone of the same values).
+    let p = f.tensor("plain.f32").unwrap().clone();
+    let mut m = vec![0f32; 24];
+    f.read_f32(&p, 0, &mut m).unwrap();
+    for i in 0..4 {
+        for j in 0..6 {
+            assert_eq!(a[j * 4 + i], m[i * 6 + j]);
+        }
+    }
+    // Integer tensors are indexed but refused for conversion, by name.
+    let ints = f.tensor("ints.i64").unwrap();
+    let e = f.check_float(ints).unwrap_err().to_string();
+    assert!(
+        e.contains("torch_features.pt") && e.contains("ints.i64"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // convert on pytorch_model.bin, against convert_hf_to_gguf.py.
 
@@ -331,7 +373,13 @@ fn single_bin_converts_like_convert_hf_to_gguf() {
             "{outtype}"
         );
     }
-    let _ = std::fs::remove_dir_all(&root);
+    // `model.pt` (which the converter itself does not look for) is read the same way.
+    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
+    write_bin_in_order(&dir, "model.pt", &keys("single.keys"));
+    let out = root.join("pt.gguf");
+    convert_cli(&dir, "f16", &out);
+    assert_eq!(sha256_file(&out), converted("single.f16"));
+    cleanup(&root);
 }
 
 #[test]
@@ -373,7 +421,7 @@ fn sharded_bin_with_index_converts_like_convert_hf_to_gguf() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
     assert!(!out2.exists());
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,7 +501,7 @@ fn os_system_global_is_refused_nothing_runs_and_no_output() {
             other => panic!("{other}"),
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -551,7 +599,7 @@ fn legacy_and_broken_torch_files_are_refused_by_name() {
     );
     let e = TorchFile::open(&bin).err().unwrap().to_string();
     assert!(e.contains("'w'") && e.contains("4 bytes"), "{e}");
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,7 +738,7 @@ fn export_round_trips_tiny_llama_spm() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -705,7 +753,7 @@ fn export_round_trips_tiny_bpe_sharded_tied() {
         assert!(dir.join("tokenizer.json").is_file());
         assert_eq!(json(&dir.join("config.json"))["tie_word_embeddings"], true);
     }
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -733,7 +781,7 @@ fn export_round_trips_every_convert_arch_preset() {
             );
             round_trip(&root, &src, &m.dir_name(), outtype, &sha);
         }
-        let _ = std::fs::remove_dir_all(&root);
+        cleanup(&root);
     }
 }
 
@@ -755,7 +803,7 @@ fn export_round_trips_llama_cpp_made_gguf() {
         "{}",
         first_difference(&x, &y)
     );
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -798,7 +846,7 @@ fn export_keeps_module_order_of_a_bin_conversion_and_small_shards() {
     let y = root.join("y-small.gguf");
     convert_cli(&small, "f16", &y);
     assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap());
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -828,7 +876,7 @@ fn export_names_survive_another_directory_name_and_outtype_casts() {
     for (a, b) in fx.tensors.iter().zip(&fy.tensors) {
         assert!(fx.tensor_data(a) == fy.tensor_data(b), "{}", a.name);
     }
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -853,7 +901,7 @@ fn export_dequantizes_quantized_tensors() {
     let mut got = vec![0f32; s.n_elements()];
     st.read_f32(s, 0, &mut got).unwrap();
     assert!(got == want, "dequantized values differ");
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }
 
 #[test]
@@ -902,5 +950,5 @@ fn export_refuses_what_it_cannot_do_and_leaves_nothing() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .count();
     assert_eq!(leftovers, 0);
-    let _ = std::fs::remove_dir_all(&root);
+    cleanup(&root);
 }

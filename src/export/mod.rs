@@ -291,7 +291,6 @@ pub fn export(
         write(name, bytes, &mut files)?;
     }
     write("README.md", card::readme(&meta)?.as_bytes(), &mut files)?;
-    drop(write);
     let written = weights::write(&meta, &plan, dir.path(), on_event)?;
     files.extend(written.iter().cloned());
     dir.commit().map_err(|source| ExportError::Io {

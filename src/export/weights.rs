@@ -152,7 +152,7 @@ pub fn plan(meta: &Meta<'_>, arch: &str, opts: &ExportOptions) -> Result<WeightP
             return Err(bad(format!("type {} cannot be dequantized", t.ty.name())));
         }
         let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();
-        let unpermute_heads = if arch == "llama" && shape.len() >= 1 {
+        let unpermute_heads = if arch == "llama" && !shape.is_empty() {
             if t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_q.bias") {
                 n_head.map(|h| h as usize)
             } else if t.name.ends_with("attn_k.weight") || t.name.ends_with("attn_k.bias") {
@@ -165,7 +165,7 @@ pub fn plan(meta: &Meta<'_>, arch: &str, opts: &ExportOptions) -> Result<WeightP
         };
         if let Some(h) = unpermute_heads {
             let rows = shape[0];
-            if h == 0 || rows % (2 * h) != 0 {
+            if h == 0 || !rows.is_multiple_of(2 * h) {
                 return Err(bad(format!(
                     "{rows} rows cannot be split into {h} heads of two halves"
                 )));

@@ -274,7 +274,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, pairs: Vec<Value>) -> Result<(), PickleError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(self.bad("odd number of items for a dict"));
         }
         let Value::Dict(dict) = self.top()? else {

@@ -4,7 +4,7 @@
 //! [`crate::formats::pickle`] reader, so a checkpoint cannot run code) and one record per storage,
 //! `<prefix>/data/<key>`, stored uncompressed. Tensors are views of those records; a contiguous
 //! view of a stored record is served straight from the memory map, anything else (strided views,
-//! compressed records) is copied once into an anonymous map. The result has the shape of a
+//! compressed records) is copied once into an unlinked scratch file's map. The result has the shape of a
 //! safetensors file: name, dtype, shape, byte range in a map, in the pickle's key order (the
 //! order `torch.load(...).keys()` gives, which is the order llama.cpp's converter visits).
 //!
@@ -83,6 +83,9 @@ fn storage_dtype(storage_type: &str) -> Option<(Dtype, usize)> {
         _ => return None,
     })
 }
+
+/// Numbers the scratch files of one process.
+static SCRATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Where one storage record's bytes are.
 struct Record {
@@ -285,12 +288,29 @@ impl TorchFile {
             return Ok(TorchFile { path, map, tensors });
         }
 
-        // Some view is strided or some record compressed: gather every tensor contiguously.
+        // Some view is strided or some record compressed: gather every tensor contiguously into
+        // an unlinked scratch file. A file mapping, not an anonymous one: readers release pages
+        // with MADV_DONTNEED, which refaults a file's pages but would zero anonymous ones.
         let total: usize = views
             .iter()
             .map(|(_, t, _, e)| t.size.iter().product::<u64>() as usize * e)
             .sum();
-        let mut anon = MmapMut::map_anon(total.max(1)).map_err(io)?;
+        let scratch_path = std::env::temp_dir().join(format!(
+            "qforge-torch-{}-{}.tmp",
+            std::process::id(),
+            SCRATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let scratch = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&scratch_path)
+            .map_err(io)?;
+        // Unlinked at once: the open file and its map keep the data alive, nothing is left behind.
+        let _ = std::fs::remove_file(&scratch_path);
+        scratch.set_len(total.max(1) as u64).map_err(io)?;
+        // SAFETY: the file is private to this process (created and unlinked here).
+        let mut gathered = unsafe { MmapMut::map_mut(&scratch) }.map_err(io)?;
         let mut loaded: std::collections::HashMap<String, Vec<u8>> = Default::default();
         let mut tensors = Vec::with_capacity(views.len());
         let mut at = 0usize;
@@ -317,7 +337,7 @@ impl TorchFile {
                 }
             };
             let n: usize = t.size.iter().product::<u64>() as usize;
-            let out = &mut anon[at..at + n * esize];
+            let out = &mut gathered[at..at + n * esize];
             // Walk the view in row-major order.
             let mut idx = vec![0u64; t.size.len()];
             for e in 0..n {
@@ -341,7 +361,7 @@ impl TorchFile {
             });
             at += n * esize;
         }
-        let map = anon.make_read_only().map_err(io)?;
+        let map = gathered.make_read_only().map_err(io)?;
         Ok(TorchFile { path, map, tensors })
     }
 }
