@@ -952,3 +952,58 @@ fn export_refuses_what_it_cannot_do_and_leaves_nothing() {
     assert_eq!(leftovers, 0);
     cleanup(&root);
 }
+
+#[test]
+fn export_round_trips_spm_added_tokens_and_chat_template() {
+    if !have_goldens() {
+        return;
+    }
+    // tiny-llama with a user-defined token (added_tokens.json), a special one
+    // (added_tokens_decoder), a pad id and a chat template: each lands in the GGUF with its
+    // own type and score, and export must put it back where the converter finds it.
+    let root = scratch("rt-spm-added");
+    let src = tiny_llama_dir(&root.join("src"));
+    std::fs::copy(
+        golden("tiny-llama/model.safetensors"),
+        src.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(src.join("added_tokens.json"), r#"{"<my_tok>": 300}"#).unwrap();
+    let mut tcfg = json(&src.join("tokenizer_config.json"));
+    tcfg["added_tokens_decoder"] = serde_json::json!({
+        "301": {"content": "<|turn|>", "special": true, "lstrip": false, "rstrip": false,
+                "normalized": false, "single_word": false}
+    });
+    tcfg["chat_template"] =
+        serde_json::json!("{% for m in messages %}<|turn|>{{ m['content'] }}{% endfor %}");
+    std::fs::write(src.join("tokenizer_config.json"), tcfg.to_string()).unwrap();
+    let mut cfg = json(&src.join("config.json"));
+    cfg["pad_token_id"] = serde_json::json!(0);
+    std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+
+    let x = root.join("x.f16.gguf");
+    convert_cli(&src, "f16", &x);
+    use qforge::formats::gguf::{GgufFile, Value as GV};
+    let g = GgufFile::open(&x).unwrap();
+    let types = match g.metadata.get("tokenizer.ggml.token_type") {
+        Some(GV::Array(_, v)) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(types[300], GV::I32(4), "user-defined");
+    assert_eq!(types[301], GV::I32(3), "control");
+    assert!(g.metadata.get("tokenizer.chat_template").is_some());
+    assert!(g.metadata.get("tokenizer.ggml.padding_token_id").is_some());
+
+    let dir = root.join("exp").join("tiny-llama");
+    let o = export_cli(&x, &dir, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.join("added_tokens.json").is_file());
+    let y = root.join("y.f16.gguf");
+    convert_cli(&dir, "f16", &y);
+    assert!(
+        std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+        "{}",
+        first_difference(&x, &y)
+    );
+    cleanup(&root);
+}
