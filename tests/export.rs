@@ -542,6 +542,26 @@ fn unpickler_refuses_other_code_paths() {
         pickle::unpickle(p, &[0x80, 2, b'X', 9, 0, 0, 0, b'a']),
         Err(PickleError::Malformed { .. })
     ));
+    // A doubling bomb (DUP, TUPLE2, again and again: 2^60 values if copied) and deep nesting
+    // are refused quickly instead of exhausting memory or the stack.
+    let mut s = vec![0x80, 2, b')'];
+    for _ in 0..60 {
+        s.extend_from_slice(&[0x32, 0x86]);
+    }
+    s.push(b'.');
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        pickle::unpickle(p, &s),
+        Err(PickleError::Malformed { ref what, .. }) if what.contains("copies more than")
+    ));
+    assert!(t.elapsed().as_secs() < 30);
+    let mut s = vec![0x80, 2, b')'];
+    s.extend(std::iter::repeat_n(0x85, 100_000));
+    s.push(b'.');
+    assert!(matches!(
+        pickle::unpickle(p, &s),
+        Err(PickleError::Malformed { ref what, .. }) if what.contains("nested deeper")
+    ));
     // Plain data round trips through the machine.
     let mut s = vec![
         0x80, 2, b'}', b'(', b'K', 1, 0x88, b'X', 1, 0, 0, 0, b'k', b'G',

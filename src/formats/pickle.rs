@@ -108,10 +108,43 @@ pub enum Value {
     Tensor(TensorRef),
 }
 
-/// Where the stack holds a MARK.
+/// Deepest nesting of containers a pickle may build (a state dict needs about 5); bounds the
+/// recursion of dropping and comparing values.
+const MAX_DEPTH: u32 = 100;
+
+/// Most values that memo writes, memo reads and DUP may copy in one pickle (each copy is deep;
+/// a state dict copies about 20 per tensor): bounds the work and memory of a pickle that doubles
+/// a structure again and again.
+const MAX_COPIED: u64 = 1 << 22;
+
+/// A stack entry: a MARK, or a value with its nesting depth.
 enum Slot {
     Mark,
-    Val(Value),
+    Val(Value, u32),
+}
+
+/// Values in `v` (itself included), counting at most to `limit`; iterative, so deep values
+/// cannot overflow the stack.
+fn count_values(v: &Value, limit: u64) -> u64 {
+    let mut n = 0u64;
+    let mut todo = vec![v];
+    while let Some(x) = todo.pop() {
+        n += 1;
+        if n > limit {
+            break;
+        }
+        match x {
+            Value::Tuple(items) | Value::List(items) => todo.extend(items.iter()),
+            Value::Dict(pairs) => {
+                for (k, v) in pairs {
+                    todo.push(k);
+                    todo.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    n
 }
 
 struct Machine<'a> {
@@ -119,7 +152,9 @@ struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Slot>,
-    memo: Vec<Option<Value>>,
+    memo: Vec<Option<(Value, u32)>>,
+    /// Values copied so far by memo reads and DUP.
+    copied: u64,
 }
 
 /// Run the pickle program `data` (read from `path`, named in errors) and return its result.
@@ -130,6 +165,7 @@ pub fn unpickle(path: &Path, data: &[u8]) -> Result<Value, PickleError> {
         pos: 0,
         stack: Vec::new(),
         memo: Vec::new(),
+        copied: 0,
     };
     m.run()
 }
@@ -194,22 +230,40 @@ impl<'a> Machine<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| self.bad("string is not UTF-8"))
     }
 
+    /// Push a scalar or an empty container.
     fn push(&mut self, v: Value) {
-        self.stack.push(Slot::Val(v));
+        self.stack.push(Slot::Val(v, 1));
     }
 
-    fn pop(&mut self) -> Result<Value, PickleError> {
+    /// Push a value whose contents are `depth` deep.
+    fn push_at(&mut self, v: Value, depth: u32) -> Result<(), PickleError> {
+        if depth > MAX_DEPTH {
+            return Err(self.bad(format!("values nested deeper than {MAX_DEPTH}")));
+        }
+        self.stack.push(Slot::Val(v, depth));
+        Ok(())
+    }
+
+    fn pop_with_depth(&mut self) -> Result<(Value, u32), PickleError> {
         match self.stack.pop() {
-            Some(Slot::Val(v)) => Ok(v),
+            Some(Slot::Val(v, d)) => Ok((v, d)),
             Some(Slot::Mark) => Err(self.bad("unexpected MARK on the stack")),
             None => Err(self.bad("stack underflow")),
         }
     }
 
+    fn pop(&mut self) -> Result<Value, PickleError> {
+        self.pop_with_depth().map(|(v, _)| v)
+    }
+
     fn top(&mut self) -> Result<&mut Value, PickleError> {
+        self.top_with_depth().map(|(v, _)| v)
+    }
+
+    fn top_with_depth(&mut self) -> Result<(&mut Value, &mut u32), PickleError> {
         let offset = self.pos;
         match self.stack.last_mut() {
-            Some(Slot::Val(v)) => Ok(v),
+            Some(Slot::Val(v, d)) => Ok((v, d)),
             _ => Err(PickleError::Malformed {
                 path: self.path.to_path_buf(),
                 offset,
@@ -218,8 +272,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Everything above the topmost MARK, which is removed.
-    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+    /// Everything above the topmost MARK (which is removed), and the deepest of it.
+    fn pop_mark(&mut self) -> Result<(Vec<Value>, u32), PickleError> {
         let at = self
             .stack
             .iter()
@@ -227,36 +281,59 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| self.bad("no MARK on the stack"))?;
         let items = self.stack.split_off(at + 1);
         self.stack.pop();
-        Ok(items
+        let mut depth = 0;
+        let values = items
             .into_iter()
             .map(|s| match s {
-                Slot::Val(v) => v,
+                Slot::Val(v, d) => {
+                    depth = depth.max(d);
+                    v
+                }
                 Slot::Mark => unreachable!("rposition found the topmost mark"),
             })
-            .collect())
+            .collect();
+        Ok((values, depth))
     }
 
     fn memo_put(&mut self, idx: usize) -> Result<(), PickleError> {
         if idx > self.data.len() {
             return Err(self.bad(format!("memo index {idx} out of range")));
         }
-        let v = self.top()?.clone();
+        let (v, d) = match self.stack.last() {
+            Some(Slot::Val(v, d)) => (v, *d),
+            _ => return Err(self.bad("no value on the stack")),
+        };
+        // Storing shares nothing in this object model: it is a copy.
+        let left = MAX_COPIED.saturating_sub(self.copied);
+        let n = count_values(v, left);
+        if n > left {
+            return Err(self.bad(format!(
+                "copies more than {MAX_COPIED} values (a pickle bomb?)"
+            )));
+        }
+        self.copied += n;
+        let v = v.clone();
         if self.memo.len() <= idx {
             self.memo.resize(idx + 1, None);
         }
-        self.memo[idx] = Some(v);
+        self.memo[idx] = Some((v, d));
         Ok(())
     }
 
     fn memo_get(&mut self, idx: usize) -> Result<(), PickleError> {
-        let v = self
-            .memo
-            .get(idx)
-            .cloned()
-            .flatten()
-            .ok_or_else(|| self.bad(format!("memo index {idx} was never set")))?;
-        self.push(v);
-        Ok(())
+        let Some(Some((v, d))) = self.memo.get(idx) else {
+            return Err(self.bad(format!("memo index {idx} was never set")));
+        };
+        let left = MAX_COPIED.saturating_sub(self.copied);
+        let n = count_values(v, left);
+        if n > left {
+            return Err(self.bad(format!(
+                "copies more than {MAX_COPIED} values (a pickle bomb?)"
+            )));
+        }
+        self.copied += n;
+        let (v, d) = (v.clone(), *d);
+        self.push_at(v, d)
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<(), PickleError> {
@@ -273,9 +350,14 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn set_items(&mut self, pairs: Vec<Value>) -> Result<(), PickleError> {
+    fn set_items(&mut self, pairs: Vec<Value>, items_depth: u32) -> Result<(), PickleError> {
         if !pairs.len().is_multiple_of(2) {
             return Err(self.bad("odd number of items for a dict"));
+        }
+        let (_, depth) = self.top_with_depth()?;
+        *depth = (*depth).max(items_depth + 1);
+        if *depth > MAX_DEPTH {
+            return Err(self.bad(format!("values nested deeper than {MAX_DEPTH}")));
         }
         let Value::Dict(dict) = self.top()? else {
             return Err(self.bad("SETITEM(S) on a value that is not a dict"));
@@ -290,7 +372,12 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn append(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+    fn append(&mut self, items: Vec<Value>, items_depth: u32) -> Result<(), PickleError> {
+        let (_, depth) = self.top_with_depth()?;
+        *depth = (*depth).max(items_depth + 1);
+        if *depth > MAX_DEPTH {
+            return Err(self.bad(format!("values nested deeper than {MAX_DEPTH}")));
+        }
         match self.top()? {
             Value::List(l) => {
                 l.extend(items);
@@ -509,43 +596,46 @@ impl<'a> Machine<'a> {
                     self.push(v);
                 }
                 b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items));
+                    let (items, d) = self.pop_mark()?;
+                    self.push_at(Value::Tuple(items), d + 1)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let mut items = Vec::with_capacity(n);
+                    let mut depth = 0;
                     for _ in 0..n {
-                        items.push(self.pop()?);
+                        let (v, d) = self.pop_with_depth()?;
+                        depth = depth.max(d);
+                        items.push(v);
                     }
                     items.reverse();
-                    self.push(Value::Tuple(items));
+                    self.push_at(Value::Tuple(items), depth + 1)?;
                 }
                 b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(items));
+                    let (items, d) = self.pop_mark()?;
+                    self.push_at(Value::List(items), d + 1)?;
                 }
                 b'd' => {
-                    let items = self.pop_mark()?;
+                    let (items, d) = self.pop_mark()?;
                     self.push(Value::Dict(Vec::new()));
-                    self.set_items(items)?;
+                    self.set_items(items, d)?;
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?;
+                    let (v, dv) = self.pop_with_depth()?;
+                    let (k, dk) = self.pop_with_depth()?;
+                    self.set_items(vec![k, v], dv.max(dk))?;
                 }
                 b'u' => {
-                    let items = self.pop_mark()?;
-                    self.set_items(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.set_items(items, d)?;
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    self.append(vec![v])?;
+                    let (v, d) = self.pop_with_depth()?;
+                    self.append(vec![v], d)?;
                 }
                 b'e' => {
-                    let items = self.pop_mark()?;
-                    self.append(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.append(items, d)?;
                 }
                 b'R' => {
                     let args = self.pop()?;
@@ -565,8 +655,21 @@ impl<'a> Machine<'a> {
                     self.pop()?; // POP
                 }
                 0x32 => {
-                    let v = self.top()?.clone(); // DUP
-                    self.push(v);
+                    // DUP
+                    let (v, d) = match self.stack.last() {
+                        Some(Slot::Val(v, d)) => (v, *d),
+                        _ => return Err(self.bad("DUP with no value on the stack")),
+                    };
+                    let left = MAX_COPIED.saturating_sub(self.copied);
+                    let n = count_values(v, left);
+                    if n > left {
+                        return Err(self.bad(format!(
+                            "copies more than {MAX_COPIED} values (a pickle bomb?)"
+                        )));
+                    }
+                    self.copied += n;
+                    let v = v.clone();
+                    self.push_at(v, d)?;
                 }
                 b'1' => {
                     self.pop_mark()?; // POP_MARK
