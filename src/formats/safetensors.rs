@@ -52,8 +52,8 @@ pub enum SafetensorsError {
         first: PathBuf,
         second: PathBuf,
     },
-    /// The directory holds no safetensors weights.
-    #[error("{dir}: no safetensors weights found (expected model.safetensors, model-*.safetensors or model.safetensors.index.json)")]
+    /// The directory holds no safetensors weights (nor torch.save ones).
+    #[error("{dir}: no safetensors weights found (expected model.safetensors, model-*.safetensors or model.safetensors.index.json), nor torch.save ones (pytorch_model*.bin, pytorch_model.bin.index.json, model.pt)")]
     NoWeights { dir: PathBuf },
     /// A torch.save checkpoint (`pytorch_model*.bin`, `model.pt`) was refused.
     #[error(transparent)]
