@@ -16,7 +16,8 @@
 //! 5. [`arch`] — the architecture registry: one file per model family.
 //! 6. [`convert`] (HF checkpoint → GGUF metadata and tensors) and [`runtime`] (forward pass,
 //!    text → token ids), side by side; neither uses the other.
-//! 7. [`lora`] — LoRA adapters: merge kernels (CPU and GPU), PEFT → GGUF adapters, merges.
+//! 7. [`lora`] — LoRA adapters: merge kernels (CPU and GPU), PEFT → GGUF adapters, merges;
+//!    [`export`] — GGUF → Hugging Face directory, the inverse of `convert`.
 //! 8. [`pipeline`] — the one streaming read → plan → quantize → write loop, device choice,
 //!    doctor and bench.
 //! 9. [`eval`] — perplexity, KL divergence, imatrix collection, sweeps.
@@ -28,6 +29,7 @@
 pub mod arch;
 pub mod convert;
 pub mod eval;
+pub mod export;
 pub mod formats;
 pub mod ggml;
 pub mod gpu;
@@ -62,6 +64,7 @@ mod layering {
         ("convert", 6),
         ("runtime", 6),
         ("lora", 7),
+        ("export", 7),
         ("pipeline", 8),
         ("eval", 9),
         ("inspect", 10),

@@ -8,6 +8,7 @@ mod config;
 mod convert;
 mod demo;
 mod doctor;
+mod export;
 mod imatrix;
 mod info;
 mod job_args;
@@ -61,6 +62,8 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Download a model repository from the Hugging Face Hub into huggingface_hub's cache.
     Pull(pull::PullArgs),
+    /// Write a Hugging Face directory (safetensors, config, tokenizer) from a GGUF model.
+    Export(export::ExportArgs),
     /// Generate a tiny random llama model, quantize it to several types, print sizes and errors.
     Demo(demo::DemoArgs),
     /// Run a recipe of quantize/convert/sweep jobs, resumable and shardable across machines.
@@ -112,6 +115,7 @@ pub fn run() -> i32 {
         Command::MergeLora(a) => lora::merge(a),
         Command::LoraToGguf(a) => lora::to_gguf(a),
         Command::Demo(a) => demo::run(a),
+        Command::Export(a) => export::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),

@@ -6,7 +6,9 @@ pub mod gguf;
 pub mod gguf_kv;
 pub mod imatrix;
 pub mod peft;
+pub mod pickle;
 pub mod safetensors;
 pub mod tensor_source;
+pub mod torch_zip;
 
 pub use tensor_source::{GgufSource, SourceError, SourceTensor, TensorSource};

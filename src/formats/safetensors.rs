@@ -80,12 +80,15 @@ pub enum SafetensorsError {
         /// The other file holding it.
         second: PathBuf,
     },
-    /// The directory holds no safetensors weights.
-    #[error("{dir}: no safetensors weights found (expected model.safetensors, model-*.safetensors or model.safetensors.index.json)")]
+    /// The directory holds no safetensors weights (nor torch.save ones).
+    #[error("{dir}: no safetensors weights found (expected model.safetensors, model-*.safetensors or model.safetensors.index.json), nor torch.save ones (pytorch_model*.bin, pytorch_model.bin.index.json, model.pt)")]
     NoWeights {
         /// The checkpoint directory.
         dir: PathBuf,
     },
+    /// A torch.save checkpoint (`pytorch_model*.bin`, `model.pt`) was refused.
+    #[error(transparent)]
+    Torch(#[from] Box<crate::formats::torch_zip::TorchError>),
 }
 
 /// One tensor of a safetensors file: name, element type, shape (outermost first, as PyTorch), and
@@ -180,6 +183,31 @@ impl SafetensorsFile {
         })
     }
 
+    /// A torch.save checkpoint's tensors served like a safetensors file's (sorted by name), and
+    /// their positions in the checkpoint's own key order.
+    pub fn from_torch(tf: crate::formats::torch_zip::TorchFile) -> (SafetensorsFile, Vec<String>) {
+        let order = tf.tensors.iter().map(|t| t.name.clone()).collect();
+        let mut tensors: Vec<StTensor> = tf
+            .tensors
+            .into_iter()
+            .map(|t| StTensor {
+                name: t.name,
+                dtype: t.dtype,
+                shape: t.shape,
+                start: t.start,
+                len: t.len,
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        let file = SafetensorsFile {
+            path: tf.path,
+            map: tf.map,
+            tensors,
+            metadata: None,
+        };
+        (file, order)
+    }
+
     /// The file this was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -192,10 +220,14 @@ impl SafetensorsFile {
 
     /// The tensor named `name`, if present (binary search over the sorted list).
     pub fn tensor(&self, name: &str) -> Option<&StTensor> {
+        self.tensor_index(name).map(|i| &self.tensors[i])
+    }
+
+    /// Position of a tensor in [`SafetensorsFile::tensors`].
+    pub fn tensor_index(&self, name: &str) -> Option<usize> {
         self.tensors
             .binary_search_by(|t| t.name.as_str().cmp(name))
             .ok()
-            .map(|i| &self.tensors[i])
     }
 
     /// The `__metadata__` strings of the header.
@@ -311,7 +343,9 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Open the weights of `dir` as llama.cpp's converter finds them: if
     /// `model.safetensors.index.json` exists, the shards it names (sorted), which must hold
-    /// exactly the tensors it lists; otherwise every `model*.safetensors` file, sorted.
+    /// exactly the tensors it lists; otherwise every `model*.safetensors` file, sorted; with no
+    /// safetensors at all, the torch.save checkpoints (see `torch_parts`), each in its pickle's
+    /// key order.
     pub fn open_dir(dir: impl AsRef<Path>) -> Result<Checkpoint, SafetensorsError> {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join("model.safetensors.index.json");
@@ -349,17 +383,40 @@ impl Checkpoint {
             parts.sort();
             (parts, None)
         };
-        if part_names.is_empty() {
-            return Err(SafetensorsError::NoWeights { dir });
-        }
+        // No safetensors: torch.save checkpoints, as the converter falls back to them.
+        let (part_names, index, index_path, torch) = if part_names.is_empty() {
+            match torch_parts(&dir)? {
+                Some((parts, index, index_path)) => (parts, index, index_path, true),
+                None => return Err(SafetensorsError::NoWeights { dir }),
+            }
+        } else {
+            (part_names, index, index_path, false)
+        };
         let mut files = Vec::with_capacity(part_names.len());
+        // Each file's tensors in the order the converter visits them.
+        let mut file_orders: Vec<Vec<usize>> = Vec::with_capacity(part_names.len());
         for p in &part_names {
-            files.push(SafetensorsFile::open(dir.join(p))?);
+            if torch {
+                let tf =
+                    crate::formats::torch_zip::TorchFile::open(dir.join(p)).map_err(Box::new)?;
+                let (f, names) = SafetensorsFile::from_torch(tf);
+                let positions = names
+                    .iter()
+                    .map(|n| f.tensor_index(n).expect("every name was indexed"))
+                    .collect();
+                file_orders.push(positions);
+                files.push(f);
+            } else {
+                let f = SafetensorsFile::open(dir.join(p))?;
+                file_orders.push((0..f.tensors().len()).collect());
+                files.push(f);
+            }
         }
         let mut order = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
-            for (ti, t) in f.tensors().iter().enumerate() {
+            for &ti in &file_orders[fi] {
+                let t = &f.tensors()[ti];
                 if let Some(&prev) = seen.get(t.name.as_str()) {
                     return Err(SafetensorsError::DuplicateTensor {
                         tensor: t.name.clone(),
@@ -448,6 +505,53 @@ impl Checkpoint {
                 })
         })
     }
+}
+
+/// The torch.save parts of `dir` as the converter finds them when there are no safetensors: the
+/// shards `pytorch_model.bin.index.json` names (sorted), else every `pytorch_model*.bin`
+/// (sorted); else a lone `model.pt` (which the converter itself does not look for). Returns the
+/// parts, the index's weight map and the index path.
+#[allow(clippy::type_complexity)]
+fn torch_parts(
+    dir: &Path,
+) -> Result<Option<(Vec<String>, Option<BTreeMap<String, String>>, PathBuf)>, SafetensorsError> {
+    let index_path = dir.join("pytorch_model.bin.index.json");
+    if index_path.is_file() {
+        let weight_map = read_index(&index_path)?;
+        let mut parts: Vec<String> = weight_map.values().cloned().collect();
+        parts.sort();
+        parts.dedup();
+        for p in &parts {
+            if !dir.join(p).is_file() {
+                return Err(SafetensorsError::MissingShard {
+                    index: index_path.clone(),
+                    shard: p.clone(),
+                });
+            }
+        }
+        return Ok(Some((parts, Some(weight_map), index_path)));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| SafetensorsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut parts = Vec::new();
+    for e in entries {
+        let e = e.map_err(|source| SafetensorsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if let Some(name) = e.file_name().to_str() {
+            if name.starts_with("pytorch_model") && name.ends_with(".bin") {
+                parts.push(name.to_string());
+            }
+        }
+    }
+    parts.sort();
+    if parts.is_empty() && dir.join("model.pt").is_file() {
+        parts.push("model.pt".to_string());
+    }
+    Ok((!parts.is_empty()).then_some((parts, None, index_path)))
 }
 
 /// The `weight_map` of a shard index, kept sorted by tensor name.
