@@ -26,6 +26,8 @@
 //! The command-line front end (`src/cli/`, in the binary) sits on top and is the only code that
 //! prints or uses `anyhow`.
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod convert;
 pub mod eval;

@@ -38,36 +38,55 @@ pub enum ExportError {
     /// Writing an output file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// A metadata key the export needs is missing or has the wrong type.
     #[error("{path}: metadata key '{key}': {what}")]
     Key {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The metadata key.
         key: String,
+        /// What is wrong.
         what: String,
     },
     /// A tensor cannot be exported.
     #[error("{path}: tensor '{tensor}': {what}")]
     Tensor {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// What is wrong.
         what: String,
     },
     /// Something this export does not handle (an architecture, a tokenizer, a feature).
     #[error("{path}: {what} is not supported by export")]
-    NotSupported { path: PathBuf, what: String },
+    NotSupported {
+        /// The file (or directory) concerned.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// The output directory exists and is not empty.
     #[error("{path}: output directory exists and is not empty")]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The file (or directory) concerned.
+        path: PathBuf,
+    },
 }
 
 /// The dtype of the exported tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportDtype {
+    /// 32-bit floats (lossless for every stored type).
     F32,
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     BF16,
 }
 
@@ -117,12 +136,18 @@ impl Default for ExportOptions {
 pub enum ExportEvent {
     /// A tensor was written (`index` of `total`, 1-based).
     Tensor {
+        /// Its name.
         name: String,
+        /// Its position, from 1.
         index: usize,
+        /// How many there are.
         total: usize,
     },
     /// A file of the directory was written.
-    File { name: String },
+    File {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What an export wrote.

@@ -16,22 +16,31 @@ pub enum PickleError {
     /// The pickle names a global (a callable or class) outside the allow-list.
     #[error("{path}: pickle global '{module}.{name}' is not allowed (a checkpoint may only hold tensors; refusing to load it)")]
     ForbiddenGlobal {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The module the global lives in.
         module: String,
+        /// Its name.
         name: String,
     },
     /// An opcode this reader does not interpret.
     #[error("{path}: pickle opcode 0x{opcode:02x} at byte {offset} is not supported")]
     UnsupportedOpcode {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The pickle opcode.
         opcode: u8,
+        /// Byte offset in the file.
         offset: usize,
     },
     /// The program is malformed: truncated, stack underflow, bad memo index, wrong argument.
     #[error("{path}: malformed pickle at byte {offset}: {what}")]
     Malformed {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// Byte offset in the file.
         offset: usize,
+        /// What is wrong.
         what: String,
     },
 }
@@ -86,13 +95,21 @@ pub struct TensorRef {
 /// A value of the restricted object model.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// Python's None.
     None,
+    /// A boolean.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A string.
     Str(String),
+    /// A bytes object.
     Bytes(Vec<u8>),
+    /// A tuple.
     Tuple(Vec<Value>),
+    /// A list.
     List(Vec<Value>),
     /// Key/value pairs in insertion order (a later set of an existing key replaces its value).
     Dict(Vec<(Value, Value)>),
@@ -100,8 +117,11 @@ pub enum Value {
     Global(Global),
     /// A storage named by a persistent id: `('storage', type, key, location, numel)`.
     Storage {
+        /// The torch storage class, e.g. `FloatStorage`.
         storage_type: &'static str,
+        /// The metadata key.
         key: String,
+        /// Elements in the storage.
         numel: u64,
     },
     /// A tensor rebuilt from a storage.

@@ -25,23 +25,36 @@ pub enum TorchError {
     /// The file could not be opened or mapped.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The file is a torch.save of the legacy (pre-1.6) format.
     #[error("{path}: legacy (pre-zip) torch.save format is not supported; re-save it with torch ≥ 1.6 or as safetensors")]
-    Legacy { path: PathBuf },
+    Legacy {
+        /// The file (or directory) concerned.
+        path: PathBuf,
+    },
     /// The zip archive is malformed or lacks what torch.save writes.
     #[error("{path}: not a valid torch.save archive: {what}")]
-    Corrupt { path: PathBuf, what: String },
+    Corrupt {
+        /// The file (or directory) concerned.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// The pickle was refused or malformed.
     #[error(transparent)]
     Pickle(#[from] PickleError),
     /// One entry of the state dict is not a usable tensor.
     #[error("{path}: tensor '{tensor}': {what}")]
     Tensor {
+        /// The file (or directory) concerned.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// What is wrong.
         what: String,
     },
 }
@@ -49,7 +62,9 @@ pub enum TorchError {
 /// One tensor of a torch checkpoint: its byte range in [`TorchFile::map`].
 #[derive(Clone, Debug)]
 pub struct TorchTensor {
+    /// Its name.
     pub name: String,
+    /// The element type.
     pub dtype: Dtype,
     /// Shape, outermost first.
     pub shape: Vec<usize>,
@@ -61,7 +76,9 @@ pub struct TorchTensor {
 
 /// A torch checkpoint's tensors and the map that holds their bytes.
 pub struct TorchFile {
+    /// The file (or directory) concerned.
     pub path: PathBuf,
+    /// The memory-mapped archive the tensors point into.
     pub map: Mmap,
     /// In the pickle's key order.
     pub tensors: Vec<TorchTensor>,

@@ -16,14 +16,18 @@ pub enum Backend {
     /// A GPU that passed its self-check, with the CPU for what it cannot do. Under `strict`
     /// (`--device gpu`), "cannot" is an error instead of a fallback.
     Gpu {
+        /// The self-checked GPU quantizers.
         gpu: GpuQuantizer,
+        /// The CPU, for the kernels the GPU lacks.
         cpu: CpuBackend,
+        /// `--device gpu`/`gpu:N`: a GPU problem is an error, not a fallback.
         strict: bool,
         /// The device, shared with other GPU work of the same job (the LoRA merge).
         ctx: Arc<GpuContext>,
     },
 }
 
+/// The CPU kernels on a fixed-size rayon pool.
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     threads: usize,
@@ -33,8 +37,10 @@ pub struct CpuBackend {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
+    /// A CPU kernel is missing or refused the row.
     Quant(#[from] quant::QuantError),
     #[error(transparent)]
+    /// The GPU kernel failed or is not trusted on this adapter.
     Gpu(#[from] gpu::GpuError),
 }
 
@@ -148,6 +154,7 @@ impl Backend {
         matches!(self, Backend::Gpu { strict: true, .. })
     }
 
+    /// Where rows go, for messages (device and thread count).
     pub fn describe(&self) -> String {
         match self {
             Backend::Cpu(c) => format!("cpu ({} threads)", c.threads),

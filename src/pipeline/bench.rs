@@ -17,6 +17,7 @@ use crate::rng::Rng;
 pub struct BenchOptions {
     /// Elements per row (a multiple of 256 suits every type).
     pub n_per_row: usize,
+    /// Rows of the generated tensor.
     pub n_rows: usize,
     /// CPU worker threads (0: all cores), as `--threads`.
     pub cpu_threads: usize,
@@ -24,6 +25,7 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Quantize with (generated) importance weights.
     pub imatrix: bool,
+    /// Seed of the generated tensor.
     pub seed: u64,
 }
 
@@ -44,10 +46,13 @@ impl Default for BenchOptions {
 /// One type's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchRow {
+    /// The type quantized to.
     pub ty: GgmlType,
+    /// Whether an importance matrix was used.
     pub imatrix: bool,
     /// Input megabytes (10^6 bytes of f32) per second.
     pub cpu_mb_s: f64,
+    /// GPU throughput, MB of f32 input per second.
     pub gpu_mb_s: f64,
     /// Whether the GPU wrote exactly the CPU's bytes.
     pub identical: bool,

@@ -12,6 +12,7 @@ use crate::gpu::selfcheck::{check_kernel, KernelHealth};
 /// Self-check results of one adapter.
 #[derive(Debug)]
 pub struct AdapterCheck {
+    /// The adapter checked.
     pub adapter: AdapterReport,
     /// (kernel label, result); empty when the device could not be opened.
     pub kernels: Vec<(String, KernelHealth)>,
@@ -22,9 +23,11 @@ pub struct AdapterCheck {
 /// Everything `qforge doctor` prints.
 #[derive(Debug)]
 pub struct DoctorReport {
+    /// The `--device` spec the report answers.
     pub spec: DeviceSpec,
     /// Enumeration failure (no loader, WGPU_BACKEND naming only GL, …).
     pub enumerate_error: Option<String>,
+    /// Every adapter found, with its kernels' self-check results.
     pub adapters: Vec<AdapterCheck>,
     /// What `spec` resolves to: an adapter index, the CPU, or an error.
     pub selection: Result<Option<usize>, String>,
