@@ -14,14 +14,19 @@ use qforge::gpu::{GpuContext, GpuOptions, GpuQuantizer};
 /// adapter it skips with a loud message, or fails when QFORGE_REQUIRE_GPU=1.
 macro_rules! device_test {
     ($(#[$meta:meta])* $name:ident, $($device:ident),+ $(,)?) => {
+        device_test!(@module [$(#[$meta])*] $name [$($device)+]);
+    };
+    // The attributes travel as one token tree: a repetition cannot nest inside the devices'.
+    (@module $attrs:tt $name:ident [$($device:ident)+]) => {
         mod $name {
-            $(
-                $(#[$meta])*
-                #[test]
-                fn $device() {
-                    $crate::devices::run_on(stringify!($device), super::$name);
-                }
-            )+
+            $(device_test!(@test $attrs $name $device);)+
+        }
+    };
+    (@test [$(#[$meta:meta])*] $name:ident $device:ident) => {
+        $(#[$meta])*
+        #[test]
+        fn $device() {
+            $crate::devices::run_on(stringify!($device), super::$name);
         }
     };
 }

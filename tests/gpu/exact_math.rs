@@ -93,8 +93,8 @@ fn pairs() -> Vec<(f32, f32)> {
         ));
     }
     for _ in 0..60_000 {
-        let a = (rng.gauss() * 10f64.powf(rng.uniform() * 90.0 - 45.0)) as f32;
-        let b = (rng.gauss() * 10f64.powf(rng.uniform() * 90.0 - 45.0)) as f32;
+        let a = (rng.gauss() as f64 * 10f64.powf(rng.uniform() * 90.0 - 45.0)) as f32;
+        let b = (rng.gauss() as f64 * 10f64.powf(rng.uniform() * 90.0 - 45.0)) as f32;
         p.push((a, b));
     }
     // Subnormal-heavy: results and operands near the bottom of the range.

@@ -172,7 +172,7 @@ device_test!(
 );
 /// `--device gpu`: the GPU quantizer writes the CPU's bytes, and the GPU forward pass gives the
 /// CPU's perplexity and divergence up to float rounding.
-fn sweep_on_the_gpu_writes_the_same_files_and_close_numbers(device: Device) {
+fn sweep_on_the_gpu_writes_the_same_files_and_close_numbers(_device: Device) {
     let dir = std::env::temp_dir().join(format!("qforge-runtime-sweep-gpu-{}", std::process::id()));
     let (model_path, tokens) = synthetic(&dir);
     let types = ["Q8_0", "Q4_K_M"];

@@ -6,11 +6,9 @@ use crate::support::synthetic;
 use crate::support::{self, final_ppl, qforge, qforge_ok, runtime_data};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use qforge::formats::gguf::{GgufFile, GgufWriter, Metadata, Value};
 use qforge::formats::imatrix::{ImatrixFile, ImatrixFormat};
-use qforge::model::synthetic::SyntheticLlama;
 use qforge::quant::GgmlType;
 
 fn fails(args: &[&str]) -> String {
