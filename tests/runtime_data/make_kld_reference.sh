@@ -1,6 +1,6 @@
 #!/bin/sh
 # Record llama-perplexity --kl-divergence of tiny-llama Q4_K_M (llama-quantize) against the F16
-# model on ppl_text.txt (used by tests/runtime_eval.rs). Run from this directory.
+# model on ppl_text.txt (used by tests/it/eval/metrics.rs). Run from this directory.
 set -e
 G=${GOLDEN:-../../../shared/golden}
 B=${LLAMA_BIN:-/work/ref/build/bin}

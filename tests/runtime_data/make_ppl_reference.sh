@@ -1,6 +1,6 @@
 #!/bin/sh
 # Record llama-perplexity's output for tiny-llama.f16.gguf on ppl_text.txt (used by
-# tests/runtime_eval.rs). Run from this directory; LLAMA_BIN = the llama.cpp build's bin/.
+# tests/it/eval/metrics.rs). Run from this directory; LLAMA_BIN = the llama.cpp build's bin/.
 set -e
 G=${GOLDEN:-../../../shared/golden}
 B=${LLAMA_BIN:-/work/ref/build/bin}

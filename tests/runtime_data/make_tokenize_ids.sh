@@ -1,6 +1,6 @@
 #!/bin/sh
 # Record llama-tokenize's ids of bpe_text.txt for the golden tiny models (used by
-# tests/evalcli_tokenizer.rs). Run from this directory; QFORGE = a qforge binary (to convert
+# tests/it/eval/llama_tokenize_ids.rs). Run from this directory; QFORGE = a qforge binary (to convert
 # tiny-bpe, byte-identical with convert_hf_to_gguf.py), LLAMA_BIN = the llama.cpp build's bin/.
 set -e
 G=${GOLDEN:-../../../shared/golden}

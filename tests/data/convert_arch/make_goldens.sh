@@ -15,8 +15,8 @@ MANIFEST=${MANIFEST:-$repo/../shared/tools/gguf_manifest.py}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-QFORGE_SYNTH_DIR="$work" cargo test --release --manifest-path "$repo/Cargo.toml" \
-    --test convert2_arch -- --ignored --exact write_checkpoints
+cargo run --release --manifest-path "$repo/Cargo.toml" --example write_fixtures -- \
+    arch-checkpoints "$work"
 for arch in mistral qwen2 qwen3 llama3; do
     mkdir -p "$here/$arch"
     for outtype in f32 f16 bf16 q8_0; do

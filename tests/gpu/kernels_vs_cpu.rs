@@ -1,0 +1,158 @@
+//! GPU and CPU quantizers write the same bytes on random and adversarial blocks (zeros, spikes,
+//! ties, subnormals, huge and tiny values), with and without an imatrix, including rows whose
+//! block count is odd (units straddle rows) and tensors split into many chunks.
+
+use crate::devices::Device;
+
+use qforge::gpu::pipelines::{Imatrix, KERNELS};
+use qforge::gpu::selfcheck::{
+    adversarial_rows, canary_weights, cpu_reference, float_edge_values, ROW_KINDS,
+};
+use qforge::quant::{self, GgmlType};
+
+fn compare(
+    q: &qforge::gpu::GpuQuantizer,
+    ty: GgmlType,
+    x: &[f32],
+    n_per_row: usize,
+    qw: Option<&[f32]>,
+) -> bool {
+    let row_bytes = quant::row_bytes(ty, n_per_row).unwrap();
+    let n_rows = x.len() / n_per_row;
+    let mut cpu = vec![0u8; n_rows * row_bytes];
+    if let Err(e) = cpu_reference(ty, x, n_per_row, qw, &mut cpu) {
+        eprintln!(
+            "{ty} imatrix {}: not compared ({e}); see tests/gpu/kernel_golden.rs",
+            qw.is_some()
+        );
+        return false;
+    }
+    let mut gpu = vec![0xa5u8; cpu.len()];
+    q.quantize_rows_unchecked(ty, x, n_per_row, qw, &mut gpu)
+        .unwrap();
+    if let Some(i) = gpu.iter().zip(&cpu).position(|(a, b)| a != b) {
+        let row = i / row_bytes;
+        panic!(
+            "{ty} n_per_row {n_per_row} imatrix {}: row {row} ({}) byte {} gpu {:#04x} cpu {:#04x}",
+            qw.is_some(),
+            ROW_KINDS[row % ROW_KINDS.len()],
+            i % row_bytes,
+            gpu[i],
+            cpu[i]
+        );
+    }
+    true
+}
+
+device_test!(gpu_equals_cpu_on_random_and_adversarial_blocks, gpu);
+fn gpu_equals_cpu_on_random_and_adversarial_blocks(device: Device) {
+    let q = device.quantizer();
+    let mut compared = Vec::new();
+    for def in KERNELS {
+        let ty = def.ty.unwrap();
+        let block = def.block_elems.max(1);
+        // Several row lengths: 1, 3 (odd: units straddle rows) and 16 blocks (8 for 256-blocks).
+        for (i, blocks) in [1usize, 3, 16].into_iter().enumerate() {
+            let n_per_row = if block == 1 {
+                2 * blocks + 1
+            } else {
+                block * blocks
+            };
+            let n_rows = ROW_KINDS.len() * 12;
+            let x = adversarial_rows(n_per_row, n_rows, 1000 + i as u64);
+            if compare(&q, ty, &x, n_per_row, None) && i == 0 {
+                compared.push(format!("{ty}"));
+            }
+            if def.imatrix == Imatrix::Used {
+                let w = canary_weights(n_per_row, 77 + i as u64);
+                if compare(&q, ty, &x, n_per_row, Some(&w)) && i == 0 {
+                    compared.push(format!("{ty}+imatrix"));
+                }
+                if i == 0 {
+                    // All-zero importance weights: every weighted fit degenerates.
+                    let zeros = vec![0.0f32; n_per_row];
+                    compare(&q, ty, &x, n_per_row, Some(&zeros));
+                }
+            }
+        }
+        if block == 1 {
+            let x = float_edge_values();
+            assert!(compare(&q, ty, &x, x.len(), None));
+        }
+    }
+    eprintln!("GPU == CPU for {compared:?}");
+    for def in KERNELS.iter().filter(|d| d.imatrix == Imatrix::Used) {
+        let must = format!("{}+imatrix", def.ty.unwrap());
+        assert!(compared.contains(&must), "{must} not compared");
+    }
+    for must in [
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
+        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
+    ] {
+        assert!(compared.iter().any(|c| c == must), "{must} not compared");
+    }
+}
+
+device_test!(chunked_dispatch_equals_single_dispatch, gpu);
+/// Many small chunks (with odd block counts per row and an imatrix) give the same bytes as one
+/// chunk: row stats, unit padding and the double-buffered read-back are chunk-independent.
+fn chunked_dispatch_equals_single_dispatch(_device: Device) {
+    // Its own context: the default options (not the shared strict quantizer's).
+    let ctx = std::sync::Arc::new(
+        qforge::gpu::device::select(qforge::gpu::device::DeviceSpec::Gpu)
+            .unwrap()
+            .unwrap(),
+    );
+    let q = qforge::gpu::GpuQuantizer::new(ctx.clone(), Default::default());
+    for (ty, n_per_row) in [
+        (GgmlType::F16, 333usize),
+        (GgmlType::Q8_0, 96),
+        (GgmlType::Q4_0, 96),
+        (GgmlType::Q5_1, 160),
+        (GgmlType::Q3_K, 768), // two-block units straddling rows
+        (GgmlType::Q4_K, 512),
+        (GgmlType::IQ4_NL, 96),
+    ] {
+        let n_rows = 301;
+        let x = adversarial_rows(n_per_row, n_rows, 5);
+        let w = canary_weights(n_per_row, 6);
+        for qw in [None, Some(&w[..])] {
+            let bytes = quant::row_bytes(ty, n_per_row).unwrap() * n_rows;
+            let mut whole = vec![0u8; bytes];
+            ctx.set_chunk_cap(1 << 30);
+            q.quantize_rows_unchecked(ty, &x, n_per_row, qw, &mut whole)
+                .unwrap();
+            let mut chunked = vec![0u8; bytes];
+            // ~8 rows a chunk → 38 chunks (F16 units of 8 elements need 8 rows of 333)
+            ctx.set_chunk_cap((n_per_row * 4 * 9) as u64);
+            q.quantize_rows_unchecked(ty, &x, n_per_row, qw, &mut chunked)
+                .unwrap();
+            assert!(
+                whole == chunked,
+                "{ty} imatrix {}: chunking changed bytes",
+                qw.is_some()
+            );
+        }
+    }
+}
+
+device_test!(
+    #[ignore = "slow sweep: cargo test --test gpu -- --ignored million_block_sweep"]
+    million_block_sweep,
+    gpu
+);
+/// A million blocks per type against the CPU (minutes on lavapipe: run with --ignored).
+fn million_block_sweep(device: Device) {
+    let q = device.quantizer();
+    for def in KERNELS {
+        let ty = def.ty.unwrap();
+        let n_per_row = def.block_elems.max(1) * 64;
+        let n_rows = (1usize << 20) / 64;
+        let x = adversarial_rows(n_per_row, n_rows, 31337);
+        assert!(compare(&q, ty, &x, n_per_row, None) || quant::quantizer(ty).is_none());
+        if def.imatrix == Imatrix::Used {
+            let w = canary_weights(n_per_row, 4242);
+            compare(&q, ty, &x, n_per_row, Some(&w));
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Whole-file byte equality with llama-quantize: every golden in pure/, pure-imatrix/, mixes/ and
+//! mixes-imatrix/ reproduced by `qforge quantize` with the same arguments, on each device.
+
+use crate::devices::Device;
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Run `qforge quantize ARGS… INPUT OUT TYPE 2` in the golden folder (so stored imatrix file
+/// names match) and return the output path.
+fn run_quantize(tag: &str, device: &str, args: &[&str], input: &Path, ty: &str) -> PathBuf {
+    let dir = support::temp_dir(&format!("golden-{tag}-{device}"));
+    let out = dir.join("out.gguf");
+    let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .current_dir(support::golden(""))
+        .arg("quantize")
+        .args(["--device", device])
+        .args(args)
+        .arg(input)
+        .arg(&out)
+        .arg(ty)
+        .arg("2")
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "qforge quantize {args:?} {ty} failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
+}
+
+fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
+    let mut args = vec!["--pure"];
+    if let Some(im) = imatrix {
+        args.extend(["--imatrix", im]);
+    }
+    let out = run_quantize(
+        &golden.replace('/', "_"),
+        device,
+        &args,
+        Path::new("tensors.f32.gguf"),
+        ty,
+    );
+    let expected = std::fs::read(support::golden(golden)).unwrap();
+    let got = std::fs::read(&out).unwrap();
+    if got != expected {
+        // Name the tensors that differ.
+        let m = qforge::formats::gguf::GgufFile::open(support::golden(golden)).unwrap();
+        let f = qforge::formats::gguf::GgufFile::open(&out).unwrap();
+        let mut diffs = Vec::new();
+        for (a, b) in f.tensors.iter().zip(&m.tensors) {
+            if a.name != b.name || a.ty != b.ty || f.tensor_data(a) != m.tensor_data(b) {
+                diffs.push(format!(
+                    "{} {} (expected {} {})",
+                    a.name, a.ty, b.name, b.ty
+                ));
+            }
+        }
+        panic!(
+            "{golden}: output differs ({} vs {} bytes); tensors: {diffs:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
+
+fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
+    let m = support::Manifest::load(manifest);
+    let out = run_quantize(
+        &manifest.replace('/', "_"),
+        device,
+        args,
+        Path::new("tiny-llama.f16.gguf"),
+        ty,
+    );
+    support::assert_matches_manifest(&out, &m);
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
+
+/// `--pure` to `$ty`, against golden/pure/`$ty`.gguf, on each device.
+macro_rules! pure {
+    ($name:ident, $ty:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            check_pure($ty, None, concat!("pure/", $ty, ".gguf"), device.name());
+        }
+    };
+}
+
+/// The `$ty` mix of tiny-llama, against golden/mixes/`$ty`.json, on each device.
+macro_rules! mix {
+    ($name:ident, $ty:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            check_mix(concat!("mixes/", $ty, ".json"), &[], $ty, device.name());
+        }
+    };
+}
+
+/// `--pure --imatrix $im` to `$ty`, against golden/pure-imatrix/`$file`.gguf, on each device.
+macro_rules! pure_im {
+    ($name:ident, $ty:literal, $file:literal, $im:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            check_pure(
+                $ty,
+                Some($im),
+                concat!("pure-imatrix/", $file, ".gguf"),
+                device.name(),
+            );
+        }
+    };
+}
+
+/// The `$ty` mix with tiny-imatrix.gguf, against golden/mixes-imatrix/`$ty`.json, on each device.
+macro_rules! mix_im {
+    ($name:ident, $ty:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            check_mix(
+                concat!("mixes-imatrix/", $ty, ".json"),
+                &["--imatrix", "tiny-imatrix.gguf"],
+                $ty,
+                device.name(),
+            );
+        }
+    };
+}
+
+// Foundation: legacy and float types.
+pure!(pure_q4_0, "Q4_0");
+pure!(pure_q4_1, "Q4_1");
+pure!(pure_q5_0, "Q5_0");
+pure!(pure_q5_1, "Q5_1");
+pure!(pure_q8_0, "Q8_0");
+pure!(pure_f16, "F16");
+pure!(pure_bf16, "BF16");
+pure!(pure_f32, "F32");
+mix!(mix_q4_0, "Q4_0");
+mix!(mix_q4_1, "Q4_1");
+mix!(mix_q5_0, "Q5_0");
+mix!(mix_q5_1, "Q5_1");
+mix!(mix_q8_0, "Q8_0");
+mix!(mix_f16, "F16");
+mix!(mix_bf16, "BF16");
+mix!(mix_f32, "F32");
+
+// K-quants, IQ4, ternary.
+pure!(pure_q2_k, "Q2_K");
+pure!(pure_q3_k_s, "Q3_K_S");
+pure!(pure_q4_k_s, "Q4_K_S");
+pure!(pure_q5_k_s, "Q5_K_S");
+pure!(pure_q6_k, "Q6_K");
+pure!(pure_iq4_nl, "IQ4_NL");
+pure!(pure_iq4_xs, "IQ4_XS");
+pure!(pure_tq1_0, "TQ1_0");
+pure!(pure_tq2_0, "TQ2_0");
+mix!(mix_q2_k, "Q2_K");
+mix!(mix_q3_k_s, "Q3_K_S");
+mix!(mix_q3_k_m, "Q3_K_M");
+mix!(mix_q3_k_l, "Q3_K_L");
+mix!(mix_q4_k_s, "Q4_K_S");
+mix!(mix_q4_k_m, "Q4_K_M");
+mix!(mix_q5_k_s, "Q5_K_S");
+mix!(mix_q5_k_m, "Q5_K_M");
+mix!(mix_q6_k, "Q6_K");
+mix!(mix_iq4_nl, "IQ4_NL");
+mix!(mix_iq4_xs, "IQ4_XS");
+mix!(mix_tq1_0, "TQ1_0");
+mix!(mix_tq2_0, "TQ2_0");
+
+// With an importance matrix.
+pure_im!(pure_im_q4_0, "Q4_0", "Q4_0", "imatrix.gguf");
+pure_im!(pure_im_q4_1, "Q4_1", "Q4_1", "imatrix.gguf");
+pure_im!(pure_im_q5_0, "Q5_0", "Q5_0", "imatrix.gguf");
+pure_im!(pure_im_q5_1, "Q5_1", "Q5_1", "imatrix.gguf");
+pure_im!(pure_im_q8_0, "Q8_0", "Q8_0", "imatrix.gguf");
+pure_im!(pure_im_q2_k, "Q2_K", "Q2_K", "imatrix.gguf");
+pure_im!(pure_im_q3_k_s, "Q3_K_S", "Q3_K_S", "imatrix.gguf");
+pure_im!(pure_im_q4_k_s, "Q4_K_S", "Q4_K_S", "imatrix.gguf");
+pure_im!(pure_im_q5_k_s, "Q5_K_S", "Q5_K_S", "imatrix.gguf");
+pure_im!(pure_im_q6_k, "Q6_K", "Q6_K", "imatrix.gguf");
+pure_im!(pure_im_iq4_nl, "IQ4_NL", "IQ4_NL", "imatrix.gguf");
+pure_im!(pure_im_iq4_xs, "IQ4_XS", "IQ4_XS", "imatrix.gguf");
+pure_im!(
+    pure_im_q4_k_s_from_dat,
+    "Q4_K_S",
+    "Q4_K_S.from-dat",
+    "imatrix.dat"
+);
+pure_im!(
+    pure_im_q4_k_s_partial,
+    "Q4_K_S",
+    "Q4_K_S.partial",
+    "imatrix-partial.gguf"
+);
+mix_im!(mix_im_q2_k_s, "Q2_K_S");
+mix_im!(mix_im_q3_k_m, "Q3_K_M");
+mix_im!(mix_im_q4_0, "Q4_0");
+mix_im!(mix_im_q4_k_m, "Q4_K_M");
+mix_im!(mix_im_q6_k, "Q6_K");
+mix_im!(mix_im_iq4_xs, "IQ4_XS");
+
+// Options and requantization.
+device_test!(mix_q4_k_m_opts_a, cpu, gpu);
+fn mix_q4_k_m_opts_a(device: Device) {
+    check_mix(
+        "mixes/Q4_K_M.opts-a.json",
+        &[
+            "--output-tensor-type",
+            "q8_0",
+            "--token-embedding-type",
+            "q4_k",
+            "--tensor-type",
+            "ffn_up=q5_k",
+            "--tensor-type",
+            "attn_.*=q6_k",
+        ],
+        "Q4_K_M",
+        device.name(),
+    );
+}
+
+device_test!(mix_q5_k_m_opts_b, cpu, gpu);
+fn mix_q5_k_m_opts_b(device: Device) {
+    check_mix(
+        "mixes/Q5_K_M.opts-b.json",
+        &[
+            "--leave-output-tensor",
+            "--override-kv",
+            "general.name=str:renamed",
+            "--override-kv",
+            "llama.context_length=int:4096",
+        ],
+        "Q5_K_M",
+        device.name(),
+    );
+}
+
+device_test!(mix_q4_k_m_requant_from_q8_0, cpu, gpu);
+/// llama-quantize f16 → Q8_0, then --allow-requantize Q8_0 → Q4_K_M. Our Q8_0 step is itself
+/// proven identical by `mix_q8_0`.
+fn mix_q4_k_m_requant_from_q8_0(device: Device) {
+    let dev = device.name();
+    let q8 = run_quantize(
+        "requant-q8",
+        dev,
+        &[],
+        Path::new("tiny-llama.f16.gguf"),
+        "Q8_0",
+    );
+    let m = support::Manifest::load("mixes/Q4_K_M.requant-from-Q8_0.json");
+    let out = run_quantize("requant-q4km", dev, &["--allow-requantize"], &q8, "Q4_K_M");
+    support::assert_matches_manifest(&out, &m);
+    // Without the flag it is refused.
+    let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .args(["quantize", "--device", dev])
+        .arg(&q8)
+        .arg(out.with_extension("refused.gguf"))
+        .arg("Q4_K_M")
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("requantizing from type Q8_0 is disabled")
+    );
+    assert!(!out.with_extension("refused.gguf").exists());
+}

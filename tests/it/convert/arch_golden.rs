@@ -1,0 +1,99 @@
+//! `qforge convert` of Mistral, Qwen2, Qwen3 and Llama-3-RoPE-scaled checkpoints, compared
+//! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
+//!
+//! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
+//! (tokenizer files copied from the shared goldens). The goldens are manifests under
+//! tests/data/convert_arch/<arch>/; tests/data/convert_arch/README.md has the commands that
+//! made them, and `cargo run --example write_fixtures -- arch-checkpoints DIR` writes the same
+//! checkpoints for them.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use qforge::convert::synthetic_hf::{HfFlavor, SyntheticHf};
+use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
+
+/// Where the tokenizer files of a flavor come from.
+fn tokenizer_source(flavor: HfFlavor) -> PathBuf {
+    support::golden(if flavor.uses_bpe() {
+        "tiny-bpe"
+    } else {
+        "tiny-llama"
+    })
+}
+
+/// Write the preset checkpoint of `flavor` under `root`, returning its directory.
+fn write_checkpoint(flavor: HfFlavor, root: &Path) -> PathBuf {
+    let m = SyntheticHf::preset(flavor);
+    let dir = root.join(m.dir_name());
+    m.write(&dir, &tokenizer_source(flavor)).unwrap();
+    dir
+}
+
+/// The preset checkpoint of `flavor`, written once per test process.
+fn checkpoint(flavor: HfFlavor) -> PathBuf {
+    static DIRS: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
+    let slot = HfFlavor::ALL.iter().position(|f| *f == flavor).unwrap();
+    DIRS[slot]
+        .get_or_init(|| {
+            write_checkpoint(flavor, &support::temp_dir(&format!("c2-{}", flavor.name())))
+        })
+        .clone()
+}
+
+/// The golden manifest of `flavor` converted to `outtype`.
+fn golden_manifest(flavor: HfFlavor, outtype: &str) -> support::Manifest {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/convert_arch")
+        .join(flavor.name())
+        .join(format!("{outtype}.json"));
+    support::Manifest::load_path(&path)
+}
+
+/// Convert the preset checkpoint of `flavor` to `outtype` and compare with the golden.
+fn converts_like_llama_cpp(flavor: HfFlavor, outtype: &str) {
+    let dir = checkpoint(flavor);
+    let out = dir
+        .parent()
+        .unwrap()
+        .join(format!("{}.{outtype}.gguf", flavor.name()));
+    let opts = ConvertOptions {
+        outtype: OutType::parse(outtype).unwrap(),
+        ..Default::default()
+    };
+    convert(&dir, &out, &opts).unwrap();
+    support::assert_matches_manifest(&out, &golden_manifest(flavor, outtype));
+    std::fs::remove_file(&out).unwrap();
+}
+
+macro_rules! golden_tests {
+    ($($name:ident: $flavor:ident, $outtype:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                converts_like_llama_cpp(HfFlavor::$flavor, $outtype);
+            }
+        )*
+    };
+}
+
+golden_tests! {
+    mistral_f32: Mistral, "f32";
+    mistral_f16: Mistral, "f16";
+    mistral_bf16: Mistral, "bf16";
+    mistral_q8_0: Mistral, "q8_0";
+    qwen2_f32: Qwen2, "f32";
+    qwen2_f16: Qwen2, "f16";
+    qwen2_bf16: Qwen2, "bf16";
+    qwen2_q8_0: Qwen2, "q8_0";
+    qwen3_f32: Qwen3, "f32";
+    qwen3_f16: Qwen3, "f16";
+    qwen3_bf16: Qwen3, "bf16";
+    qwen3_q8_0: Qwen3, "q8_0";
+    llama3_f32: Llama3, "f32";
+    llama3_f16: Llama3, "f16";
+    llama3_bf16: Llama3, "bf16";
+    llama3_q8_0: Llama3, "q8_0";
+}

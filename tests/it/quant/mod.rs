@@ -1,0 +1,12 @@
+//! Quantization on the CPU: legacy and K-quant kernels against llama-quantize's bytes, error
+//! bounds, SIMD against scalar, the type rules and mixes, and importance-matrix files.
+
+mod imatrix_files;
+mod kquant_golden;
+mod kquant_roundtrip;
+mod kquant_simd;
+mod legacy_golden;
+mod legacy_roundtrip;
+mod legacy_simd;
+mod mix_rules_golden;
+mod type_rules;
