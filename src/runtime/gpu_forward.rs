@@ -18,7 +18,7 @@
 //! Determinism: shaders/forward.wgsl reduces in a fixed order (no atomics, no subgroups), so a
 //! device gives identical bits on every run. Results differ from the CPU's in the last bits
 //! (different summation order, f32 instead of the CPU's f64 in RMSNorm and softmax sums,
-//! device `exp`); tests/gpufwd_*.rs state the tolerances.
+//! device `exp`); tests/gpu/forward_*.rs state the tolerances.
 //!
 //! Self-check: a driver may fuse, flush or approximate differently from lavapipe, so before a
 //! model is uploaded to an adapter, [`GpuLlama::self_check`] runs a generated canary model on
@@ -264,7 +264,7 @@ fn padded(bytes: u64) -> u64 {
 }
 
 /// Largest |GPU − CPU| logit difference the self-check accepts, relative to the largest CPU
-/// logit (the tolerance tests/gpufwd_logits.rs holds the pass to).
+/// logit (the tolerance tests/gpu/forward_logits.rs holds the pass to).
 const CHECK_TOLERANCE: f32 = 1e-3;
 
 /// The canary the self-check runs: [`SyntheticLlama::tiny`] with F16 weights, small enough to
