@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::Args;
 
+use qforge::formats::same_file::{check_file_output, check_output, JobInput};
 use qforge::gpu::DeviceSpec;
 use qforge::lora::{
     lora_to_gguf, merge_lora_gguf, merge_lora_hf, AdapterSpec, GgufAdapterSpec, LoraOutType,
@@ -48,7 +49,7 @@ pub fn merge_device(spec: DeviceSpec, backend: Option<&Backend>) -> Result<Merge
 pub fn merge(a: MergeLoraArgs) -> Result<()> {
     let spec: DeviceSpec = a.device.parse()?;
     let options = MergeOptions {
-        threads: a.threads,
+        threads: super::limits::cap_threads(a.threads, "--threads"),
         device: merge_device(spec, None)?,
     };
     if a.base.is_dir() {
@@ -57,6 +58,9 @@ pub fn merge(a: MergeLoraArgs) -> Result<()> {
             .iter()
             .map(|s| AdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut inputs = vec![JobInput::new(&a.base, "base")];
+        inputs.extend(adapters.iter().map(|s| JobInput::new(&s.dir, "adapter")));
+        check_output(&a.output, &inputs)?;
         let r = merge_lora_hf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     } else {
@@ -65,6 +69,9 @@ pub fn merge(a: MergeLoraArgs) -> Result<()> {
             .iter()
             .map(|s| GgufAdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut inputs = vec![JobInput::new(&a.base, "base")];
+        inputs.extend(adapters.iter().map(|s| JobInput::new(&s.path, "adapter")));
+        check_file_output(&a.output, &inputs)?;
         let r = merge_lora_gguf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     }
@@ -92,6 +99,13 @@ pub fn to_gguf(a: LoraToGgufArgs) -> Result<()> {
     let out = a
         .outfile
         .unwrap_or_else(|| a.adapter_dir.join("ggml-adapter-model.gguf"));
+    check_file_output(
+        &out,
+        &[
+            JobInput::new(&a.adapter_dir, "adapter"),
+            JobInput::new(&a.base, "base"),
+        ],
+    )?;
     lora_to_gguf(&a.adapter_dir, &a.base, &out, outtype)?;
     println!("wrote {}", out.display());
     Ok(())

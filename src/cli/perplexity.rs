@@ -9,6 +9,7 @@ use clap::Args;
 
 use qforge::eval::kld::{read_scored_logits, write_scored_logits};
 use qforge::eval::perplexity::chunk_count;
+use qforge::formats::same_file::{check_file_output, JobInput};
 use qforge::eval::{
     kl_divergence, perplexity_with_progress, score_logits_with_progress, tokenize_eval_text,
     KldReport, PplOptions, PplReport,
@@ -49,6 +50,17 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     }
     let base = match (&a.kl_divergence_base, a.kl_divergence) {
         (Some(path), true) => Some(read_scored_logits(path)?),
+        (Some(path), false) => {
+            // The base logits are written: never over the model or the text.
+            check_file_output(
+                path,
+                &[
+                    JobInput::new(&a.model, "model"),
+                    JobInput::new(&a.file, "text"),
+                ],
+            )?;
+            None
+        }
         _ => None,
     };
     set_threads(a.threads)?;

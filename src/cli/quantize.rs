@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use qforge::formats::imatrix;
+use qforge::formats::same_file::{check_file_output, JobInput};
 use qforge::gpu::DeviceSpec;
 use qforge::model::encode::OutType;
 use qforge::model::hf::{HfModel, HfOptions};
@@ -83,6 +84,18 @@ pub struct QuantizeArgs {
 }
 
 impl QuantOptions {
+    /// The files these options read (imatrix, tensor-type file), for the output checks.
+    pub fn inputs(&self) -> Vec<JobInput<'_>> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.imatrix {
+            v.push(JobInput::new(p, "imatrix"));
+        }
+        if let Some(p) = &self.tensor_type_file {
+            v.push(JobInput::new(p, "tensor-type file"));
+        }
+        v
+    }
+
     /// The job for `target` written to `output`.
     pub fn job(&self, target: QuantTarget, output: PathBuf) -> Result<QuantizeJob> {
         if !self.include_weights.is_empty() && !self.exclude_weights.is_empty() {
@@ -148,6 +161,11 @@ impl QuantOptions {
         })
     }
 
+    /// `--dry-run`: nothing is written.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// `--device`, parsed.
     pub fn device_spec(&self) -> Result<DeviceSpec> {
         Ok(self.device.parse()?)
@@ -158,6 +176,7 @@ impl QuantOptions {
             bail!("--verify takes a fraction between 0 and 1");
         }
         let spec = self.device_spec()?;
+        let threads = super::limits::cap_threads(threads, "NTHREADS");
         Ok(Backend::select(spec, threads, self.verify)?)
     }
 
@@ -239,6 +258,11 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     } else {
         output
     };
+    if !a.opts.dry_run {
+        let mut inputs = vec![JobInput::new(&input, "input")];
+        inputs.extend(a.opts.inputs());
+        check_file_output(&output, &inputs)?;
+    }
     if input.is_dir() {
         // A Hugging Face checkpoint: converted to f32 on the fly, exactly as
         // `convert_hf_to_gguf.py --outtype f32` followed by llama-quantize.

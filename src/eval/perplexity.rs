@@ -79,6 +79,9 @@ pub fn chunk_count(n_tokens: usize, opts: &PplOptions) -> Result<usize> {
     if opts.n_ctx < 2 {
         bail!("a context of {} tokens is too small to score", opts.n_ctx);
     }
+    if opts.n_chunks == Some(0) {
+        bail!("--chunks 0: nothing to evaluate (give at least 1, or leave it out for all)");
+    }
     if n_tokens < 2 * opts.n_ctx {
         bail!(
             "you need at least {} tokens for a context of {} tokens; the data has only {n_tokens}",
@@ -100,6 +103,8 @@ pub(crate) fn eval_chunk(
     bos: Option<u32>,
     observer: Option<&mut dyn MatmulObserver>,
 ) -> Result<Vec<f32>> {
+    // A signal (or the embedding program) asked to stop: checked before each chunk's work.
+    crate::formats::cancel::check()?;
     let start = index * opts.n_ctx;
     let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
     if let Some(b) = bos {
@@ -116,6 +121,8 @@ fn eval_chunk_scored(
     opts: &PplOptions,
     bos: Option<u32>,
 ) -> Result<Vec<f32>> {
+    // A signal (or the embedding program) asked to stop: checked before each chunk's work.
+    crate::formats::cancel::check()?;
     let start = index * opts.n_ctx;
     let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
     if let Some(b) = bos {
@@ -193,6 +200,7 @@ pub fn score_logits_with_progress(
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
+        acc.check_finite(i + 1)?;
         progress(ChunkProgress {
             done: i + 1,
             total: n_chunks,
@@ -243,6 +251,20 @@ impl NllAccumulator {
 
     pub(crate) fn running_ppl(&self) -> f64 {
         self.chunk_ppl.last().copied().unwrap_or(f64::NAN)
+    }
+
+    /// Refuse a chunk whose scores are not finite: the model's output is NaN or inf (a NaN
+    /// norm epsilon, a zero rope base, overflowing weights), and every number after it would
+    /// be meaningless. `chunk` is the 1-based chunk just added.
+    pub(crate) fn check_finite(&self, chunk: usize) -> Result<()> {
+        let ppl = self.running_ppl();
+        if ppl.is_nan() || ppl == f64::NEG_INFINITY {
+            bail!(
+                "chunk {chunk}: the model's output is not finite (perplexity {ppl}); check its \
+                 hyper-parameters (rms_norm_eps, rope_theta) and weights"
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn finish(self, n_ctx: usize, tokens_evaluated: usize, seconds: f64) -> PplReport {
@@ -324,6 +346,7 @@ pub fn perplexity_with_progress(
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
+        acc.check_finite(i + 1)?;
         progress(ChunkProgress {
             done: i + 1,
             total: n_chunks,

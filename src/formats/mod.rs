@@ -2,7 +2,9 @@
 //! before trusting it.
 
 pub mod atomic;
+pub mod cancel;
 pub mod gguf;
 pub mod imatrix;
 pub mod peft;
 pub mod safetensors;
+pub mod same_file;

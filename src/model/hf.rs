@@ -255,6 +255,14 @@ impl Hparams {
             .filter(|v| !v.is_null())
     }
 
+    /// The key of `keys` that [`Self::find`] reads (for messages: name the key the file has).
+    fn found_key<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| self.map.contains_key(*k))
+            .unwrap_or(keys[0])
+    }
+
     fn bad(&self, what: String) -> HfError {
         HfError::Config {
             path: self.path.clone(),
@@ -273,7 +281,7 @@ impl Hparams {
                 .ok_or_else(|| {
                     self.bad(format!(
                         "'{}' must be an unsigned 32-bit integer, got {v}",
-                        keys[0]
+                        self.found_key(keys)
                     ))
                 }),
         }
@@ -292,7 +300,12 @@ impl Hparams {
             Some(v) => v
                 .as_f64()
                 .map(Some)
-                .ok_or_else(|| self.bad(format!("'{}' must be a number, got {v}", keys[0]))),
+                .ok_or_else(|| {
+                    self.bad(format!(
+                        "'{}' must be a number, got {v}",
+                        self.found_key(keys)
+                    ))
+                }),
         }
     }
 }
@@ -503,8 +516,17 @@ impl HfModel {
     /// Name, permutation, output type and shape of every tensor, in the script's order.
     fn plan_tensors(&mut self) -> Result<(), HfError> {
         let hp = &self.hparams;
-        let n_blocks =
-            hp.require_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])? as usize;
+        let layer_keys = ["n_layers", "num_hidden_layers", "n_layer", "num_layers"];
+        let n_blocks = hp.require_u32(&layer_keys)? as usize;
+        check_layer_count(
+            hp,
+            hp.found_key(&layer_keys),
+            n_blocks,
+            self.checkpoint
+                .order()
+                .iter()
+                .map(|&loc| self.checkpoint.tensor(loc).name.as_str()),
+        )?;
         let names = TensorNameMap::new(self.class, n_blocks);
 
         // The checkpoint's tensors after the converter's renames, in its order.
@@ -1374,6 +1396,46 @@ impl HfModel {
     pub fn source_name(&self, index: usize) -> &str {
         &self.plans[index].hf_name
     }
+}
+
+/// The block count of config.json checked against the checkpoint before anything is sized by
+/// it (the name map costs tens of KB per declared layer): no more than llama.cpp's
+/// `LLAMA_MAX_LAYERS`, and no more than one past the highest layer number in the tensor names
+/// (a checkpoint stores every layer it declares).
+fn check_layer_count<'a>(
+    hp: &Hparams,
+    key: &str,
+    n_blocks: usize,
+    tensor_names: impl Iterator<Item = &'a str>,
+) -> Result<(), HfError> {
+    const MAX_LAYERS: usize = 512;
+    if n_blocks > MAX_LAYERS {
+        return Err(hp.bad(format!(
+            "'{key}' is {n_blocks}; no model llama.cpp loads has more than {MAX_LAYERS} layers"
+        )));
+    }
+    // The layer number is the first all-digit dot-separated part of names such as
+    // model.layers.12.mlp.up_proj.weight.
+    let mut highest: Option<usize> = None;
+    let mut any_layered = false;
+    for name in tensor_names {
+        if let Some(n) = name
+            .split('.')
+            .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<usize>().ok())
+        {
+            any_layered = true;
+            highest = Some(highest.map_or(n, |h| h.max(n)));
+        }
+    }
+    if let (true, Some(h)) = (any_layered, highest) {
+        if n_blocks > h + 1 {
+            return Err(hp.bad(format!(
+                "'{key}' is {n_blocks} but the checkpoint's tensors stop at layer {h}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::formats::gguf::GgufWriter;
 use crate::model::encode::encoded_size;
+use crate::quant::finite_output::first_non_finite;
 pub use crate::model::encode::OutType;
 use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::source::TensorSource;
@@ -147,10 +148,22 @@ pub fn write_converted(
     // merge) behind it. The channel holds one tensor, so at most three are in memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Cow<'_, [u8]>>(1);
     let specs_ref = &specs;
+    let output_ref = &output;
     let (writer_result, produce_error) = std::thread::scope(|scope| {
         let writer_thread = scope.spawn(move || -> anyhow::Result<(GgufWriter, u64)> {
             let mut tensor_bytes = 0u64;
             for (i, bytes) in rx.into_iter().enumerate() {
+                // Finite input can overflow the output type (1e6 in f16, a Q8_0 scale).
+                if let Some(bad) = first_non_finite(specs_ref[i].1, &bytes) {
+                    anyhow::bail!(
+                        "{}: tensor '{}': {bad} in the {} output; refusing to write a \
+                         non-finite value (the weight is out of the type's range, or not finite \
+                         in the checkpoint)",
+                        output_ref.display(),
+                        specs_ref[i].0,
+                        specs_ref[i].1.name()
+                    );
+                }
                 writer.write_tensor(&bytes)?;
                 tensor_bytes += bytes.len() as u64;
                 progress(ConvertProgress::Tensor {

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod convert;
+pub mod override_check;
 pub mod quantize;
 pub mod source;
 

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::formats::gguf::{GgufWriter, Metadata, Value};
 use crate::pipeline::backend::{Backend, CpuBackend};
+use crate::pipeline::override_check;
 use crate::pipeline::source::TensorSource;
 use crate::quant::ftype::{FileType, QuantTarget};
 use crate::quant::rules::{self, ModelInfo, TypeOptions};
@@ -82,7 +83,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
             .trim()
             .parse()
             .with_context(|| format!("KV override '{s}': not an integer"))?;
-        Value::U32(i.unsigned_abs() as u32)
+        Value::U32(override_check::check_int(s, i)?)
     } else if let Some(v) = rest.strip_prefix("float:") {
         let f: f64 = v
             .trim()
@@ -103,6 +104,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
     } else {
         bail!("invalid type for KV override '{s}': use int:, float:, bool: or str:");
     };
+    override_check::check_override(s, key, &value)?;
     Ok((key.to_string(), value))
 }
 
@@ -178,6 +180,7 @@ pub fn quantize(
     let tensors = source.tensors();
     let model =
         ModelInfo::from_metadata(source.metadata()).map_err(|e| anyhow!("{src_name}: {e}"))?;
+    check_prune_layers(&src_name, &job.type_options.prune_layers, model.n_layer)?;
 
     // Plan: order, names after pruning, types.
     let input: Vec<(String, GgmlType, Vec<u64>)> = tensors
@@ -201,6 +204,7 @@ pub fn quantize(
             input_file_type(source, &order)
         }
     };
+    override_check::check_against_source(&src_name, source.metadata(), &job.overrides)?;
     let metadata = output_metadata(source, job, file_type, full_plan.block_count, &model.arch);
 
     // Every refusal happens before the output file exists.
@@ -249,6 +253,20 @@ pub fn quantize(
             }
         }
         imatrix_rows.push(qw);
+    }
+    // An imatrix made for another model matches nothing: quantizing "with" it would silently
+    // be quantizing without it.
+    if let Some(im) = job.imatrix.as_ref().filter(|im| !im.weights.is_empty()) {
+        let matched = plan
+            .iter()
+            .any(|p| p.quantize && im.weights.contains_key(&p.imatrix_name));
+        if !matched {
+            bail!(
+                "{src_name}: the imatrix has no entry for any tensor of this model (it has e.g. \
+                 '{}'); was it made for another model?",
+                im.weights.keys().next().map_or("", |k| k.as_str())
+            );
+        }
     }
 
     let mut report = QuantizeReport {
@@ -500,4 +518,15 @@ pub fn keep_split_path(output: &Path) -> PathBuf {
     let s = output.to_string_lossy();
     let prefix = s.strip_suffix(".gguf").unwrap_or(&s);
     PathBuf::from(format!("{prefix}-00001-of-00001.gguf"))
+}
+
+/// `--prune-layers` must name layers the model has and leave at least one.
+fn check_prune_layers(src_name: &str, prune: &[u32], n_layer: u32) -> Result<()> {
+    if let Some(&bad) = prune.iter().find(|&&l| l >= n_layer) {
+        bail!("{src_name}: --prune-layers {bad}: the model has layers 0..{n_layer} only");
+    }
+    if !prune.is_empty() && prune.len() as u64 >= n_layer as u64 {
+        bail!("{src_name}: --prune-layers would remove all {n_layer} layers");
+    }
+    Ok(())
 }

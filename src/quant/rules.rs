@@ -26,6 +26,13 @@ pub enum RuleError {
     /// A metadata key the model loader requires is absent or not an integer.
     #[error("model metadata: key '{key}' is missing or not an integer")]
     MissingKey { key: String },
+    /// A metadata key that is present but holds the wrong type of value.
+    #[error("model metadata: key '{key}' is {found}, expected {expected}")]
+    WrongType {
+        key: String,
+        found: String,
+        expected: &'static str,
+    },
     /// A metadata value outside what llama.cpp's loader accepts.
     #[error("model metadata: {what}")]
     BadMetadata { what: String },
@@ -104,20 +111,31 @@ impl ModelInfo {
     /// Read the hyper-parameters from GGUF metadata. Integer keys of any integer type are
     /// accepted; per-layer arrays (head counts) are read at layer 0, as `n_gqa()` does.
     pub fn from_metadata(md: &Metadata) -> Result<ModelInfo, RuleError> {
-        let arch = md
-            .get_str("general.architecture")
-            .ok_or_else(|| RuleError::MissingKey {
-                key: "general.architecture".into(),
-            })?
-            .to_string();
+        let arch = match md.get("general.architecture") {
+            Some(Value::Str(s)) => s.clone(),
+            Some(other) => {
+                return Err(RuleError::WrongType {
+                    key: "general.architecture".into(),
+                    found: format!("{:?}", other.value_type()),
+                    expected: "a string",
+                })
+            }
+            None => {
+                return Err(RuleError::MissingKey {
+                    key: "general.architecture".into(),
+                })
+            }
+        };
+        let wrong = |k: String, v: &Value| RuleError::WrongType {
+            key: k,
+            found: format!("{:?}", v.value_type()),
+            expected: "an integer",
+        };
         let key = |k: &str| format!("{arch}.{k}");
         let scalar = |k: &str| -> Result<Option<u64>, RuleError> {
             match md.get(&key(k)) {
                 None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| wrong(key(k), v)),
             }
         };
         // Head counts may be one value or one per layer.
@@ -1097,7 +1115,14 @@ pub fn plan(
         }
         n_fallback += fallback as usize;
         let requires_imatrix = tensor_requires_imatrix(&name, new_type, opts.ftype);
-        if allows && requires_imatrix && !opts.has_imatrix && !opts.dry_run {
+        // A type with no quantizer yet is reported as that by the pipeline: asking first for
+        // an imatrix would send the user to make one only to hear "not supported yet".
+        if allows
+            && requires_imatrix
+            && !opts.has_imatrix
+            && !opts.dry_run
+            && super::quantizer(new_type).is_some()
+        {
             return Err(RuleError::ImatrixRequired {
                 tensor: name,
                 ty: new_type,
