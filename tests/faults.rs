@@ -244,7 +244,11 @@ fn convert_output_onto_a_checkpoint_file_is_refused() {
     for outtype in ["f16", "Q8_0"] {
         let err = refused(&["convert", s(&m), "--outtype", outtype, "-o", s(&st)]);
         assert!(err.contains("model.safetensors"), "{err}");
-        assert_eq!(sha(&st), before, "--outtype {outtype} changed the checkpoint");
+        assert_eq!(
+            sha(&st),
+            before,
+            "--outtype {outtype} changed the checkpoint"
+        );
     }
 }
 
@@ -256,11 +260,26 @@ fn merge_lora_output_onto_base_or_adapter_is_refused() {
     let adapter = gguf_model(&d, "adapter.gguf");
     let before = sha(&base);
     let err = refused(&[
-        "merge-lora", "--base", s(&base), "--lora", s(&adapter), "-o", s(&base), "--device", "cpu",
+        "merge-lora",
+        "--base",
+        s(&base),
+        "--lora",
+        s(&adapter),
+        "-o",
+        s(&base),
+        "--device",
+        "cpu",
     ]);
     assert!(err.contains("base.gguf") && err.contains("base"), "{err}");
     let err = refused(&[
-        "merge-lora", "--base", s(&base), "--lora", s(&adapter), "-o", s(&adapter), "--device",
+        "merge-lora",
+        "--base",
+        s(&base),
+        "--lora",
+        s(&adapter),
+        "-o",
+        s(&adapter),
+        "--device",
         "cpu",
     ]);
     assert!(err.contains("adapter"), "{err}");
@@ -269,11 +288,27 @@ fn merge_lora_output_onto_base_or_adapter_is_refused() {
     let m = hf_model(&d, "m");
     let ad = peft_adapter(&d.join("ad"), 0.01, serde_json::json!(1));
     let err = refused(&[
-        "merge-lora", "--base", s(&m), "--lora", s(&ad), "-o", s(&m), "--device", "cpu",
+        "merge-lora",
+        "--base",
+        s(&m),
+        "--lora",
+        s(&ad),
+        "-o",
+        s(&m),
+        "--device",
+        "cpu",
     ]);
     assert!(err.contains("base"), "{err}");
     let err = refused(&[
-        "merge-lora", "--base", s(&m), "--lora", s(&ad), "-o", s(&ad), "--device", "cpu",
+        "merge-lora",
+        "--base",
+        s(&m),
+        "--lora",
+        s(&ad),
+        "-o",
+        s(&ad),
+        "--device",
+        "cpu",
     ]);
     assert!(err.contains("adapter"), "{err}");
 }
@@ -313,7 +348,15 @@ fn perplexity_kld_base_onto_model_is_refused() {
     let text = long_text(&d);
     let before = sha(&m);
     let err = refused(&[
-        "perplexity", "-m", s(&m), "-f", s(&text), "--kl-divergence-base", s(&m), "--chunks", "1",
+        "perplexity",
+        "-m",
+        s(&m),
+        "-f",
+        s(&text),
+        "--kl-divergence-base",
+        s(&m),
+        "--chunks",
+        "1",
     ]);
     assert!(err.contains("model"), "{err}");
     assert_eq!(sha(&m), before, "the model became a logits file");
@@ -349,10 +392,19 @@ fn quantize_stops_on(sig: i32, tag: &str) {
     send_signal(&child, sig);
     let st = wait_at_most(&mut child, Duration::from_secs(5), "quantize");
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(st.code(), Some(130), "status {st:?}; stderr: {err}");
     assert!(err.contains("interrupted"), "{err}");
-    assert!(temp_files(&out_dir).is_empty(), "{:?}", temp_files(&out_dir));
+    assert!(
+        temp_files(&out_dir).is_empty(),
+        "{:?}",
+        temp_files(&out_dir)
+    );
     assert!(!out.exists());
 }
 
@@ -385,7 +437,12 @@ fn eval_stops_on_sigint(args: &[&str], out: &Path) {
     send_signal(&child, libc::SIGINT);
     let st = wait_at_most(&mut child, Duration::from_secs(4), args[0]);
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(st.code(), Some(130), "status {st:?}; stderr: {err}");
     assert!(!out.exists(), "{} was written", out.display());
     assert!(temp_files(out.parent().unwrap()).is_empty());
@@ -399,7 +456,19 @@ fn imatrix_stops_on_sigint() {
     let text = long_text(&d);
     let out = d.join("imatrix.gguf");
     eval_stops_on_sigint(
-        &["imatrix", "-m", s(&m), "-f", s(&text), "-o", s(&out), "-c", "128", "-t", "1"],
+        &[
+            "imatrix",
+            "-m",
+            s(&m),
+            "-f",
+            s(&text),
+            "-o",
+            s(&out),
+            "-c",
+            "128",
+            "-t",
+            "1",
+        ],
         &out,
     );
 }
@@ -413,8 +482,17 @@ fn perplexity_stops_on_sigint() {
     let out = d.join("base.logits");
     eval_stops_on_sigint(
         &[
-            "perplexity", "-m", s(&m), "-f", s(&text), "-c", "128", "-t", "1",
-            "--kl-divergence-base", s(&out),
+            "perplexity",
+            "-m",
+            s(&m),
+            "-f",
+            s(&text),
+            "-c",
+            "128",
+            "-t",
+            "1",
+            "--kl-divergence-base",
+            s(&out),
         ],
         &out,
     );
@@ -434,9 +512,16 @@ fn stale_temporary_file_of_a_dead_process_is_removed() {
     assert!(o.status.success(), "{}", stderr(&o));
     if cfg!(target_os = "linux") {
         assert!(!stale.exists(), "stale temporary file kept");
-        assert!(stderr(&o).contains("out.gguf.4294967295.tmp"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("out.gguf.4294967295.tmp"),
+            "{}",
+            stderr(&o)
+        );
     }
-    assert!(alive.exists(), "a live process's temporary file was removed");
+    assert!(
+        alive.exists(),
+        "a live process's temporary file was removed"
+    );
     assert!(out.exists());
 }
 
@@ -474,7 +559,9 @@ fn convert_f16_overflow_is_refused() {
     let out = d.join("m.f16.gguf");
     let err = refused(&["convert", s(&m), "--outtype", "f16", "-o", s(&out)]);
     assert!(
-        err.contains("blk.0.ffn_up.weight") && err.contains("element 5") && err.contains("m.f16.gguf"),
+        err.contains("blk.0.ffn_up.weight")
+            && err.contains("element 5")
+            && err.contains("m.f16.gguf"),
         "{err}"
     );
     assert!(!out.exists());
@@ -528,7 +615,16 @@ fn convert_with_lora_overflow_is_refused() {
     let ad = peft_adapter(&d.join("ad"), 300.0, serde_json::json!(1));
     let out = d.join("merged.f16.gguf");
     let err = refused(&[
-        "convert", s(&m), "--lora", s(&ad), "--outtype", "f16", "-o", s(&out), "--device", "cpu",
+        "convert",
+        s(&m),
+        "--lora",
+        s(&ad),
+        "--outtype",
+        "f16",
+        "-o",
+        s(&out),
+        "--device",
+        "cpu",
     ]);
     assert!(err.contains("blk.0.ffn_up.weight"), "{err}");
     assert!(err.contains("element"), "{err}");
@@ -555,7 +651,12 @@ fn alignment_override_zero_is_refused_not_a_panic() {
     let a = gguf_model(&d, "a.gguf");
     let out = d.join("out.gguf");
     let err = refused(&[
-        "quantize", "--override-kv", "general.alignment=int:0", s(&a), s(&out), "Q8_0",
+        "quantize",
+        "--override-kv",
+        "general.alignment=int:0",
+        s(&a),
+        s(&out),
+        "Q8_0",
     ]);
     assert!(err.contains("general.alignment"), "{err}");
     assert!(!out.exists());
@@ -581,7 +682,10 @@ fn closed_stdout_ends_quietly() {
         .unwrap();
     let err = stderr(&o);
     assert_ne!(o.status.code(), Some(101), "panicked: {err}");
-    assert!(!err.contains("panicked") && !err.contains("failed printing"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("failed printing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -627,7 +731,17 @@ fn chunks_zero_is_refused() {
     let err = refused(&["perplexity", "-m", s(&m), "-f", s(&text), "--chunks", "0"]);
     assert!(err.contains("--chunks 0"), "{err}");
     let out = d.join("imatrix.gguf");
-    let err = refused(&["imatrix", "-m", s(&m), "-f", s(&text), "--chunks", "0", "-o", s(&out)]);
+    let err = refused(&[
+        "imatrix",
+        "-m",
+        s(&m),
+        "-f",
+        s(&text),
+        "--chunks",
+        "0",
+        "-o",
+        s(&out),
+    ]);
     assert!(err.contains("--chunks 0"), "{err}");
     assert!(!out.exists());
 }
@@ -648,14 +762,35 @@ fn hyper_parameters_that_make_nan_perplexity_are_refused() {
         let o = run(&["quantize", "--override-kv", kv, s(&a), s(&bad), "COPY"]);
         assert!(o.status.success(), "{kv}: {}", stderr(&o));
         let err = refused(&[
-            "perplexity", "-m", s(&bad), "-f", s(&text), "-c", "128", "--chunks", "2",
+            "perplexity",
+            "-m",
+            s(&bad),
+            "-f",
+            s(&text),
+            "-c",
+            "128",
+            "--chunks",
+            "2",
         ]);
         assert!(err.contains(key), "{kv}: {err}");
         let out = d.join("im.gguf");
         let err = refused(&[
-            "imatrix", "-m", s(&bad), "-f", s(&text), "-c", "128", "--chunks", "2", "-o", s(&out),
+            "imatrix",
+            "-m",
+            s(&bad),
+            "-f",
+            s(&text),
+            "-c",
+            "128",
+            "--chunks",
+            "2",
+            "-o",
+            s(&out),
         ]);
-        assert!(err.contains(key) && !err.contains("non-finite values detected"), "{kv}: {err}");
+        assert!(
+            err.contains(key) && !err.contains("non-finite values detected"),
+            "{kv}: {err}"
+        );
         assert!(!out.exists());
     }
 }
@@ -668,21 +803,27 @@ fn prune_layers_out_of_range_or_all_is_refused() {
     let err = refused(&["quantize", "--prune-layers", "8", s(&a), s(&out), "Q8_0"]);
     assert!(err.contains("--prune-layers") && err.contains('8'), "{err}");
     let err = refused(&[
-        "quantize", "--prune-layers", "0,1,2,3,4,5,6,7", s(&a), s(&out), "Q8_0",
+        "quantize",
+        "--prune-layers",
+        "0,1,2,3,4,5,6,7",
+        s(&a),
+        s(&out),
+        "Q8_0",
     ]);
     assert!(err.contains("all"), "{err}");
     assert!(!out.exists());
 }
 
-/// A two-tensor GGUF written by our writer, for the layout tests to damage.
+/// A three-tensor GGUF written by our writer (8 f32 each), for the layout tests to damage.
 fn small_gguf(path: &Path, md: &Metadata, names: [&str; 2]) {
-    let specs = vec![
-        (names[0].to_string(), GgmlType::F32, vec![8]),
-        (names[1].to_string(), GgmlType::F32, vec![8]),
-    ];
+    let specs: Vec<_> = [names[0], names[1], "third"]
+        .iter()
+        .map(|n| (n.to_string(), GgmlType::F32, vec![8u64]))
+        .collect();
     let mut w = GgufWriter::create(path, md, &specs).unwrap();
-    w.write_tensor(&[0u8; 32]).unwrap();
-    w.write_tensor(&[0u8; 32]).unwrap();
+    for _ in 0..3 {
+        w.write_tensor(&[0u8; 32]).unwrap();
+    }
     w.finish().unwrap();
 }
 
@@ -710,7 +851,8 @@ fn gguf_layouts_llama_cpp_rejects_are_refused() {
         poke_offset(&p, "second", offset);
         let err = GgufFile::open(&p).err().map(|e| e.to_string());
         assert!(
-            err.as_deref().is_some_and(|e| e.contains("second") && e.contains("offset")),
+            err.as_deref()
+                .is_some_and(|e| e.contains("second") && e.contains("offset")),
             "{tag}: {err:?}"
         );
     }
@@ -727,7 +869,8 @@ fn gguf_layouts_llama_cpp_rejects_are_refused() {
     small_gguf(&p, &md64, ["first", "second"]);
     let err = GgufFile::open(&p).err().map(|e| e.to_string());
     assert!(
-        err.as_deref().is_some_and(|e| e.contains("general.alignment")),
+        err.as_deref()
+            .is_some_and(|e| e.contains("general.alignment")),
         "{err:?}"
     );
     // And the CLI refuses to copy such a file through.
@@ -775,7 +918,8 @@ fn dat_imatrix_with_negative_call_count_is_refused() {
     std::fs::write(&p, &b).unwrap();
     let err = ImportanceWeights::load(&p).err().map(|e| e.to_string());
     assert!(
-        err.as_deref().is_some_and(|e| e.contains("-3") && e.contains("blk.0.attn_q.weight")),
+        err.as_deref()
+            .is_some_and(|e| e.contains("-3") && e.contains("blk.0.attn_q.weight")),
         "{err:?}"
     );
 }
@@ -789,11 +933,13 @@ fn config_layer_count_beyond_the_tensors_is_refused() {
     let m = hf_model(&d, "m");
     let out = d.join("m.gguf");
     for n in [100_000u64, 9] {
-        edit_json(&m.join("config.json"), |v| v["num_hidden_layers"] = n.into());
+        edit_json(&m.join("config.json"), |v| {
+            v["num_hidden_layers"] = n.into()
+        });
         let t0 = Instant::now();
         let err = refused(&["convert", s(&m), "--outtype", "f16", "-o", s(&out)]);
         assert!(err.contains("num_hidden_layers"), "{n}: {err}");
-        assert!(!err.contains("n_layers"), "{n}: names another key: {err}");
+        assert!(!err.contains("'n_layers'"), "{n}: names another key: {err}");
         assert!(t0.elapsed() < Duration::from_secs(20));
     }
     assert!(!out.exists());
@@ -804,7 +950,14 @@ fn synth_with_huge_dimensions_is_refused() {
     let d = scratch("synth");
     let out = d.join("huge.gguf");
     let err = refused(&[
-        "synth", s(&out), "--embd", "1048576", "--vocab", "1048576", "--ff", "4194304",
+        "synth",
+        s(&out),
+        "--embd",
+        "1048576",
+        "--vocab",
+        "1048576",
+        "--ff",
+        "4194304",
     ]);
     assert!(err.contains("elements"), "{err}");
     assert!(!out.exists());
@@ -856,5 +1009,56 @@ fn output_path_checks_do_not_refuse_ordinary_jobs() {
     let o = run(&["convert", s(&m), "--outtype", "f16"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&["convert", s(&m), "--outtype", "f16"]);
-    assert!(o.status.success(), "re-running into the same directory: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "re-running into the same directory: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_directory_or_device_as_gguf_is_named_as_such() {
+    let d = scratch("nodev");
+    let err = refused(&["info", s(&d)]);
+    assert!(
+        err.contains("directory") && !err.contains("No such device"),
+        "{err}"
+    );
+    if Path::new("/dev/zero").exists() {
+        let err = refused(&["info", "/dev/zero"]);
+        assert!(
+            err.contains("not a regular file") && !err.contains("No such device"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_iq_type_says_so_before_asking_for_an_imatrix() {
+    let d = scratch("iq");
+    let a = gguf_model(&d, "a.gguf");
+    let out = d.join("out.gguf");
+    let err = refused(&["quantize", s(&a), s(&out), "IQ2_XXS"]);
+    assert!(err.contains("not supported yet"), "{err}");
+    assert!(
+        !err.contains("--imatrix"),
+        "asks for an imatrix first: {err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn info_help_does_not_promise_safetensors() {
+    let o = run(&["--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("info"))
+        .expect("info in the command list");
+    assert!(!line.contains("safetensors"), "{line}");
+    let err = refused(&[
+        "info",
+        s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")),
+    ]);
+    assert!(err.contains("not a GGUF file"), "{err}");
 }

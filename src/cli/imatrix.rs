@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use qforge::eval::perplexity::chunk_count;
-use qforge::formats::same_file::{check_file_output, JobInput};
 use qforge::eval::{collect_imatrix_with_progress, tokenize_eval_text, ImatrixOptions, PplOptions};
+use qforge::formats::same_file::{check_file_output, JobInput};
 
 use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevice};
 

@@ -9,11 +9,11 @@ use clap::Args;
 
 use qforge::eval::kld::{read_scored_logits, write_scored_logits};
 use qforge::eval::perplexity::chunk_count;
-use qforge::formats::same_file::{check_file_output, JobInput};
 use qforge::eval::{
     kl_divergence, perplexity_with_progress, score_logits_with_progress, tokenize_eval_text,
     KldReport, PplOptions, PplReport,
 };
+use qforge::formats::same_file::{check_file_output, JobInput};
 
 use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevice};
 

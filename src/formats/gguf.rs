@@ -417,7 +417,10 @@ impl GgufFile {
             } else {
                 "is not a regular file (a device, FIFO or socket)"
             };
-            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what)));
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
         }
         // SAFETY: the map is read-only; a file changed underneath us while mapped is outside
         // what any mmap-based reader can defend against.

@@ -297,15 +297,12 @@ impl Hparams {
     pub fn find_f64(&self, keys: &[&str]) -> Result<Option<f64>, HfError> {
         match self.find(keys) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| {
-                    self.bad(format!(
-                        "'{}' must be a number, got {v}",
-                        self.found_key(keys)
-                    ))
-                }),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                self.bad(format!(
+                    "'{}' must be a number, got {v}",
+                    self.found_key(keys)
+                ))
+            }),
         }
     }
 }
@@ -1431,7 +1428,9 @@ fn check_layer_count<'a>(
     if let (true, Some(h)) = (any_layered, highest) {
         if n_blocks > h + 1 {
             return Err(hp.bad(format!(
-                "'{key}' is {n_blocks} but the checkpoint's tensors stop at layer {h}"
+                "'{key}' is {n_blocks} but the checkpoint's tensors stop at layer {h} (none for \
+                 layer {})",
+                h + 1
             )));
         }
     }

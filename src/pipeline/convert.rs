@@ -10,10 +10,10 @@ use anyhow::Context;
 
 use crate::formats::gguf::GgufWriter;
 use crate::model::encode::encoded_size;
-use crate::quant::finite_output::first_non_finite;
 pub use crate::model::encode::OutType;
 use crate::model::hf::{HfModel, HfOptions};
 use crate::pipeline::source::TensorSource;
+use crate::quant::finite_output::first_non_finite;
 
 /// Options of [`convert`].
 #[derive(Clone, Debug)]
