@@ -902,6 +902,31 @@ fn imatrix_matching_no_tensor_is_refused() {
 }
 
 #[test]
+fn imatrix_missing_some_tensors_says_so() {
+    let d = scratch("imx-some");
+    let a = gguf_model(&d, "a.gguf");
+    let mut stats = ImatrixStats::new(512);
+    stats.entries.insert(
+        "blk.0.attn_q.weight".to_string(),
+        StatsEntry {
+            values: vec![1.0; 256],
+            counts: vec![512],
+        },
+    );
+    stats.chunk_count = 1;
+    let im = d.join("partial.imatrix.gguf");
+    stats.write_gguf(&im).unwrap();
+    let out = d.join("out.gguf");
+    let o = run(&["quantize", "--imatrix", s(&im), s(&a), s(&out), "Q4_K_M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("the imatrix has no entry for") && stdout.contains("blk."),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn dat_imatrix_with_negative_call_count_is_refused() {
     let d = scratch("dat-ncall");
     let mut b = Vec::new();

@@ -304,6 +304,20 @@ fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {
         r.bytes_out as f64 / 1048576.0,
         bpw(r.bytes_out)
     );
+    let without: Vec<&str> = r
+        .tensors
+        .iter()
+        // Block matmul weights: llama-imatrix never collects token_embd, nor output by default.
+        .filter(|t| !t.used_imatrix && t.from != t.to && t.name.starts_with("blk."))
+        .map(|t| t.name.as_str())
+        .collect();
+    if r.tensors.iter().any(|t| t.used_imatrix) && !without.is_empty() {
+        println!(
+            "warning: the imatrix has no entry for {} quantized tensor(s) (e.g. {}); they were quantized without one",
+            without.len(),
+            without[0]
+        );
+    }
     if r.n_fallback > 0 {
         println!(
             "warning: {} of {} tensor(s) required fallback quantization",
