@@ -1102,3 +1102,28 @@ fn info_help_does_not_promise_safetensors() {
     ]);
     assert!(err.contains("not a GGUF file"), "{err}");
 }
+
+#[test]
+fn merge_lora_into_a_non_empty_directory_is_refused_before_the_work() {
+    let d = scratch("merge-nonempty");
+    let m = hf_model(&d, "m");
+    let ad = peft_adapter(&d.join("ad"), 0.01, serde_json::json!(1));
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    let err = refused(&[
+        "merge-lora",
+        "--base",
+        s(&m),
+        "--lora",
+        s(&ad),
+        "-o",
+        s(&out),
+        "--device",
+        "cpu",
+    ]);
+    // Not the rename failing after the merge ("Directory not empty (os error 39)").
+    assert!(err.contains("exists and is not empty"), "{err}");
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
+    assert!(temp_files(&d).is_empty(), "{:?}", temp_files(&d));
+}

@@ -61,6 +61,13 @@ pub fn merge(a: MergeLoraArgs) -> Result<()> {
         let mut inputs = vec![JobInput::new(&a.base, "base")];
         inputs.extend(adapters.iter().map(|s| JobInput::new(&s.dir, "adapter")));
         check_output(&a.output, &inputs)?;
+        // The merged directory replaces only a missing or empty one: say so before the work.
+        if std::fs::read_dir(&a.output).is_ok_and(|mut d| d.next().is_some()) {
+            anyhow::bail!(
+                "{}: the output directory exists and is not empty; give a new or empty directory",
+                a.output.display()
+            );
+        }
         let r = merge_lora_hf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     } else {
