@@ -1127,3 +1127,27 @@ fn merge_lora_into_a_non_empty_directory_is_refused_before_the_work() {
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
     assert!(temp_files(&d).is_empty(), "{:?}", temp_files(&d));
 }
+
+// ---------------------------------------------------------------------------------------------
+// (8) Regressions found by the fuzz targets in fuzz/.
+
+/// fuzz/gguf_parse, crash-428316f7: a tensor whose row count overflows u64 panicked (overflow
+/// check) while its size was computed; in a release build the product wrapped instead.
+#[test]
+fn fuzz_gguf_shape_whose_size_overflows_is_refused() {
+    let hex = "474755460300000001000000000000000000000000000000000000000000000003000000000000\
+               001400000000000000474755460300000001000000000000000000000000000000000100000000\
+               000000030000000000080000000000000000000000000000000000000000";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let d = scratch("fuzz-gguf");
+    let p = d.join("crash.gguf");
+    std::fs::write(&p, &bytes).unwrap();
+    let r = std::panic::catch_unwind(|| GgufFile::open(&p).map(|_| ()));
+    let err = r
+        .expect("the parser panicked")
+        .expect_err("accepted an overflowing shape");
+    assert!(err.to_string().contains("crash.gguf"), "{err}");
+}

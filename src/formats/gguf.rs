@@ -279,7 +279,13 @@ impl TensorInfo {
     /// size overflows.
     pub fn n_bytes(&self) -> Option<u64> {
         let row = self.ty.row_size(*self.ne.first()?)?;
-        row.checked_mul(self.n_rows())
+        // Checked: a hostile shape's row count can overflow u64 (found by fuzzing).
+        let rows = self
+            .ne
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+        row.checked_mul(rows)
     }
 }
 
@@ -507,6 +513,17 @@ impl GgufFile {
                         );
                     }
                     ne.push(d);
+                }
+                // gguf.cpp refuses shapes whose element count overflows int64_t; so do we,
+                // before any size is computed from them.
+                if ne
+                    .iter()
+                    .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                    .is_none_or(|n| n > i64::MAX as u64)
+                {
+                    return Err(c.corrupt(format!(
+                        "tensor '{name}' has shape {ne:?}, whose element count overflows"
+                    )));
                 }
                 let tid = c.u32(&format!("type of tensor '{name}'"))?;
                 let ty = GgmlType::from_id(tid).ok_or_else(|| GgufError::UnknownType {
