@@ -1151,3 +1151,27 @@ fn fuzz_gguf_shape_whose_size_overflows_is_refused() {
         .expect_err("accepted an overflowing shape");
     assert!(err.to_string().contains("crash.gguf"), "{err}");
 }
+
+/// fuzz/tokenizer_json, crash-21feff26: the tokenizers crate panicked (`expect("Helper")`) on
+/// a tokenizer.json with a syntax error inside "decoder", and on a decoder of the wrong shape.
+#[test]
+fn fuzz_tokenizer_json_the_library_panics_on_is_refused() {
+    let crash = r#"{"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}, "post_processor": null, "decoder": trim_offsdel": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": fjlse, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}"#;
+    let wrong_shape = crash
+        .replace(
+            "\"decoder\": trim_offsdel\": {",
+            "\"decoder\": 5, \"model\": {",
+        )
+        .replace("fjlse", "false");
+    for (tag, text) in [("crash", crash.to_string()), ("shape", wrong_shape)] {
+        let d = scratch(&format!("fuzz-tok-{tag}"));
+        std::fs::write(d.join("tokenizer.json"), text).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            qforge::model::tokenizer::bpe::vocab_base(&d, None).map(|_| ())
+        });
+        let err = r
+            .unwrap_or_else(|_| panic!("{tag}: the reader panicked"))
+            .expect_err("accepted a broken tokenizer.json");
+        assert!(err.to_string().contains("tokenizer.json"), "{tag}: {err}");
+    }
+}
