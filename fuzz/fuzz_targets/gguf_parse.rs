@@ -1,5 +1,6 @@
 //! Fuzz the GGUF parser: any bytes must give Ok (with every tensor inside the file) or an Err,
-//! never a panic, hang or huge allocation. Run: `cargo +nightly fuzz run gguf_parse` in fuzz/.
+//! never a panic, hang or huge allocation. Run: `cargo +nightly fuzz run gguf_parse` (or, on
+//! stable, `RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_parse`) in fuzz/.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

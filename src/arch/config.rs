@@ -136,6 +136,14 @@ impl Hparams {
             .filter(|v| !v.is_null())
     }
 
+    /// The key of `keys` that [`Self::find`] reads (for messages: name the key the file has).
+    pub fn found_key<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| self.map.contains_key(*k))
+            .unwrap_or(keys[0])
+    }
+
     /// An error naming config.json: `what` is wrong with it. Generic so callers of any layer
     /// above can return it as their own error type.
     pub fn bad<E: From<ArchError>>(&self, what: String) -> E {
@@ -156,7 +164,7 @@ impl Hparams {
                 .ok_or_else(|| {
                     self.bad(format!(
                         "'{}' must be an unsigned 32-bit integer, got {v}",
-                        keys[0]
+                        self.found_key(keys)
                     ))
                 }),
         }
@@ -172,10 +180,12 @@ impl Hparams {
     pub fn find_f64(&self, keys: &[&str]) -> Result<Option<f64>, ArchError> {
         match self.find(keys) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(format!("'{}' must be a number, got {v}", keys[0]))),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                self.bad(format!(
+                    "'{}' must be a number, got {v}",
+                    self.found_key(keys)
+                ))
+            }),
         }
     }
 }

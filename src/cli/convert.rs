@@ -9,6 +9,7 @@ use clap::Args;
 
 use qforge::convert::checkpoint::{HfModel, HfOptions};
 use qforge::convert::encode::OutType;
+use qforge::formats::same_file::{check_file_output, check_output, JobInput};
 use qforge::ggml::ftype::QuantTarget;
 use qforge::lora::AdapterSpec;
 use qforge::pipeline::convert::{
@@ -57,12 +58,19 @@ pub fn run(mut a: ConvertArgs) -> Result<()> {
         .map(|s| AdapterSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
+    let mut inputs = vec![JobInput::new(&a.model_dir, "model")];
+    inputs.extend(adapters.iter().map(|s| JobInput::new(&s.dir, "adapter")));
+    inputs.extend(a.quant.inputs());
     if let Some(outtype) = OutType::parse(&a.outtype) {
         let out = a.outfile.clone().unwrap_or_else(|| a.model_dir.clone());
+        // A directory output gets the script's `.gguf` name inside it.
+        if !out.is_dir() {
+            check_output(&out, &inputs)?;
+        }
         let opts = ConvertOptions {
             outtype,
             model_name: a.model_name.clone(),
-            threads: (a.threads > 0).then_some(a.threads),
+            threads: (a.threads > 0).then(|| super::limits::cap_threads(a.threads, "--threads")),
         };
         let r = if !adapters.is_empty() {
             // No quantize backend here: the device is for the merge alone.
@@ -101,6 +109,9 @@ pub fn run(mut a: ConvertArgs) -> Result<()> {
             a.outtype.to_ascii_uppercase()
         )),
     };
+    if !a.quant.dry_run() {
+        check_file_output(&out, &inputs)?;
+    }
     // One pass: the checkpoint seen as its f32 conversion, fed to the quantize pipeline.
     let hf_opts = HfOptions {
         outtype: OutType::F32,

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use qforge::eval::perplexity::chunk_count;
 use qforge::eval::{collect_imatrix_with_progress, tokenize_eval_text, ImatrixOptions, PplOptions};
+use qforge::formats::same_file::{check_file_output, JobInput};
 
 use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevice};
 
@@ -59,9 +60,13 @@ pub fn run(a: ImatrixArgs) -> Result<()> {
             a.output.display()
         );
     }
-    if a.output.is_dir() {
-        bail!("{}: the output is a directory", a.output.display());
-    }
+    check_file_output(
+        &a.output,
+        &[
+            JobInput::new(&a.model, "model"),
+            JobInput::new(&a.file, "text"),
+        ],
+    )?;
     set_threads(a.threads)?;
     let text = read_text(&a.file)?;
     let local = super::pull::local_model(&a.model)?;

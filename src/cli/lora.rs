@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::Args;
 
+use qforge::formats::same_file::{check_file_output, check_output, JobInput};
 use qforge::gpu::DeviceSpec;
 use qforge::lora::{
     lora_to_gguf, merge_lora_gguf, merge_lora_hf, AdapterSpec, GgufAdapterSpec, LoraOutType,
@@ -52,7 +53,7 @@ pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
     a.base = base.path.clone();
     let spec: DeviceSpec = a.device.parse()?;
     let options = MergeOptions {
-        threads: a.threads,
+        threads: super::limits::cap_threads(a.threads, "--threads"),
         device: merge_device(spec, None)?,
     };
     if a.base.is_dir() {
@@ -62,6 +63,16 @@ pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
             .map(|s| AdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.dir))?;
+        let mut inputs = vec![JobInput::new(&a.base, "base")];
+        inputs.extend(adapters.iter().map(|s| JobInput::new(&s.dir, "adapter")));
+        check_output(&a.output, &inputs)?;
+        // The merged directory replaces only a missing or empty one: say so before the work.
+        if std::fs::read_dir(&a.output).is_ok_and(|mut d| d.next().is_some()) {
+            anyhow::bail!(
+                "{}: the output directory exists and is not empty; give a new or empty directory",
+                a.output.display()
+            );
+        }
         let r = merge_lora_hf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     } else {
@@ -71,6 +82,9 @@ pub fn merge(mut a: MergeLoraArgs) -> Result<()> {
             .map(|s| GgufAdapterSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         let _pulled = super::pull::local_models(adapters.iter_mut().map(|s| &mut s.path))?;
+        let mut inputs = vec![JobInput::new(&a.base, "base")];
+        inputs.extend(adapters.iter().map(|s| JobInput::new(&s.path, "adapter")));
+        check_file_output(&a.output, &inputs)?;
         let r = merge_lora_gguf(&a.base, &adapters, &a.output, &options)?;
         println!("{r:?}");
     }
@@ -105,6 +119,13 @@ pub fn to_gguf(mut a: LoraToGgufArgs) -> Result<()> {
         true => PathBuf::from("ggml-adapter-model.gguf"),
         false => a.adapter_dir.join("ggml-adapter-model.gguf"),
     });
+    check_file_output(
+        &out,
+        &[
+            JobInput::new(&a.adapter_dir, "adapter"),
+            JobInput::new(&a.base, "base"),
+        ],
+    )?;
     lora_to_gguf(&a.adapter_dir, &a.base, &out, outtype)?;
     println!("wrote {}", out.display());
     Ok(())

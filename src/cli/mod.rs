@@ -12,6 +12,7 @@ mod export;
 mod imatrix;
 mod info;
 mod job_args;
+mod limits;
 mod lora;
 mod perplexity;
 mod pull;
@@ -19,6 +20,7 @@ mod quantize;
 mod recipe;
 mod runtime;
 mod serve;
+mod signals;
 mod sweep;
 mod synth;
 mod validate;
@@ -46,7 +48,7 @@ enum Command {
     MergeLora(lora::MergeLoraArgs),
     /// Convert a PEFT LoRA adapter to the GGUF adapter llama.cpp loads with --lora.
     LoraToGguf(lora::LoraToGgufArgs),
-    /// Show a GGUF or safetensors file's metadata and tensor table.
+    /// Show a GGUF file's metadata and tensor table.
     Info(info::InfoArgs),
     /// Write a random llama GGUF of a chosen size (nothing downloaded).
     Synth(synth::SynthArgs),
@@ -101,6 +103,7 @@ pub fn run() -> i32 {
     };
     let cli = Cli::parse_from(argv);
     qforge::notice::set_observer(Some(std::sync::Arc::new(StderrNotices)));
+    signals::install();
     let result = match cli.command {
         // validate's exit status says whether the file is sound, not only whether it ran.
         Command::Validate(a) => validate::run(a).map(|code| {
@@ -127,13 +130,39 @@ pub fn run() -> i32 {
         Command::Serve(a) => serve::run(*a),
         Command::Pull(a) => pull::run(a),
     };
+    for p in qforge::formats::atomic::take_removed_stale() {
+        eprintln!(
+            "qforge: removed {}, left by a process that no longer runs",
+            p.display()
+        );
+    }
+    if signals::interrupted() {
+        eprintln!("qforge: interrupted; no output written");
+        return signals::EXIT_INTERRUPTED;
+    }
     match result {
         Ok(()) => 0,
         Err(e) => {
-            // One line: the chain of causes joined.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("qforge: error: {}", msg.join(": "));
+            eprintln!("qforge: error: {}", one_line(&e));
             1
         }
     }
+}
+
+/// The chain of causes joined on one line, skipping a cause whose text the previous message
+/// already ends with (an error that prints its source, as `"{path}: {source}"` does, would
+/// otherwise show an OS error twice).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

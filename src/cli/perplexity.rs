@@ -13,6 +13,7 @@ use qforge::eval::{
     kl_divergence, perplexity_with_progress, score_logits_with_progress, tokenize_eval_text,
     KldReport, PplOptions, PplReport,
 };
+use qforge::formats::same_file::{check_file_output, JobInput};
 
 use super::runtime::{load_causal_lm, read_text, set_threads, ChunkBar, EvalDevice};
 
@@ -49,6 +50,17 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     }
     let base = match (&a.kl_divergence_base, a.kl_divergence) {
         (Some(path), true) => Some(read_scored_logits(path)?),
+        (Some(path), false) => {
+            // The base logits are written: never over the model or the text.
+            check_file_output(
+                path,
+                &[
+                    JobInput::new(&a.model, "model"),
+                    JobInput::new(&a.file, "text"),
+                ],
+            )?;
+            None
+        }
         _ => None,
     };
     set_threads(a.threads)?;

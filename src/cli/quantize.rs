@@ -9,6 +9,7 @@ use clap::Args;
 use qforge::convert::checkpoint::{HfModel, HfOptions};
 use qforge::convert::encode::OutType;
 use qforge::formats::imatrix;
+use qforge::formats::same_file::{check_file_output, JobInput};
 use qforge::formats::{GgufSource, TensorSource};
 use qforge::ggml::ftype::QuantTarget;
 use qforge::gpu::DeviceSpec;
@@ -86,6 +87,18 @@ pub struct QuantizeArgs {
 }
 
 impl QuantOptions {
+    /// The files these options read (imatrix, tensor-type file), for the output checks.
+    pub fn inputs(&self) -> Vec<JobInput<'_>> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.imatrix {
+            v.push(JobInput::new(p, "imatrix"));
+        }
+        if let Some(p) = &self.tensor_type_file {
+            v.push(JobInput::new(p, "tensor-type file"));
+        }
+        v
+    }
+
     /// The job for `target` written to `output`.
     pub fn job(&self, target: QuantTarget, output: PathBuf) -> Result<QuantizeJob> {
         if !self.include_weights.is_empty() && !self.exclude_weights.is_empty() {
@@ -151,6 +164,11 @@ impl QuantOptions {
         })
     }
 
+    /// `--dry-run`: nothing is written.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// `--device`, parsed.
     pub fn device_spec(&self) -> Result<DeviceSpec> {
         Ok(self.device.parse()?)
@@ -161,6 +179,7 @@ impl QuantOptions {
             bail!("--verify takes a fraction between 0 and 1");
         }
         let spec = self.device_spec()?;
+        let threads = super::limits::cap_threads(threads, "NTHREADS");
         Ok(Backend::select(spec, threads, self.verify)?)
     }
 
@@ -245,6 +264,11 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     } else {
         output
     };
+    if !a.opts.dry_run {
+        let mut inputs = vec![JobInput::new(&input, "input")];
+        inputs.extend(a.opts.inputs());
+        check_file_output(&output, &inputs)?;
+    }
     if input.is_dir() {
         // A Hugging Face checkpoint: converted to f32 on the fly, exactly as
         // `convert_hf_to_gguf.py --outtype f32` followed by llama-quantize.
@@ -286,6 +310,20 @@ fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {
         r.bytes_out as f64 / 1048576.0,
         bpw(r.bytes_out)
     );
+    let without: Vec<&str> = r
+        .tensors
+        .iter()
+        // Block matmul weights: llama-imatrix never collects token_embd, nor output by default.
+        .filter(|t| !t.used_imatrix && t.from != t.to && t.name.starts_with("blk."))
+        .map(|t| t.name.as_str())
+        .collect();
+    if r.tensors.iter().any(|t| t.used_imatrix) && !without.is_empty() {
+        println!(
+            "warning: the imatrix has no entry for {} quantized tensor(s) (e.g. {}); they were quantized without one",
+            without.len(),
+            without[0]
+        );
+    }
     if r.n_fallback > 0 {
         println!(
             "warning: {} of {} tensor(s) required fallback quantization",

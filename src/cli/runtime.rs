@@ -87,6 +87,7 @@ pub fn read_text(path: &Path) -> Result<Vec<u8>> {
 
 /// Size the global rayon pool (0 = one thread per core). Must run before any parallel work.
 pub fn set_threads(threads: usize) -> Result<()> {
+    let threads = super::limits::cap_threads(threads, "--threads");
     qforge::threads::set_global(threads).context("setting the thread count")
 }
 

@@ -55,6 +55,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         weight_type,
         seed: a.seed,
     };
+    check_size(&m)?;
     m.write_gguf(&a.output)?;
     let n: u64 = m
         .tensors()
@@ -66,5 +67,28 @@ pub fn run(a: SynthArgs) -> Result<()> {
         a.output.display(),
         n as f64 / 1e6
     );
+    Ok(())
+}
+
+/// The generator holds one whole tensor in memory (f32) while it writes it: refuse shapes whose
+/// largest tensor would not fit in a sane amount of memory, and layer counts no loader takes,
+/// before asking the allocator for terabytes.
+fn check_size(m: &SyntheticLlama) -> Result<()> {
+    const MAX_TENSOR_ELEMENTS: u64 = 1 << 31; // 8 GiB of f32
+    const MAX_LAYERS: u32 = 512; // llama.cpp's LLAMA_MAX_LAYERS
+    if m.n_layer == 0 || m.n_layer > MAX_LAYERS {
+        bail!("--layers {}: use 1..={MAX_LAYERS}", m.n_layer);
+    }
+    for (name, ne) in m.tensors() {
+        let n = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        match n {
+            Some(n) if n > 0 && n <= MAX_TENSOR_ELEMENTS => {}
+            _ => bail!(
+                "tensor '{name}' {ne:?} would have {} elements; synth generates at most \
+                 {MAX_TENSOR_ELEMENTS} per tensor (8 GiB in memory)",
+                n.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        }
+    }
     Ok(())
 }

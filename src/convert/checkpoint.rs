@@ -255,8 +255,17 @@ impl HfModel {
     /// Name, permutation, output type and shape of every tensor, in the script's order.
     fn plan_tensors(&mut self) -> Result<(), HfError> {
         let hp = &self.hparams;
-        let n_blocks =
-            hp.require_u32(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])? as usize;
+        let layer_keys = ["n_layers", "num_hidden_layers", "n_layer", "num_layers"];
+        let n_blocks = hp.require_u32(&layer_keys)? as usize;
+        check_layer_count(
+            hp,
+            hp.found_key(&layer_keys),
+            n_blocks,
+            self.checkpoint
+                .order()
+                .iter()
+                .map(|&loc| self.checkpoint.tensor(loc).name.as_str()),
+        )?;
         let names = TensorNameMap::new(self.arch, n_blocks);
 
         // The checkpoint's tensors after the converter's renames, in its order.
@@ -1041,6 +1050,48 @@ impl HfModel {
     pub fn source_name(&self, index: usize) -> &str {
         &self.plans[index].hf_name
     }
+}
+
+/// The block count of config.json checked against the checkpoint before anything is sized by
+/// it (the name map costs tens of KB per declared layer): no more than llama.cpp's
+/// `LLAMA_MAX_LAYERS`, and no more than one past the highest layer number in the tensor names
+/// (a checkpoint stores every layer it declares).
+fn check_layer_count<'a>(
+    hp: &Hparams,
+    key: &str,
+    n_blocks: usize,
+    tensor_names: impl Iterator<Item = &'a str>,
+) -> Result<(), HfError> {
+    const MAX_LAYERS: usize = 512;
+    if n_blocks > MAX_LAYERS {
+        return Err(hp.bad(format!(
+            "'{key}' is {n_blocks}; no model llama.cpp loads has more than {MAX_LAYERS} layers"
+        )));
+    }
+    // The layer number is the first all-digit dot-separated part of names such as
+    // model.layers.12.mlp.up_proj.weight.
+    let mut highest: Option<usize> = None;
+    let mut any_layered = false;
+    for name in tensor_names {
+        if let Some(n) = name
+            .split('.')
+            .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<usize>().ok())
+        {
+            any_layered = true;
+            highest = Some(highest.map_or(n, |h| h.max(n)));
+        }
+    }
+    if let (true, Some(h)) = (any_layered, highest) {
+        if n_blocks > h + 1 {
+            return Err(hp.bad(format!(
+                "'{key}' is {n_blocks} but the checkpoint's tensors stop at layer {h} (none for \
+                 layer {})",
+                h + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -63,6 +63,20 @@ pub enum EvalError {
     /// The vocabulary adds BOS to each chunk without naming its id.
     #[error("the vocabulary adds BOS but names no tokenizer.ggml.bos_token_id")]
     NoBosId,
+    /// `--chunks 0`: nothing to evaluate.
+    #[error("--chunks 0: nothing to evaluate (give at least 1, or leave it out for all)")]
+    NoChunks,
+    /// A chunk's scores are not finite: every number after it would be meaningless.
+    #[error("chunk {chunk}: the model's output is not finite (perplexity {ppl}); check its hyper-parameters (rms_norm_eps, rope_theta) and weights")]
+    NonFinite {
+        /// The 1-based chunk just scored.
+        chunk: usize,
+        /// The running perplexity.
+        ppl: f64,
+    },
+    /// A signal (or the embedding program) asked the job to stop.
+    #[error(transparent)]
+    Cancelled(#[from] crate::formats::cancel::Cancelled),
     /// A context too small to have positions to score.
     #[error("a context of {n_ctx} tokens is too small to score")]
     ContextTooSmall {

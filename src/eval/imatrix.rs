@@ -124,6 +124,7 @@ pub fn collect_imatrix_with_progress(
             &tokens[start + first + 1..start + c.n_ctx],
             nv,
         );
+        acc.check_finite(i + 1)?;
         progress(ChunkProgress {
             done: i + 1,
             total: n_chunks,

@@ -82,6 +82,9 @@ pub fn chunk_count(n_tokens: usize, opts: &PplOptions) -> Result<usize> {
     if opts.n_ctx < 2 {
         return Err(EvalError::ContextTooSmall { n_ctx: opts.n_ctx });
     }
+    if opts.n_chunks == Some(0) {
+        return Err(EvalError::NoChunks);
+    }
     if n_tokens < 2 * opts.n_ctx {
         return Err(EvalError::TooFewTokens {
             n_ctx: opts.n_ctx,
@@ -102,6 +105,8 @@ pub(crate) fn eval_chunk(
     bos: Option<u32>,
     observer: Option<&mut dyn MatmulObserver>,
 ) -> Result<Vec<f32>> {
+    // A signal (or the embedding program) asked to stop: checked before each chunk's work.
+    crate::formats::cancel::check()?;
     let start = index * opts.n_ctx;
     let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
     if let Some(b) = bos {
@@ -118,6 +123,8 @@ fn eval_chunk_scored(
     opts: &PplOptions,
     bos: Option<u32>,
 ) -> Result<Vec<f32>> {
+    // A signal (or the embedding program) asked to stop: checked before each chunk's work.
+    crate::formats::cancel::check()?;
     let start = index * opts.n_ctx;
     let mut chunk = tokens[start..start + opts.n_ctx].to_vec();
     if let Some(b) = bos {
@@ -198,6 +205,7 @@ pub fn score_logits_with_progress(
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
+        acc.check_finite(i + 1)?;
         progress(ChunkProgress {
             done: i + 1,
             total: n_chunks,
@@ -254,6 +262,17 @@ impl NllAccumulator {
 
     pub(crate) fn running_ppl(&self) -> f64 {
         self.chunk_ppl.last().copied().unwrap_or(f64::NAN)
+    }
+
+    /// Refuse a chunk whose scores are not finite: the model's output is NaN or inf (a NaN
+    /// norm epsilon, a zero rope base, overflowing weights), and every number after it would
+    /// be meaningless. `chunk` is the 1-based chunk just added.
+    pub(crate) fn check_finite(&self, chunk: usize) -> Result<()> {
+        let ppl = self.running_ppl();
+        if ppl.is_nan() || ppl == f64::NEG_INFINITY {
+            return Err(EvalError::NonFinite { chunk, ppl });
+        }
+        Ok(())
     }
 
     pub(crate) fn finish(self, n_ctx: usize, tokens_evaluated: usize, seconds: f64) -> PplReport {
@@ -337,6 +356,7 @@ pub fn perplexity_with_progress(
             &tokens[start + first + 1..start + opts.n_ctx],
             nv,
         );
+        acc.check_finite(i + 1)?;
         progress(ChunkProgress {
             done: i + 1,
             total: n_chunks,

@@ -18,6 +18,8 @@ pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Hard caps on header fields, so no allocation is driven by an unchecked number.
 const MAX_DIMS: u32 = 4;
+/// ggml's `GGML_MAX_NAME`: tensor names (with their NUL) must fit in 64 bytes.
+const GGML_MAX_NAME: usize = 64;
 
 /// Errors of the GGUF layer; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +345,13 @@ impl TensorInfo {
     /// size overflows.
     pub fn n_bytes(&self) -> Option<u64> {
         let row = self.ty.row_size(*self.ne.first()?)?;
-        row.checked_mul(self.n_rows())
+        // Checked: a hostile shape's row count can overflow u64 (found by fuzzing).
+        let rows = self
+            .ne
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+        row.checked_mul(rows)
     }
 }
 
@@ -476,6 +484,19 @@ impl GgufFile {
             source,
         };
         let file = File::open(path).map_err(io)?;
+        // mmap of a directory or a device fails with "No such device": say what it is instead.
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "is a directory, not a GGUF file"
+            } else {
+                "is not a regular file (a device, FIFO or socket)"
+            };
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
+        }
         // SAFETY: the map is read-only; a file changed underneath us while mapped is outside
         // what any mmap-based reader can defend against.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
@@ -523,6 +544,15 @@ impl GgufFile {
                 }
                 metadata.entries.push((key, v));
             }
+            // gguf.cpp reads general.alignment only as a u32 and refuses any other type.
+            if let Some(v) = metadata.get("general.alignment") {
+                if v.value_type() != ValueType::U32 {
+                    return Err(c.corrupt(format!(
+                        "general.alignment is {:?}, llama.cpp requires a u32",
+                        v.value_type()
+                    )));
+                }
+            }
             let alignment = metadata.alignment();
             if alignment == 0 || !alignment.is_power_of_two() {
                 return Err(c.corrupt(format!(
@@ -532,6 +562,13 @@ impl GgufFile {
             let mut tensors = Vec::with_capacity(n_tensors as usize);
             for i in 0..n_tensors {
                 let name = c.string(&format!("name of tensor {i}"))?;
+                if name.len() >= GGML_MAX_NAME {
+                    return Err(c.corrupt(format!(
+                        "tensor name '{name}' is {} bytes; llama.cpp allows at most {}",
+                        name.len(),
+                        GGML_MAX_NAME - 1
+                    )));
+                }
                 let n_dims = c.u32(&format!("dimension count of tensor '{name}'"))?;
                 if n_dims > MAX_DIMS {
                     return Err(c.corrupt(format!("tensor '{name}' has {n_dims} dimensions")));
@@ -545,6 +582,17 @@ impl GgufFile {
                         );
                     }
                     ne.push(d);
+                }
+                // gguf.cpp refuses shapes whose element count overflows int64_t; so do we,
+                // before any size is computed from them.
+                if ne
+                    .iter()
+                    .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                    .is_none_or(|n| n > i64::MAX as u64)
+                {
+                    return Err(c.corrupt(format!(
+                        "tensor '{name}' has shape {ne:?}, whose element count overflows"
+                    )));
                 }
                 let tid = c.u32(&format!("type of tensor '{name}'"))?;
                 let ty = GgmlType::from_id(tid).ok_or_else(|| GgufError::UnknownType {
@@ -567,6 +615,7 @@ impl GgufFile {
             (version, metadata, tensors, data_offset)
         };
         let file_len = map.len() as u64;
+        let alignment = metadata.alignment();
         for t in &tensors {
             let size = t.n_bytes().ok_or_else(|| GgufError::Corrupt {
                 path: path.clone(),
@@ -585,6 +634,24 @@ impl GgufFile {
                     len: file_len,
                 });
             }
+        }
+        // gguf.cpp requires each tensor at exactly the aligned end of the one before it: an
+        // unaligned, overlapping or gapped offset makes llama.cpp refuse the file, and copying
+        // such a layout through would write a file it refuses too.
+        let mut expected_offset = 0u64;
+        for t in &tensors {
+            if t.offset != expected_offset {
+                return Err(GgufError::Corrupt {
+                    path: path.clone(),
+                    what: format!(
+                        "tensor '{}' has data offset {}, expected {expected_offset} (tensors must be \
+                         laid out in order, each aligned to {alignment} bytes, with no gaps or overlaps)",
+                        t.name, t.offset
+                    ),
+                });
+            }
+            let size = t.n_bytes().unwrap_or(0);
+            expected_offset = expected_offset.saturating_add(align_up(size, alignment));
         }
         Ok(GgufFile {
             path,
@@ -671,6 +738,12 @@ impl GgufWriter {
             source,
         };
         let alignment = metadata.alignment();
+        if alignment == 0 || !alignment.is_power_of_two() {
+            return Err(GgufError::Corrupt {
+                path,
+                what: format!("general.alignment {alignment} is not a power of two"),
+            });
+        }
         let mut infos = Vec::with_capacity(tensors.len());
         let mut offset = 0u64;
         for (name, ty, ne) in tensors {

@@ -343,6 +343,13 @@ impl ImatrixFile {
                 what: format!("name of entry {} is not UTF-8", i + 1),
             })?;
             let ncall = r.i32(&format!("call count of entry '{name}'"))?;
+            if ncall < 0 {
+                return Err(ImatrixError::BadCounts {
+                    path: path.to_path_buf(),
+                    entry: name.clone(),
+                    why: format!("call count {ncall} is negative"),
+                });
+            }
             let nval = r.i32(&format!("value count of entry '{name}'"))?;
             if nval < 1 {
                 return Err(ImatrixError::Corrupt {

@@ -2,12 +2,14 @@
 //! before trusting it.
 
 pub mod atomic;
+pub mod cancel;
 pub mod gguf;
 pub mod gguf_kv;
 pub mod imatrix;
 pub mod peft;
 pub mod pickle;
 pub mod safetensors;
+pub mod same_file;
 pub mod tensor_source;
 pub mod torch_zip;
 

@@ -318,12 +318,13 @@ impl PeftConfig {
             .filter(|&r| r > 0)
             .ok_or_else(|| bad(format!("r is {}, expected a positive integer", get("r"))))?
             as usize;
+        // Stored as f32 in a GGUF adapter and multiplied in f32: beyond f32's range it is inf.
         let lora_alpha = get("lora_alpha")
             .as_f64()
-            .filter(|a| a.is_finite())
+            .filter(|a| a.is_finite() && (*a as f32).is_finite())
             .ok_or_else(|| {
                 bad(format!(
-                    "lora_alpha is {}, expected a finite number",
+                    "lora_alpha is {}, expected a finite number within f32's range",
                     get("lora_alpha")
                 ))
             })?;
@@ -375,7 +376,7 @@ impl PeftConfig {
                 for (k, v) in m {
                     let a = v
                         .as_f64()
-                        .filter(|a| a.is_finite())
+                        .filter(|a| a.is_finite() && (*a as f32).is_finite())
                         .ok_or_else(|| bad(format!("alpha_pattern['{k}'] is {v}")))?;
                     alpha_pattern.insert(k.clone(), a);
                 }

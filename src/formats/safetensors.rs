@@ -143,6 +143,14 @@ impl SafetensorsFile {
             source,
         };
         let file = File::open(&path).map_err(io)?;
+        // mmap of a directory or a device fails with "No such device": say what it is instead.
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is not a regular file",
+            )));
+        }
         // SAFETY: the map is read-only; a file changed underneath us while mapped is outside
         // what any mmap-based reader can defend against.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;

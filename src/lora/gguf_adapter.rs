@@ -277,17 +277,10 @@ pub fn lora_to_gguf(
     Ok(())
 }
 
-/// A float-typed element that overflowed on conversion (factors are finite on input).
+/// The first element that overflowed on conversion (factors are finite on input); for Q8_0,
+/// the first element of the block whose scale overflowed.
 fn first_non_finite(ty: GgmlType, bytes: &[u8]) -> Option<usize> {
-    match ty {
-        GgmlType::F16 => bytes
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
-        GgmlType::BF16 => bytes
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
-        _ => None,
-    }
+    crate::quant::finite_output::first_non_finite(ty, bytes).map(|v| v.element)
 }
 
 fn map_name(hf_name: &str, cfg: &BaseConfig, path: &Path) -> Result<String, LoraError> {

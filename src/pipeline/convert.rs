@@ -12,6 +12,7 @@ pub use crate::convert::encode::OutType;
 use crate::formats::gguf::GgufWriter;
 use crate::formats::tensor_source::TensorSource;
 use crate::pipeline::error::PipelineError;
+use crate::quant::finite_output::first_non_finite;
 
 /// Options of [`convert`].
 #[derive(Clone, Debug)]
@@ -150,10 +151,20 @@ pub fn write_converted(
     // merge) behind it. The channel holds one tensor, so at most three are in memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Cow<'_, [u8]>>(1);
     let specs_ref = &specs;
+    let output_ref = &output;
     let (writer_result, produce_error) = std::thread::scope(|scope| {
         let writer_thread = scope.spawn(move || -> Result<(GgufWriter, u64), PipelineError> {
             let mut tensor_bytes = 0u64;
             for (i, bytes) in rx.into_iter().enumerate() {
+                // Finite input can overflow the output type (1e6 in f16, a Q8_0 scale).
+                if let Some(bad) = first_non_finite(specs_ref[i].1, &bytes) {
+                    return Err(PipelineError::NonFiniteOutput {
+                        output: output_ref.display().to_string(),
+                        tensor: specs_ref[i].0.clone(),
+                        value: bad.to_string(),
+                        ty: specs_ref[i].1.name().to_string(),
+                    });
+                }
                 writer.write_tensor(&bytes)?;
                 tensor_bytes += bytes.len() as u64;
                 progress(ConvertProgress::Tensor {

@@ -108,6 +108,38 @@ pub enum PipelineError {
         /// The argument as given.
         arg: String,
     },
+    /// A KV override that would make a file llama.cpp rejects.
+    #[error(transparent)]
+    Override(#[from] crate::pipeline::override_check::OverrideError),
+    /// `--prune-layers` names layers the model lacks, or all of them.
+    #[error("{source_name}: {what}")]
+    PruneLayers {
+        /// The input.
+        source_name: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// An imatrix with no entry for any tensor quantized (made for another model).
+    #[error("{source_name}: the imatrix has no entry for any tensor of this model (it has e.g. '{example}'); was it made for another model?")]
+    ImatrixMatchesNothing {
+        /// The input.
+        source_name: String,
+        /// One of the imatrix's entry names.
+        example: String,
+    },
+    /// A converted tensor holds a value its output type cannot store (or the checkpoint's is
+    /// not finite).
+    #[error("{output}: tensor '{tensor}': {value} in the {ty} output; refusing to write a non-finite value (the weight is out of the type's range, or not finite in the checkpoint)")]
+    NonFiniteOutput {
+        /// The output file.
+        output: String,
+        /// The tensor.
+        tensor: String,
+        /// Where and what the value is.
+        value: String,
+        /// The output type.
+        ty: String,
+    },
     /// Under a strict `--device`, the model could not be placed on the GPU.
     #[error("loading the model on the GPU")]
     GpuModel {

@@ -7,6 +7,7 @@ pub mod convert_lora;
 pub mod device_choice;
 pub mod doctor;
 pub mod error;
+pub mod override_check;
 pub mod quantize;
 
 pub use backend::Backend;

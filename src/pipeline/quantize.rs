@@ -20,6 +20,7 @@ use crate::formats::gguf::{GgufWriter, Metadata, Value};
 use crate::formats::tensor_source::TensorSource;
 use crate::ggml::ftype::{FileType, QuantTarget};
 use crate::pipeline::backend::{Backend, CpuBackend};
+use crate::pipeline::override_check;
 use crate::quant::rules::{self, ModelInfo, RuleError, TypeOptions, MAX_LAYERS};
 use crate::quant::{self, validate, GgmlType};
 
@@ -114,7 +115,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
                 arg: s.to_string(),
                 source,
             })?;
-        Value::U32(i.unsigned_abs() as u32)
+        Value::U32(override_check::check_int(s, i)?)
     } else if let Some(v) = rest.strip_prefix("float:") {
         let f: f64 = v
             .trim()
@@ -141,6 +142,7 @@ pub fn parse_override(s: &str) -> Result<(String, Value)> {
     } else {
         return Err(PipelineError::OverrideType { arg: s.to_string() });
     };
+    override_check::check_override(s, key, &value)?;
     Ok((key.to_string(), value))
 }
 
@@ -219,6 +221,7 @@ pub fn quantize(
             source_name: src_name.clone(),
             detail,
         })?;
+    check_prune_layers(&src_name, &job.type_options.prune_layers, model.n_layer)?;
 
     // Plan: order, names after pruning, types.
     let input: Vec<(String, GgmlType, Vec<u64>)> = tensors
@@ -245,6 +248,7 @@ pub fn quantize(
             input_file_type(source, &order)
         }
     };
+    override_check::check_against_source(&src_name, source.metadata(), &job.overrides)?;
     let metadata = output_metadata(source, job, file_type, full_plan.block_count, &model.arch);
 
     // Every refusal happens before the output file exists.
@@ -306,6 +310,19 @@ pub fn quantize(
             }
         }
         imatrix_rows.push(qw);
+    }
+    // An imatrix made for another model matches nothing: quantizing "with" it would silently
+    // be quantizing without it.
+    if let Some(im) = job.imatrix.as_ref().filter(|im| !im.weights.is_empty()) {
+        let matched = plan
+            .iter()
+            .any(|p| p.quantize && im.weights.contains_key(&p.imatrix_name));
+        if !matched {
+            return Err(PipelineError::ImatrixMatchesNothing {
+                source_name: src_name.clone(),
+                example: im.weights.keys().next().cloned().unwrap_or_default(),
+            });
+        }
     }
 
     let mut report = QuantizeReport {
@@ -572,20 +589,31 @@ pub fn keep_split_path(output: &Path) -> PathBuf {
 /// The [`ModelInfo`] llama-quantize's rules need, read from GGUF metadata. Integer keys of any integer type are
 /// accepted; per-layer arrays (head counts) are read at layer 0, as `n_gqa()` does.
 pub fn model_info_from_metadata(md: &Metadata) -> Result<ModelInfo, RuleError> {
-    let arch = md
-        .get_str("general.architecture")
-        .ok_or_else(|| RuleError::MissingKey {
-            key: "general.architecture".into(),
-        })?
-        .to_string();
+    let arch = match md.get("general.architecture") {
+        Some(Value::Str(s)) => s.clone(),
+        Some(other) => {
+            return Err(RuleError::WrongType {
+                key: "general.architecture".into(),
+                found: format!("{:?}", other.value_type()),
+                expected: "a string",
+            })
+        }
+        None => {
+            return Err(RuleError::MissingKey {
+                key: "general.architecture".into(),
+            })
+        }
+    };
+    let wrong = |k: String, v: &Value| RuleError::WrongType {
+        key: k,
+        found: format!("{:?}", v.value_type()),
+        expected: "an integer",
+    };
     let key = |k: &str| format!("{arch}.{k}");
     let scalar = |k: &str| -> Result<Option<u64>, RuleError> {
         match md.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| RuleError::MissingKey { key: key(k) }),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| wrong(key(k), v)),
         }
     };
     // Head counts may be one value or one per layer.
@@ -636,4 +664,21 @@ pub fn model_info_from_metadata(md: &Metadata) -> Result<ModelInfo, RuleError> {
         n_head_kv,
         n_expert,
     })
+}
+
+/// `--prune-layers` must name layers the model has and leave at least one.
+fn check_prune_layers(src_name: &str, prune: &[u32], n_layer: u32) -> Result<(), PipelineError> {
+    if let Some(&bad) = prune.iter().find(|&&l| l >= n_layer) {
+        return Err(PipelineError::PruneLayers {
+            source_name: src_name.to_string(),
+            what: format!("--prune-layers {bad}: the model has layers 0..{n_layer} only"),
+        });
+    }
+    if !prune.is_empty() && prune.len() as u64 >= n_layer as u64 {
+        return Err(PipelineError::PruneLayers {
+            source_name: src_name.to_string(),
+            what: format!("--prune-layers would remove all {n_layer} layers"),
+        });
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! No I/O here. Each type family lives in its own file, which exports `quantizer(ty)` and
 //! `dequantizer(ty)`; this module only chains them.
 
+pub mod finite_output;
 pub mod float;
 pub mod iq4;
 pub mod kquants;

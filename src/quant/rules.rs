@@ -29,6 +29,16 @@ pub enum RuleError {
         /// The GGUF key.
         key: String,
     },
+    /// A metadata key that is present but holds the wrong type of value.
+    #[error("model metadata: key '{key}' is {found}, expected {expected}")]
+    WrongType {
+        /// The GGUF key.
+        key: String,
+        /// The value type found.
+        found: String,
+        /// What the rules need.
+        expected: &'static str,
+    },
     /// A metadata value outside what llama.cpp's loader accepts.
     #[error("model metadata: {what}")]
     BadMetadata {
@@ -1075,7 +1085,14 @@ pub fn plan(
         }
         n_fallback += fallback as usize;
         let requires_imatrix = tensor_requires_imatrix(&name, new_type, opts.ftype);
-        if allows && requires_imatrix && !opts.has_imatrix && !opts.dry_run {
+        // A type with no quantizer yet is reported as that by the pipeline: asking first for
+        // an imatrix would send the user to make one only to hear "not supported yet".
+        if allows
+            && requires_imatrix
+            && !opts.has_imatrix
+            && !opts.dry_run
+            && super::quantizer(new_type).is_some()
+        {
             return Err(RuleError::ImatrixRequired {
                 tensor: name,
                 ty: new_type,

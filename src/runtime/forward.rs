@@ -145,6 +145,24 @@ impl LlamaConfig {
             }
         })?;
         let rope_freq_base = opt_f32("rope.freq_base").unwrap_or(10000.0);
+        // Values that make every activation NaN: refused here, naming the key, rather than
+        // reported later as a NaN perplexity or blamed on the first weight that sees them.
+        if !(rms_eps.is_finite() && rms_eps >= 0.0) {
+            return Err(RuntimeError::BadHparams {
+                what: format!(
+                    "{} is {rms_eps}, expected a finite number ≥ 0",
+                    key("attention.layer_norm_rms_epsilon")
+                ),
+            });
+        }
+        if !(rope_freq_base.is_finite() && rope_freq_base > 0.0) {
+            return Err(RuntimeError::BadHparams {
+                what: format!(
+                    "{} is {rope_freq_base}, expected a finite number > 0",
+                    key("rope.freq_base")
+                ),
+            });
+        }
         let scaling = md.get_str(&key("rope.scaling.type")).unwrap_or("linear");
         let factor = opt_f32("rope.scaling.factor")
             .or_else(|| opt_f32("rope.scale_linear"))

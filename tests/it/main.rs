@@ -11,6 +11,7 @@ mod cli;
 mod convert;
 mod eval;
 mod export;
+mod faults;
 mod formats;
 mod hub;
 mod inspect;

@@ -75,7 +75,20 @@ fn clean_up_tokenization(s: &str) -> String {
 /// `get_vocab_base` for `dir/tokenizer.json`; `vocab_size` is the config's, if it has one.
 pub fn vocab_base(dir: &Path, vocab_size: Option<usize>) -> Result<BpeVocab, VocabError> {
     let path = dir.join("tokenizer.json");
-    let tok = Tokenizer::from_file(&path).map_err(|e| VocabError::file(&path, e.to_string()))?;
+    // The tokenizers crate panics (`expect("Helper")`) on some malformed files instead of
+    // returning an error (found by fuzz/tokenizer_json): check the JSON syntax first, so such
+    // a file gets our one-line error, and contain any panic left.
+    read_json(&path)?;
+    let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(&path));
+    let tok = match loaded {
+        Ok(r) => r.map_err(|e| VocabError::file(&path, e.to_string()))?,
+        Err(_) => {
+            return Err(VocabError::file(
+                &path,
+                "the tokenizers library cannot read this file (it panicked)".to_string(),
+            ))
+        }
+    };
     let cfg_path = dir.join("tokenizer_config.json");
     let config = if cfg_path.is_file() {
         read_json(&cfg_path)?
