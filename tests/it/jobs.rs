@@ -602,7 +602,7 @@ fn serve_rejects_bad_requests_with_the_parsers_message() {
     assert_eq!(srv.request("GET", "/v1/jobs/999/log", None, None).0, 404);
     assert_eq!(srv.request("DELETE", "/v1/jobs/999", None, None).0, 404);
     assert_eq!(srv.request("PUT", "/v1/jobs", None, None).0, 405);
-    assert_eq!(srv.jobs().len(), 1);
+    assert_eq!(srv.jobs().len(), 2);
 }
 
 #[test]
