@@ -317,7 +317,7 @@ fn overlapping_and_misaligned_offsets_are_named() {
 
     let misaligned = dir.join("misaligned.gguf");
     with_offsets(&good, &misaligned, |t| t[1].offset += 4);
-    expect_problem(&misaligned, &[&t1, "alignment"]);
+    expect_problem(&misaligned, &[&t1, "aligned"]);
 
     // Out of order (swapped data): gguf.cpp insists on contiguous data in tensor order.
     let swapped = dir.join("swapped.gguf");
@@ -337,7 +337,7 @@ fn overlapping_and_misaligned_offsets_are_named() {
     let align_type = Edit::variant(&good, &dir, "align-type.gguf", |e| {
         e.md.set("general.alignment", Value::U64(32));
     });
-    expect_problem(&align_type, &["general.alignment", "U32"]);
+    expect_problem(&align_type, &["general.alignment", "u32"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
