@@ -307,7 +307,7 @@ fn overlapping_and_misaligned_offsets_are_named() {
     let dir = tmp("offsets");
     let good = synthetic(&dir, "good.gguf", 2, 64, 96);
     let f = GgufFile::open(&good).unwrap();
-    let (t0, t1) = (f.tensors[0].name.clone(), f.tensors[1].name.clone());
+    let t1 = f.tensors[1].name.clone();
 
     let overlap = dir.join("overlap.gguf");
     with_offsets(&good, &overlap, |t| t[1].offset = t[0].offset);

@@ -221,7 +221,8 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
     for ftype in [FileType::IQ2_XXS, FileType::IQ3_XXS] {
         assert!(plan_types(&model, &tensors, &TypeOptions::new(ftype)).is_ok());
     }
-    for ftype in [FileType::Q2_K_S] {
+    {
+        let ftype = FileType::Q2_K_S;
         let err = plan_types(&model, &tensors, &TypeOptions::new(ftype)).unwrap_err();
         assert!(
             matches!(err, RuleError::ImatrixRequired { .. }),
