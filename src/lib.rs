@@ -6,11 +6,11 @@
 //! references finds no edge pointing up):
 //!
 //! 1. [`ggml`] — the shared vocabulary: tensor types, block geometry, file types; and [`rng`],
-//!    the one seeded generator; [`notice`], how the library speaks without printing;
-//!    [`threads`], the one way worker pools are sized.
+//!    the one seeded generator; [`notice`], how the library speaks without printing.
 //! 2. [`formats`] — bytes on disk only (GGUF, safetensors, imatrix, PEFT, atomic outputs, the
 //!    `TensorSource` seam). Knows nothing of models, kernels or GPUs. Beside it, [`hub`]: the
-//!    Hugging Face Hub client and huggingface_hub's cache layout (files, not models).
+//!    Hugging Face Hub client and huggingface_hub's cache layout (files, not models); and
+//!    [`threads`], the one way worker pools are sized (capped, with a notice).
 //! 3. [`quant`] — CPU kernels and llama-quantize's type rules, on plain data.
 //! 4. [`gpu`] — the wgpu device, pipelines built once, and the WGSL twins of the quantizers.
 //! 5. [`arch`] — the architecture registry: one file per model family.
@@ -57,7 +57,7 @@ mod layering {
         ("ggml", 1),
         ("rng", 1),
         ("notice", 1),
-        ("threads", 1),
+        ("threads", 2),
         ("formats", 2),
         ("hub", 2),
         ("quant", 3),

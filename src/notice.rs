@@ -23,6 +23,17 @@ pub enum Notice {
         /// What the self-check saw.
         detail: String,
     },
+    /// A worker count far past the machine's cores was lowered (the output does not change).
+    ThreadsCapped {
+        /// The option that asked (`NTHREADS`, `--threads`).
+        option: String,
+        /// What it asked for.
+        requested: usize,
+        /// What is used.
+        max: usize,
+        /// The machine's cores.
+        cores: usize,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -36,6 +47,16 @@ impl fmt::Display for Notice {
             } => write!(
                 f,
                 "warning: GPU {kernel} disabled on '{adapter}': {detail}; using the CPU"
+            ),
+            Notice::ThreadsCapped {
+                option,
+                requested,
+                max,
+                cores,
+            } => write!(
+                f,
+                "{option} {requested} capped at {max} ({}× the {cores} cores)",
+                max / cores.max(&1)
             ),
         }
     }

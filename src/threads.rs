@@ -1,37 +1,56 @@
 //! The one way qforge sizes its worker pools: `threads` workers, 0 meaning one per core, and
-//! never more than [`MAX_THREADS`] (a typo such as `100000` must not spawn threads for minutes).
+//! never more than [`THREADS_PER_CORE`] per core — a typo such as `100000` must not spend
+//! minutes spawning threads, and the output never depends on the count, so it is capped (with
+//! a [`Notice`](crate::notice::Notice)), not refused.
 
-/// The most workers any pool gets: far past any machine's core count, far below what makes
-/// thread creation itself the job.
-pub const MAX_THREADS: usize = 1024;
+use crate::notice::{self, Notice};
+
+/// Threads per core beyond which more threads cannot help.
+pub const THREADS_PER_CORE: usize = 8;
 
 /// Errors sizing a pool.
 #[derive(Debug, thiserror::Error)]
 pub enum ThreadsError {
-    /// More threads than [`MAX_THREADS`] were asked for.
-    #[error("{0} threads is more than the {MAX_THREADS} qforge runs at most")]
-    TooMany(usize),
     /// The operating system refused to start the workers.
     #[error("cannot start the worker threads: {0}")]
     Spawn(#[from] rayon::ThreadPoolBuildError),
 }
 
-/// The worker count `threads` means: itself, or the machine's cores for 0.
-pub fn resolve(threads: usize) -> Result<usize, ThreadsError> {
-    if threads > MAX_THREADS {
-        return Err(ThreadsError::TooMany(threads));
-    }
-    Ok(if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `requested` (0 passes through) capped at [`THREADS_PER_CORE`] times the cores; a cap is
+/// reported as a notice naming `what` (the option that asked).
+pub fn cap(requested: usize, what: &str) -> usize {
+    let cores = cores();
+    let max = cores * THREADS_PER_CORE;
+    if requested > max {
+        notice::emit(Notice::ThreadsCapped {
+            option: what.to_string(),
+            requested,
+            max,
+            cores,
+        });
+        max
     } else {
-        threads
-    })
+        requested
+    }
+}
+
+/// The worker count `threads` means: itself (capped), or the machine's cores for 0.
+pub fn resolve(threads: usize) -> usize {
+    if threads == 0 {
+        cores()
+    } else {
+        cap(threads, "the thread count")
+    }
 }
 
 /// A rayon pool of `threads` workers (0 = one per core).
 pub fn pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
     Ok(rayon::ThreadPoolBuilder::new()
-        .num_threads(resolve(threads)?)
+        .num_threads(resolve(threads))
         .build()?)
 }
 
@@ -39,7 +58,7 @@ pub fn pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
 pub fn set_global(threads: usize) -> Result<(), ThreadsError> {
     if threads > 0 {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(resolve(threads)?)
+            .num_threads(resolve(threads))
             .build_global()?;
     }
     Ok(())
@@ -61,13 +80,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_means_every_core_and_absurd_counts_are_refused() {
-        assert!(resolve(0).unwrap() >= 1);
-        assert_eq!(resolve(3).unwrap(), 3);
-        assert!(matches!(
-            resolve(100_000),
-            Err(ThreadsError::TooMany(100_000))
-        ));
+    fn zero_means_every_core_and_absurd_counts_are_capped() {
+        assert!(resolve(0) >= 1);
+        assert_eq!(resolve(3), 3.min(cores() * THREADS_PER_CORE));
+        assert_eq!(resolve(100_000), cores() * THREADS_PER_CORE);
         assert_eq!(pool(2).unwrap().current_num_threads(), 2);
         assert_eq!(install(Some(2), rayon::current_num_threads).unwrap(), 2);
     }

@@ -50,11 +50,10 @@ impl CpuBackend {
         self.pool.install(f)
     }
 
-    /// A pool of `threads` workers (0 = one per core; at most [`crate::threads::MAX_THREADS`]).
+    /// A pool of `threads` workers (0 = one per core; capped by [`crate::threads`]).
     pub fn new(threads: usize) -> CpuBackend {
-        let threads = crate::threads::resolve(threads.min(crate::threads::MAX_THREADS))
-            .expect("within the cap");
         let pool = crate::threads::pool(threads).expect("the operating system starts the workers");
+        let threads = pool.current_num_threads();
         CpuBackend { pool, threads }
     }
 
