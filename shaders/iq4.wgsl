@@ -1,8 +1,9 @@
-// iq4.wgsl — IQ4_NL and IQ4_XS: the GPU twin of src/quant/iq4.rs. Both reproduce
-// quantize_row_iq4_nl_impl with ntry = 7 (what quantize_iq4_nl / quantize_iq4_xs run, with or
-// without an imatrix): 32-element blocks mapped onto the 16 non-linear levels times a scale.
+// iq4.wgsl — IQ4_NL, IQ4_XS and MXFP4: the GPU twin of src/quant/iq4.rs. The IQ4 types
+// reproduce quantize_row_iq4_nl_impl with ntry = 7 (what quantize_iq4_nl / quantize_iq4_xs
+// run, with or without an imatrix): 32-element blocks mapped onto the 16 non-linear levels
+// times a scale. MXFP4 (at the end) reproduces quantize_row_mxfp4_ref.
 //
-// Units (whole u32 words): IQ4_NL 2×18 = 36 bytes, IQ4_XS 1×136. The 32-element block being
+// Units (whole u32 words): IQ4_NL 2×18 = 36 bytes, IQ4_XS 1×136, MXFP4 4×17. The 32-element block being
 // searched is in wx, its weights in ww (search.wgsl's working arrays; WORK_ELEMS = 32); other
 // values are read from `src`. σ² is per (super-)block: no pre-pass.
 
@@ -211,4 +212,109 @@ fn quantize_iq4_xs(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn quantize_iq4_xs_imatrix(@builtin(global_invocation_id) gid: vec3<u32>) {
     iq4_xs_units(gid, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MXFP4 (quantize_row_mxfp4_ref; the imatrix is ignored): 32-element blocks of FP4 E2M1 codes
+// under one E8M0 exponent. Unit: 4 × 17 = 68 bytes.
+// ---------------------------------------------------------------------------------------------
+
+const MXFP4_BLOCK: u32 = 32u;
+
+// The E2M1 values doubled, by 4-bit code (kvalues_mxfp4); codes 8.. are the negatives.
+var<private> kvalues_mxfp4: array<f32, 16> = array<f32, 16>(
+    0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0,
+    0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0,
+);
+
+// floorf(log2f(x)) for a positive finite x without a log (floor_log2 in iq4.rs, which derives
+// it): the exponent E, plus one when x lies within ⌊ln 2·2^r⌋ ulps below 2^(E+1), where the
+// f32 log2 rounds up to E + 1.
+fn mxfp4_floor_log2(x: f32) -> i32 {
+    let u = bitcast<u32>(x);
+    var e: i32;
+    var i: u32;
+    var s: i32;
+    if (u >= 0x00800000u) {
+        e = i32(u >> 23u) - 127;
+        i = 0x00800000u - (u & 0x007fffffu);
+        s = 24;
+    } else {
+        let b = 31 - i32(countLeadingZeros(u));
+        e = b - 149;
+        i = (2u << u32(b)) - u;
+        s = b + 1;
+    }
+    let n = e + 1;
+    if (n == 0) {
+        return e;
+    }
+    let m = u32(abs(n));
+    let p = 31 - i32(countLeadingZeros(m));
+    var c = 24 - p;
+    if (n > 0 && (m & (m - 1u)) == 0u) {
+        c = 25 - p;
+    }
+    let r = s - c;
+    if (r >= 1 && i <= (0xb17217f7u >> u32(32 - r))) {
+        return e + 1;
+    }
+    return e;
+}
+
+// Half the E8M0 scale 2^(e − 127), from its bits (e < 2: the subnormals 2^−128, 2^−127).
+fn e8m0_to_f32_half(e: u32) -> f32 {
+    if (e < 2u) {
+        return bitcast<f32>(0x00200000u << e);
+    }
+    return bitcast<f32>((e - 1u) << 23u);
+}
+
+// The code whose level·d is nearest to x: a linear scan, the first code wins ties.
+fn best_index_mxfp4(x: f32, d: f32) -> u32 {
+    var best = 0u;
+    var best_err = abs(xmul(kvalues_mxfp4[0], d) - x);
+    for (var k = 1u; k < rt(16u); k = k + 1u) {
+        let err = abs(xmul(kvalues_mxfp4[k], d) - x);
+        if (err < best_err) {
+            best = k;
+            best_err = err;
+        }
+    }
+    return best;
+}
+
+// One MXFP4 block (src[x0..x0+32)) at byte `pos`: the exponent byte, then element j < 16 in the
+// low nibble of byte j + 1, element j + 16 in its high nibble.
+fn quantize_block_mxfp4(x0: u32, pos: u32) {
+    var amax = 0.0;
+    for (var j = 0u; j < rt(MXFP4_BLOCK); j = j + 1u) {
+        let a = abs(sx(x0 + j));
+        if (amax < a) {
+            amax = a;
+        }
+    }
+    var e = 0u;
+    if (amax > 0.0) {
+        // floor(log2) − 2 + 127 as a C (uint8_t) cast keeps it: the low byte.
+        e = bitcast<u32>(mxfp4_floor_log2(amax) + 125) & 0xffu;
+    }
+    let d = e8m0_to_f32_half(e);
+    put_byte(pos, e);
+    for (var j = 0u; j < rt(16u); j = j + 1u) {
+        let lo = best_index_mxfp4(sx(x0 + j), d);
+        let hi = best_index_mxfp4(sx(x0 + j + 16u), d);
+        put_byte(pos + 1u + j, lo | (hi << 4u));
+    }
+}
+
+@compute @workgroup_size(64)
+fn quantize_mxfp4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let units = unit_range(gid);
+    for (var unit = units.x; unit < units.y; unit = unit + 1u) {
+        for (var k = 0u; k < 4u; k = k + 1u) {
+            quantize_block_mxfp4((unit * 4u + k) * MXFP4_BLOCK, k * 17u);
+        }
+        store_unit(unit, 17u);
+    }
 }

@@ -29,8 +29,10 @@ pub enum Family {
     Ternary,
     /// Q2_K to Q6_K (kquants.wgsl, with search.wgsl).
     KQuants,
-    /// IQ4_NL and IQ4_XS (iq4.wgsl, with search.wgsl).
+    /// IQ4_NL, IQ4_XS and MXFP4 (iq4.wgsl, with search.wgsl).
     Iq4,
+    /// Q1_0 and Q2_0 (q1_q2.wgsl).
+    Q1Q2,
 }
 
 impl Family {
@@ -50,6 +52,7 @@ impl Family {
                 include_str!("../../shaders/kquants.wgsl"),
             ],
             Family::Iq4 => &[IO, EXACT, SEARCH, include_str!("../../shaders/iq4.wgsl")],
+            Family::Q1Q2 => &[IO, EXACT, include_str!("../../shaders/q1_q2.wgsl")],
         }
     }
 
@@ -63,6 +66,7 @@ impl Family {
             // Q6_K's two 210-byte blocks; searches run one (≤ 32-element) sub-block at a time.
             Family::KQuants => (105, 32),
             Family::Iq4 => (34, 32),
+            Family::Q1Q2 => (9, 1),
         }
     }
 
@@ -340,6 +344,33 @@ pub static KERNELS: &[KernelDef] = &[
         Imatrix::Ignored,
         256,
         66,
+    )
+    .batched(4, 4),
+    quant(
+        "quantize_mxfp4",
+        Family::Iq4,
+        GgmlType::MXFP4,
+        Imatrix::Ignored,
+        32,
+        17,
+    )
+    .batched(4, 4),
+    quant(
+        "quantize_q1_0",
+        Family::Q1Q2,
+        GgmlType::Q1_0,
+        Imatrix::Ignored,
+        128,
+        18,
+    )
+    .batched(4, 4),
+    quant(
+        "quantize_q2_0",
+        Family::Q1Q2,
+        GgmlType::Q2_0,
+        Imatrix::Ignored,
+        64,
+        18,
     )
     .batched(4, 4),
 ];

@@ -8,7 +8,6 @@
 //! importance matrix (the `_ref` entry points use another `ntry` and are not what model files are
 //! made with). MXFP4 reproduces `quantize_row_mxfp4_ref` and ignores the importance matrix.
 
-use super::legacy::c_float_to_i32;
 use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
@@ -425,9 +424,50 @@ fn best_index_mxfp4(x: f32, d: f32) -> u8 {
     best
 }
 
-/// One block of `quantize_row_mxfp4_ref`: e = floor(log2(amax)) − 2 + 127 computed in f32 and
-/// converted to a byte as C does (so a subnormal amax wraps), 0 for an all-zero block; each
-/// element gets the nearest level at half that scale.
+/// `floorf(log2f(x))` for a positive finite `x`, in integer arithmetic: the exponent E of x,
+/// plus one when the f32 log2 rounds up to E + 1. That happens just below a power of two: with
+/// x = 2^(E+1) − i·ulp(x), log2 x = E + 1 − δ, δ ≈ i·ulp(x)/(2^(E+1)·ln 2), and the f32 result is
+/// E + 1 exactly when δ is below half the spacing h of the floats just under E + 1. With
+/// h = 2^−c and ulp(x)/2^(E+1) = 2^−s, that is i < ln 2·2^(s − c), never a tie (ln 2 is
+/// irrational and the second-order term is far too small to cross an integer), so the answer is
+/// i ≤ ⌊ln 2·2^r⌋ for r = s − c. This is what a correctly rounded log2f gives, and what glibc's
+/// gives (checked over every positive f32 by a test), without depending on the platform's libm;
+/// shaders/iq4.wgsl computes the same.
+pub fn floor_log2(x: f32) -> i32 {
+    debug_assert!(x > 0.0 && x.is_finite());
+    let u = x.to_bits();
+    // E, i (in ulps of x below 2^(E+1)) and s (2^(E+1) = 2^s ulps).
+    let (e, i, s) = if u >= 0x0080_0000 {
+        ((u >> 23) as i32 - 127, 0x0080_0000 - (u & 0x007f_ffff), 24)
+    } else {
+        let b = 31 - u.leading_zeros() as i32;
+        (b - 149, (2u32 << b) - u, b + 1)
+    };
+    let n = e + 1;
+    if n == 0 {
+        // log2 x is just below 0, where floats are dense: it never rounds to 0.
+        return e;
+    }
+    let m = n.unsigned_abs();
+    let p = 31 - m.leading_zeros() as i32;
+    // Spacing below n: ulp of |n|'s binade, halved below a positive power of two; h is half that.
+    let c = if n > 0 && m.is_power_of_two() {
+        25 - p
+    } else {
+        24 - p
+    };
+    let r = s - c;
+    // ⌊ln 2·2^r⌋ for 1 ≤ r ≤ 31: the top r bits of ln 2 as a 32-bit fraction (0.b17217f7d1…).
+    if r >= 1 && i <= 0xb172_17f7u32 >> (32 - r) {
+        e + 1
+    } else {
+        e
+    }
+}
+
+/// One block of `quantize_row_mxfp4_ref`: e = floor(log2(amax)) − 2 + 127 (exact small integers
+/// in f32), converted to a byte as C does (so a subnormal amax wraps), 0 for an all-zero block;
+/// each element gets the nearest level at half that scale.
 pub fn quantize_block_mxfp4(x: &[f32]) -> BlockMxfp4 {
     let x = &x[..BLOCK];
     let mut amax = 0.0f32;
@@ -437,7 +477,7 @@ pub fn quantize_block_mxfp4(x: &[f32]) -> BlockMxfp4 {
         }
     }
     let e = if amax > 0.0 {
-        c_float_to_i32(amax.log2().floor() - 2.0 + 127.0) as u8
+        (floor_log2(amax) - 2 + 127) as u8
     } else {
         0
     };
@@ -519,6 +559,55 @@ mod tests {
             let q = blk.qs[16 * ib] & 0x0f;
             assert_eq!(y[32 * ib], dl * KVALUES_IQ4NL[q as usize] as f32);
         }
+    }
+
+    /// `floor_log2` against the platform's log2f where they can disagree (the top and bottom
+    /// 64 values of every binade, every subnormal "binade") and at random.
+    #[test]
+    fn floor_log2_equals_log2f_floor() {
+        let check = |u: u32| {
+            let x = f32::from_bits(u);
+            assert_eq!(
+                floor_log2(x),
+                x.log2().floor() as i32,
+                "x = {x:e} ({u:#010x})"
+            );
+        };
+        for e in 0..255u32 {
+            for k in 0..64u32 {
+                check((e << 23) | k | (e == 0) as u32);
+                check((e << 23) | (0x007f_ffff - k));
+            }
+        }
+        for b in 0..23u32 {
+            for k in 0..64u32.min(1 << b) {
+                check((2u32 << b) - 1 - k);
+            }
+        }
+        let mut r = 0x1234_5678u32;
+        for _ in 0..1_000_000 {
+            r ^= r << 13;
+            r ^= r >> 17;
+            r ^= r << 5;
+            let u = r & 0x7fff_ffff;
+            if u != 0 && u < 0x7f80_0000 {
+                check(u);
+            }
+        }
+    }
+
+    /// Every positive finite f32 (2^31 values; about a minute in release builds).
+    #[test]
+    #[ignore = "exhaustive: cargo test --release --lib -- --ignored floor_log2_exhaustive"]
+    fn floor_log2_exhaustive() {
+        let bad = (1..0x7f80_0000u32)
+            .filter(|&u| {
+                let x = f32::from_bits(u);
+                floor_log2(x) != x.log2().floor() as i32
+            })
+            .take(10)
+            .collect::<Vec<_>>();
+        assert!(bad.is_empty(), "differs at {bad:#x?}");
     }
 
     #[test]

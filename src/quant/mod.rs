@@ -7,6 +7,8 @@ pub mod float;
 pub mod iq4;
 pub mod kquants;
 pub mod legacy;
+pub mod nvfp4;
+pub mod q1_q2;
 pub mod rules;
 pub mod search;
 pub mod ternary;
@@ -56,6 +58,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
         .or_else(|| kquants::quantizer(ty))
         .or_else(|| iq4::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
+        .or_else(|| q1_q2::quantizer(ty))
 }
 
 /// The CPU dequantizer for `ty`, if one exists.
@@ -65,6 +68,8 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         .or_else(|| kquants::dequantizer(ty))
         .or_else(|| iq4::dequantizer(ty))
         .or_else(|| ternary::dequantizer(ty))
+        .or_else(|| q1_q2::dequantizer(ty))
+        .or_else(|| nvfp4::dequantizer(ty))
 }
 
 /// Types whose quantizer needs an importance matrix (llama-quantize refuses them without one).
