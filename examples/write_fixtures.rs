@@ -8,6 +8,9 @@
 //!   used to compare `qforge imatrix` / `qforge perplexity` with llama-imatrix /
 //!   llama-perplexity (a random llama with SmolLM2's real 49152-token BPE vocabulary, so both
 //!   tools tokenize the same text); OUT defaults to the system temp dir.
+//! - `cargo run --release --example write_fixtures -- tiny-moe OUT`: a small mixture-of-experts
+//!   llama (2 layers, 2 experts, F16 weights, ~130 KB) that llama-quantize accepts, for the
+//!   MXFP4_MOE golden in tests/data/moe/ (its README has the commands).
 //!
 //! The shared goldens are read from `../shared` beside the checkout (override with QFORGE_SHARED).
 
@@ -94,14 +97,96 @@ fn benchmark_model(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A mixture-of-experts llama small enough to commit: [`SyntheticLlama::tiny`]'s attention and
+/// embeddings at width 64 with an FFN of 64, each layer's FFN replaced by `llama.expert_count` = 2
+/// experts (`ffn_{gate,up,down}_exps`, 3-D) and a router (`ffn_gate_inp`, F32), in the order
+/// convert_hf_to_gguf.py writes a Mixtral. Values are seeded, so the file is reproducible.
+fn tiny_moe(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use qforge::formats::gguf::Value;
+    use qforge::quant::f32_to_f16;
+    use qforge::rng::Rng;
+    const N_EXPERT: u64 = 2;
+    let mut base = SyntheticLlama::tiny(GgmlType::F16, 11);
+    base.n_ff = 64;
+    let mut md = base.metadata();
+    md.set("general.name", Value::Str("qforge tiny moe".into()));
+    md.set("llama.expert_count", Value::U32(N_EXPERT as u32));
+    md.set("llama.expert_used_count", Value::U32(1));
+    let (embd, ff) = (base.n_embd, base.n_ff);
+    let mut tensors: Vec<(String, GgmlType, Vec<u64>)> = Vec::new();
+    for (name, ne) in base.tensors() {
+        let ty = if ne.len() == 1 {
+            GgmlType::F32
+        } else {
+            GgmlType::F16
+        };
+        match name.strip_suffix(".ffn_down.weight") {
+            Some(blk) => {
+                tensors.push((
+                    format!("{blk}.ffn_gate_inp.weight"),
+                    GgmlType::F32,
+                    vec![embd, N_EXPERT],
+                ));
+                tensors.push((
+                    format!("{blk}.ffn_down_exps.weight"),
+                    ty,
+                    vec![ff, embd, N_EXPERT],
+                ));
+                tensors.push((
+                    format!("{blk}.ffn_gate_exps.weight"),
+                    ty,
+                    vec![embd, ff, N_EXPERT],
+                ));
+                tensors.push((
+                    format!("{blk}.ffn_up_exps.weight"),
+                    ty,
+                    vec![embd, ff, N_EXPERT],
+                ));
+            }
+            None if name.contains(".ffn_gate.") || name.contains(".ffn_up.") => {}
+            None => tensors.push((name, ty, ne)),
+        }
+    }
+    let mut w = GgufWriter::create(out, &md, &tensors)?;
+    let mut rng = Rng::new(0x6d6f65);
+    for (name, ty, ne) in &tensors {
+        let n: u64 = ne.iter().product();
+        let norm = name.ends_with("_norm.weight");
+        let vals: Vec<f32> = (0..n)
+            .map(|_| {
+                let g = rng.normal();
+                if norm {
+                    1.0 + 0.1 * g
+                } else {
+                    0.05 * g
+                }
+            })
+            .collect();
+        let bytes: Vec<u8> = if *ty == GgmlType::F32 {
+            vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+        } else {
+            vals.iter()
+                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
+                .collect()
+        };
+        w.write_tensor(&bytes)?;
+    }
+    w.finish()?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["arch-checkpoints", dir] => arch_checkpoints(Path::new(dir)),
         ["benchmark-model"] => benchmark_model(&std::env::temp_dir().join("qforge-bench.f16.gguf")),
         ["benchmark-model", out] => benchmark_model(Path::new(out)),
+        ["tiny-moe", out] => tiny_moe(Path::new(out)),
         _ => {
-            eprintln!("usage: write_fixtures arch-checkpoints DIR | benchmark-model [OUT]");
+            eprintln!(
+                "usage: write_fixtures arch-checkpoints DIR | benchmark-model [OUT] | tiny-moe OUT"
+            );
             return ExitCode::from(2);
         }
     };

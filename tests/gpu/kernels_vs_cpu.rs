@@ -87,9 +87,52 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks(device: Device) {
     }
     for must in [
         "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
-        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
+        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "Q1_0", "Q2_0",
     ] {
         assert!(compared.iter().any(|c| c == must), "{must} not compared");
+    }
+}
+
+device_test!(mxfp4_q1_0_q2_0_edge_magnitudes_equal_cpu, gpu);
+/// The inputs where these three kernels take their rare paths: MXFP4 blocks whose amax sits at
+/// and just below every power of two (where the f32 log2 rounds up) and at magnitudes whose
+/// E8M0 scale is subnormal (amax in [2^−125, 2^−123)) or wraps (subnormal amax); Q2_0 blocks
+/// whose 1/d overflows; ±0 signs for Q1_0.
+fn mxfp4_q1_0_q2_0_edge_magnitudes_equal_cpu(device: Device) {
+    let q = device.quantizer();
+    let mut x = Vec::new();
+    let mut rng = qforge::rng::Rng::new(99);
+    // 128-element rows (one Q1_0 block, two Q2_0 blocks, four MXFP4 blocks).
+    let push_row = |amax: f32, x: &mut Vec<f32>, rng: &mut qforge::rng::Rng| {
+        for j in 0..128 {
+            let v = if j % 32 == 5 {
+                amax
+            } else {
+                (rng.uniform() as f32 * 2.0 - 1.0) * amax
+            };
+            x.push(if j % 7 == 0 { -v } else { v });
+        }
+    };
+    for e in -149..128i32 {
+        let p = 2f64.powi(e) as f32;
+        if p == 0.0 || !p.is_finite() {
+            continue;
+        }
+        for k in 1..4u32 {
+            if let Some(b) = p.to_bits().checked_sub(k).filter(|&b| b > 0) {
+                push_row(f32::from_bits(b), &mut x, &mut rng);
+            }
+        }
+        push_row(p, &mut x, &mut rng);
+    }
+    let mut z = vec![0.0f32; 128];
+    z[3] = -0.0;
+    z[4] = 1e-39;
+    z[9] = -1e-39;
+    x.extend(z);
+    let n_per_row = 128;
+    for ty in [GgmlType::MXFP4, GgmlType::Q1_0, GgmlType::Q2_0] {
+        assert!(compare(&q, ty, &x, n_per_row, None), "{ty} not compared");
     }
 }
 

@@ -51,6 +51,12 @@ fn every_kernel_with_a_cpu_reference_passes_its_self_check(device: Device) {
     assert!(passed.iter().any(|p| p == "quantize_row_bf16"));
     assert!(passed.iter().any(|p| p == "quantize_q8_0"));
     assert!(passed.iter().any(|p| p == "quantize_q5_1"));
+    for k in ["quantize_mxfp4", "quantize_q1_0", "quantize_q2_0"] {
+        assert!(
+            passed.iter().any(|p| p == k),
+            "{k} did not pass its self-check"
+        );
+    }
     for k in [
         "quantize_q2_k",
         "quantize_q3_k",
