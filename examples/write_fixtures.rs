@@ -11,6 +11,9 @@
 //! - `cargo run --release --example write_fixtures -- tiny-moe OUT`: a small mixture-of-experts
 //!   llama (2 layers, 2 experts, F16 weights, ~130 KB) that llama-quantize accepts, for the
 //!   MXFP4_MOE golden in tests/data/moe/ (its README has the commands).
+//! - `cargo run --release --example write_fixtures -- nvfp4-tensors OUT`: a llama-arch GGUF
+//!   holding one NVFP4 tensor whose 256 scales take every byte value, for the NVFP4 read golden
+//!   in tests/data/nvfp4/ (qforge cannot write NVFP4; this writes the blocks directly).
 //!
 //! The shared goldens are read from `../shared` beside the checkout (override with QFORGE_SHARED).
 
@@ -176,6 +179,37 @@ fn tiny_moe(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// One NVFP4 tensor of 64 rows × 64 (one block a row): block b's four scale bytes are
+/// 4b..4b+4, so every UE4M3 byte occurs once (0x00 and 0x7F, which read as 0, and the top-bit
+/// set ones included), and the codes are seeded random.
+fn nvfp4_tensors(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use qforge::formats::gguf::Value;
+    use qforge::rng::Rng;
+    let mut md = SyntheticLlama::tiny(GgmlType::F16, 1).metadata();
+    md.retain(|k| !k.starts_with("tokenizer."));
+    md.set("general.name", Value::Str("qforge nvfp4 tensors".into()));
+    let tensors = vec![(
+        "blk.0.nvfp4.weight".to_string(),
+        GgmlType::NVFP4,
+        vec![64u64, 64],
+    )];
+    let mut rng = Rng::new(0x6e76_6670_34);
+    let mut bytes = Vec::with_capacity(64 * 36);
+    for b in 0..64u32 {
+        for s in 0..4 {
+            bytes.push((4 * b + s) as u8);
+        }
+        for _ in 0..32 {
+            bytes.push(rng.next_u64() as u8);
+        }
+    }
+    let mut w = GgufWriter::create(out, &md, &tensors)?;
+    w.write_tensor(&bytes)?;
+    w.finish()?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -183,9 +217,11 @@ fn main() -> ExitCode {
         ["benchmark-model"] => benchmark_model(&std::env::temp_dir().join("qforge-bench.f16.gguf")),
         ["benchmark-model", out] => benchmark_model(Path::new(out)),
         ["tiny-moe", out] => tiny_moe(Path::new(out)),
+        ["nvfp4-tensors", out] => nvfp4_tensors(Path::new(out)),
         _ => {
             eprintln!(
-                "usage: write_fixtures arch-checkpoints DIR | benchmark-model [OUT] | tiny-moe OUT"
+                "usage: write_fixtures arch-checkpoints DIR | benchmark-model [OUT] | tiny-moe OUT \
+                 | nvfp4-tensors OUT"
             );
             return ExitCode::from(2);
         }

@@ -32,22 +32,23 @@ fn run_quantize(tag: &str, device: &str, args: &[&str], input: &Path, ty: &str) 
 }
 
 fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
+    check_pure_at(ty, imatrix, &support::golden(golden), device);
+}
+
+/// [`check_pure`] against the golden file at `golden`.
+fn check_pure_at(ty: &str, imatrix: Option<&str>, golden: &Path, device: &str) {
     let mut args = vec!["--pure"];
     if let Some(im) = imatrix {
         args.extend(["--imatrix", im]);
     }
-    let out = run_quantize(
-        &golden.replace('/', "_"),
-        device,
-        &args,
-        Path::new("tensors.f32.gguf"),
-        ty,
-    );
-    let expected = std::fs::read(support::golden(golden)).unwrap();
+    let tag = golden.to_string_lossy().replace('/', "_");
+    let out = run_quantize(&tag, device, &args, Path::new("tensors.f32.gguf"), ty);
+    let golden = golden.display().to_string();
+    let expected = std::fs::read(&golden).unwrap();
     let got = std::fs::read(&out).unwrap();
     if got != expected {
         // Name the tensors that differ.
-        let m = qforge::formats::gguf::GgufFile::open(support::golden(golden)).unwrap();
+        let m = qforge::formats::gguf::GgufFile::open(&golden).unwrap();
         let f = qforge::formats::gguf::GgufFile::open(&out).unwrap();
         let mut diffs = Vec::new();
         for (a, b) in f.tensors.iter().zip(&m.tensors) {
@@ -69,15 +70,35 @@ fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
 
 fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
     let m = support::Manifest::load(manifest);
-    let out = run_quantize(
+    check_mix_of(
+        &m,
         &manifest.replace('/', "_"),
-        device,
-        args,
         Path::new("tiny-llama.f16.gguf"),
+        args,
         ty,
+        device,
     );
-    support::assert_matches_manifest(&out, &m);
+}
+
+/// `qforge quantize ARGS INPUT OUT TYPE 2` against manifest `m`.
+fn check_mix_of(
+    m: &support::Manifest,
+    tag: &str,
+    input: &Path,
+    args: &[&str],
+    ty: &str,
+    device: &str,
+) {
+    let out = run_quantize(tag, device, args, input, ty);
+    support::assert_matches_manifest(&out, m);
     std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
+
+/// `rel` under tests/data: the goldens made for this repository (tests/data/README.md).
+fn test_data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// `--pure` to `$ty`, against golden/pure/`$ty`.gguf, on each device.
@@ -268,4 +289,56 @@ fn mix_q4_k_m_requant_from_q8_0(device: Device) {
         String::from_utf8_lossy(&res.stderr).contains("requantizing from type Q8_0 is disabled")
     );
     assert!(!out.with_extension("refused.gguf").exists());
+}
+
+// Q1_0, Q2_0 and MXFP4_MOE: goldens in tests/data.
+device_test!(pure_q2_0, cpu, gpu);
+fn pure_q2_0(device: Device) {
+    check_pure_at("Q2_0", None, &test_data("pure/Q2_0.gguf"), device.name());
+}
+
+device_test!(mix_q1_0, cpu, gpu);
+fn mix_q1_0(device: Device) {
+    let m = support::Manifest::load_path(&test_data("mixes/Q1_0.json"));
+    let input = Path::new("tiny-llama.f16.gguf");
+    check_mix_of(&m, "mix-q1_0", input, &[], "Q1_0", device.name());
+}
+
+device_test!(mix_q2_0, cpu, gpu);
+fn mix_q2_0(device: Device) {
+    let m = support::Manifest::load_path(&test_data("mixes/Q2_0.json"));
+    let input = Path::new("tiny-llama.f16.gguf");
+    check_mix_of(&m, "mix-q2_0", input, &[], "Q2_0", device.name());
+}
+
+device_test!(mix_mxfp4_moe, cpu, gpu);
+fn mix_mxfp4_moe(device: Device) {
+    let m = support::Manifest::load_path(&test_data("moe/MXFP4_MOE.json"));
+    let input = test_data("moe/tiny-moe.f16.gguf");
+    check_mix_of(&m, "mix-mxfp4_moe", &input, &[], "MXFP4_MOE", device.name());
+}
+
+device_test!(q1_0_refuses_rows_it_cannot_block, cpu, gpu);
+/// llama-quantize has no fallback for Q1_0's 128-element blocks and stops at the first tensor
+/// whose rows do not divide (rows of 100 here): one line naming it, a failure exit, no file.
+fn q1_0_refuses_rows_it_cannot_block(device: Device) {
+    let dir = support::temp_dir(&format!("q1_0-refusal-{}", device.name()));
+    let out = dir.join("out.gguf");
+    let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .current_dir(support::golden(""))
+        .args(["quantize", "--device", device.name(), "--pure"])
+        .arg("tensors.f32.gguf")
+        .arg(&out)
+        .args(["Q1_0", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    assert!(lines[0].contains("blk.0.odd100.weight"), "{}", lines[0]);
+    assert!(lines[0].contains("Q1_0"), "{}", lines[0]);
+    assert!(!out.exists());
+    assert_eq!(support::list_files(&dir), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

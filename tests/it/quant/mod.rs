@@ -9,4 +9,5 @@ mod legacy_golden;
 mod legacy_roundtrip;
 mod legacy_simd;
 mod mix_rules_golden;
+mod q1_q2_mxfp4_golden;
 mod type_rules;
