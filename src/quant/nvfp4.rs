@@ -1,8 +1,8 @@
 //! NVFP4, read only: 64-element blocks of FP4 (E2M1) codes with one UE4M3 scale per 16
 //! elements (36 bytes). qforge reads NVFP4 tensors (`dequantize_row_nvfp4`, ggml-quants.c,
-//! llama.cpp 0c1e57098) but does not write them: llama-quantize offers no NVFP4 type either, so
-//! there is no reference output to be byte-identical with, and [`super::quantizer`] keeps
-//! answering "not supported yet".
+//! llama.cpp 0c1e57098) but does not write them yet: llama-quantize has no NVFP4 mix (TYPE), and
+//! writes NVFP4 only where `--tensor-type` / `--output-tensor-type` name it; a request for it
+//! here is answered "not supported yet" by [`super::quantizer`] returning `None`.
 //!
 //! Its own file rather than beside MXFP4 in `iq4.rs`: the only thing the two share is the E2M1
 //! level table ([`KVALUES_MXFP4`]); the scale format (UE4M3 per 16 instead of E8M0 per 32) and

@@ -9,5 +9,6 @@ mod legacy_golden;
 mod legacy_roundtrip;
 mod legacy_simd;
 mod mix_rules_golden;
+mod nvfp4_read;
 mod q1_q2_mxfp4_golden;
 mod type_rules;
