@@ -132,3 +132,14 @@ device_test!(tq2_0_matches_golden, gpu);
 fn tq2_0_matches_golden(device: Device) {
     check(&device, "pure/TQ2_0.gguf", GgmlType::TQ2_0, 5);
 }
+
+device_test!(q2_0_matches_golden, gpu);
+/// The Q2_0 golden lives in tests/data (an absolute path replaces the shared golden folder).
+fn q2_0_matches_golden(device: Device) {
+    check(
+        &device,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pure/Q2_0.gguf"),
+        GgmlType::Q2_0,
+        10,
+    );
+}

@@ -65,7 +65,10 @@ fn nvfp4_output_is_not_supported_yet() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("quantizing to NVFP4 is not supported yet"), "{err}");
+    assert!(
+        err.contains("quantizing to NVFP4 is not supported yet"),
+        "{err}"
+    );
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
