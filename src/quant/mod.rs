@@ -5,6 +5,7 @@
 pub mod finite_output;
 pub mod float;
 pub mod iq4;
+pub mod iq_grid;
 pub mod kquants;
 pub mod legacy;
 pub mod rules;
