@@ -4,6 +4,7 @@
 
 pub mod finite_output;
 pub mod float;
+pub mod iq2;
 pub mod iq4;
 pub mod iq_grid;
 pub mod kquants;
@@ -56,6 +57,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
         .or_else(|| legacy::quantizer(ty))
         .or_else(|| kquants::quantizer(ty))
         .or_else(|| iq4::quantizer(ty))
+        .or_else(|| iq2::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
 }
 
@@ -65,7 +67,15 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         .or_else(|| legacy::dequantizer(ty))
         .or_else(|| kquants::dequantizer(ty))
         .or_else(|| iq4::dequantizer(ty))
+        .or_else(|| iq2::dequantizer(ty))
         .or_else(|| ternary::dequantizer(ty))
+}
+
+/// Types whose CPU quantizer cannot run without importance weights (llama.cpp asserts; the row
+/// quantizer panics): a tensor of such a type with no imatrix entry must be refused first, even
+/// where llama-quantize's rules do not ask for an imatrix (token_embd, output).
+pub fn needs_weights(ty: GgmlType) -> bool {
+    iq2::needs_weights(ty)
 }
 
 /// Types whose quantizer needs an importance matrix (llama-quantize refuses them without one).
