@@ -196,3 +196,29 @@ fn round_trips_lose_less_with_more_bits() {
         assert!(xxs < 0.6 && s > 0.05, "{name}: {xxs} {xs} {s}");
     }
 }
+
+#[test]
+fn iq2_m_mix_iq2_s_tensors_equal_llama_quantize() {
+    // The IQ2_M mix of tiny-llama (mixes-imatrix/IQ2_M.json) is the only llama-quantize output
+    // with IQ2_S tensors; the whole file also needs IQ3_S. Each IQ2_S tensor, quantized from the
+    // f16 model with tiny-imatrix.gguf, must have the manifest's sha256.
+    let m = support::Manifest::load("mixes-imatrix/IQ2_M.json");
+    let input = GgufFile::open(support::golden("tiny-llama.f16.gguf")).unwrap();
+    let im = ImportanceWeights::load(support::golden("tiny-imatrix.gguf")).unwrap();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for t in m.tensors().iter().filter(|t| t.ty == "IQ2_S") {
+        let src = input.tensor(&t.name).unwrap();
+        let n = src.ne.iter().product::<u64>() as usize;
+        let x = dequantize(src.ty, input.tensor_data(src), n);
+        let qw = im.for_tensor(&t.name, &t.name, &src.ne).unwrap();
+        assert!(qw.is_some(), "{}: no imatrix entry", t.name);
+        let q = quantize(GgmlType::IQ2_S, &x, src.ne[0] as usize, qw);
+        if support::sha256_hex(&q) != t.sha256 {
+            failures.push(t.name.clone());
+        }
+        compared += 1;
+    }
+    assert!(compared >= 30, "only {compared} IQ2_S tensors");
+    assert!(failures.is_empty(), "IQ2_S tensors differ: {failures:?}");
+}
