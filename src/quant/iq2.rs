@@ -785,6 +785,21 @@ mod tests {
     }
 
     #[test]
+    fn the_checked_entry_point_refuses_missing_weights() {
+        let x = values(1, SUPER_BLOCK);
+        for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS] {
+            let mut bytes = vec![0u8; ty.type_size()];
+            let e = super::super::quantize_rows(ty, &x, SUPER_BLOCK, None, &mut bytes).unwrap_err();
+            assert!(
+                matches!(e, super::super::QuantError::NeedsWeights(t) if t == ty),
+                "{e}"
+            );
+        }
+        let mut bytes = vec![0u8; GgmlType::IQ2_S.type_size()];
+        super::super::quantize_rows(GgmlType::IQ2_S, &x, SUPER_BLOCK, None, &mut bytes).unwrap();
+    }
+
+    #[test]
     #[should_panic(expected = "needs importance weights")]
     fn iq2_xxs_without_weights_panics_like_llama_cpp_asserts() {
         let x = values(1, SUPER_BLOCK);
