@@ -4,7 +4,9 @@
 
 pub mod finite_output;
 pub mod float;
+pub mod iq2;
 pub mod iq4;
+pub mod iq_grid;
 pub mod kquants;
 pub mod legacy;
 pub mod nvfp4;
@@ -31,6 +33,9 @@ pub enum QuantError {
     /// The type has no dequantizer (yet).
     #[error("reading {0} tensors is not supported yet")]
     NoDequantizer(GgmlType),
+    /// The type's quantizer needs importance weights and none were given ([`needs_weights`]).
+    #[error("quantizing to {0} needs importance weights (an imatrix)")]
+    NeedsWeights(GgmlType),
     /// A row length that is not a whole number of blocks.
     #[error("row of {n} elements is not a multiple of {ty}'s block size {block}")]
     BadRowLength {
@@ -57,6 +62,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
         .or_else(|| legacy::quantizer(ty))
         .or_else(|| kquants::quantizer(ty))
         .or_else(|| iq4::quantizer(ty))
+        .or_else(|| iq2::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
         .or_else(|| q1_q2::quantizer(ty))
 }
@@ -67,9 +73,17 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         .or_else(|| legacy::dequantizer(ty))
         .or_else(|| kquants::dequantizer(ty))
         .or_else(|| iq4::dequantizer(ty))
+        .or_else(|| iq2::dequantizer(ty))
         .or_else(|| ternary::dequantizer(ty))
         .or_else(|| q1_q2::dequantizer(ty))
         .or_else(|| nvfp4::dequantizer(ty))
+}
+
+/// Types whose CPU quantizer cannot run without importance weights (llama.cpp asserts; the row
+/// quantizer panics): a tensor of such a type with no imatrix entry must be refused first, even
+/// where llama-quantize's rules do not ask for an imatrix (token_embd, output).
+pub fn needs_weights(ty: GgmlType) -> bool {
+    iq2::needs_weights(ty)
 }
 
 /// Types whose quantizer needs an importance matrix (llama-quantize refuses them without one).
@@ -85,7 +99,8 @@ pub fn requires_imatrix(ty: GgmlType) -> bool {
     )
 }
 
-/// Quantize `x` (rows of `n_per_row`) into `out`, checking geometry.
+/// Quantize `x` (rows of `n_per_row`) into `out`, checking geometry (and that a type which
+/// needs importance weights has them).
 pub fn quantize_rows(
     ty: GgmlType,
     x: &[f32],
@@ -94,6 +109,9 @@ pub fn quantize_rows(
     out: &mut [u8],
 ) -> Result<(), QuantError> {
     let q = quantizer(ty).ok_or(QuantError::NotSupported(ty))?;
+    if qw.is_none() && needs_weights(ty) {
+        return Err(QuantError::NeedsWeights(ty));
+    }
     let row_bytes = row_bytes(ty, n_per_row)?;
     let n_rows = x.len() / n_per_row.max(1);
     if out.len() != n_rows * row_bytes || x.len() != n_rows * n_per_row {
