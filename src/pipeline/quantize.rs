@@ -308,6 +308,18 @@ pub fn quantize(
                     ),
                 ));
             }
+            if qw.is_none() && quant::quantizer_requires_weights(p.new_type) {
+                return Err(PipelineError::tensor(
+                    &src_name,
+                    &p.name,
+                    format!(
+                        "quantizing to {} needs importance weights for this tensor too \
+                         (llama.cpp aborts here): use an imatrix with an entry for it, or \
+                         choose another type for it",
+                        p.new_type
+                    ),
+                ));
+            }
         }
         imatrix_rows.push(qw);
     }

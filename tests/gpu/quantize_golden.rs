@@ -130,6 +130,46 @@ macro_rules! mix_im {
     };
 }
 
+/// `--pure --imatrix $im` to `$ty`, a type with a CPU kernel and no GPU kernel yet: on the CPU
+/// against golden/pure-imatrix/`$file`.gguf; `--device gpu` (strict: no silent CPU fallback)
+/// must refuse, naming the type, and leave no output file.
+macro_rules! pure_im_cpu_kernel_only {
+    ($name:ident, $ty:literal, $file:literal, $im:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            let golden = concat!("pure-imatrix/", $file, ".gguf");
+            match device {
+                Device::Cpu => check_pure($ty, Some($im), golden, "cpu"),
+                Device::Gpu(_) => check_gpu_refuses($ty, &["--pure", "--imatrix", $im]),
+            }
+        }
+    };
+}
+
+/// `qforge quantize --device gpu ARGS tensors.f32.gguf OUT TYPE` fails with "not supported yet"
+/// for `ty` and writes nothing.
+fn check_gpu_refuses(ty: &str, args: &[&str]) {
+    let dir = support::temp_dir(&format!("gpu-refuses-{ty}"));
+    let out = dir.join("out.gguf");
+    let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .current_dir(support::golden(""))
+        .args(["quantize", "--device", "gpu"])
+        .args(args)
+        .arg("tensors.f32.gguf")
+        .arg(&out)
+        .arg(ty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "--device gpu {ty} succeeded without a GPU kernel");
+    assert!(
+        err.contains(ty) && err.contains("not supported yet"),
+        "--device gpu {ty}: {err}"
+    );
+    assert_eq!(support::list_files(&dir), Vec::<String>::new(), "left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // Foundation: legacy and float types.
 pure!(pure_q4_0, "Q4_0");
 pure!(pure_q4_1, "Q4_1");
@@ -185,6 +225,8 @@ pure_im!(pure_im_q5_k_s, "Q5_K_S", "Q5_K_S", "imatrix.gguf");
 pure_im!(pure_im_q6_k, "Q6_K", "Q6_K", "imatrix.gguf");
 pure_im!(pure_im_iq4_nl, "IQ4_NL", "IQ4_NL", "imatrix.gguf");
 pure_im!(pure_im_iq4_xs, "IQ4_XS", "IQ4_XS", "imatrix.gguf");
+pure_im_cpu_kernel_only!(pure_im_iq1_s, "IQ1_S", "IQ1_S", "imatrix.gguf");
+pure_im_cpu_kernel_only!(pure_im_iq1_m, "IQ1_M", "IQ1_M", "imatrix.gguf");
 pure_im!(
     pure_im_q4_k_s_from_dat,
     "Q4_K_S",
