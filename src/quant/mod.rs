@@ -6,6 +6,7 @@ pub mod finite_output;
 pub mod float;
 pub mod iq1;
 pub mod iq4;
+pub mod iq_grid;
 pub mod kquants;
 pub mod legacy;
 pub mod rules;
