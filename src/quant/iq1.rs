@@ -732,3 +732,125 @@ fn dequantize_row_iq1_m(bytes: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_values_keep_index_order_as_glibc_qsort_does() {
+        // glibc's qsort merge-sorts small arrays (stable); −0 and +0 compare equal. The golden
+        // tests fail with any other order of ties (checked by reversing it).
+        let x = [0.5f32, -1.0, 0.5, -0.0, 0.0, -1.0, 0.5, -0.0];
+        let order = sorted_order::<8>(&x);
+        assert_eq!(order, [1, 5, 3, 4, 7, 0, 2, 6]);
+    }
+
+    #[test]
+    fn block_layouts_round_trip_and_unpack() {
+        let mut s = BlockIq1S::ZERO;
+        s.d = 0x3c00;
+        for g in 0..32 {
+            s.qs[g] = (37 * g) as u8;
+        }
+        for b in 0..8 {
+            s.qh[b] = (0x1234u16.wrapping_mul(b as u16 + 1)) | 0x8000 * (b as u16 % 2);
+        }
+        let mut bytes = [0u8; BlockIq1S::BYTES];
+        s.write(&mut bytes);
+        assert_eq!(BlockIq1S::read(&bytes), s);
+        assert_eq!(bytes[34..36], s.qh[0].to_le_bytes());
+        assert_eq!(
+            s.grid_index(6),
+            s.qs[6] as usize | (((s.qh[1] >> 6) & 7) as usize) << 8
+        );
+
+        let mut m = BlockIq1M::ZERO;
+        m.qh[3] = 0xd2; // group 6: index bits 2, +shift; group 7: bits 5, −shift
+        m.qs[6] = 9;
+        m.qs[7] = 10;
+        // d = 1.0 (0x3c00) scattered into the top nibbles (lowest nibble in word 0), block 5's
+        // scale = 6.
+        m.scales = [0x0000, 6 << 3, 0xc000, 0x3000];
+        let mut bytes = [0u8; BlockIq1M::BYTES];
+        m.write(&mut bytes);
+        assert_eq!(BlockIq1M::read(&bytes), m);
+        assert_eq!(m.d(), 0x3c00);
+        assert_eq!(m.block_scale(5), 6);
+        assert_eq!(m.grid_index(6), 0x200 | 9);
+        assert_eq!(m.grid_index(7), 0x500 | 10);
+        assert!(!m.negative_shift(6));
+        assert!(m.negative_shift(7));
+    }
+
+    /// Weights that are exactly a codebook point at a scale, shifted by +δ, with uniform
+    /// importance: the quantizers find those points (on the grid, and the exact fit scores
+    /// best) and the signs of the shift; the values come back within the reference's own scale
+    /// corrections (×1.125 for IQ1_S, ×1.1125 for IQ1_M, applied to the stored scale).
+    #[test]
+    fn points_of_the_codebook_come_back() {
+        let grid = iq_grid::dequant_grid(Codebook::Iq1S);
+        let points = [5usize, 700, 1234, 2047];
+        let mut x = [0.0f32; SUPER_BLOCK];
+        for (g, xg) in x.chunks_exact_mut(8).enumerate() {
+            let p = &grid[points[g % 4]];
+            for j in 0..8 {
+                xg[j] = 0.3 * (p[j] as f32 + IQ1S_DELTA);
+            }
+        }
+        let qw = [1.0f32; SUPER_BLOCK];
+        let blk = quantize_block_iq1_s(&x, Some(&qw));
+        for g in 0..32 {
+            assert_eq!(blk.grid_index(g), points[g % 4], "group {g}");
+        }
+        let mut bytes = [0u8; BlockIq1S::BYTES];
+        blk.write(&mut bytes);
+        let mut y = [0.0f32; SUPER_BLOCK];
+        dequantize_row_iq1_s(&bytes, &mut y);
+        let d = f16_to_f32(blk.d);
+        for ib in 0..8 {
+            let dl = d * (2 * ((blk.qh[ib] >> 12) & 7) + 1) as f32;
+            assert_eq!(blk.qh[ib] & 0x8000, 0, "positive shift");
+            for i in 32 * ib..32 * (ib + 1) {
+                let p = &grid[points[(i / 8) % 4]];
+                assert_eq!(y[i], dl * (p[i % 8] as f32 + IQ1S_DELTA));
+                assert!((y[i] - x[i]).abs() <= 0.13 * x[i].abs() + 1e-6);
+            }
+        }
+        // IQ1_M: the same points, now each group of 8 with its own sign of the shift.
+        let mut x = [0.0f32; SUPER_BLOCK];
+        for (g, xg) in x.chunks_exact_mut(8).enumerate() {
+            let p = &grid[points[g % 4]];
+            let delta = if g % 3 == 0 { -IQ1M_DELTA } else { IQ1M_DELTA };
+            for j in 0..8 {
+                xg[j] = 0.3 * (p[j] as f32 + delta);
+            }
+        }
+        let blk = quantize_block_iq1_m(&x, None);
+        let mut bytes = [0u8; BlockIq1M::BYTES];
+        blk.write(&mut bytes);
+        let mut y = [0.0f32; SUPER_BLOCK];
+        dequantize_row_iq1_m(&bytes, &mut y);
+        for g in 0..32 {
+            assert_eq!(blk.grid_index(g), points[g % 4], "group {g}");
+            assert_eq!(blk.negative_shift(g), g % 3 == 0, "group {g}");
+        }
+        for i in 0..SUPER_BLOCK {
+            assert!(
+                (y[i] - x[i]).abs() <= 0.12 * x[i].abs() + 1e-6,
+                "{i}: {} vs {}",
+                y[i],
+                x[i]
+            );
+        }
+    }
+
+    #[test]
+    fn tiny_blocks_are_zero() {
+        let x = [1e-13f32; SUPER_BLOCK];
+        let qw = [1.0f32; SUPER_BLOCK];
+        assert_eq!(quantize_block_iq1_s(&x, Some(&qw)), BlockIq1S::ZERO);
+        let x = [1e-8f32; SUPER_BLOCK];
+        assert_eq!(quantize_block_iq1_m(&x, Some(&qw)), BlockIq1M::ZERO);
+    }
+}
