@@ -221,8 +221,8 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
     for ftype in [FileType::IQ2_XXS, FileType::IQ3_XXS] {
         assert!(plan_types(&model, &tensors, &TypeOptions::new(ftype)).is_ok());
     }
-    {
-        let ftype = FileType::Q2_K_S;
+    // IQ1_S and IQ1_M have quantizers: without an imatrix their mixes are refused at planning.
+    for ftype in [FileType::Q2_K_S, FileType::IQ1_S, FileType::IQ1_M] {
         let err = plan_types(&model, &tensors, &TypeOptions::new(ftype)).unwrap_err();
         assert!(
             matches!(err, RuleError::ImatrixRequired { .. }),
