@@ -139,6 +139,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             if with_im && (!a.imatrix || !ty.is_quantized()) {
                 continue;
             }
+            if !with_im && quant::needs_weights(ty) {
+                // IQ2_XXS / IQ2_XS cannot quantize without importance weights.
+                if !a.imatrix {
+                    println!("{:<8} needs --imatrix", ty.name());
+                }
+                continue;
+            }
             let qw = with_im.then_some(qw.as_slice());
             let (c, _) = best_mb_s(&cpu, ty, &x, qw, a.reps)?;
             let g = match &gpu {

@@ -298,24 +298,15 @@ pub fn quantize(
                     }
                 }
             }
-            if qw.is_none() && p.requires_imatrix {
+            // llama-quantize asks for an imatrix by its rules; IQ2_XXS/IQ2_XS/IQ1_S cannot run
+            // without one wherever they are used (llama.cpp aborts on, e.g., token_embd forced
+            // to them).
+            if qw.is_none() && (p.requires_imatrix || quant::needs_weights(p.new_type)) {
                 return Err(PipelineError::tensor(
                     &src_name,
                     &p.name,
                     format!(
                         "quantizing to {} requires an importance matrix (--imatrix)",
-                        p.new_type
-                    ),
-                ));
-            }
-            if qw.is_none() && quant::quantizer_requires_weights(p.new_type) {
-                return Err(PipelineError::tensor(
-                    &src_name,
-                    &p.name,
-                    format!(
-                        "quantizing to {} needs importance weights for this tensor too \
-                         (llama.cpp aborts here): use an imatrix with an entry for it, or \
-                         choose another type for it",
                         p.new_type
                     ),
                 ));

@@ -50,6 +50,13 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     })
 }
 
+/// Whether the quantizer of `ty` (of this family) needs importance weights for every tensor:
+/// IQ1_S (llama.cpp asserts `quant_weights`, so callers refuse such tensors first; given none,
+/// [`quantize_block_iq1_s`] uses IQ1_M's x² weights). IQ1_M runs without them.
+pub fn needs_weights(ty: GgmlType) -> bool {
+    ty == GgmlType::IQ1_S
+}
+
 // ---------------------------------------------------------------------------------------------
 // Block layouts
 // ---------------------------------------------------------------------------------------------
@@ -380,8 +387,8 @@ struct Iq1sBlock {
 }
 
 /// One IQ1_S super-block: `quantize_row_iq1_s_impl` for 256 weights. `qw` is the imatrix slice
-/// of these columns; without one (llama.cpp refuses that: IQ1_S requires an imatrix) the
-/// weights are x², as IQ1_M's quantizer does.
+/// of these columns; without one (llama.cpp aborts there; the pipeline refuses, see
+/// [`needs_weights`]) the weights are x², as IQ1_M's quantizer does.
 pub fn quantize_block_iq1_s(x: &[f32], qw: Option<&[f32]>) -> BlockIq1S {
     const N: usize = IQ1S_BLOCK;
     let lat = lattice();

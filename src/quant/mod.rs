@@ -5,6 +5,7 @@
 pub mod finite_output;
 pub mod float;
 pub mod iq1;
+pub mod iq2;
 pub mod iq4;
 pub mod iq_grid;
 pub mod kquants;
@@ -57,6 +58,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
         .or_else(|| legacy::quantizer(ty))
         .or_else(|| kquants::quantizer(ty))
         .or_else(|| iq4::quantizer(ty))
+        .or_else(|| iq2::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
         .or_else(|| iq1::quantizer(ty))
 }
@@ -67,8 +69,16 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         .or_else(|| legacy::dequantizer(ty))
         .or_else(|| kquants::dequantizer(ty))
         .or_else(|| iq4::dequantizer(ty))
+        .or_else(|| iq2::dequantizer(ty))
         .or_else(|| ternary::dequantizer(ty))
         .or_else(|| iq1::dequantizer(ty))
+}
+
+/// Types whose CPU quantizer cannot run without importance weights (llama.cpp asserts; the row
+/// quantizer panics): a tensor of such a type with no imatrix entry must be refused first, even
+/// where llama-quantize's rules do not ask for an imatrix (token_embd, output).
+pub fn needs_weights(ty: GgmlType) -> bool {
+    iq2::needs_weights(ty) || iq1::needs_weights(ty)
 }
 
 /// Types whose quantizer needs an importance matrix (llama-quantize refuses them without one).
@@ -82,14 +92,6 @@ pub fn requires_imatrix(ty: GgmlType) -> bool {
             | GgmlType::IQ1_S
             | GgmlType::IQ1_M
     )
-}
-
-/// Types whose ggml quantizer asserts on missing importance weights for ANY tensor
-/// (`ggml_quantize_requires_imatrix`): llama-quantize aborts when, say, `--pure` sends
-/// token_embd (which [`rules::tensor_requires_imatrix`] exempts) to one of these without an
-/// imatrix entry. The pipeline refuses that case instead of writing bytes llama.cpp never makes.
-pub fn quantizer_requires_weights(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
 }
 
 /// Quantize `x` (rows of `n_per_row`) into `out`, checking geometry.

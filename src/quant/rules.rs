@@ -1067,6 +1067,8 @@ pub fn plan(
 
     let mut out = Vec::with_capacity(kept.len());
     let mut n_fallback = 0;
+    let mut needs_imatrix = None;
+    let mut unsupported = false;
     for ((index, name), cat) in kept.into_iter().zip(cats) {
         let (_, current_type, ne) = &tensors[index];
         let allows = allows_quantization(&name, ne, &model.arch, opts);
@@ -1086,15 +1088,19 @@ pub fn plan(
         n_fallback += fallback as usize;
         let requires_imatrix = tensor_requires_imatrix(&name, new_type, opts.ftype);
         // A type with no quantizer yet is reported as that by the pipeline: asking first for
-        // an imatrix would send the user to make one only to hear "not supported yet".
+        // an imatrix would send the user to make one only to hear "not supported yet" — for
+        // this tensor or any other of the plan.
+        let has_quantizer = super::quantizer(new_type).is_some();
+        unsupported |= allows && new_type != *current_type && !has_quantizer;
         if allows
             && requires_imatrix
             && !opts.has_imatrix
             && !opts.dry_run
-            && super::quantizer(new_type).is_some()
+            && has_quantizer
+            && needs_imatrix.is_none()
         {
-            return Err(RuleError::ImatrixRequired {
-                tensor: name,
+            needs_imatrix = Some(RuleError::ImatrixRequired {
+                tensor: name.clone(),
                 ty: new_type,
             });
         }
@@ -1111,6 +1117,9 @@ pub fn plan(
             requires_imatrix,
             name,
         });
+    }
+    if let Some(e) = needs_imatrix.filter(|_| !unsupported) {
+        return Err(e);
     }
     Ok(QuantPlan {
         tensors: out,

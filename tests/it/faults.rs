@@ -1078,11 +1078,37 @@ fn unsupported_iq_type_says_so_before_asking_for_an_imatrix() {
     let d = scratch("iq");
     let a = gguf_model(&d, "a.gguf");
     let out = d.join("out.gguf");
-    let err = refused(&["quantize", s(&a), s(&out), "IQ2_XXS"]);
+    let err = refused(&["quantize", s(&a), s(&out), "IQ3_XXS"]);
     assert!(err.contains("not supported yet"), "{err}");
     assert!(
         !err.contains("--imatrix"),
         "asks for an imatrix first: {err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn iq2_without_imatrix_weights_is_refused_before_any_output() {
+    let d = scratch("iq2");
+    let a = gguf_model(&d, "a.gguf");
+    let out = d.join("out.gguf");
+    // The mix rules ask for an imatrix (llama-quantize does too)...
+    let err = refused(&["quantize", s(&a), s(&out), "IQ2_XXS"]);
+    assert!(err.contains("--imatrix"), "{err}");
+    assert!(!out.exists());
+    // ...and where they do not (the token embeddings), the quantizer still cannot run without
+    // one: llama.cpp aborts there, qforge refuses.
+    let err = refused(&[
+        "quantize",
+        "--token-embedding-type",
+        "iq2_xs",
+        s(&a),
+        s(&out),
+        "Q4_0",
+    ]);
+    assert!(
+        err.contains("token_embd.weight") && err.contains("IQ2_XS") && err.contains("--imatrix"),
+        "{err}"
     );
     assert!(!out.exists());
 }

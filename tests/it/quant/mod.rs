@@ -3,6 +3,7 @@
 
 mod imatrix_files;
 mod iq1_golden;
+mod iq2_golden;
 mod kquant_golden;
 mod kquant_roundtrip;
 mod kquant_simd;
