@@ -298,8 +298,9 @@ pub fn quantize(
                     }
                 }
             }
-            // llama-quantize asks for an imatrix by its rules; IQ2_XXS/IQ2_XS cannot run without
-            // one wherever they are used (llama.cpp aborts on, e.g., token_embd forced to them).
+            // llama-quantize asks for an imatrix by its rules; IQ2_XXS/IQ2_XS/IQ1_S cannot run
+            // without one wherever they are used (llama.cpp aborts on, e.g., token_embd forced
+            // to them).
             if qw.is_none() && (p.requires_imatrix || quant::needs_weights(p.new_type)) {
                 return Err(PipelineError::tensor(
                     &src_name,

@@ -4,6 +4,7 @@
 
 pub mod finite_output;
 pub mod float;
+pub mod iq1;
 pub mod iq2;
 pub mod iq4;
 pub mod iq_grid;
@@ -65,6 +66,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
         .or_else(|| iq2::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
         .or_else(|| q1_q2::quantizer(ty))
+        .or_else(|| iq1::quantizer(ty))
 }
 
 /// The CPU dequantizer for `ty`, if one exists.
@@ -77,13 +79,14 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
         .or_else(|| ternary::dequantizer(ty))
         .or_else(|| q1_q2::dequantizer(ty))
         .or_else(|| nvfp4::dequantizer(ty))
+        .or_else(|| iq1::dequantizer(ty))
 }
 
 /// Types whose CPU quantizer cannot run without importance weights (llama.cpp asserts; the row
 /// quantizer panics): a tensor of such a type with no imatrix entry must be refused first, even
 /// where llama-quantize's rules do not ask for an imatrix (token_embd, output).
 pub fn needs_weights(ty: GgmlType) -> bool {
-    iq2::needs_weights(ty)
+    iq2::needs_weights(ty) || iq1::needs_weights(ty)
 }
 
 /// Types whose quantizer needs an importance matrix (llama-quantize refuses them without one).

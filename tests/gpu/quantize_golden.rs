@@ -1,5 +1,6 @@
 //! Whole-file byte equality with llama-quantize: every golden in pure/, pure-imatrix/, mixes/ and
-//! mixes-imatrix/ reproduced by `qforge quantize` with the same arguments, on each device.
+//! mixes-imatrix/ (and this checkout's tests/data/mixes-imatrix/) reproduced by `qforge quantize`
+//! with the same arguments, on each device.
 
 use crate::devices::Device;
 use crate::support;
@@ -135,6 +136,20 @@ fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
     );
 }
 
+/// `check_mix` against a manifest of this checkout's tests/data (`rel` under it), for mixes the
+/// shared golden set lacks.
+fn check_local_mix(rel: &str, args: &[&str], ty: &str, device: &str) {
+    let m = support::Manifest::load_path(&test_data(rel));
+    check_mix_of(
+        &m,
+        &rel.replace('/', "_"),
+        Path::new("tiny-llama.f16.gguf"),
+        args,
+        ty,
+        device,
+    );
+}
+
 /// `qforge quantize ARGS INPUT OUT TYPE 2` against manifest `m`.
 fn check_mix_of(
     m: &support::Manifest,
@@ -164,6 +179,22 @@ fn test_data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(rel)
+}
+
+/// The `$ty` mix with tiny-imatrix.gguf, against tests/data/mixes-imatrix/`$ty`.json (made
+/// here: see the README there), on each device.
+macro_rules! local_mix_im {
+    ($name:ident, $ty:literal) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            check_local_mix(
+                concat!("mixes-imatrix/", $ty, ".json"),
+                &["--imatrix", "tiny-imatrix.gguf"],
+                $ty,
+                device.name(),
+            );
+        }
+    };
 }
 
 /// `--pure` to `$ty`, against golden/pure/`$ty`.gguf, on each device.
@@ -289,6 +320,10 @@ mix_im!(mix_im_q4_0, "Q4_0");
 mix_im!(mix_im_q4_k_m, "Q4_K_M");
 mix_im!(mix_im_q6_k, "Q6_K");
 mix_im!(mix_im_iq4_xs, "IQ4_XS");
+pure_im!(pure_im_iq1_s, "IQ1_S", "IQ1_S", "imatrix.gguf");
+pure_im!(pure_im_iq1_m, "IQ1_M", "IQ1_M", "imatrix.gguf");
+local_mix_im!(mix_im_iq1_s, "IQ1_S");
+local_mix_im!(mix_im_iq1_m, "IQ1_M");
 pure_im!(pure_im_iq2_xxs, "IQ2_XXS", "IQ2_XXS", "imatrix.gguf");
 pure_im!(pure_im_iq2_xs, "IQ2_XS", "IQ2_XS", "imatrix.gguf");
 pure_im!(pure_im_iq2_s, "IQ2_S", "IQ2_S", "imatrix.gguf");

@@ -122,9 +122,15 @@ fn every_tiny_llama_mix_matches_llama_quantize() {
         .collect();
 
     let mut checked = 0;
-    for (dir, imatrix) in [("mixes", false), ("mixes-imatrix", true)] {
-        for stem in json_stems(&golden(dir)) {
-            let m = Manifest::load(&format!("{dir}/{stem}.json"));
+    // The shared goldens, then the mixes made in this checkout (tests/data/mixes-imatrix).
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (root, dir, imatrix) in [
+        (golden(""), "mixes", false),
+        (golden(""), "mixes-imatrix", true),
+        (local, "mixes-imatrix", true),
+    ] {
+        for stem in json_stems(&root.join(dir)) {
+            let m = Manifest::load_path(&root.join(dir).join(format!("{stem}.json")));
             let opts = tiny_llama_options(&stem, imatrix);
             let input = if stem.ends_with("requant-from-Q8_0") {
                 &q8_tensors
@@ -145,7 +151,7 @@ fn every_tiny_llama_mix_matches_llama_quantize() {
             checked += 1;
         }
     }
-    assert!(checked >= 34, "only {checked} manifests found");
+    assert!(checked >= 36, "only {checked} manifests found");
 }
 
 #[test]
@@ -223,6 +229,8 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
         FileType::IQ2_S,
         FileType::IQ2_M,
         FileType::IQ3_XXS,
+        FileType::IQ1_S,
+        FileType::IQ1_M,
     ];
     for ftype in very_low_bit {
         // --dry-run plans anyway and says which tensors would need one.
@@ -252,7 +260,13 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
         }
     }
     // Those that this checkout quantizes whole.
-    for ftype in [FileType::Q2_K_S, FileType::IQ2_XXS, FileType::IQ2_XS] {
+    for ftype in [
+        FileType::Q2_K_S,
+        FileType::IQ2_XXS,
+        FileType::IQ2_XS,
+        FileType::IQ1_S,
+        FileType::IQ1_M,
+    ] {
         let err = plan_types(&model, &tensors, &TypeOptions::new(ftype)).unwrap_err();
         assert!(
             matches!(err, RuleError::ImatrixRequired { .. }),
