@@ -2,6 +2,7 @@
 //! bounds, SIMD against scalar, the type rules and mixes, and importance-matrix files.
 
 mod imatrix_files;
+mod iq3_golden;
 mod kquant_golden;
 mod kquant_roundtrip;
 mod kquant_simd;
