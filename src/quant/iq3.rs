@@ -10,7 +10,9 @@
 //! a super-block scale. Dequantization reproduces `dequantize_row_iq3_xxs` / `_iq3_s`.
 
 use super::iq3_grid::{self, sign_byte, tuple_index, Cell, Iq3Grid};
-use super::{f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer};
+use super::{
+    f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
+};
 
 /// Weights per super-block.
 pub const QK_K: usize = 256;
@@ -223,9 +225,8 @@ fn snap_group(
     id: f32,
     scale: f32,
 ) -> (u16, bool) {
-    let levels: [u8; 4] = std::array::from_fn(|i| {
-        nearest_int(0.5 * (id * xval[4 * k + i] - 1.0)).clamp(0, 7) as u8
-    });
+    let levels: [u8; 4] =
+        std::array::from_fn(|i| nearest_int(0.5 * (id * xval[4 * k + i] - 1.0)).clamp(0, 7) as u8);
     match v.grid.cell(tuple_index(levels)) {
         Cell::OnGrid(j) => (j, true),
         Cell::Off(list) => (
@@ -257,7 +258,12 @@ fn sums(v: &Variant, weight: &[f32; SUB], xval: &[f32; SUB], points: &[u16; 8]) 
 
 /// One sub-block (the body of the per-32 loop of `quantize_row_iq3_xxs_impl` /
 /// `quantize_row_iq3_s_impl`). `None` for a sub-block the type stores as zero.
-fn quantize_sub_block(v: &Variant, xb: &[f32], qw: Option<&[f32]>, sigma2: f32) -> Option<SubBlock> {
+fn quantize_sub_block(
+    v: &Variant,
+    xb: &[f32],
+    qw: Option<&[f32]>,
+    sigma2: f32,
+) -> Option<SubBlock> {
     let mut weight = [0.0f32; SUB];
     match qw {
         Some(qw) => {
@@ -609,7 +615,11 @@ mod tests {
             let err: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
             let sig: f32 = x.iter().map(|a| a * a).sum();
             // ~3 bits per weight: relative RMS error well under 0.3.
-            assert!((err / sig).sqrt() < 0.3, "{ty}: rel. rms {}", (err / sig).sqrt());
+            assert!(
+                (err / sig).sqrt() < 0.3,
+                "{ty}: rel. rms {}",
+                (err / sig).sqrt()
+            );
         }
     }
 

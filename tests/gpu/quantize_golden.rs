@@ -1,11 +1,16 @@
 //! Whole-file byte equality with llama-quantize: every golden in pure/, pure-imatrix/, mixes/ and
-//! mixes-imatrix/ reproduced by `qforge quantize` with the same arguments, on each device.
+//! mixes-imatrix/ reproduced by `qforge quantize` with the same arguments, on each device. Where
+//! a file holds a type a device has no kernel for yet, that device must refuse it and write
+//! nothing instead ([`refusal_expected`]).
 
 use crate::devices::Device;
 use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use qforge::gpu::GpuQuantizer;
+use qforge::quant::{self, GgmlType};
 
 /// Run `qforge quantize ARGS… INPUT OUT TYPE 2` in the golden folder (so stored imatrix file
 /// names match) and return the output path.
@@ -31,10 +36,76 @@ fn run_quantize(tag: &str, device: &str, args: &[&str], input: &Path, ty: &str) 
     out
 }
 
+/// Why `device` must refuse to write a file holding tensors of `types`, if it must: a type with
+/// no CPU quantizer yet, or (`--device gpu`, which never falls back) none on the GPU. Such a run
+/// has to fail with that reason and leave no output: never a file with wrong bytes.
+fn refusal_expected(types: &[GgmlType], device: &str) -> Option<&'static str> {
+    if types.iter().any(|&t| quant::quantizer(t).is_none()) {
+        return Some("not supported yet");
+    }
+    // F32 output is a copy the GPU backend leaves to the CPU.
+    if device == "gpu"
+        && types
+            .iter()
+            .any(|&t| t != GgmlType::F32 && !GpuQuantizer::has_kernel(t, false))
+    {
+        return Some("on the GPU is not supported yet");
+    }
+    None
+}
+
+/// Run `qforge quantize` as [`run_quantize`] does, expecting it to fail with `reason` and to
+/// write nothing.
+fn assert_refused(tag: &str, device: &str, args: &[&str], input: &Path, ty: &str, reason: &str) {
+    let dir = support::temp_dir(&format!("refused-{tag}-{device}"));
+    let out = dir.join("out.gguf");
+    let res = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .current_dir(support::golden(""))
+        .arg("quantize")
+        .args(["--device", device])
+        .args(args)
+        .arg(input)
+        .arg(&out)
+        .arg(ty)
+        .arg("2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success(),
+        "{ty} on {device}: expected a refusal"
+    );
+    assert!(stderr.contains(reason), "{ty} on {device}: {stderr}");
+    assert_eq!(
+        support::list_files(&dir),
+        Vec::<String>::new(),
+        "{ty} on {device}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
     let mut args = vec!["--pure"];
     if let Some(im) = imatrix {
         args.extend(["--imatrix", im]);
+    }
+    let types: Vec<GgmlType> = qforge::formats::gguf::GgufFile::open(support::golden(golden))
+        .unwrap()
+        .tensors
+        .iter()
+        .map(|t| t.ty)
+        .collect();
+    if let Some(reason) = refusal_expected(&types, device) {
+        let tag = golden.replace('/', "_");
+        assert_refused(
+            &tag,
+            device,
+            &args,
+            Path::new("tensors.f32.gguf"),
+            ty,
+            reason,
+        );
+        return;
     }
     let out = run_quantize(
         &golden.replace('/', "_"),
@@ -69,6 +140,17 @@ fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
 
 fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
     let m = support::Manifest::load(manifest);
+    let types: Vec<GgmlType> = m
+        .tensors()
+        .iter()
+        .map(|t| GgmlType::from_name(&t.ty).unwrap())
+        .collect();
+    if let Some(reason) = refusal_expected(&types, device) {
+        let tag = manifest.replace('/', "_");
+        let input = Path::new("tiny-llama.f16.gguf");
+        assert_refused(&tag, device, args, input, ty, reason);
+        return;
+    }
     let out = run_quantize(
         &manifest.replace('/', "_"),
         device,
@@ -203,6 +285,10 @@ mix_im!(mix_im_q4_0, "Q4_0");
 mix_im!(mix_im_q4_k_m, "Q4_K_M");
 mix_im!(mix_im_q6_k, "Q6_K");
 mix_im!(mix_im_iq4_xs, "IQ4_XS");
+pure_im!(pure_im_iq3_xxs, "IQ3_XXS", "IQ3_XXS", "imatrix.gguf");
+pure_im!(pure_im_iq3_s, "IQ3_S", "IQ3_S", "imatrix.gguf");
+mix_im!(mix_im_iq3_xxs, "IQ3_XXS");
+mix_im!(mix_im_iq3_m, "IQ3_M");
 
 // Options and requantization.
 device_test!(mix_q4_k_m_opts_a, cpu, gpu);
