@@ -23,7 +23,13 @@ const N_SUB: usize = QK_K / SUB;
 
 /// Below this sub-block magnitude an IQ3_XXS sub-block is stored as zero
 /// (`GROUP_MAX_EPS_IQ3_XXS`); IQ3_S only skips a sub-block that is exactly zero.
-const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
+pub const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
+/// Trial inverse scales are (15 + is·TRIAL_STEP)/max.
+pub const TRIAL_STEP: f32 = 0.2;
+/// IQ3_XXS stores d = (max sub-block scale / 31)·FUDGE_XXS.
+pub const FUDGE_XXS: f32 = 1.0125;
+/// IQ3_S stores d = (max sub-block scale / 31)·FUDGE_S.
+pub const FUDGE_S: f32 = 1.033;
 
 /// The CPU quantizer for `ty` if it is IQ3_XXS or IQ3_S.
 pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
@@ -337,7 +343,7 @@ fn quantize_sub_block(
     let mut best = 0.0f32;
     let mut scale = max / 15.0;
     for is in -v.n_try..=v.n_try {
-        let id = (15.0 + is as f32 * 0.2) / max;
+        let id = (15.0 + is as f32 * TRIAL_STEP) / max;
         let this_scale = 1.0 / id;
         let mut trial = [0u16; 8];
         let mut trial_on_grid = [true; 8];
@@ -445,7 +451,7 @@ pub fn quantize_block_iq3_xxs(x: &[f32], qw: Option<&[f32]>) -> BlockIq3Xxs {
         };
     }
     let d = max_scale / 31.0;
-    blk.d = f32_to_f16(d * 1.0125);
+    blk.d = f32_to_f16(d * FUDGE_XXS);
     let id = 1.0 / d;
     for ib in 0..N_SUB {
         blk.scales_and_signs[ib] |= (scale_code(id, scales[ib]) as u32) << 28;
@@ -484,7 +490,7 @@ pub fn quantize_block_iq3_s(x: &[f32], qw: Option<&[f32]>) -> BlockIq3S {
         return blk;
     }
     let d = max_scale / 31.0;
-    blk.d = f32_to_f16(d * 1.033);
+    blk.d = f32_to_f16(d * FUDGE_S);
     let id = 1.0 / d;
     for ib in (0..N_SUB).step_by(2) {
         blk.scales[ib / 2] = scale_code(id, scales[ib]) | scale_code(id, scales[ib + 1]) << 4;

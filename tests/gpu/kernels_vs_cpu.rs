@@ -87,7 +87,7 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks(device: Device) {
     }
     for must in [
         "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
-        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
+        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0",
     ] {
         assert!(compared.iter().any(|c| c == must), "{must} not compared");
     }
