@@ -19,11 +19,7 @@ pub struct Iq3Tables {
 /// Appends `grid`'s codes at the current end of `words`; returns their offset.
 fn push_codes(words: &mut Vec<u32>, grid: &Iq3Grid) -> u32 {
     let at = words.len() as u32;
-    words.extend(
-        grid.points
-            .iter()
-            .map(|p| iq3_grid::tuple_index(*p) as u32),
-    );
+    words.extend(grid.points.iter().map(|p| iq3_grid::tuple_index(*p) as u32));
     at
 }
 
@@ -141,7 +137,10 @@ mod tests {
         let Cell::Off(list) = s.cell(u) else {
             unreachable!()
         };
-        let got: Vec<u16> = t.words[start..start + len].iter().map(|&w| w as u16).collect();
+        let got: Vec<u16> = t.words[start..start + len]
+            .iter()
+            .map(|&w| w as u16)
+            .collect();
         assert_eq!(got, list);
     }
 

@@ -112,6 +112,7 @@ fn chunked_dispatch_equals_single_dispatch(_device: Device) {
         (GgmlType::Q3_K, 768), // two-block units straddling rows
         (GgmlType::Q4_K, 512),
         (GgmlType::IQ4_NL, 96),
+        (GgmlType::IQ3_XXS, 768), // two-block units straddling rows
     ] {
         let n_rows = 301;
         let x = adversarial_rows(n_per_row, n_rows, 5);

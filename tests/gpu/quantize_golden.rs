@@ -1,5 +1,6 @@
 //! Whole-file byte equality with llama-quantize: every golden in pure/, pure-imatrix/, mixes/ and
-//! mixes-imatrix/ reproduced by `qforge quantize` with the same arguments, on each device. Where
+//! mixes-imatrix/ (of ../shared/golden, and the few kept in tests/data) reproduced by `qforge
+//! quantize` with the same arguments, on each device. Where
 //! a file holds a type a device has no kernel for yet, that device must refuse it and write
 //! nothing instead ([`refusal_expected`]).
 
@@ -140,26 +141,47 @@ fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
 
 fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
     let m = support::Manifest::load(manifest);
+    let tag = manifest.replace('/', "_");
+    check_manifest(&tag, &m, args, Path::new("tiny-llama.f16.gguf"), ty, device);
+}
+
+/// `qforge quantize ARGS… INPUT OUT TYPE 2` against the manifest `m` (or the refusal
+/// [`refusal_expected`] asks for).
+fn check_manifest(
+    tag: &str,
+    m: &support::Manifest,
+    args: &[&str],
+    input: &Path,
+    ty: &str,
+    device: &str,
+) {
     let types: Vec<GgmlType> = m
         .tensors()
         .iter()
         .map(|t| GgmlType::from_name(&t.ty).unwrap())
         .collect();
     if let Some(reason) = refusal_expected(&types, device) {
-        let tag = manifest.replace('/', "_");
-        let input = Path::new("tiny-llama.f16.gguf");
-        assert_refused(&tag, device, args, input, ty, reason);
+        assert_refused(tag, device, args, input, ty, reason);
         return;
     }
-    let out = run_quantize(
-        &manifest.replace('/', "_"),
-        device,
-        args,
-        Path::new("tiny-llama.f16.gguf"),
-        ty,
-    );
-    support::assert_matches_manifest(&out, &m);
+    let out = run_quantize(tag, device, args, input, ty);
+    support::assert_matches_manifest(&out, m);
     std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
+
+/// A llama-quantize golden kept in tests/data (`$manifest`, relative to it; the README beside it
+/// has the command), reproduced from `$input` with `$args`, on each device.
+macro_rules! local {
+    ($name:ident, $manifest:literal, $input:literal, $ty:literal, [$($arg:literal),*]) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join($manifest);
+            let m = support::Manifest::load_path(&path);
+            let tag = $manifest.replace('/', "_");
+            let input = Path::new($input);
+            check_manifest(&tag, &m, &[$($arg),*], input, $ty, device.name());
+        }
+    };
 }
 
 /// `--pure` to `$ty`, against golden/pure/`$ty`.gguf, on each device.
@@ -289,6 +311,42 @@ pure_im!(pure_im_iq3_xxs, "IQ3_XXS", "IQ3_XXS", "imatrix.gguf");
 pure_im!(pure_im_iq3_s, "IQ3_S", "IQ3_S", "imatrix.gguf");
 mix_im!(mix_im_iq3_xxs, "IQ3_XXS");
 mix_im!(mix_im_iq3_m, "IQ3_M");
+local!(
+    mix_im_iq3_xs,
+    "mixes-imatrix/IQ3_XS.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_XS",
+    ["--imatrix", "tiny-imatrix.gguf"]
+);
+local!(
+    mix_im_iq3_s,
+    "mixes-imatrix/IQ3_S.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_S",
+    ["--imatrix", "tiny-imatrix.gguf"]
+);
+// IQ3 without an imatrix (IQ3_XS, which needs one, is refused: tests/it/quant/mix_rules_golden.rs).
+local!(
+    mix_iq3_s,
+    "mixes/IQ3_S.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_S",
+    []
+);
+local!(
+    mix_iq3_m,
+    "mixes/IQ3_M.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_M",
+    []
+);
+local!(
+    pure_iq3_s,
+    "pure/IQ3_S.json",
+    "tensors.f32.gguf",
+    "IQ3_S",
+    ["--pure"]
+);
 
 // Options and requantization.
 device_test!(mix_q4_k_m_opts_a, cpu, gpu);

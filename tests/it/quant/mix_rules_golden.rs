@@ -220,7 +220,7 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
     // (asking for an imatrix first would send the user off for nothing).
     assert!(plan_types(&model, &tensors, &TypeOptions::new(FileType::IQ2_XXS)).is_ok());
     // Types with a quantizer that needs an imatrix are refused at planning.
-    for ftype in [FileType::Q2_K_S, FileType::IQ3_XXS] {
+    for ftype in [FileType::Q2_K_S, FileType::IQ3_XXS, FileType::IQ3_XS] {
         let err = plan_types(&model, &tensors, &TypeOptions::new(ftype)).unwrap_err();
         assert!(
             matches!(err, RuleError::ImatrixRequired { .. }),
