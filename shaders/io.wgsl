@@ -25,7 +25,9 @@ struct Params {
 // multiples of 4 elements; kernels read whole vectors where they walk a block in order.
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> qw: array<f32>;
-@group(0) @binding(3) var<storage, read> row_stats: array<f32>;
+// Binding 3: the row_sigma2 pre-pass's σ² per row (Binding3 = f32), or, for a family with lookup
+// tables (IQ3), those tables (Binding3 = u32). The host declares Binding3.
+@group(0) @binding(3) var<storage, read> row_stats: array<Binding3>;
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 
 // Element i of the input.

@@ -245,6 +245,21 @@ impl GpuContext {
         f(&mut self.kernels.host_times.lock().unwrap());
     }
 
+    /// The storage buffer of `family`'s lookup tables, uploaded on first use.
+    fn family_tables(&self, family: super::pipelines::Family) -> Option<wgpu::Buffer> {
+        let words = family.tables()?;
+        let mut tables = self.kernels.tables.lock().unwrap();
+        let buf = tables.entry(family).or_insert_with(|| {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("qforge kernel tables"),
+                    contents: bytemuck::cast_slice(words),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        });
+        Some(buf.clone())
+    }
+
     fn geometry(
         &self,
         def: &KernelDef,
@@ -543,10 +558,12 @@ impl GpuContext {
         }
         // Batch units per invocation, but keep enough invocations to spread.
         let upi = batch.min((units as u32 / MIN_INVOCATIONS).max(1));
+        // Binding 3: the row σ², or the family's lookup tables.
+        let tables = self.family_tables(def.family);
         pass(
             pipeline,
             &slot.params_main,
-            &slot.stats,
+            tables.as_ref().unwrap_or(&slot.stats),
             &slot.output,
             units as u32,
             upi,

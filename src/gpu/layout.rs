@@ -110,7 +110,7 @@ pub(crate) fn field_size<T, F>(_get: fn(&T) -> &F) -> u32 {
 pub(crate) fn kernel_params_source() -> String {
     format!(
         "const FAULT_INJECT: bool = false;\nconst OB_MAX_WORDS: u32 = 4u;\n\
-         const WORK_ELEMS: u32 = 1u;\n{}\n{}\n{}\n",
+         const WORK_ELEMS: u32 = 1u;\nalias Binding3 = f32;\n{}\n{}\n{}\n",
         include_str!("../../shaders/io.wgsl"),
         include_str!("../../shaders/exact.wgsl"),
         include_str!("../../shaders/float.wgsl"),

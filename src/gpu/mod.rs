@@ -30,6 +30,7 @@ pub(crate) mod layout;
 pub mod pipelines;
 pub mod quantize;
 pub mod selfcheck;
+pub mod tables;
 
 pub use device::{AdapterReport, DeviceSpec, GpuContext};
 pub use quantize::{GpuOptions, GpuQuantizer};

@@ -3,7 +3,8 @@
 //!
 //! Every kernel shares one bind group layout (see `shaders/io.wgsl`):
 //! 0 uniform `Params`, 1 `src` f32 input (read as vec4), 2 `qw` importance weights (one per
-//! column), 3 `row_stats` (σ² of each row, from the `row_sigma2` pre-pass), 4 `dst` u32 output.
+//! column), 3 `row_stats` (σ² of each row, from the `row_sigma2` pre-pass; or a family's lookup
+//! tables, [`Family::tables`]), 4 `dst` u32 output.
 //!
 //! Running a kernel over a tensor (chunks, transfers) is in [`super::dispatch`].
 
@@ -33,6 +34,8 @@ pub enum Family {
     Iq4,
     /// Q1_0 and Q2_0 (q1_q2.wgsl).
     Q1Q2,
+    /// IQ3_XXS and IQ3_S (iq3.wgsl; codebook tables at binding 3, see [`super::tables`]).
+    Iq3,
 }
 
 impl Family {
@@ -53,6 +56,7 @@ impl Family {
             ],
             Family::Iq4 => &[IO, EXACT, SEARCH, include_str!("../../shaders/iq4.wgsl")],
             Family::Q1Q2 => &[IO, EXACT, include_str!("../../shaders/q1_q2.wgsl")],
+            Family::Iq3 => &[IO, EXACT, include_str!("../../shaders/iq3.wgsl")],
         }
     }
 
@@ -67,6 +71,8 @@ impl Family {
             Family::KQuants => (105, 32),
             Family::Iq4 => (34, 32),
             Family::Q1Q2 => (9, 1),
+            // Two 110-byte IQ3_S blocks.
+            Family::Iq3 => (55, 32),
         }
     }
 
@@ -76,11 +82,24 @@ impl Family {
         self == Family::Legacy
     }
 
+    /// The lookup tables the family reads at binding 3 instead of row σ² (u32 words), if any.
+    pub(crate) fn tables(self) -> Option<&'static [u32]> {
+        match self {
+            Family::Iq3 => Some(&super::tables::Iq3Tables::get().words),
+            _ => None,
+        }
+    }
+
     fn source(self, faulty: bool) -> String {
         let (ob_words, work_elems) = self.sizes();
+        // Binding 3 holds f32 row σ², or a family's u32 tables (with their offsets).
+        let (binding3, table_consts) = match self {
+            Family::Iq3 => ("u32", super::tables::Iq3Tables::get().wgsl.as_str()),
+            _ => ("f32", ""),
+        };
         let mut s = format!(
             "const FAULT_INJECT: bool = {faulty};\nconst OB_MAX_WORDS: u32 = {ob_words}u;\n\
-             const WORK_ELEMS: u32 = {work_elems}u;\n"
+             const WORK_ELEMS: u32 = {work_elems}u;\nalias Binding3 = {binding3};\n{table_consts}"
         );
         for part in self.sources() {
             s.push_str(part);
@@ -329,6 +348,24 @@ pub static KERNELS: &[KernelDef] = &[
     )
     .imatrix_entry("quantize_iq4_xs_imatrix"),
     quant(
+        "quantize_iq3_xxs",
+        Family::Iq3,
+        GgmlType::IQ3_XXS,
+        Imatrix::Used,
+        256,
+        98,
+    )
+    .imatrix_entry("quantize_iq3_xxs_imatrix"),
+    quant(
+        "quantize_iq3_s",
+        Family::Iq3,
+        GgmlType::IQ3_S,
+        Imatrix::Used,
+        256,
+        110,
+    )
+    .imatrix_entry("quantize_iq3_s_imatrix"),
+    quant(
         "quantize_tq1_0",
         Family::Ternary,
         GgmlType::TQ1_0,
@@ -418,6 +455,8 @@ pub(crate) struct KernelCache {
     faulty: Mutex<HashSet<&'static str>>,
     /// Two slots, taken for the duration of a run (runs on one device are serialised).
     pub(crate) slots: Mutex<Vec<Slot>>,
+    /// Each family's lookup tables ([`Family::tables`]), uploaded once.
+    pub(crate) tables: Mutex<HashMap<Family, wgpu::Buffer>>,
     /// A 16-byte stand-in bound where a kernel declares a buffer it will not read.
     pub(crate) dummy: wgpu::Buffer,
     /// Upper bound of a chunk's input bytes (CHUNK_CAP_BYTES unless a test lowers it).
@@ -453,6 +492,7 @@ impl KernelCache {
             pipelines: Mutex::default(),
             faulty: Mutex::default(),
             slots: Mutex::default(),
+            tables: Mutex::default(),
             dummy,
             chunk_cap: AtomicU64::new(CHUNK_CAP_BYTES),
             errors,

@@ -6,6 +6,8 @@ pub mod finite_output;
 pub mod float;
 pub mod iq1;
 pub mod iq2;
+pub mod iq3;
+pub mod iq3_grid;
 pub mod iq4;
 pub mod iq_grid;
 pub mod kquants;
@@ -62,6 +64,7 @@ pub fn quantizer(ty: GgmlType) -> Option<RowQuantizer> {
     float::quantizer(ty)
         .or_else(|| legacy::quantizer(ty))
         .or_else(|| kquants::quantizer(ty))
+        .or_else(|| iq3::quantizer(ty))
         .or_else(|| iq4::quantizer(ty))
         .or_else(|| iq2::quantizer(ty))
         .or_else(|| ternary::quantizer(ty))
@@ -74,6 +77,7 @@ pub fn dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     float::dequantizer(ty)
         .or_else(|| legacy::dequantizer(ty))
         .or_else(|| kquants::dequantizer(ty))
+        .or_else(|| iq3::dequantizer(ty))
         .or_else(|| iq4::dequantizer(ty))
         .or_else(|| iq2::dequantizer(ty))
         .or_else(|| ternary::dequantizer(ty))

@@ -123,6 +123,16 @@ fn iq4_xs_matches_golden(device: Device) {
     check(&device, "pure-imatrix/IQ4_XS.gguf", GgmlType::IQ4_XS, 10);
 }
 
+device_test!(iq3_xxs_matches_golden, gpu);
+fn iq3_xxs_matches_golden(device: Device) {
+    check(&device, "pure-imatrix/IQ3_XXS.gguf", GgmlType::IQ3_XXS, 10);
+}
+
+device_test!(iq3_s_matches_golden, gpu);
+fn iq3_s_matches_golden(device: Device) {
+    check(&device, "pure-imatrix/IQ3_S.gguf", GgmlType::IQ3_S, 10);
+}
+
 device_test!(tq1_0_matches_golden, gpu);
 fn tq1_0_matches_golden(device: Device) {
     check(&device, "pure/TQ1_0.gguf", GgmlType::TQ1_0, 5);

@@ -87,7 +87,8 @@ fn gpu_equals_cpu_on_random_and_adversarial_blocks(device: Device) {
     }
     for must in [
         "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
-        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "Q1_0", "Q2_0",
+        "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0", "MXFP4", "Q1_0",
+        "Q2_0",
     ] {
         assert!(compared.iter().any(|c| c == must), "{must} not compared");
     }
@@ -155,6 +156,7 @@ fn chunked_dispatch_equals_single_dispatch(_device: Device) {
         (GgmlType::Q3_K, 768), // two-block units straddling rows
         (GgmlType::Q4_K, 512),
         (GgmlType::IQ4_NL, 96),
+        (GgmlType::IQ3_XXS, 768), // two-block units straddling rows
     ] {
         let n_rows = 301;
         let x = adversarial_rows(n_per_row, n_rows, 5);

@@ -197,6 +197,19 @@ macro_rules! local_mix_im {
     };
 }
 
+/// A llama-quantize golden kept in tests/data (`$manifest`, relative to it; the README beside it
+/// has the command), reproduced from `$input` with `$args`, on each device.
+macro_rules! local {
+    ($name:ident, $manifest:literal, $input:literal, $ty:literal, [$($arg:literal),*]) => {
+        device_test!($name, cpu, gpu);
+        fn $name(device: Device) {
+            let m = support::Manifest::load_path(&test_data($manifest));
+            let tag = $manifest.replace('/', "_");
+            check_mix_of(&m, &tag, Path::new($input), &[$($arg),*], $ty, device.name());
+        }
+    };
+}
+
 /// `--pure` to `$ty`, against golden/pure/`$ty`.gguf, on each device.
 macro_rules! pure {
     ($name:ident, $ty:literal) => {
@@ -328,22 +341,29 @@ pure_im!(pure_im_iq2_xxs, "IQ2_XXS", "IQ2_XXS", "imatrix.gguf");
 pure_im!(pure_im_iq2_xs, "IQ2_XS", "IQ2_XS", "imatrix.gguf");
 pure_im!(pure_im_iq2_s, "IQ2_S", "IQ2_S", "imatrix.gguf");
 mix_im!(mix_im_iq2_xxs, "IQ2_XXS");
-// IQ2_M also puts IQ3_S on some tensors; until that quantizer exists, its IQ2_S tensors are
-// checked one by one (tests/it/quant/iq2_golden.rs).
-device_test!(
-    #[ignore = "the IQ2_M mix needs IQ3_S, which has no quantizer yet"]
-    mix_im_iq2_m,
-    cpu,
-    gpu
+mix_im!(mix_im_iq2_m, "IQ2_M");
+pure_im!(pure_im_iq3_xxs, "IQ3_XXS", "IQ3_XXS", "imatrix.gguf");
+pure_im!(pure_im_iq3_s, "IQ3_S", "IQ3_S", "imatrix.gguf");
+mix_im!(mix_im_iq3_xxs, "IQ3_XXS");
+mix_im!(mix_im_iq3_m, "IQ3_M");
+local!(
+    mix_im_iq3_xs,
+    "mixes-imatrix/IQ3_XS.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_XS",
+    ["--imatrix", "tiny-imatrix.gguf"]
 );
-fn mix_im_iq2_m(device: Device) {
-    check_mix(
-        "mixes-imatrix/IQ2_M.json",
-        &["--imatrix", "tiny-imatrix.gguf"],
-        "IQ2_M",
-        device.name(),
-    );
-}
+local!(
+    mix_im_iq3_s,
+    "mixes-imatrix/IQ3_S.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_S",
+    ["--imatrix", "tiny-imatrix.gguf"]
+);
+// IQ3 without an imatrix (IQ3_XS, which needs one, is refused: tests/it/quant/mix_rules_golden.rs).
+local!(mix_iq3_s, "mixes/IQ3_S.json", "tiny-llama.f16.gguf", "IQ3_S", []);
+local!(mix_iq3_m, "mixes/IQ3_M.json", "tiny-llama.f16.gguf", "IQ3_M", []);
+local!(pure_iq3_s, "pure/IQ3_S.json", "tensors.f32.gguf", "IQ3_S", ["--pure"]);
 
 // Options and requantization.
 device_test!(mix_q4_k_m_opts_a, cpu, gpu);

@@ -229,6 +229,7 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
         FileType::IQ2_S,
         FileType::IQ2_M,
         FileType::IQ3_XXS,
+        FileType::IQ3_XS,
         FileType::IQ1_S,
         FileType::IQ1_M,
     ];
@@ -264,6 +265,8 @@ fn very_low_bit_mixes_refuse_to_plan_without_an_imatrix() {
         FileType::Q2_K_S,
         FileType::IQ2_XXS,
         FileType::IQ2_XS,
+        FileType::IQ3_XXS,
+        FileType::IQ3_XS,
         FileType::IQ1_S,
         FileType::IQ1_M,
     ] {
