@@ -193,7 +193,7 @@ fn nvfp4_tensors(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         GgmlType::NVFP4,
         vec![64u64, 64],
     )];
-    let mut rng = Rng::new(0x6e76_6670_34);
+    let mut rng = Rng::new(0x006e_7666_7034);
     let mut bytes = Vec::with_capacity(64 * 36);
     for b in 0..64u32 {
         for s in 0..4 {
