@@ -16,6 +16,10 @@
 //! a codebook point is replaced by its best neighbour ([`Lattice::find_best_neighbour`]); the trial
 //! with the best weighted least-squares fit wins, on STRICT improvement.
 
+// Index loops walk several parallel arrays (values, weights, levels, groups) in the reference's
+// element order; iterator chains would hide that order, which is what byte-exactness rests on.
+#![allow(clippy::needless_range_loop)]
+
 use super::iq_grid::{self, Codebook, Lattice, KSIGNS_IQ2XS};
 use super::search::{make_qp_quants, GROUP_MAX_EPS};
 use super::{
