@@ -125,13 +125,21 @@ fn check_pure(ty: &str, imatrix: Option<&str>, golden: &str, device: &str) {
 }
 
 fn check_mix(manifest: &str, args: &[&str], ty: &str, device: &str) {
-    check_mix_against(support::Manifest::load(manifest), manifest, args, ty, device);
+    check_mix_against(
+        support::Manifest::load(manifest),
+        manifest,
+        args,
+        ty,
+        device,
+    );
 }
 
 /// `check_mix` against a manifest of this checkout's tests/data (`rel` under it), for mixes the
 /// shared golden set lacks.
 fn check_local_mix(rel: &str, args: &[&str], ty: &str, device: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel);
     check_mix_against(support::Manifest::load_path(&path), rel, args, ty, device);
 }
 

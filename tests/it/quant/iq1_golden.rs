@@ -136,7 +136,8 @@ fn other_weights_and_the_dequantizers_equal_llama_cpps_functions() {
                 }
                 compared += 1;
             }
-            let golden = GgufFile::open(support::golden(&format!("pure-imatrix/{ty}.gguf"))).unwrap();
+            let golden =
+                GgufFile::open(support::golden(&format!("pure-imatrix/{ty}.gguf"))).unwrap();
             let g = golden.tensor(name).unwrap();
             assert_eq!(g.ty, ty);
             let mut y = vec![0f32; x.len()];
@@ -148,7 +149,11 @@ fn other_weights_and_the_dequantizers_equal_llama_cpps_functions() {
             }
         }
     }
-    assert!(failures.is_empty(), "differ from llama.cpp:\n  {}", failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "differ from llama.cpp:\n  {}",
+        failures.join("\n  ")
+    );
     // 13 tensors × (IQ1_S: ones + partial, IQ1_M: ones + partial + none), less const's partial.
     assert_eq!(compared, 13 * 5 - 2);
 }
