@@ -23,6 +23,11 @@ pub enum Notice {
         /// What the self-check saw.
         detail: String,
     },
+    /// A type has no GPU kernel (yet): `--device auto` quantizes it on the CPU.
+    NoGpuKernel {
+        /// The ggml type.
+        ty: String,
+    },
     /// A worker count far past the machine's cores was lowered (the output does not change).
     ThreadsCapped {
         /// The option that asked (`NTHREADS`, `--threads`).
@@ -48,6 +53,9 @@ impl fmt::Display for Notice {
                 f,
                 "warning: GPU {kernel} disabled on '{adapter}': {detail}; using the CPU"
             ),
+            Notice::NoGpuKernel { ty } => {
+                write!(f, "no GPU kernel for {ty} yet; quantizing it on the CPU")
+            }
             Notice::ThreadsCapped {
                 option,
                 requested,

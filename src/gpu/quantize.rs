@@ -5,7 +5,7 @@
 //! re-quantized on the CPU and compared byte for byte; a mismatch is an error, never a silent
 //! fix-up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::pipelines::{kernel_for, Imatrix, KernelDef};
@@ -37,6 +37,8 @@ pub struct GpuQuantizer {
     ctx: Arc<GpuContext>,
     opts: GpuOptions,
     health: Mutex<HashMap<(&'static str, bool), KernelHealth>>,
+    /// Types without a kernel already reported (one notice per type, not per tensor).
+    no_kernel: Mutex<HashSet<GgmlType>>,
 }
 
 /// Key of a self-check result: a kernel, and whether the imatrix code path runs.
@@ -51,6 +53,7 @@ impl GpuQuantizer {
             ctx,
             opts,
             health: Mutex::default(),
+            no_kernel: Mutex::default(),
         }
     }
 
@@ -71,10 +74,16 @@ impl GpuQuantizer {
 
     /// Whether this GPU will quantize `ty`: a kernel exists and passed its self-check here.
     /// Under `strict`, a failed self-check still answers false; `quantize_rows` then says why.
+    /// Without `strict`, a type with no kernel is reported once ([`crate::notice::Notice::NoGpuKernel`]).
     pub fn supports(&self, ty: GgmlType, has_imatrix: bool) -> bool {
         match kernel_for(ty) {
             Some(def) => self.health(def, has_imatrix).is_ok(),
-            None => false,
+            None => {
+                if !self.opts.strict && self.no_kernel.lock().unwrap().insert(ty) {
+                    crate::notice::emit(crate::notice::Notice::NoGpuKernel { ty: ty.to_string() });
+                }
+                false
+            }
         }
     }
 

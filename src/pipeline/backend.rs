@@ -67,6 +67,9 @@ impl CpuBackend {
         out: &mut [u8],
     ) -> Result<(), quant::QuantError> {
         let q = quant::quantizer(ty).ok_or(quant::QuantError::NotSupported(ty))?;
+        if qw_all.is_none() && quant::needs_weights(ty) {
+            return Err(quant::QuantError::NeedsWeights(ty));
+        }
         let row_out = quant::row_bytes(ty, n_per_row)?;
         self.pool.install(|| {
             // Small rows are batched so a task is worth scheduling.

@@ -16,6 +16,10 @@
 //! a codebook point is replaced by its best neighbour ([`Lattice::find_best_neighbour`]); the trial
 //! with the best weighted least-squares fit wins, on STRICT improvement.
 
+// Index loops walk several parallel arrays (values, weights, levels, groups) in the reference's
+// element order; iterator chains would hide that order, which is what byte-exactness rests on.
+#![allow(clippy::needless_range_loop)]
+
 use super::iq_grid::{self, Codebook, Lattice, KSIGNS_IQ2XS};
 use super::search::{make_qp_quants, GROUP_MAX_EPS};
 use super::{
@@ -782,6 +786,21 @@ mod tests {
             quantizer(ty).unwrap()(&x, Some(&qw), &mut bytes);
             assert!(bytes.iter().all(|&b| b == 0), "{ty}");
         }
+    }
+
+    #[test]
+    fn the_checked_entry_point_refuses_missing_weights() {
+        let x = values(1, SUPER_BLOCK);
+        for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS] {
+            let mut bytes = vec![0u8; ty.type_size()];
+            let e = super::super::quantize_rows(ty, &x, SUPER_BLOCK, None, &mut bytes).unwrap_err();
+            assert!(
+                matches!(e, super::super::QuantError::NeedsWeights(t) if t == ty),
+                "{e}"
+            );
+        }
+        let mut bytes = vec![0u8; GgmlType::IQ2_S.type_size()];
+        super::super::quantize_rows(GgmlType::IQ2_S, &x, SUPER_BLOCK, None, &mut bytes).unwrap();
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum QuantError {
     /// The type has no dequantizer (yet).
     #[error("reading {0} tensors is not supported yet")]
     NoDequantizer(GgmlType),
+    /// The type's quantizer needs importance weights and none were given ([`needs_weights`]).
+    #[error("quantizing to {0} needs importance weights (an imatrix)")]
+    NeedsWeights(GgmlType),
     /// A row length that is not a whole number of blocks.
     #[error("row of {n} elements is not a multiple of {ty}'s block size {block}")]
     BadRowLength {
@@ -94,7 +97,8 @@ pub fn requires_imatrix(ty: GgmlType) -> bool {
     )
 }
 
-/// Quantize `x` (rows of `n_per_row`) into `out`, checking geometry.
+/// Quantize `x` (rows of `n_per_row`) into `out`, checking geometry (and that a type which
+/// needs importance weights has them).
 pub fn quantize_rows(
     ty: GgmlType,
     x: &[f32],
@@ -103,6 +107,9 @@ pub fn quantize_rows(
     out: &mut [u8],
 ) -> Result<(), QuantError> {
     let q = quantizer(ty).ok_or(QuantError::NotSupported(ty))?;
+    if qw.is_none() && needs_weights(ty) {
+        return Err(QuantError::NeedsWeights(ty));
+    }
     let row_bytes = row_bytes(ty, n_per_row)?;
     let n_rows = x.len() / n_per_row.max(1);
     if out.len() != n_rows * row_bytes || x.len() != n_rows * n_per_row {

@@ -160,3 +160,49 @@ fn doctor_reports_adapters_and_kernel_checks(_device: Device) {
     );
     eprintln!("{text}");
 }
+
+device_test!(a_type_without_a_kernel_goes_to_the_cpu_with_one_notice, gpu);
+/// IQ2_XXS has no WGSL twin: a non-strict quantizer (`--device auto`) declines it — the pipeline
+/// then quantizes it on the CPU — and says so once, however many tensors ask; a strict one
+/// (`--device gpu`) refuses with an error naming the type.
+fn a_type_without_a_kernel_goes_to_the_cpu_with_one_notice(device: Device) {
+    use qforge::notice::{self, Notice, Observer};
+    use std::sync::Mutex;
+
+    struct Collect(Mutex<Vec<String>>);
+    impl Observer for Collect {
+        fn notice(&self, n: &Notice) {
+            if let Notice::NoGpuKernel { ty } = n {
+                self.0.lock().unwrap().push(ty.clone());
+            }
+        }
+    }
+    let ty = GgmlType::IQ2_XXS;
+    if GpuQuantizer::has_kernel(ty, true) {
+        eprintln!("{ty} has a GPU kernel now: nothing to check");
+        return;
+    }
+    let seen = Arc::new(Collect(Mutex::new(Vec::new())));
+    notice::set_observer(Some(seen.clone()));
+    let auto = GpuQuantizer::new(
+        device.gpu(),
+        GpuOptions {
+            strict: false,
+            verify_fraction: 0.0,
+        },
+    );
+    for _ in 0..3 {
+        assert!(!auto.supports(ty, true));
+    }
+    notice::set_observer(None);
+    assert_eq!(*seen.0.lock().unwrap(), vec!["IQ2_XXS".to_string()]);
+    let strict = device.quantizer();
+    let x = vec![1.0f32; 256];
+    let w = vec![1.0f32; 256];
+    let mut out = vec![0u8; 66];
+    let err = strict
+        .quantize_rows(ty, &x, 256, Some(&w), &mut out)
+        .unwrap_err();
+    assert!(matches!(err, GpuError::NotSupported { .. }), "{err}");
+    assert!(err.to_string().contains("IQ2_XXS"), "{err}");
+}
