@@ -13,7 +13,9 @@
 //! nearest codebook points. The dequantizers reproduce `dequantize_row_iq1_s` / `_m`.
 
 use super::iq_grid::{self, Codebook, Lattice};
-use super::{f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer};
+use super::{
+    f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
+};
 
 /// Elements per super-block (QK_K).
 pub const SUPER_BLOCK: usize = 256;
@@ -395,13 +397,20 @@ pub fn quantize_block_iq1_s(x: &[f32], qw: Option<&[f32]>) -> BlockIq1S {
     let x = &x[..SUPER_BLOCK];
     let mut y = BlockIq1S::ZERO;
     let sigma2 = sigma2_of(x);
-    let mut blocks: [Iq1sBlock; SUPER_BLOCK / N] =
-        std::array::from_fn(|_| Iq1sBlock { scale: 0.0, shift: 1 });
+    let mut blocks: [Iq1sBlock; SUPER_BLOCK / N] = std::array::from_fn(|_| Iq1sBlock {
+        scale: 0.0,
+        shift: 1,
+    });
     let mut max_scale = 0.0f32;
     let mut weight = [0.0f32; N];
     for ib in 0..SUPER_BLOCK / N {
         let xb = &x[N * ib..N * (ib + 1)];
-        block_weights(xb, qw.map(|w| &w[N * ib..N * (ib + 1)]), sigma2, &mut weight);
+        block_weights(
+            xb,
+            qw.map(|w| &w[N * ib..N * (ib + 1)]),
+            sigma2,
+            &mut weight,
+        );
         let max = max_abs(xb);
         if max < GROUP_MAX_EPS_IQ1_S {
             continue;
@@ -448,10 +457,10 @@ pub fn quantize_block_iq1_s(x: &[f32], qw: Option<&[f32]>) -> BlockIq1S {
         let xx: &'static [f32; 3] = if shift == 1 { &IQ1S_XP } else { &IQ1S_XM };
         let mut index = [0u16; N / 8];
         let mut all_on_grid = true;
-        for k in 0..N / 8 {
+        for (k, slot) in index.iter_mut().enumerate() {
             let r = 8 * k..8 * (k + 1);
             let (i, on) = grid_point(lat, &l[r.clone()], &xb[r.clone()], &weight[r], scale, xx);
-            index[k] = i;
+            *slot = i;
             all_on_grid &= on;
         }
         if !all_on_grid {
@@ -505,7 +514,11 @@ fn quantize_row_iq1_s(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
 /// (0: +,+; 1: +,−; 2: −,+; 3: −,−).
 #[inline(always)]
 fn iq1m_xx(shifts: u8, k: usize) -> &'static [f32; 3] {
-    let positive = if k == 0 { shifts < 2 } else { shifts % 2 == 0 };
+    let positive = if k == 0 {
+        shifts < 2
+    } else {
+        shifts.is_multiple_of(2)
+    };
     if positive {
         &IQ1M_XP
     } else {
@@ -542,7 +555,12 @@ pub fn quantize_block_iq1_m(x: &[f32], qw: Option<&[f32]>) -> BlockIq1M {
 
     for ib in 0..SUPER_BLOCK / N {
         let xb = &x[N * ib..N * (ib + 1)];
-        block_weights(xb, qw.map(|w| &w[N * ib..N * (ib + 1)]), sigma2, &mut weight);
+        block_weights(
+            xb,
+            qw.map(|w| &w[N * ib..N * (ib + 1)]),
+            sigma2,
+            &mut weight,
+        );
         let max = max_abs(xb);
         if max < GROUP_MAX_EPS_IQ1_M {
             continue;
@@ -612,11 +630,11 @@ pub fn quantize_block_iq1_m(x: &[f32], qw: Option<&[f32]>) -> BlockIq1M {
         }
         let mut index = [0u16; N / 8];
         let mut all_on_grid = true;
-        for k in 0..N / 8 {
+        for (k, slot) in index.iter_mut().enumerate() {
             let r = 8 * k..8 * (k + 1);
             let xx = iq1m_xx(best_k, k);
             let (i, on) = grid_point(lat, &l[r.clone()], &xb[r.clone()], &weight[r], scale, xx);
-            index[k] = i;
+            *slot = i;
             all_on_grid &= on;
         }
         if !all_on_grid {
@@ -646,7 +664,12 @@ pub fn quantize_block_iq1_m(x: &[f32], qw: Option<&[f32]>) -> BlockIq1M {
         y.scales[ib / 4] |= (l as u16) << (3 * (ib % 4));
         y.qh[ib] |= IQ1M_SHIFT_MASKS[shifts[ib] as usize];
         let xb = &x[N * ib..N * (ib + 1)];
-        block_weights(xb, qw.map(|w| &w[N * ib..N * (ib + 1)]), sigma2, &mut weight);
+        block_weights(
+            xb,
+            qw.map(|w| &w[N * ib..N * (ib + 1)]),
+            sigma2,
+            &mut weight,
+        );
         let ls = (2 * l + 1) as f32;
         for k in 0..N / 8 {
             let xx = iq1m_xx(shifts[ib], k);
@@ -761,7 +784,7 @@ mod tests {
             s.qs[g] = (37 * g) as u8;
         }
         for b in 0..8 {
-            s.qh[b] = (0x1234u16.wrapping_mul(b as u16 + 1)) | 0x8000 * (b as u16 % 2);
+            s.qh[b] = 0x1234u16.wrapping_mul(b as u16 + 1) | (0x8000 * (b as u16 % 2));
         }
         let mut bytes = [0u8; BlockIq1S::BYTES];
         s.write(&mut bytes);
