@@ -499,7 +499,11 @@ impl HfModel {
                 }
             };
             let bid = block_id(name).ok_or_else(|| {
-                self.tensor_error(*loc, &t.name, "an expert tensor without a layer number".into())
+                self.tensor_error(
+                    *loc,
+                    &t.name,
+                    "an expert tensor without a layer number".into(),
+                )
             })?;
             let Some((xid, proj)) = layout.parse(bid, name) else {
                 let fused = name.ends_with("experts.gate_up_proj")
@@ -584,7 +588,10 @@ impl HfModel {
         for &loc in &parts {
             let t = self.checkpoint.tensor(loc);
             let what = if t.shape.len() != 2 {
-                Some(format!("an expert matrix must be 2-D, this one is {:?}", t.shape))
+                Some(format!(
+                    "an expert matrix must be 2-D, this one is {:?}",
+                    t.shape
+                ))
             } else if let Some(e) = expected.as_ref().filter(|e| **e != t.shape) {
                 Some(format!(
                     "shape {:?} disagrees with config.json, which implies {:?}",

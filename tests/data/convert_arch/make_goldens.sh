@@ -37,7 +37,7 @@ done
 # n_expert rules).
 for arch in $ARCHES; do
     case $arch in mixtral | qwen2moe | qwen3moe) ;; *) continue ;; esac
-    for mix in Q4_K_M Q3_K_M Q2_K; do
+    for mix in Q4_K_M Q3_K_M Q2_K MXFP4_MOE; do
         out="$work/$arch.$mix.gguf"
         "$QUANTIZE" "$work/$arch.f16.gguf" "$out" "$mix" 2 > "$work/log.txt" 2>&1 \
             || { cat "$work/log.txt"; exit 1; }

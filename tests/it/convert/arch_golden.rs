@@ -168,10 +168,13 @@ quantize_golden_tests! {
     mixtral_quantize_q4_k_m: Mixtral, "Q4_K_M";
     mixtral_quantize_q3_k_m: Mixtral, "Q3_K_M";
     mixtral_quantize_q2_k: Mixtral, "Q2_K";
+    mixtral_quantize_mxfp4_moe: Mixtral, "MXFP4_MOE";
     qwen2moe_quantize_q4_k_m: Qwen2Moe, "Q4_K_M";
     qwen2moe_quantize_q3_k_m: Qwen2Moe, "Q3_K_M";
     qwen2moe_quantize_q2_k: Qwen2Moe, "Q2_K";
+    qwen2moe_quantize_mxfp4_moe: Qwen2Moe, "MXFP4_MOE";
     qwen3moe_quantize_q4_k_m: Qwen3Moe, "Q4_K_M";
     qwen3moe_quantize_q3_k_m: Qwen3Moe, "Q3_K_M";
     qwen3moe_quantize_q2_k: Qwen3Moe, "Q2_K";
+    qwen3moe_quantize_mxfp4_moe: Qwen3Moe, "MXFP4_MOE";
 }

@@ -111,7 +111,9 @@ fn qwen2moe_expert_with_the_wrong_shape() {
 fn qwen3moe_experts_disagreeing_with_moe_intermediate_size() {
     // Every expert consistent with the others but not with config.json.
     let dir = checkpoint(HfFlavor::Qwen3Moe, "q3m-ff");
-    edit_config(&dir, |c| c["moe_intermediate_size"] = serde_json::json!(128));
+    edit_config(&dir, |c| {
+        c["moe_intermediate_size"] = serde_json::json!(128)
+    });
     let err = fails(&dir);
     assert_names(
         &err,
