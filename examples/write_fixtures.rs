@@ -4,6 +4,9 @@
 //! - `cargo run --release --example write_fixtures -- arch-checkpoints DIR`: every preset
 //!   synthetic checkpoint (Mistral, Qwen2, Qwen3, Llama-3) under DIR, for
 //!   tests/data/convert_arch/make_goldens.sh (which converts them with llama.cpp).
+//! - `cargo run --release --example write_fixtures -- moe-memory-checkpoint DIR`: a ~700 MB
+//!   BF16 Mixtral (4 layers of 8 experts 1024×3584, two shards) under DIR/tiny-mixtral, to
+//!   compare the peak memory of `qforge convert` and `convert_hf_to_gguf.py` on a MoE model.
 //! - `cargo run --release --example write_fixtures -- benchmark-model [OUT]`: the ~190 MB model
 //!   used to compare `qforge imatrix` / `qforge perplexity` with llama-imatrix /
 //!   llama-perplexity (a random llama with SmolLM2's real 49152-token BPE vocabulary, so both
@@ -49,6 +52,24 @@ fn arch_checkpoints(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
         m.write(&dir, &tokenizer)?;
         println!("wrote {}", dir.display());
     }
+    Ok(())
+}
+
+/// A Mixtral large enough that one layer's stacked experts (59 MB per projection in F16) stand
+/// out against the whole model (700 MB), for peak-memory comparisons.
+fn moe_memory_checkpoint(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let m = SyntheticHf {
+        n_layer: 4,
+        hidden: 1024,
+        ff: 3584,
+        n_head: 8,
+        n_head_kv: 2,
+        head_dim: 128,
+        ..SyntheticHf::preset(HfFlavor::Mixtral)
+    };
+    let dir = root.join(m.dir_name());
+    m.write(&dir, &golden("tiny-llama"))?;
+    println!("wrote {}", dir.display());
     Ok(())
 }
 
@@ -214,14 +235,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["arch-checkpoints", dir] => arch_checkpoints(Path::new(dir)),
+        ["moe-memory-checkpoint", dir] => moe_memory_checkpoint(Path::new(dir)),
         ["benchmark-model"] => benchmark_model(&std::env::temp_dir().join("qforge-bench.f16.gguf")),
         ["benchmark-model", out] => benchmark_model(Path::new(out)),
         ["tiny-moe", out] => tiny_moe(Path::new(out)),
         ["nvfp4-tensors", out] => nvfp4_tensors(Path::new(out)),
         _ => {
             eprintln!(
-                "usage: write_fixtures arch-checkpoints DIR | benchmark-model [OUT] | tiny-moe OUT \
-                 | nvfp4-tensors OUT"
+                "usage: write_fixtures arch-checkpoints DIR | moe-memory-checkpoint DIR | \
+                 benchmark-model [OUT] | tiny-moe OUT | nvfp4-tensors OUT"
             );
             return ExitCode::from(2);
         }

@@ -33,7 +33,7 @@ pub const LLAMA: Architecture = Architecture {
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.LLAMA]` (gguf-py constants.py).
-const TENSOR_KINDS: &[&str] = &[
+pub(super) const TENSOR_KINDS: &[&str] = &[
     "TOKEN_EMBD",
     "OUTPUT_NORM",
     "OUTPUT",
@@ -95,7 +95,7 @@ const MISTRAL_DEFAULTS: &[ConfigDefault] = &[
 ];
 
 /// `LlamaModel.set_gguf_parameters`' additions: the vocabulary size and the RoPE width.
-fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
+pub(super) fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
     let key = |k: &str| format!("llama.{k}");
     kv.add_u32(&key("vocab_size"), hp.require_u32(&["vocab_size"])?);
     let rope_dim = match hp.find_u32(&["head_dim"])? {
@@ -114,7 +114,7 @@ fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
 }
 
 /// An EAGLE-3 draft model (one layer with a draft vocabulary) converts differently.
-fn refuse_features(_dir: &Path, hp: &Hparams) -> Result<(), ArchError> {
+pub(super) fn refuse_features(_dir: &Path, hp: &Hparams) -> Result<(), ArchError> {
     if hp.get("draft_vocab_size").is_some() && hp.find_u32(&["num_hidden_layers"])? == Some(1) {
         return Err(ArchError::NotSupported {
             path: hp.path().to_path_buf(),

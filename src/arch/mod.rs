@@ -9,9 +9,13 @@
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
 pub mod config;
+pub mod experts;
 pub mod llama;
+pub mod mixtral;
 pub mod qwen2;
+pub mod qwen2moe;
 pub mod qwen3;
+pub mod qwen3moe;
 pub mod tensor_kinds;
 pub mod transforms;
 
@@ -51,6 +55,8 @@ pub enum VocabStyle {
     Llama,
     /// `Qwen2Model.set_vocab`: BPE from tokenizer.json, SentencePiece if `tokenizer.model`.
     Qwen2,
+    /// `TextModel.set_vocab` (`_set_vocab_gpt2`): byte-level BPE from tokenizer.json only.
+    Gpt2,
 }
 
 /// Tensors the converter computes rather than reads (`generate_extra_tensors`).
@@ -137,7 +143,14 @@ pub struct Architecture {
 }
 
 /// Every registered family, in lookup order.
-pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3];
+pub const ARCHITECTURES: &[&Architecture] = &[
+    &llama::LLAMA,
+    &qwen2::QWEN2,
+    &qwen3::QWEN3,
+    &mixtral::MIXTRAL,
+    &qwen2moe::QWEN2MOE,
+    &qwen3moe::QWEN3MOE,
+];
 
 impl Architecture {
     /// The family that converts Hugging Face class `name` (`architectures[0]`).

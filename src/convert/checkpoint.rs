@@ -12,6 +12,7 @@
 //!   hyper-parameters, then the vocabulary ([`HfModel::build_metadata`]).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -131,6 +132,19 @@ enum TensorOrigin {
     },
     /// Values the converter computes itself (llama3 `rope_freqs`), always written as F32.
     Computed(Vec<f32>),
+    /// One layer's experts of one projection stacked into a 3-D tensor (`torch.stack(datas,
+    /// dim=0)`): each part a 2-D checkpoint tensor, expert 0 first.
+    Stacked(Vec<TensorLocation>),
+}
+
+/// One layer's per-expert checkpoint tensors, gathered before they are stacked.
+#[derive(Default)]
+struct ExpertGroup {
+    /// Index (in the converter's order) of the layer's last per-expert tensor: the stacked
+    /// tensors are emitted there, when the converter has collected them all.
+    last_item: usize,
+    /// `(expert, projection)` → where it is.
+    parts: HashMap<(usize, &'static str), TensorLocation>,
 }
 
 /// A Hugging Face checkpoint opened for conversion.
@@ -303,7 +317,8 @@ impl HfModel {
         } else {
             (0, 0)
         };
-        let shapes = ExpectedShapes::from_hparams(hp)?;
+        let shapes = ExpectedShapes::from_hparams(hp, self.arch)?;
+        let expert_groups = self.group_experts(&items)?;
 
         // Tensors the converter generates come before the checkpoint's.
         if let Some(factors) = self.llama3_rope_freqs()? {
@@ -320,11 +335,23 @@ impl HfModel {
         }
 
         let mut seen_kinds: Vec<(&'static str, Option<usize>)> = Vec::new();
-        for (loc, name) in items {
+        for (item, (loc, name)) in items.into_iter().enumerate() {
             if is_skipped(&name) {
                 continue;
             }
             let t = self.checkpoint.tensor(loc).clone();
+            if let Some(layout) = self.arch.experts().filter(|l| name.contains(l.marker)) {
+                // Held back until the layer's last expert arrives, then stacked.
+                let bid = block_id(&name).expect("grouped");
+                let group = &expert_groups[&bid];
+                if group.last_item == item {
+                    for &proj in layout.projections {
+                        let mapped = self.plan_stacked(&names, &shapes, bid, proj, group)?;
+                        seen_kinds.push((mapped.kind, mapped.bid));
+                    }
+                }
+                continue;
+            }
             if name.contains("block_sparse_moe.experts") || name.contains("mlp.experts") {
                 return Err(HfError::NotSupported {
                     path: self.checkpoint.file(loc).path().to_path_buf(),
@@ -375,10 +402,11 @@ impl HfModel {
 
             // Output type, as prepare_tensors decides it.
             let n_dims = t.shape.len();
-            // 1-D tensors, norms, router weights and anything not a `.weight` stay F32.
+            // 1-D tensors, norms, router weights (the shared expert's gate too) and anything
+            // not a `.weight` stay F32.
             let mut ty = if n_dims <= 1
                 || mapped.name.ends_with("_norm.weight")
-                || mapped.kind == "FFN_GATE_INP"
+                || matches!(mapped.kind, "FFN_GATE_INP" | "FFN_GATE_INP_SHEXP")
                 || !mapped.name.ends_with(".weight")
             {
                 GgmlType::F32
@@ -427,6 +455,188 @@ impl HfModel {
             }
         }
         Ok(())
+    }
+
+    /// The per-expert tensors of `items` grouped by layer, each group checked complete against
+    /// the expert count of config.json (the converter stacks a layer's experts once it holds
+    /// `count × projections` of them, and stops with "Unprocessed experts" or a KeyError when
+    /// the set is not exactly that).
+    fn group_experts(
+        &self,
+        items: &[(TensorLocation, String)],
+    ) -> Result<BTreeMap<usize, ExpertGroup>, HfError> {
+        let mut groups: BTreeMap<usize, ExpertGroup> = BTreeMap::new();
+        let Some(layout) = self.arch.experts() else {
+            return Ok(groups);
+        };
+        let hp = &self.hparams;
+        let mut count: Option<usize> = None;
+        for (item, (loc, name)) in items.iter().enumerate() {
+            if is_skipped(name) || !name.contains(layout.marker) {
+                continue;
+            }
+            let t = self.checkpoint.tensor(*loc);
+            let n_expert = match count {
+                Some(n) => n,
+                None => {
+                    let n = hp.find_u32(layout.count_keys)?.ok_or_else(|| {
+                        hp.bad::<HfError>(format!(
+                            "no expert count ('{}'): the checkpoint has expert tensors ('{}') \
+                             and the converter stacks them by it",
+                            layout.count_keys.join("' / '"),
+                            t.name
+                        ))
+                    })? as usize;
+                    if hp.find_u32(layout.used_count_keys)?.is_none() {
+                        return Err(hp.bad(format!(
+                            "no count of experts used per token ('{}'): llama.cpp cannot load \
+                             a mixture-of-experts model without it",
+                            layout.used_count_keys.join("' / '")
+                        )));
+                    }
+                    count = Some(n);
+                    n
+                }
+            };
+            let bid = block_id(name).ok_or_else(|| {
+                self.tensor_error(
+                    *loc,
+                    &t.name,
+                    "an expert tensor without a layer number".into(),
+                )
+            })?;
+            let Some((xid, proj)) = layout.parse(bid, name) else {
+                let fused = name.ends_with("experts.gate_up_proj")
+                    || name.ends_with("experts.down_proj")
+                    || name.ends_with("experts.gate_up_proj.weight")
+                    || name.ends_with("experts.down_proj.weight");
+                if fused {
+                    return Err(HfError::NotSupported {
+                        path: self.checkpoint.file(*loc).path().to_path_buf(),
+                        what: format!(
+                            "fused expert tensor '{}' (all experts of a layer in one tensor, as \
+                             transformers 5 saves them)",
+                            t.name
+                        ),
+                    });
+                }
+                return Err(self.tensor_error(
+                    *loc,
+                    &t.name,
+                    format!(
+                        "not an expert tensor the converter stacks (they are named like '{}')",
+                        layout.expert_tensor(bid, 0, layout.projections[0])
+                    ),
+                ));
+            };
+            if xid >= n_expert {
+                return Err(self.tensor_error(
+                    *loc,
+                    &t.name,
+                    format!(
+                        "expert {xid}, but config.json declares {n_expert} experts ('{}')",
+                        hp.found_key(layout.count_keys)
+                    ),
+                ));
+            }
+            let group = groups.entry(bid).or_default();
+            group.parts.insert((xid, proj), *loc);
+            group.last_item = item;
+        }
+        if let Some(n_expert) = count {
+            for (&bid, group) in &groups {
+                for xid in 0..n_expert {
+                    for &proj in layout.projections {
+                        if !group.parts.contains_key(&(xid, proj)) {
+                            return Err(hp.bad(format!(
+                                "'{}' is {n_expert}{} but the checkpoint has no tensor '{}'",
+                                hp.found_key(layout.count_keys),
+                                if config_sets(hp, layout.count_keys) {
+                                    ""
+                                } else {
+                                    " (transformers' default: config.json does not set it)"
+                                },
+                                layout.expert_tensor(bid, xid, proj)
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Plan the stacked `proj` tensor of layer `bid` from its experts, checking each expert's
+    /// shape against config.json and the first expert.
+    fn plan_stacked(
+        &mut self,
+        names: &TensorNameMap,
+        shapes: &ExpectedShapes,
+        bid: usize,
+        proj: &'static str,
+        group: &ExpertGroup,
+    ) -> Result<crate::arch::MappedName, HfError> {
+        let layout = self.arch.experts().expect("a family with experts");
+        let n_expert = group.parts.len() / layout.projections.len();
+        let parts: Vec<TensorLocation> = (0..n_expert).map(|x| group.parts[&(x, proj)]).collect();
+        let first = self.checkpoint.tensor(parts[0]).shape.clone();
+        let expected = if proj == layout.down_projection {
+            shapes.hidden.zip(shapes.expert_ff).map(|(h, f)| vec![h, f])
+        } else {
+            shapes.expert_ff.zip(shapes.hidden).map(|(f, h)| vec![f, h])
+        };
+        for &loc in &parts {
+            let t = self.checkpoint.tensor(loc);
+            let what = if t.shape.len() != 2 {
+                Some(format!(
+                    "an expert matrix must be 2-D, this one is {:?}",
+                    t.shape
+                ))
+            } else if let Some(e) = expected.as_ref().filter(|e| **e != t.shape) {
+                Some(format!(
+                    "shape {:?} disagrees with config.json, which implies {:?}",
+                    t.shape, e
+                ))
+            } else if t.shape != first {
+                Some(format!(
+                    "shape {:?} differs from expert 0's {:?}: experts are stacked into one tensor",
+                    t.shape, first
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(self.tensor_error(loc, &t.name, what));
+            }
+        }
+        let stacked = layout.stacked_tensor(bid, proj);
+        let mapped = names.map(&stacked).ok_or_else(|| {
+            self.tensor_error(
+                parts[0],
+                &self.checkpoint.tensor(parts[0]).name,
+                format!(
+                    "cannot map the stacked '{stacked}' to a GGUF tensor of '{}'",
+                    self.arch.gguf_arch
+                ),
+            )
+        })?;
+        let (rows, cols) = (first[0], first[1]);
+        let mut ty = self.outtype.matrix_type().expect("resolved");
+        if cols % ty.block_size() != 0 {
+            // gguf-py's QuantError fallback.
+            ty = GgmlType::F16;
+        }
+        self.tensors.push(SourceTensor {
+            name: mapped.name.clone(),
+            ty,
+            ne: vec![cols as u64, rows as u64, n_expert as u64],
+        });
+        self.plans.push(TensorPlan {
+            origin: TensorOrigin::Stacked(parts),
+            hf_name: stacked,
+            shape: vec![n_expert, rows, cols],
+        });
+        Ok(mapped)
     }
 
     /// The `rope_freqs` factors of a Llama-class model whose RoPE type is `llama3`.
@@ -530,6 +740,7 @@ impl HfModel {
         let vocab_size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
         match self.arch.vocab {
             VocabStyle::Llama => vocab::write_llama_vocab(&self.dir, vocab_size, &mut kv)?,
+            VocabStyle::Gpt2 => vocab::write_gpt2(&self.dir, vocab_size, &mut kv)?,
             VocabStyle::Qwen2 => {
                 let spm_size = self
                     .hparams
@@ -706,6 +917,7 @@ impl HfModel {
         let plan = &self.plans[index];
         let loc = match &plan.origin {
             TensorOrigin::Checkpoint { loc, .. } => *loc,
+            TensorOrigin::Stacked(parts) => return self.produce_stacked(index, parts),
             TensorOrigin::Computed(values) => {
                 debug_assert_eq!(self.tensors[index].ty, GgmlType::F32);
                 return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect());
@@ -719,14 +931,43 @@ impl HfModel {
         Ok(out)
     }
 
+    /// A stacked expert tensor: each expert converted in turn into its slice of the output, its
+    /// source pages released once done, so memory holds the one stacked tensor being built.
+    /// Converting expert by expert equals converting the stack: every conversion is per row and
+    /// a row never spans two experts.
+    fn produce_stacked(&self, index: usize, parts: &[TensorLocation]) -> Result<Vec<u8>, HfError> {
+        let out_ty = self.tensors[index].ty;
+        let n: usize = self.plans[index].shape.iter().product();
+        let mut out = vec![0u8; encoded_size(out_ty, n)];
+        let per_expert = out.len() / parts.len().max(1);
+        for (&loc, dst) in parts.iter().zip(out.chunks_exact_mut(per_expert.max(1))) {
+            let file = self.checkpoint.file(loc);
+            let t = self.checkpoint.tensor(loc);
+            file.check_float(t)?;
+            self.encode_into(loc, None, t.shape[0], out_ty, file.data(t), Some(file), dst);
+            file.release(t);
+        }
+        Ok(out)
+    }
+
     /// Tensor `index` converted exactly as [`TensorSource::tensor_bytes`] does, but from
     /// `data` instead of the checkpoint's bytes: `data` has the checkpoint tensor's dtype and
     /// shape (`convert --lora` hands in the merged tensor here).
     pub fn tensor_bytes_from(&self, index: usize, data: &[u8]) -> Result<Vec<u8>, HfError> {
         let plan = &self.plans[index];
-        // Computed tensors (llama3's rope_freqs) have no checkpoint bytes to replace.
-        let TensorOrigin::Checkpoint { loc, .. } = &plan.origin else {
-            return self.produce(index);
+        let loc = match &plan.origin {
+            TensorOrigin::Checkpoint { loc, .. } => loc,
+            // Computed tensors (llama3's rope_freqs) have no checkpoint bytes to replace.
+            TensorOrigin::Computed(_) => return self.produce(index),
+            TensorOrigin::Stacked(_) => {
+                return Err(HfError::NotSupported {
+                    path: self.dir.clone(),
+                    what: format!(
+                        "replacing the stacked expert tensor '{}' (a LoRA merge into experts)",
+                        plan.hf_name
+                    ),
+                })
+            }
         };
         let file = self.checkpoint.file(*loc);
         let t = self.checkpoint.tensor(*loc);
@@ -804,17 +1045,37 @@ impl HfModel {
         let plan = &self.plans[index];
         let out_ty = self.tensors[index].ty;
         let TensorOrigin::Checkpoint { loc, permute_heads } = &plan.origin else {
-            unreachable!("computed tensors are not encoded from bytes")
+            unreachable!("only checkpoint tensors are encoded from one tensor's bytes")
         };
-        let (loc, permute_heads) = (*loc, *permute_heads);
+        let n = self.checkpoint.tensor(*loc).n_elements();
+        let rows = plan.shape.first().copied().unwrap_or(1).max(1);
+        let mut out = vec![0u8; encoded_size(out_ty, n)];
+        self.encode_into(*loc, *permute_heads, rows, out_ty, src, file, &mut out);
+        out
+    }
+
+    /// Encode `src` (the bytes of checkpoint tensor `loc`, `rows` rows of its first dimension,
+    /// rows permuted over `permute_heads` heads if set) to `out_ty` into `out`; with `file`,
+    /// pages of the mapped source are released as rows are consumed.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_into(
+        &self,
+        loc: TensorLocation,
+        permute_heads: Option<usize>,
+        rows: usize,
+        out_ty: GgmlType,
+        src: &[u8],
+        file: Option<&SafetensorsFile>,
+        out: &mut [u8],
+    ) {
         let t = self.checkpoint.tensor(loc);
         let n = t.n_elements();
-        let rows = plan.shape.first().copied().unwrap_or(1).max(1);
-        let row_len = if plan.shape.is_empty() { 1 } else { n / rows };
+        let rows = rows.max(1);
+        let row_len = if t.shape.is_empty() { 1 } else { n / rows };
         let in_size = float_dtype_size(t.dtype).expect("checked");
-        let mut out = vec![0u8; encoded_size(out_ty, n)];
+        debug_assert_eq!(out.len(), encoded_size(out_ty, n));
         if n == 0 {
-            return out;
+            return;
         }
         let source_row = |r: usize| match permute_heads {
             Some(h) => permuted_source_row(r, rows, h),
@@ -859,8 +1120,23 @@ impl HfModel {
                     file.release_range(t, r0 * row_bytes, nr * row_bytes);
                 }
             });
-        out
     }
+}
+
+/// The block id the converter gives a tensor: the first all-digit dot-separated part of its
+/// name (`prepare_tensors`).
+fn block_id(name: &str) -> Option<usize> {
+    name.split('.')
+        .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse().ok())
+}
+
+/// Whether config.json itself (not transformers' defaults) sets one of `keys`.
+fn config_sets(hp: &Hparams, keys: &[&str]) -> bool {
+    std::fs::read(hp.path())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+        .is_some_and(|j| keys.iter().any(|k| j.get(*k).is_some_and(|v| !v.is_null())))
 }
 
 /// The RoPE parameters as `TextModel.__init__` gathers them: `rope_parameters` (or
@@ -965,10 +1241,16 @@ struct ExpectedShapes {
     q_rows: Option<usize>,
     kv_rows: Option<usize>,
     head_dim: Option<usize>,
+    /// The expert count (families with experts only).
+    n_expert: Option<usize>,
+    /// Rows of each expert's gate/up matrix.
+    expert_ff: Option<usize>,
+    /// Rows of the shared expert's gate/up matrix.
+    shared_ff: Option<usize>,
 }
 
 impl ExpectedShapes {
-    fn from_hparams(hp: &Hparams) -> Result<ExpectedShapes, HfError> {
+    fn from_hparams(hp: &Hparams, arch: &Architecture) -> Result<ExpectedShapes, HfError> {
         let u = |keys: &[&str]| -> Result<Option<usize>, HfError> {
             Ok(hp.find_u32(keys)?.map(|v| v as usize))
         };
@@ -989,6 +1271,15 @@ impl ExpectedShapes {
             q_rows: heads.zip(head_dim).map(|(a, b)| a * b),
             kv_rows: kv.zip(head_dim).map(|(a, b)| a * b),
             head_dim,
+            n_expert: match arch.experts() {
+                Some(l) => u(l.count_keys)?,
+                None => None,
+            },
+            expert_ff: match arch.experts() {
+                Some(l) => u(l.ff_keys)?,
+                None => None,
+            },
+            shared_ff: u(&["shared_expert_intermediate_size"])?,
         })
     }
 
@@ -1004,6 +1295,10 @@ impl ExpectedShapes {
             "FFN_GATE" | "FFN_UP" => two(self.ff, self.hidden),
             "FFN_DOWN" => two(self.hidden, self.ff),
             "ATTN_Q_NORM" | "ATTN_K_NORM" => Some(vec![self.head_dim?]),
+            "FFN_GATE_INP" => two(self.n_expert, self.hidden),
+            "FFN_GATE_INP_SHEXP" => two(Some(1), self.hidden),
+            "FFN_GATE_SHEXP" | "FFN_UP_SHEXP" => two(self.shared_ff, self.hidden),
+            "FFN_DOWN_SHEXP" => two(self.hidden, self.shared_ff),
             _ => None,
         }?;
         if bias {

@@ -55,15 +55,41 @@ pub enum HfFlavor {
     /// `LlamaForCausalLM` with Llama 3.1 `rope_scaling` (`rope_type: llama3`), SentencePiece
     /// vocabulary.
     Llama3,
+    /// `MixtralForCausalLM`: 8 experts per layer (`block_sparse_moe.experts.N.w1/w2/w3`) and a
+    /// router, SentencePiece vocabulary, weights in two shards.
+    Mixtral,
+    /// `Qwen2MoeForCausalLM`: Q/K/V biases, 4 routed experts plus a gated shared expert,
+    /// byte-level BPE vocabulary.
+    Qwen2Moe,
+    /// `Qwen3MoeForCausalLM`: per-head Q/K norms, 6 routed experts, tied embeddings, byte-level
+    /// BPE vocabulary.
+    Qwen3Moe,
+}
+
+/// The mixture-of-experts part of a flavor's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoeShape {
+    /// Experts per layer.
+    pub n_expert: usize,
+    /// Experts used per token.
+    pub n_expert_used: usize,
+    /// Rows of each expert's gate/up matrix (Mixtral: the checkpoint's `ff`, its
+    /// `intermediate_size`).
+    pub expert_ff: usize,
+    /// Rows of the shared expert's gate/up matrix, if the family has one.
+    pub shared_ff: Option<usize>,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 4] = [
+    pub const ALL: [HfFlavor; 7] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
         HfFlavor::Llama3,
+        HfFlavor::Mixtral,
+        HfFlavor::Qwen2Moe,
+        HfFlavor::Qwen3Moe,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -73,6 +99,9 @@ impl HfFlavor {
             HfFlavor::Qwen2 => "qwen2",
             HfFlavor::Qwen3 => "qwen3",
             HfFlavor::Llama3 => "llama3",
+            HfFlavor::Mixtral => "mixtral",
+            HfFlavor::Qwen2Moe => "qwen2moe",
+            HfFlavor::Qwen3Moe => "qwen3moe",
         }
     }
 
@@ -83,7 +112,34 @@ impl HfFlavor {
 
     /// Whether the vocabulary is byte-level BPE (`tokenizer.json`) rather than SentencePiece.
     pub fn uses_bpe(self) -> bool {
-        matches!(self, HfFlavor::Qwen2 | HfFlavor::Qwen3)
+        matches!(
+            self,
+            HfFlavor::Qwen2 | HfFlavor::Qwen3 | HfFlavor::Qwen2Moe | HfFlavor::Qwen3Moe
+        )
+    }
+
+    /// The experts of the mixture-of-experts flavors.
+    pub fn moe(self) -> Option<MoeShape> {
+        let shape = |n_expert, n_expert_used, expert_ff, shared_ff| MoeShape {
+            n_expert,
+            n_expert_used,
+            expert_ff,
+            shared_ff,
+        };
+        match self {
+            HfFlavor::Mixtral => Some(shape(8, 2, 128, None)),
+            HfFlavor::Qwen2Moe => Some(shape(4, 2, 256, Some(256))),
+            HfFlavor::Qwen3Moe => Some(shape(6, 2, 256, None)),
+            _ => None,
+        }
+    }
+
+    /// How many safetensors shards the checkpoint is split into (1: one model.safetensors).
+    pub fn shards(self) -> usize {
+        match self {
+            HfFlavor::Mixtral => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -171,6 +227,45 @@ impl SyntheticHf {
                 tied: true,
                 dtype: Dtype::BF16,
                 seed: 0x6c6c_3033,
+            },
+            HfFlavor::Mixtral => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 256,
+                ff: 128,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 64,
+                vocab: 512,
+                tied: false,
+                dtype: Dtype::BF16,
+                seed: 0x6d69_7874,
+            },
+            HfFlavor::Qwen2Moe => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 64,
+                ff: 192,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 16,
+                vocab: 49152,
+                tied: false,
+                dtype: Dtype::F16,
+                seed: 0x7132_6d65,
+            },
+            HfFlavor::Qwen3Moe => SyntheticHf {
+                flavor,
+                n_layer: 2,
+                hidden: 64,
+                ff: 192,
+                n_head: 4,
+                n_head_kv: 2,
+                head_dim: 32,
+                vocab: 49152,
+                tied: true,
+                dtype: Dtype::F32,
+                seed: 0x7133_6d65,
             },
         }
     }
@@ -270,6 +365,67 @@ impl SyntheticHf {
                 },
                 "rope_theta": 500000.0,
             }),
+            HfFlavor::Mixtral => json!({
+                "architectures": ["MixtralForCausalLM"],
+                "model_type": "mixtral",
+                "attention_dropout": 0.0,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "max_position_embeddings": 32768,
+                "num_experts_per_tok": 2,
+                "num_local_experts": 8,
+                "output_router_logits": false,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 1000000.0,
+                "router_aux_loss_coef": 0.02,
+                "sliding_window": null,
+            }),
+            HfFlavor::Qwen2Moe => json!({
+                "architectures": ["Qwen2MoeForCausalLM"],
+                "model_type": "qwen2_moe",
+                "attention_dropout": 0.0,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+                "decoder_sparse_step": 1,
+                "max_position_embeddings": 8192,
+                "max_window_layers": 21,
+                "mlp_only_layers": [],
+                "moe_intermediate_size": 256,
+                "norm_topk_prob": false,
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "output_router_logits": false,
+                "rms_norm_eps": 1e-6,
+                "rope_theta": 1000000.0,
+                "router_aux_loss_coef": 0.001,
+                "shared_expert_intermediate_size": 256,
+                "sliding_window": 8192,
+                "use_sliding_window": false,
+            }),
+            HfFlavor::Qwen3Moe => json!({
+                "architectures": ["Qwen3MoeForCausalLM"],
+                "model_type": "qwen3_moe",
+                "attention_bias": false,
+                "attention_dropout": 0.0,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+                "decoder_sparse_step": 1,
+                "head_dim": self.head_dim,
+                "max_position_embeddings": 40960,
+                "max_window_layers": 48,
+                "mlp_only_layers": [],
+                "moe_intermediate_size": 256,
+                "norm_topk_prob": true,
+                "num_experts": 6,
+                "num_experts_per_tok": 2,
+                "output_router_logits": false,
+                "rms_norm_eps": 1e-6,
+                "rope_scaling": null,
+                "rope_theta": 1000000.0,
+                "router_aux_loss_coef": 0.001,
+                "sliding_window": null,
+                "use_sliding_window": false,
+            }),
         };
         let (serde_json::Value::Object(c_map), serde_json::Value::Object(e)) = (&mut c, extra)
         else {
@@ -308,26 +464,57 @@ impl SyntheticHf {
         let mut v = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab, h])];
         for l in 0..self.n_layer {
             let p = |s: &str| format!("model.layers.{l}.{s}");
+            let qkv_bias = matches!(self.flavor, HfFlavor::Qwen2 | HfFlavor::Qwen2Moe);
+            let qk_norm = matches!(self.flavor, HfFlavor::Qwen3 | HfFlavor::Qwen3Moe);
             v.push((p("self_attn.q_proj.weight"), vec![q, h]));
-            if self.flavor == HfFlavor::Qwen2 {
+            if qkv_bias {
                 v.push((p("self_attn.q_proj.bias"), vec![q]));
             }
             v.push((p("self_attn.k_proj.weight"), vec![kv, h]));
-            if self.flavor == HfFlavor::Qwen2 {
+            if qkv_bias {
                 v.push((p("self_attn.k_proj.bias"), vec![kv]));
             }
             v.push((p("self_attn.v_proj.weight"), vec![kv, h]));
-            if self.flavor == HfFlavor::Qwen2 {
+            if qkv_bias {
                 v.push((p("self_attn.v_proj.bias"), vec![kv]));
             }
             v.push((p("self_attn.o_proj.weight"), vec![h, q]));
-            if self.flavor == HfFlavor::Qwen3 {
+            if qk_norm {
                 v.push((p("self_attn.q_norm.weight"), vec![self.head_dim]));
                 v.push((p("self_attn.k_norm.weight"), vec![self.head_dim]));
             }
-            v.push((p("mlp.gate_proj.weight"), vec![self.ff, h]));
-            v.push((p("mlp.up_proj.weight"), vec![self.ff, h]));
-            v.push((p("mlp.down_proj.weight"), vec![h, self.ff]));
+            match (self.flavor, self.flavor.moe()) {
+                (HfFlavor::Mixtral, Some(m)) => {
+                    // Mixtral's experts are `intermediate_size` wide.
+                    v.push((p("block_sparse_moe.gate.weight"), vec![m.n_expert, h]));
+                    for x in 0..m.n_expert {
+                        let e = |w: &str| p(&format!("block_sparse_moe.experts.{x}.{w}.weight"));
+                        v.push((e("w1"), vec![self.ff, h]));
+                        v.push((e("w2"), vec![h, self.ff]));
+                        v.push((e("w3"), vec![self.ff, h]));
+                    }
+                }
+                (_, Some(m)) => {
+                    v.push((p("mlp.gate.weight"), vec![m.n_expert, h]));
+                    for x in 0..m.n_expert {
+                        let e = |w: &str| p(&format!("mlp.experts.{x}.{w}.weight"));
+                        v.push((e("gate_proj"), vec![m.expert_ff, h]));
+                        v.push((e("up_proj"), vec![m.expert_ff, h]));
+                        v.push((e("down_proj"), vec![h, m.expert_ff]));
+                    }
+                    if let Some(sff) = m.shared_ff {
+                        v.push((p("mlp.shared_expert.gate_proj.weight"), vec![sff, h]));
+                        v.push((p("mlp.shared_expert.up_proj.weight"), vec![sff, h]));
+                        v.push((p("mlp.shared_expert.down_proj.weight"), vec![h, sff]));
+                        v.push((p("mlp.shared_expert_gate.weight"), vec![1, h]));
+                    }
+                }
+                _ => {
+                    v.push((p("mlp.gate_proj.weight"), vec![self.ff, h]));
+                    v.push((p("mlp.up_proj.weight"), vec![self.ff, h]));
+                    v.push((p("mlp.down_proj.weight"), vec![h, self.ff]));
+                }
+            }
             v.push((p("input_layernorm.weight"), vec![h]));
             v.push((p("post_attention_layernorm.weight"), vec![h]));
         }
@@ -413,14 +600,53 @@ impl SyntheticHf {
         }
 
         let tensors = self.tensors();
-        let specs: Vec<(String, Dtype, Vec<usize>)> = tensors
+        let n_shards = self.flavor.shards();
+        if n_shards == 1 {
+            return self.write_shard(&dir.join("model.safetensors"), &tensors, 0..tensors.len());
+        }
+        // Shards as save_pretrained names them, tensors split in module order, with the index
+        // that maps each tensor to its shard.
+        let per_shard = tensors.len().div_ceil(n_shards);
+        let mut weight_map = serde_json::Map::new();
+        let mut total_size = 0usize;
+        for k in 0..n_shards {
+            let file = format!("model-{:05}-of-{n_shards:05}.safetensors", k + 1);
+            let range = k * per_shard..((k + 1) * per_shard).min(tensors.len());
+            for (name, shape) in &tensors[range.clone()] {
+                weight_map.insert(name.clone(), json!(file));
+                total_size += shape.iter().product::<usize>() * self.dtype_size()?;
+            }
+            self.write_shard(&dir.join(&file), &tensors, range)?;
+        }
+        write_json(
+            "model.safetensors.index.json",
+            &json!({"metadata": {"total_size": total_size}, "weight_map": weight_map}),
+        )
+    }
+
+    fn dtype_size(&self) -> Result<usize, SyntheticHfError> {
+        match self.dtype {
+            Dtype::F32 => Ok(4),
+            Dtype::F16 | Dtype::BF16 => Ok(2),
+            other => Err(SyntheticHfError::UnsupportedDtype { dtype: other }),
+        }
+    }
+
+    /// Write tensors `range` of `tensors` (the whole list, so each keeps its seed) to `path`.
+    fn write_shard(
+        &self,
+        path: &Path,
+        tensors: &[(String, Vec<usize>)],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), SyntheticHfError> {
+        let specs: Vec<(String, Dtype, Vec<usize>)> = tensors[range.clone()]
             .iter()
             .map(|(n, s)| (n.clone(), self.dtype, s.clone()))
             .collect();
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        let mut w = SafetensorsWriter::create(dir.join("model.safetensors"), &specs, Some(&meta))?;
-        for (i, (_, shape)) in tensors.iter().enumerate() {
-            let vals = self.values(i, shape.iter().product());
+        let mut w = SafetensorsWriter::create(path, &specs, Some(&meta))?;
+        for i in range {
+            let vals = self.values(i, tensors[i].1.iter().product());
             let bytes: Vec<u8> = match self.dtype {
                 Dtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 Dtype::F16 => vals

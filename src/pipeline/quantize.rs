@@ -16,7 +16,7 @@ use crate::pipeline::error::PipelineError;
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
 use rayon::prelude::*;
 
-use crate::formats::gguf::{GgufWriter, Metadata, Value};
+use crate::formats::gguf::{trim_dims, GgufWriter, Metadata, Value};
 use crate::formats::tensor_source::TensorSource;
 use crate::ggml::ftype::{FileType, QuantTarget};
 use crate::pipeline::backend::{Backend, CpuBackend};
@@ -355,13 +355,15 @@ pub fn quantize(
         return Ok(report);
     }
 
+    // llama-quantize writes each tensor's ggml dimension count, which drops trailing 1s: the
+    // converter's [n_embd, 1] shared-expert gate comes out 1-D.
     let infos: Vec<(String, GgmlType, Vec<u64>)> = plan
         .iter()
         .map(|p| {
             (
                 p.name.clone(),
                 p.new_type,
-                tensors[p.source_index].ne.clone(),
+                trim_dims(&tensors[p.source_index].ne),
             )
         })
         .collect();

@@ -6,18 +6,22 @@
 #   LLAMA_CPP   llama.cpp checkout            (default /work/ref/llama.cpp)
 #   PYTHON      Python with its requirements  (default /work/ref/conv/bin/python)
 #   MANIFEST    gguf_manifest.py              (default ../shared/tools/gguf_manifest.py beside the checkout)
+#   QUANTIZE    llama-quantize                (default $LLAMA_CPP/build/bin/llama-quantize)
+#   ARCHES      which goldens to remake       (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 LLAMA_CPP=${LLAMA_CPP:-/work/ref/llama.cpp}
 PYTHON=${PYTHON:-/work/ref/conv/bin/python}
 MANIFEST=${MANIFEST:-$repo/../shared/tools/gguf_manifest.py}
+QUANTIZE=${QUANTIZE:-$LLAMA_CPP/build/bin/llama-quantize}
+ARCHES=${ARCHES:-mistral qwen2 qwen3 llama3 mixtral qwen2moe qwen3moe}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo run --release --manifest-path "$repo/Cargo.toml" --example write_fixtures -- \
     arch-checkpoints "$work"
-for arch in mistral qwen2 qwen3 llama3; do
+for arch in $ARCHES; do
     mkdir -p "$here/$arch"
     for outtype in f32 f16 bf16 q8_0; do
         out="$work/$arch.$outtype.gguf"
@@ -26,5 +30,18 @@ for arch in mistral qwen2 qwen3 llama3; do
             || { cat "$work/log.txt"; exit 1; }
         python3 "$MANIFEST" "$out" > "$here/$arch/$outtype.json"
         echo "$arch $outtype: $(stat -c %s "$out") bytes"
+    done
+done
+
+# The mixture-of-experts conversions quantized by llama-quantize (expert tensors, routers,
+# n_expert rules).
+for arch in $ARCHES; do
+    case $arch in mixtral | qwen2moe | qwen3moe) ;; *) continue ;; esac
+    for mix in Q4_K_M Q3_K_M Q2_K MXFP4_MOE; do
+        out="$work/$arch.$mix.gguf"
+        "$QUANTIZE" "$work/$arch.f16.gguf" "$out" "$mix" 2 > "$work/log.txt" 2>&1 \
+            || { cat "$work/log.txt"; exit 1; }
+        python3 "$MANIFEST" "$out" > "$here/$arch/$mix.json"
+        echo "$arch $mix: $(stat -c %s "$out") bytes"
     done
 done

@@ -1,5 +1,7 @@
-//! `qforge convert` of Mistral, Qwen2, Qwen3 and Llama-3-RoPE-scaled checkpoints, compared
-//! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
+//! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Mixtral, Qwen2-MoE and
+//! Qwen3-MoE checkpoints, compared byte for byte with what llama.cpp's `convert_hf_to_gguf.py`
+//! wrote for the same checkpoints; and `qforge quantize` of the MoE conversions against
+//! llama-quantize.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
 //! (tokenizer files copied from the shared goldens). The goldens are manifests under
@@ -34,7 +36,8 @@ fn write_checkpoint(flavor: HfFlavor, root: &Path) -> PathBuf {
 
 /// The preset checkpoint of `flavor`, written once per test process.
 fn checkpoint(flavor: HfFlavor) -> PathBuf {
-    static DIRS: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
+    static DIRS: [OnceLock<PathBuf>; HfFlavor::ALL.len()] =
+        [const { OnceLock::new() }; HfFlavor::ALL.len()];
     let slot = HfFlavor::ALL.iter().position(|f| *f == flavor).unwrap();
     DIRS[slot]
         .get_or_init(|| {
@@ -96,4 +99,82 @@ golden_tests! {
     llama3_f16: Llama3, "f16";
     llama3_bf16: Llama3, "bf16";
     llama3_q8_0: Llama3, "q8_0";
+    mixtral_f32: Mixtral, "f32";
+    mixtral_f16: Mixtral, "f16";
+    mixtral_bf16: Mixtral, "bf16";
+    mixtral_q8_0: Mixtral, "q8_0";
+    qwen2moe_f32: Qwen2Moe, "f32";
+    qwen2moe_f16: Qwen2Moe, "f16";
+    qwen2moe_bf16: Qwen2Moe, "bf16";
+    qwen2moe_q8_0: Qwen2Moe, "q8_0";
+    qwen3moe_f32: Qwen3Moe, "f32";
+    qwen3moe_f16: Qwen3Moe, "f16";
+    qwen3moe_bf16: Qwen3Moe, "bf16";
+    qwen3moe_q8_0: Qwen3Moe, "q8_0";
+}
+
+/// `qforge quantize` of qforge's f16 conversion of `flavor` to `mix`, against
+/// `llama-quantize <arch>.f16.gguf out.gguf <mix> 2` (the f16 file itself is checked by the
+/// `*_f16` tests).
+fn quantizes_like_llama_quantize(flavor: HfFlavor, mix: &str) {
+    use qforge::formats::GgufSource;
+    use qforge::ggml::ftype::QuantTarget;
+    use qforge::pipeline::quantize::{quantize, QuantizeJob};
+    use qforge::pipeline::Backend;
+    use qforge::quant::rules::TypeOptions;
+
+    let dir = checkpoint(flavor);
+    let f16 = dir
+        .parent()
+        .unwrap()
+        .join(format!("{}.f16-for-{mix}.gguf", flavor.name()));
+    let opts = ConvertOptions {
+        outtype: OutType::F16,
+        ..Default::default()
+    };
+    convert(&dir, &f16, &opts).unwrap();
+    let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(mix) else {
+        panic!("{mix} is not a mix")
+    };
+    let out = f16.with_extension(format!("{mix}.gguf"));
+    let job = QuantizeJob {
+        output: out.clone(),
+        target: QuantTarget::Mix(ftype),
+        type_options: TypeOptions::new(ftype),
+        allow_requantize: false,
+        imatrix: None,
+        overrides: Vec::new(),
+    };
+    let source = GgufSource::open(&f16).unwrap();
+    quantize(&source, &job, &Backend::cpu(2)).unwrap();
+    drop(source);
+    support::assert_matches_manifest(&out, &golden_manifest(flavor, mix));
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(&f16).unwrap();
+}
+
+macro_rules! quantize_golden_tests {
+    ($($name:ident: $flavor:ident, $mix:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                quantizes_like_llama_quantize(HfFlavor::$flavor, $mix);
+            }
+        )*
+    };
+}
+
+quantize_golden_tests! {
+    mixtral_quantize_q4_k_m: Mixtral, "Q4_K_M";
+    mixtral_quantize_q3_k_m: Mixtral, "Q3_K_M";
+    mixtral_quantize_q2_k: Mixtral, "Q2_K";
+    mixtral_quantize_mxfp4_moe: Mixtral, "MXFP4_MOE";
+    qwen2moe_quantize_q4_k_m: Qwen2Moe, "Q4_K_M";
+    qwen2moe_quantize_q3_k_m: Qwen2Moe, "Q3_K_M";
+    qwen2moe_quantize_q2_k: Qwen2Moe, "Q2_K";
+    qwen2moe_quantize_mxfp4_moe: Qwen2Moe, "MXFP4_MOE";
+    qwen3moe_quantize_q4_k_m: Qwen3Moe, "Q4_K_M";
+    qwen3moe_quantize_q3_k_m: Qwen3Moe, "Q3_K_M";
+    qwen3moe_quantize_q2_k: Qwen3Moe, "Q2_K";
+    qwen3moe_quantize_mxfp4_moe: Qwen3Moe, "MXFP4_MOE";
 }
