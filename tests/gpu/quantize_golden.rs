@@ -361,9 +361,27 @@ local!(
     ["--imatrix", "tiny-imatrix.gguf"]
 );
 // IQ3 without an imatrix (IQ3_XS, which needs one, is refused: tests/it/quant/mix_rules_golden.rs).
-local!(mix_iq3_s, "mixes/IQ3_S.json", "tiny-llama.f16.gguf", "IQ3_S", []);
-local!(mix_iq3_m, "mixes/IQ3_M.json", "tiny-llama.f16.gguf", "IQ3_M", []);
-local!(pure_iq3_s, "pure/IQ3_S.json", "tensors.f32.gguf", "IQ3_S", ["--pure"]);
+local!(
+    mix_iq3_s,
+    "mixes/IQ3_S.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_S",
+    []
+);
+local!(
+    mix_iq3_m,
+    "mixes/IQ3_M.json",
+    "tiny-llama.f16.gguf",
+    "IQ3_M",
+    []
+);
+local!(
+    pure_iq3_s,
+    "pure/IQ3_S.json",
+    "tensors.f32.gguf",
+    "IQ3_S",
+    ["--pure"]
+);
 
 // Options and requantization.
 device_test!(mix_q4_k_m_opts_a, cpu, gpu);

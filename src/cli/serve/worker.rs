@@ -1,7 +1,7 @@
 //! The worker pool: N threads, each taking the oldest queued job and running it as a child
 //! `qforge` process in the root, its stdout and stderr into `STATE/logs/ID.log`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -90,9 +90,14 @@ fn last_error_line(path: &Path) -> Option<String> {
     )
 }
 
-/// Regular files in `dirs` changed since `since` (not temporaries): what the job wrote.
-fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String> {
-    let mut out = Vec::new();
+/// A regular file's identity and last change: a file the job wrote (or renamed into place)
+/// differs in one of them from what was there before it started.
+type FileStamp = (u64, SystemTime, u64);
+
+/// The regular files in `dirs` (not temporaries) with their stamps.
+fn snapshot(dirs: &[PathBuf]) -> HashMap<PathBuf, FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = HashMap::new();
     for d in dirs {
         let Ok(entries) = std::fs::read_dir(d) else {
             continue;
@@ -103,17 +108,28 @@ fn outputs_since(root: &Path, dirs: &[PathBuf], since: SystemTime) -> Vec<String
             if !m.is_file() || name.ends_with(".tmp") {
                 continue;
             }
-            if m.modified().is_ok_and(|t| t >= since) {
-                if let Ok(rel) = e.path().strip_prefix(root) {
-                    let s = rel.to_string_lossy().to_string();
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-            }
+            let Ok(t) = m.modified() else { continue };
+            out.insert(e.path(), (m.ino(), t, m.len()));
         }
     }
+    out
+}
+
+/// What the job wrote: files in `dirs` that are new or changed since `before` was taken.
+/// Comparing stamps rather than times against the start keeps a file written just before
+/// the job (coarse file-time granularity) out of its outputs.
+fn outputs_since(
+    root: &Path,
+    dirs: &[PathBuf],
+    before: &HashMap<PathBuf, FileStamp>,
+) -> Vec<String> {
+    let mut out: Vec<String> = snapshot(dirs)
+        .into_iter()
+        .filter(|(p, stamp)| before.get(p) != Some(stamp))
+        .filter_map(|(p, _)| Some(p.strip_prefix(root).ok()?.to_string_lossy().to_string()))
+        .collect();
     out.sort();
+    out.dedup();
     out
 }
 
@@ -197,8 +213,7 @@ fn run_job(shared: &Shared, job: JobRow) {
         _ => return fail("duplicating the log file".into()),
     };
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-    // File times have coarse granularity on some file systems: look a little before the start.
-    let started = SystemTime::now() - Duration::from_millis(5);
+    let before = snapshot(&job_dirs(&shared.root, &job.args));
     let expected = expected_output_bytes(&shared.root, &job.args);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -245,7 +260,7 @@ fn run_job(shared: &Shared, job: JobRow) {
     let cancelled = shared.cancels.lock().unwrap().remove(&id);
     match status {
         Some(s) if s.success() => {
-            let outputs = outputs_since(&shared.root, &dirs, started);
+            let outputs = outputs_since(&shared.root, &dirs, &before);
             let _ = shared
                 .store
                 .finish(id, "succeeded", None, &outputs, s.code());
