@@ -2,6 +2,7 @@
 //! bounds, SIMD against scalar, the type rules and mixes, and importance-matrix files.
 
 mod imatrix_files;
+mod iq4_simd;
 mod kquant_golden;
 mod kquant_roundtrip;
 mod kquant_simd;
