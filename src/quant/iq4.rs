@@ -368,12 +368,20 @@ pub fn quantize_row_with(
     assert_eq!(x.len() % block, 0, "{ty} row of {} elements", x.len());
     assert_eq!(out.len(), x.len() / block * bytes, "{ty} output size");
     if let Some(w) = qw {
-        assert_eq!(w.len(), x.len(), "importance weights for a row of another length");
+        assert_eq!(
+            w.len(),
+            x.len(),
+            "importance weights for a row of another length"
+        );
     }
     if simd::quantize_row_simd(backend, kernel, x, qw, out) {
         return;
     }
-    for (ib, (xb, ob)) in x.chunks_exact(block).zip(out.chunks_exact_mut(bytes)).enumerate() {
+    for (ib, (xb, ob)) in x
+        .chunks_exact(block)
+        .zip(out.chunks_exact_mut(bytes))
+        .enumerate()
+    {
         let qwb = qw.map(|w| &w[ib * block..(ib + 1) * block]);
         match kernel {
             simd::Kernel::Nl => quantize_block_iq4_nl(xb, qwb).write(ob),

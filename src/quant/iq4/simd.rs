@@ -319,20 +319,25 @@ fn quantize_batch_xs<S: TableLanes>(
     s.store(best_block_scales(s, t, &xs, &ws), &mut scales);
     // Per super-block: the 6-bit block scales, then each lane's inverse block scale.
     let mut idl = [0f32; MAX_LANES];
-    let mut blocks = Vec::with_capacity(nsb);
+    let mut blocks = [BlockIq4Xs::new(0.0, &[0; XS_BLOCKS]); MAX_LANES / XS_BLOCKS];
     for sb in 0..nsb {
         let lanes = sb * XS_BLOCKS..(sb + 1) * XS_BLOCKS;
         let (d, ls) = quantize_xs_scales(scales[lanes.clone()].try_into().unwrap());
         for (ib, &l) in ls.iter().enumerate() {
             idl[lanes.start + ib] = xs_inverse_block_scale(d, l);
         }
-        blocks.push(BlockIq4Xs::new(d, &ls));
+        blocks[sb] = BlockIq4Xs::new(d, &ls);
     }
     let mut levels = [0i32; BLOCK * MAX_LANES];
     pick_levels(s, t, &xs, s.load(&idl), &mut levels);
-    for (sb, mut blk) in blocks.into_iter().enumerate() {
+    for (sb, blk) in blocks[..nsb].iter_mut().enumerate() {
         for ib in 0..XS_BLOCKS {
-            pack_lane(&levels, w, sb * XS_BLOCKS + ib, &mut blk.qs[16 * ib..16 * ib + 16]);
+            pack_lane(
+                &levels,
+                w,
+                sb * XS_BLOCKS + ib,
+                &mut blk.qs[16 * ib..16 * ib + 16],
+            );
         }
         blk.write(&mut out[sb * BlockIq4Xs::BYTES..(sb + 1) * BlockIq4Xs::BYTES]);
     }

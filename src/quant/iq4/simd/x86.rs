@@ -17,7 +17,12 @@ impl TableLanes for Avx2 {
 
     #[inline(always)]
     fn table(self, t: &[f32; 16]) -> (__m256, __m256) {
-        unsafe { (_mm256_loadu_ps(t.as_ptr()), _mm256_loadu_ps(t.as_ptr().add(8))) }
+        unsafe {
+            (
+                _mm256_loadu_ps(t.as_ptr()),
+                _mm256_loadu_ps(t.as_ptr().add(8)),
+            )
+        }
     }
     #[inline(always)]
     fn lookup(self, t: (__m256, __m256), idx: __m256i) -> __m256 {
