@@ -22,30 +22,15 @@ fn bench_types(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize_1thread");
     g.throughput(Throughput::Bytes((x.len() * 4) as u64));
     g.sample_size(10);
-    for ty in [
-        GgmlType::F16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ4_XS,
-        GgmlType::TQ1_0,
-        GgmlType::TQ2_0,
-    ] {
-        if quant::quantizer(ty).is_none() {
-            continue;
-        }
+    // Every type with a CPU quantizer (the registry's list); those that need an imatrix only
+    // with one.
+    for ty in qforge::pipeline::bench::cpu_types() {
         let mut out = vec![0u8; quant::row_bytes(ty, N_PER_ROW).unwrap() * ROWS];
-        g.bench_with_input(BenchmarkId::new("plain", ty.name()), &ty, |b, &ty| {
-            b.iter(|| quant::quantize_rows(ty, &x, N_PER_ROW, None, &mut out).unwrap())
-        });
+        if !quant::requires_imatrix(ty) {
+            g.bench_with_input(BenchmarkId::new("plain", ty.name()), &ty, |b, &ty| {
+                b.iter(|| quant::quantize_rows(ty, &x, N_PER_ROW, None, &mut out).unwrap())
+            });
+        }
         if ty.is_quantized() {
             g.bench_with_input(BenchmarkId::new("imatrix", ty.name()), &ty, |b, &ty| {
                 b.iter(|| quant::quantize_rows(ty, &x, N_PER_ROW, Some(&qw), &mut out).unwrap())

@@ -19,12 +19,9 @@ use qforge::rng::Rng;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Types to measure (comma-separated ggml type names).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "F16,Q8_0,Q4_0,Q5_1,Q4_K,Q6_K,IQ4_XS,TQ2_0"
-    )]
+    /// Types to measure (comma-separated ggml type names; default: every type with a CPU
+    /// quantizer). Types that require an importance matrix are measured with a generated one.
+    #[arg(long, value_delimiter = ',')]
     types: Vec<String>,
     /// GPU to compare with: gpu, gpu:N, or cpu (CPU only).
     #[arg(long, default_value = "gpu")]
@@ -35,7 +32,7 @@ pub struct BenchArgs {
     /// Repetitions (the best is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Also measure with importance weights.
+    /// Also measure with (generated) importance weights.
     #[arg(long)]
     imatrix: bool,
     /// CPU threads (0 = all cores).
@@ -133,10 +130,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "{:<8} {:>8} {:>12} {:>12} {:>9} {:>6} {:>6}",
         "type", "imatrix", "CPU MB/s", "GPU MB/s", "GPU/CPU", "host", "device"
     );
-    for name in &a.types {
-        let ty = GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown type {name}"))?;
+    let types = if a.types.is_empty() {
+        qforge::pipeline::bench::cpu_types()
+    } else {
+        a.types
+            .iter()
+            .map(|name| GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown type {name}")))
+            .collect::<Result<Vec<_>>>()?
+    };
+    for ty in types {
+        let required = quant::requires_imatrix(ty);
         for with_im in [false, true] {
-            if with_im && (!a.imatrix || !ty.is_quantized()) {
+            let wanted = if with_im {
+                required || (a.imatrix && ty.is_quantized())
+            } else {
+                !required
+            };
+            if !wanted {
                 continue;
             }
             if !with_im && quant::needs_weights(ty) {
@@ -163,7 +173,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             println!(
                 "{:<8} {:>8} {:>12.1} {g}",
                 ty.name(),
-                if with_im { "yes" } else { "no" },
+                match (with_im, required) {
+                    (true, true) => "required",
+                    (true, false) => "yes",
+                    _ => "no",
+                },
                 c
             );
         }

@@ -23,7 +23,7 @@ pub struct BenchOptions {
     pub cpu_threads: usize,
     /// Timed runs per side; the best is reported.
     pub repeats: usize,
-    /// Quantize with (generated) importance weights.
+    /// Quantize with (generated) importance weights; types that require them always get them.
     pub imatrix: bool,
     /// Seed of the generated tensor.
     pub seed: u64,
@@ -65,6 +65,16 @@ impl BenchRow {
     }
 }
 
+/// Every type with a CPU quantizer, in ggml id order. The list is the quantizer registry's
+/// (`quant::quantizer`), so a type gains a row as soon as its quantizer is registered; types
+/// that need an importance matrix ([`quant::requires_imatrix`]) are measured with generated
+/// weights ([`bench_weights`]).
+pub fn cpu_types() -> Vec<GgmlType> {
+    GgmlType::all()
+        .filter(|&ty| quant::quantizer(ty).is_some())
+        .collect()
+}
+
 /// The types that have a GPU kernel, in kernel order.
 pub fn gpu_types() -> Vec<GgmlType> {
     KERNELS.iter().filter_map(|k| k.ty).collect()
@@ -103,19 +113,18 @@ pub fn bench_types(
     opts: &BenchOptions,
 ) -> Result<Vec<BenchRow>, GpuError> {
     let x = bench_tensor(opts.n_per_row, opts.n_rows, opts.seed);
-    let w = opts
-        .imatrix
-        .then(|| bench_weights(opts.n_per_row, opts.seed));
+    let w = bench_weights(opts.n_per_row, opts.seed);
     let cpu = Backend::cpu(opts.cpu_threads);
     let mb = (x.len() * 4) as f64 / 1e6;
     let repeats = opts.repeats.max(1);
     let mut rows = Vec::new();
     for &ty in types {
-        let uses_imatrix = opts.imatrix
+        // A type that cannot be quantized without an imatrix gets the generated one anyway.
+        let uses_imatrix = (opts.imatrix || quant::requires_imatrix(ty))
             && KERNELS
                 .iter()
                 .any(|k| k.ty == Some(ty) && k.imatrix == Imatrix::Used);
-        let qw = w.as_deref().filter(|_| uses_imatrix);
+        let qw = uses_imatrix.then_some(w.as_slice());
         gpu.check(ty, qw.is_some())?;
         let row_bytes = quant::row_bytes(ty, opts.n_per_row)?;
         let mut out_cpu = vec![0u8; row_bytes * opts.n_rows];

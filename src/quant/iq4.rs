@@ -7,7 +7,14 @@
 //! `quantize_row_iq4_nl_impl` with `ntry = 7` — the path llama-quantize takes with or without an
 //! importance matrix (the `_ref` entry points use another `ntry` and are not what model files are
 //! made with). MXFP4 reproduces `quantize_row_mxfp4_ref` and ignores the importance matrix.
+//!
+//! Blocks are independent. The scalar IQ4 code here processes one block at a time and is the
+//! oracle; `simd` searches 8 or 16 blocks side by side (AVX2 / AVX-512, detected at run time) and
+//! must, and is tested to, write the same bytes. `quantizer(ty)` uses the best backend;
+//! [`quantize_row_with`] picks one explicitly.
 
+use super::kquants::{best_backend, Backend};
+use super::legacy::c_float_to_i32;
 use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
@@ -21,6 +28,8 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
 pub const BLOCK: usize = 32;
 /// Elements per IQ4_XS super-block.
 pub const SUPER_BLOCK: usize = 256;
+
+mod simd;
 
 /// Scale searches try `(itry + KVALUES_IQ4NL[0]) / max` for itry in −NTRY..=NTRY.
 const NTRY: i32 = 7;
@@ -260,64 +269,124 @@ pub fn quantize_block_iq4_nl(x: &[f32], qw: Option<&[f32]>) -> BlockIq4Nl {
 pub fn quantize_block_iq4_xs(x: &[f32], qw: Option<&[f32]>) -> BlockIq4Xs {
     let x = &x[..SUPER_BLOCK];
     let sigma2 = sigma2_of(x);
-    let mut scales = [0.0f32; SUPER_BLOCK / BLOCK];
-    let mut max_scale = 0.0f32;
-    let mut amax_scale = 0.0f32;
+    let mut scales = [0.0f32; XS_BLOCKS];
     for (ib, s) in scales.iter_mut().enumerate() {
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         let qwb = qw.map(|w| &w[ib * BLOCK..(ib + 1) * BLOCK]);
         *s = best_block_scale(xb, sigma2, qwb);
-        if s.abs() > amax_scale {
-            amax_scale = s.abs();
-            max_scale = *s;
-        }
     }
-    let d = -max_scale / 32.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut blk = BlockIq4Xs {
-        d: f32_to_f16(d),
-        scales_h: 0,
-        scales_l: [0; 4],
-        qs: [0; 128],
-    };
-    for (ib, &s) in scales.iter().enumerate() {
-        let l = nearest_int(id * s).clamp(-32, 31);
-        let dl = d * l as f32;
-        let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+    let (d, ls) = quantize_xs_scales(&scales);
+    let mut blk = BlockIq4Xs::new(d, &ls);
+    for (ib, &l) in ls.iter().enumerate() {
+        let idl = xs_inverse_block_scale(d, l);
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         let mut lv = [0u8; BLOCK];
         for j in 0..BLOCK {
             lv[j] = best_index(idl * xb[j]);
         }
         pack_block(&lv, &mut blk.qs[16 * ib..16 * ib + 16]);
-        let biased = (l + 32) as u8;
-        blk.scales_l[ib / 2] |= (biased & 0x0f) << (4 * (ib % 2));
-        blk.scales_h |= ((biased >> 4) as u16) << (2 * ib);
     }
     blk
 }
 
-fn quantize_row_iq4_nl(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    debug_assert_eq!(x.len() % BLOCK, 0);
-    for (ib, (xb, ob)) in x
-        .chunks_exact(BLOCK)
-        .zip(out.chunks_exact_mut(BlockIq4Nl::BYTES))
-        .enumerate()
-    {
-        let qwb = qw.map(|w| &w[ib * BLOCK..(ib + 1) * BLOCK]);
-        quantize_block_iq4_nl(xb, qwb).write(ob);
+/// Blocks per IQ4_XS super-block.
+const XS_BLOCKS: usize = SUPER_BLOCK / BLOCK;
+
+/// The IQ4_XS super-block scale d = −max_scale/32 (max_scale: the signed block scale of
+/// largest magnitude, the first on ties) and each block's 6-bit scale
+/// `clamp(nearest_int(scale/d), −32, 31)`, with 1/d taken as 0 when d is 0.
+fn quantize_xs_scales(scales: &[f32; XS_BLOCKS]) -> (f32, [i32; XS_BLOCKS]) {
+    let mut max_scale = 0.0f32;
+    let mut amax_scale = 0.0f32;
+    for &s in scales {
+        if s.abs() > amax_scale {
+            amax_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    let d = -max_scale / 32.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    (d, scales.map(|s| nearest_int(id * s).clamp(-32, 31)))
+}
+
+/// The inverse block scale an IQ4_XS block's levels are re-picked with: 1/(d·l), 0 if d·l is.
+#[inline(always)]
+fn xs_inverse_block_scale(d: f32, l: i32) -> f32 {
+    let dl = d * l as f32;
+    if dl != 0.0 {
+        1.0 / dl
+    } else {
+        0.0
     }
 }
 
+impl BlockIq4Xs {
+    /// A super-block with the f32 scale `d` (stored as f16), the block scales `ls` (in −32..=31,
+    /// stored biased by 32) and no quants yet.
+    fn new(d: f32, ls: &[i32; XS_BLOCKS]) -> BlockIq4Xs {
+        let mut blk = BlockIq4Xs {
+            d: f32_to_f16(d),
+            scales_h: 0,
+            scales_l: [0; 4],
+            qs: [0; 128],
+        };
+        for (ib, &l) in ls.iter().enumerate() {
+            let biased = (l + 32) as u8;
+            blk.scales_l[ib / 2] |= (biased & 0x0f) << (4 * (ib % 2));
+            blk.scales_h |= ((biased >> 4) as u16) << (2 * ib);
+        }
+        blk
+    }
+}
+
+fn quantize_row_iq4_nl(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    quantize_row_with(best_backend(), GgmlType::IQ4_NL, x, qw, out);
+}
+
 fn quantize_row_iq4_xs(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    debug_assert_eq!(x.len() % SUPER_BLOCK, 0);
+    quantize_row_with(best_backend(), GgmlType::IQ4_XS, x, qw, out);
+}
+
+/// Quantizes one IQ4_NL or IQ4_XS row with the given backend's kernels (the scalar oracle for
+/// `Backend::Scalar` or a CPU without the backend's instructions). Every backend writes the same
+/// bytes; this entry point exists so tests and benchmarks can compare them.
+///
+/// # Panics
+/// If `ty` is neither type, or the row, weights or output have inconsistent lengths.
+pub fn quantize_row_with(
+    backend: Backend,
+    ty: GgmlType,
+    x: &[f32],
+    qw: Option<&[f32]>,
+    out: &mut [u8],
+) {
+    let (block, bytes, kernel) = match ty {
+        GgmlType::IQ4_NL => (BLOCK, BlockIq4Nl::BYTES, simd::Kernel::Nl),
+        GgmlType::IQ4_XS => (SUPER_BLOCK, BlockIq4Xs::BYTES, simd::Kernel::Xs),
+        _ => panic!("{ty} is not IQ4_NL or IQ4_XS"),
+    };
+    assert_eq!(x.len() % block, 0, "{ty} row of {} elements", x.len());
+    assert_eq!(out.len(), x.len() / block * bytes, "{ty} output size");
+    if let Some(w) = qw {
+        assert_eq!(
+            w.len(),
+            x.len(),
+            "importance weights for a row of another length"
+        );
+    }
+    if simd::quantize_row_simd(backend, kernel, x, qw, out) {
+        return;
+    }
     for (ib, (xb, ob)) in x
-        .chunks_exact(SUPER_BLOCK)
-        .zip(out.chunks_exact_mut(BlockIq4Xs::BYTES))
+        .chunks_exact(block)
+        .zip(out.chunks_exact_mut(bytes))
         .enumerate()
     {
-        let qwb = qw.map(|w| &w[ib * SUPER_BLOCK..(ib + 1) * SUPER_BLOCK]);
-        quantize_block_iq4_xs(xb, qwb).write(ob);
+        let qwb = qw.map(|w| &w[ib * block..(ib + 1) * block]);
+        match kernel {
+            simd::Kernel::Nl => quantize_block_iq4_nl(xb, qwb).write(ob),
+            simd::Kernel::Xs => quantize_block_iq4_xs(xb, qwb).write(ob),
+        }
     }
 }
 

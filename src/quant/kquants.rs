@@ -24,7 +24,7 @@ use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
 
-mod simd;
+pub(crate) mod simd;
 
 pub use simd::{available_backends, best_backend, Backend};
 

@@ -18,7 +18,7 @@
 #![allow(clippy::needless_range_loop)]
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 /// Which kernel family a call should use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ mod imatrix_files;
 mod iq1_golden;
 mod iq2_golden;
 mod iq3_golden;
+mod iq4_simd;
 mod kquant_golden;
 mod kquant_roundtrip;
 mod kquant_simd;
