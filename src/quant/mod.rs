@@ -9,8 +9,10 @@ pub mod kquants;
 pub mod legacy;
 pub mod rules;
 pub mod search;
+pub mod size_allocation;
 pub mod ternary;
 pub mod validate;
+pub mod weighted_error;
 
 pub use crate::ggml::{FileType, GgmlType};
 
