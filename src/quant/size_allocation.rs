@@ -386,22 +386,27 @@ mod tests {
             // A heuristic: never below the optimum, and close to it.
             assert!(got.error >= want - 1e-9);
             assert!(got.error <= want * 1.5 + 10.0, "{} vs {want}", got.error);
-            exact += (got.error - want).abs() < 1e-9;
+            exact += usize::from((got.error - want).abs() < 1e-9);
         }
         assert!(exact >= 270, "optimal in {exact} of 300 cases");
     }
 
     #[test]
     fn a_feasible_start_is_never_made_worse() {
-        // The hull path alone lands on a worse point than the given start.
+        // The hull path alone ends at error 10 (item 1's middle option is off its hull);
+        // the start, at the budget exactly, has 6.
         let items = vec![
             vec![c(1, 10.0), c(6, 0.0)],
             vec![c(1, 10.0), c(3, 6.0), c(5, 0.0)],
         ];
+        let path = lagrangian_path(&items, 9, &[0, 0]);
+        assert_eq!(total(&items, &path).1, 10.0);
         let start = vec![1, 1];
-        let start_err = total(&items, &start).1;
-        let got = allocate(&items, 7, &[start]).unwrap();
-        assert!(got.error <= start_err);
-        assert!(got.bytes <= 7);
+        assert_eq!(total(&items, &start), (9, 6.0));
+        let got = allocate(&items, 9, &[start]).unwrap();
+        assert_eq!((got.bytes, got.error), (9, 6.0));
+        // An infeasible start is ignored, not used.
+        let got = allocate(&items, 8, &[vec![1, 2]]).unwrap();
+        assert!(got.bytes <= 8);
     }
 }

@@ -10,3 +10,4 @@ mod legacy_roundtrip;
 mod legacy_simd;
 mod mix_rules_golden;
 mod type_rules;
+mod target_size;
