@@ -123,10 +123,16 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "MB" => 1e6,
         "GB" => 1e9,
         "TB" => 1e12,
-        _ => return Err(bad("unknown unit (use bytes, K/M/G/T = 1024ⁿ, KB/MB/GB/TB = 1000ⁿ)")),
+        _ => {
+            return Err(bad(
+                "unknown unit (use bytes, K/M/G/T = 1024ⁿ, KB/MB/GB/TB = 1000ⁿ)",
+            ))
+        }
     };
     if unit.is_empty() {
-        return num.parse::<u64>().map_err(|_| bad("not a whole number of bytes"));
+        return num
+            .parse::<u64>()
+            .map_err(|_| bad("not a whole number of bytes"));
     }
     let v: f64 = num.parse().map_err(|_| bad("not a number"))?;
     let bytes = (v * scale).floor();
@@ -457,7 +463,11 @@ pub fn plan_to_size(
             detail,
         }
     })?;
-    let tied = !planned.plan.tensors.iter().any(|p| p.name == "output.weight");
+    let tied = !planned
+        .plan
+        .tensors
+        .iter()
+        .any(|p| p.name == "output.weight");
     let means = mean_entries(job);
     let has_imatrix = job
         .imatrix
@@ -600,13 +610,15 @@ pub fn plan_to_size(
     // Allocate.
     let searched_min = minimum_bytes(&items).unwrap_or(0);
     let minimum = header_bytes + fixed_bytes + searched_min;
-    let too_small = || PipelineError::TargetTooSmall {
+    let too_small = || {
+        PipelineError::TargetTooSmall {
         source_name: src_name.clone(),
         target: target_bytes,
         minimum,
         why: format!(
             "header {header_bytes}, fixed tensors {fixed_bytes}, searched tensors at their smallest types {searched_min}"
         ),
+    }
     };
     let budget = target_bytes
         .checked_sub(header_bytes + fixed_bytes)

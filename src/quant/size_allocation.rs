@@ -101,9 +101,10 @@ fn convex_hull(opts: &[Choice]) -> Vec<usize> {
 }
 
 fn total(items: &[Vec<Choice>], picks: &[usize]) -> (u64, f64) {
-    picks.iter().zip(items).fold((0, 0.0), |(b, e), (&p, o)| {
-        (b + o[p].bytes, e + o[p].error)
-    })
+    picks
+        .iter()
+        .zip(items)
+        .fold((0, 0.0), |(b, e), (&p, o)| (b + o[p].bytes, e + o[p].error))
 }
 
 /// Step 1: walk the hulls from the smallest options, best marginal error per byte first.

@@ -71,7 +71,9 @@ mod tests {
 
     #[test]
     fn exact_types_have_no_error_and_coarse_ones_some() {
-        let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
         let mut s = ErrorScratch::default();
         let f32_err = quantization_error(GgmlType::F32, &x, None, None, &mut s).unwrap();
         assert_eq!(f32_err, 0.0);

@@ -9,5 +9,5 @@ mod legacy_golden;
 mod legacy_roundtrip;
 mod legacy_simd;
 mod mix_rules_golden;
-mod type_rules;
 mod target_size;
+mod type_rules;

@@ -135,10 +135,7 @@ fn file_errors(
         let q_row = t.ty.row_size(t.ne[0]).unwrap() as usize;
         let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
         let mut sum = 0f64;
-        for (sr, qr) in src
-            .chunks(src_row)
-            .zip(f.tensor_data(t).chunks(q_row))
-        {
+        for (sr, qr) in src.chunks(src_row).zip(f.tensor_data(t).chunks(q_row)) {
             quant::dequantize_rows(s.ty, sr, &mut a).unwrap();
             quant::dequantize_rows(t.ty, qr, &mut b).unwrap();
             sum += weighted_error::squared_sums(&a, &b, w.as_deref()).0;
@@ -347,7 +344,10 @@ fn the_json_report_describes_the_file() {
             assert_eq!(j["type"], j["baseline_type"]);
         }
     }
-    assert_eq!(json["header_bytes"].as_u64().unwrap() + data_bytes, file_len(&out));
+    assert_eq!(
+        json["header_bytes"].as_u64().unwrap() + data_bytes,
+        file_len(&out)
+    );
     // Norms stay F32; the tied output head never drops below the baseline's Q6_K.
     let norm = tensors
         .iter()
