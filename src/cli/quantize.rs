@@ -86,6 +86,10 @@ pub struct QuantOptions {
     /// (rows sampled evenly; the file itself is always quantized whole).
     #[arg(long, default_value_t = DEFAULT_SAMPLE_ELEMENTS)]
     target_sample: usize,
+    /// With --target-size/--target-bpw: search only these types (comma-separated, e.g.
+    /// q4_k,q5_k,q6_k,q8_0); protections still apply.
+    #[arg(long, value_delimiter = ',')]
+    target_types: Vec<String>,
     /// Refine a size-targeted allocation by KL divergence on TEXT (not supported yet).
     #[arg(long, value_name = "TEXT")]
     calibrate: Option<PathBuf>,
@@ -193,9 +197,19 @@ impl QuantOptions {
             (None, Some(b)) => SizeGoal::Bpw(b),
             (None, None) => return Ok(None),
         };
+        let candidates = if self.target_types.is_empty() {
+            None
+        } else {
+            let mut v = Vec::new();
+            for t in &self.target_types {
+                v.push(parse_ggml_type(t).context("--target-types")?);
+            }
+            Some(v)
+        };
         Ok(Some(SizeTarget {
             goal,
             sample_elements: self.target_sample,
+            candidates,
         }))
     }
 

@@ -89,6 +89,9 @@ pub struct SizeTarget {
     pub goal: SizeGoal,
     /// Elements per tensor measured for each candidate type (at least one row).
     pub sample_elements: usize,
+    /// Only these candidate types (`None`: every type with a quantizer). Protections still
+    /// apply, and each tensor keeps only those its rows allow.
+    pub candidates: Option<Vec<GgmlType>>,
 }
 
 impl SizeTarget {
@@ -97,6 +100,7 @@ impl SizeTarget {
         SizeTarget {
             goal,
             sample_elements: DEFAULT_SAMPLE_ELEMENTS,
+            candidates: None,
         }
     }
 }
@@ -180,7 +184,8 @@ pub struct TargetTensorReport {
     pub error: Option<f64>,
     /// Estimated error of the baseline type, where it was a candidate.
     pub baseline_error: Option<f64>,
-    /// Why the tensor was not searched, if it was not (`not quantized`, `user type`).
+    /// Why the tensor was not searched, if it was not (`not quantized`, `user type`, `no
+    /// allowed candidate`).
     pub fixed: Option<String>,
     /// The lowest bits per weight the search could give it (the output head's floor).
     pub min_bpw: Option<f64>,
@@ -475,6 +480,7 @@ pub fn plan_to_size(
         .is_some_and(|im| !im.weights.is_empty());
     let registry: Vec<GgmlType> = GgmlType::all()
         .filter(|&t| quant::quantizer(t).is_some() && !ACTIVATION_ONLY.contains(&t))
+        .filter(|t| target.candidates.as_ref().is_none_or(|c| c.contains(t)))
         .collect();
 
     // Measure.
@@ -534,11 +540,11 @@ pub fn plan_to_size(
             })
             .collect();
         if candidates.is_empty() {
-            return Err(PipelineError::tensor(
-                &src_name,
-                &p.name,
-                "no candidate type fits its rows",
-            ));
+            // Only possible with a candidate list (F32 fits every row): keep the baseline.
+            rep.fixed = Some("no allowed candidate".to_string());
+            fixed_bytes += baseline_sizes[i];
+            reports.push(rep);
+            continue;
         }
         let weights = if qw.is_some() {
             ErrorWeights {

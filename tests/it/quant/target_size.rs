@@ -46,6 +46,7 @@ fn exact(goal: SizeGoal) -> SizeTarget {
     SizeTarget {
         goal,
         sample_elements: usize::MAX,
+        candidates: None,
     }
 }
 
@@ -484,4 +485,73 @@ fn the_cli_prints_the_table_writes_the_report_and_refuses_calibrate() {
     );
     assert!(!refused.exists());
     assert!(!plan_report_path(&refused).exists());
+}
+
+#[test]
+fn sweep_adds_size_targeted_rows_beside_the_mixes() {
+    let dir = support::temp_dir("target-size-sweep");
+    let model = support::synthetic::llama_with_tiny_llama_vocab(&dir);
+    let text = dir.join("eval.txt");
+    std::fs::write(&text, support::synthetic::pseudo_text(300)).unwrap();
+    let out = dir.join("out");
+    support::qforge_ok(&[
+        "sweep",
+        model.to_str().unwrap(),
+        "--types",
+        "Q4_K_M",
+        "--target-bpw",
+        "4.5,6",
+        "--eval",
+        text.to_str().unwrap(),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(&names[1..], ["Q4_K_M", "Q4_K_M@4.5bpw", "Q4_K_M@6bpw"]);
+    for (row, bpw) in rows[2..].iter().zip([4.5, 6.0]) {
+        assert!(row["error"].is_null(), "{}", row["error"]);
+        assert!(row["bpw"].as_f64().unwrap() <= bpw);
+        assert!(row["bpw"].as_f64().unwrap() > bpw - 0.1);
+        assert!(row["kld"]["mean_kld"].as_f64().is_some());
+        let file = PathBuf::from(row["file"].as_str().unwrap());
+        assert!(plan_report_path(&file).exists());
+    }
+}
+
+#[test]
+fn a_candidate_list_limits_the_search_but_not_the_protections() {
+    let dir = support::temp_dir("target-size-candidates");
+    let source = tiny_llama();
+    let out = dir.join("k.gguf");
+    let allowed = [GgmlType::Q4_K, GgmlType::Q5_K];
+    let target = SizeTarget {
+        candidates: Some(allowed.to_vec()),
+        ..SizeTarget::new(SizeGoal::Bpw(5.0))
+    };
+    let (_, plan) = quantize_to_size(
+        &source,
+        &job(&out, FileType::Q4_K_M, Some(tiny_imatrix())),
+        &target,
+        &Backend::cpu(2),
+    )
+    .unwrap();
+    for t in &plan.tensors {
+        let ty = GgmlType::from_name(&t.ty).unwrap();
+        match t.fixed {
+            Some(_) => assert_eq!(t.ty, t.baseline_type),
+            // The output head's floor (Q6_K) leaves none of the allowed types: refused, or
+            // searched among what is left.
+            None => assert!(allowed.contains(&ty), "{} {}", t.name, t.ty),
+        }
+    }
+    assert_eq!(file_len(&out), plan.predicted_bytes);
 }
