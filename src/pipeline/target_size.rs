@@ -641,9 +641,8 @@ pub fn plan_to_size(
         let i = item_tensor[k];
         let ty = item_types[k][pick];
         let p = &mut planned.plan.tensors[i];
-        if ty != p.new_type {
-            p.fallback = false;
-        }
+        // The search chose this type for rows it fits; nothing fell back.
+        p.fallback = false;
         p.new_type = ty;
         p.quantize = ty != p.current_type;
         p.requires_imatrix = rules::tensor_requires_imatrix(&p.name, ty, ftype);
