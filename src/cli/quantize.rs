@@ -16,6 +16,10 @@ use qforge::gpu::DeviceSpec;
 use qforge::pipeline::quantize::{
     keep_split_path, parse_override, quantize, ImatrixInput, QuantizeJob, QuantizeReport,
 };
+use qforge::pipeline::target_size::{
+    parse_size, plan_report_path, quantize_to_size, SizeGoal, SizePlanReport, SizeTarget,
+    DEFAULT_SAMPLE_ELEMENTS,
+};
 use qforge::pipeline::Backend;
 use qforge::quant::rules::{
     parse_ggml_type, parse_prune_layers, parse_tensor_type, parse_tensor_type_file, TypeOptions,
@@ -70,6 +74,25 @@ pub struct QuantOptions {
     /// Re-check this share (0–1) of every tensor's GPU rows on the CPU; a mismatch is an error.
     #[arg(long, default_value_t = 0.0)]
     verify: f64,
+    /// Choose every tensor's type so the file holds at most this many bytes (plain bytes, or
+    /// K/M/G/T = 1024ⁿ, KB/MB/GB/TB = 1000ⁿ, e.g. 4.2G); TYPE is the baseline mix the search
+    /// starts from and names the file type. Writes OUTPUT.plan.json beside the output.
+    #[arg(long, conflicts_with = "target_bpw")]
+    target_size: Option<String>,
+    /// As --target-size, in bits per weight of the tensor data (the header comes on top).
+    #[arg(long)]
+    target_bpw: Option<f64>,
+    /// With --target-size/--target-bpw: elements per tensor measured for each candidate type
+    /// (rows sampled evenly; the file itself is always quantized whole).
+    #[arg(long, default_value_t = DEFAULT_SAMPLE_ELEMENTS)]
+    target_sample: usize,
+    /// With --target-size/--target-bpw: search only these types (comma-separated, e.g.
+    /// q4_k,q5_k,q6_k,q8_0); protections still apply.
+    #[arg(long, value_delimiter = ',')]
+    target_types: Vec<String>,
+    /// Refine a size-targeted allocation by KL divergence on TEXT (not supported yet).
+    #[arg(long, value_name = "TEXT")]
+    calibrate: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,6 +187,32 @@ impl QuantOptions {
         })
     }
 
+    /// `--target-size` / `--target-bpw`, parsed (`None` for an ordinary mix).
+    pub fn size_target(&self) -> Result<Option<SizeTarget>> {
+        if self.calibrate.is_some() {
+            bail!("--calibrate is not supported yet");
+        }
+        let goal = match (&self.target_size, self.target_bpw) {
+            (Some(s), _) => SizeGoal::Bytes(parse_size(s)?),
+            (None, Some(b)) => SizeGoal::Bpw(b),
+            (None, None) => return Ok(None),
+        };
+        let candidates = if self.target_types.is_empty() {
+            None
+        } else {
+            let mut v = Vec::new();
+            for t in &self.target_types {
+                v.push(parse_ggml_type(t).context("--target-types")?);
+            }
+            Some(v)
+        };
+        Ok(Some(SizeTarget {
+            goal,
+            sample_elements: self.target_sample,
+            candidates,
+        }))
+    }
+
     /// `--dry-run`: nothing is written.
     pub fn dry_run(&self) -> bool {
         self.dry_run
@@ -203,6 +252,7 @@ impl QuantOptions {
         output: PathBuf,
         backend: &Backend,
     ) -> Result<()> {
+        let size_target = self.size_target()?;
         let job = self.job(target, output.clone())?;
         eprintln!(
             "qforge: quantizing {} → {} on {}",
@@ -210,8 +260,24 @@ impl QuantOptions {
             output.display(),
             backend.describe()
         );
-        let report = quantize(source, &job, backend)?;
-        print_report(&report, self.dry_run, &output);
+        match size_target {
+            None => {
+                let report = quantize(source, &job, backend)?;
+                print_report(&report, self.dry_run, &output, true);
+            }
+            Some(t) => {
+                eprintln!(
+                    "qforge: measuring every candidate type of every tensor for a {} target",
+                    t.goal.describe()
+                );
+                let (report, plan) = quantize_to_size(source, &job, &t, backend)?;
+                print_size_plan(&plan);
+                print_report(&report, self.dry_run, &output, false);
+                if !self.dry_run {
+                    println!("plan report: {}", plan_report_path(&output).display());
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -285,8 +351,50 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     a.opts.run(&source, target, output, threads)
 }
 
-fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path) {
-    for t in &r.tensors {
+/// The size-targeted plan as a table: type per tensor, bytes, estimated error; then the sizes.
+pub fn print_size_plan(p: &SizePlanReport) {
+    println!(
+        "{:<40} {:>8} {:>8} {:>12} {:>12} {:>12}",
+        "tensor", "baseline", "type", "bytes", "est. error", "baseline err"
+    );
+    let e = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.5e}"));
+    for t in &p.tensors {
+        println!(
+            "{:<40} {:>8} {:>8} {:>12} {:>12} {:>12}{}",
+            t.name,
+            t.baseline_type,
+            t.ty,
+            t.bytes,
+            e(t.error),
+            e(t.baseline_error),
+            t.fixed
+                .as_deref()
+                .map_or_else(String::new, |f| format!("  ({f})"))
+        );
+    }
+    println!(
+        "target: {} = {} bytes; predicted {} bytes ({:.4} BPW), achieved {}; baseline {} is {} bytes",
+        p.goal,
+        p.target_bytes,
+        p.predicted_bytes,
+        p.bpw,
+        p.achieved_bytes
+            .map_or_else(|| "- (dry run)".to_string(), |b| format!("{b} bytes")),
+        p.baseline,
+        p.baseline_bytes
+    );
+    println!(
+        "estimated error: {:.6e} (baseline {}){}; measured in {:.1} s; {}",
+        p.estimated_error,
+        e(p.baseline_error),
+        if p.imatrix { ", imatrix-weighted" } else { "" },
+        p.measure_seconds,
+        p.method
+    );
+}
+
+fn print_report(r: &QuantizeReport, dry_run: bool, output: &Path, per_tensor: bool) {
+    for t in r.tensors.iter().filter(|_| per_tensor) {
         let shape: Vec<String> = t.ne.iter().map(|d| d.to_string()).collect();
         println!(
             "{:<40} [{:>16}] {:>7} → {:<7} {:>10.3} MiB → {:>10.3} MiB{}",

@@ -21,9 +21,17 @@ pub struct SweepArgs {
     /// The unquantized model: a GGUF file (F32/F16/BF16) or a Hugging Face directory, local or
     /// on the Hub (ORG/NAME[@REV], hf://ORG/NAME[@REV]/FILE.gguf).
     model: PathBuf,
-    /// Comma-separated llama-quantize types (Q2_K,Q3_K_M,Q4_K_M,Q8_0,…).
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Comma-separated llama-quantize types (Q2_K,Q3_K_M,Q4_K_M,Q8_0,…); TYPE@Bbpw is a
+    /// size-targeted file (as --target-bpw) with TYPE as its baseline.
+    #[arg(long, value_delimiter = ',', required_unless_present = "target_bpw")]
     types: Vec<String>,
+    /// Also size-targeted files of these bits per weight (comma-separated), beside the fixed
+    /// mixes: each is `quantize --target-bpw B` with --target-baseline as TYPE.
+    #[arg(long, value_delimiter = ',')]
+    target_bpw: Vec<f64>,
+    /// The baseline mix of the --target-bpw rows.
+    #[arg(long, default_value = "Q4_K_M")]
+    target_baseline: String,
     /// Importance matrix used for every quantization (GGUF or .dat).
     #[arg(long)]
     imatrix: Option<PathBuf>,
@@ -51,6 +59,12 @@ pub struct SweepArgs {
 }
 
 pub fn run(mut a: SweepArgs) -> Result<()> {
+    for b in std::mem::take(&mut a.target_bpw) {
+        if !(b.is_finite() && b > 0.0) {
+            bail!("--target-bpw {b}: must be a positive number");
+        }
+        a.types.push(format!("{}@{b}bpw", a.target_baseline));
+    }
     let local = super::pull::local_model(&a.model)?;
     a.model = local.path.clone();
     if !a.model.exists() {

@@ -28,6 +28,7 @@ use crate::formats::{GgufSource, TensorSource};
 use crate::ggml::ftype::QuantTarget;
 use crate::gpu::DeviceSpec;
 use crate::pipeline::quantize::{quantize, ImatrixInput, QuantizeJob};
+use crate::pipeline::target_size::{quantize_to_size, SizeGoal, SizeTarget};
 use crate::pipeline::{Backend, DeviceChoice};
 use crate::quant::rules::TypeOptions;
 use crate::runtime::error::error_chain_text;
@@ -38,7 +39,9 @@ use crate::runtime::forward::{LlamaModel, LoadOptions};
 pub struct SweepOptions {
     /// The unquantized model (F32/F16/BF16 GGUF) — the reference for KL divergence.
     pub model: PathBuf,
-    /// ftype names as llama-quantize takes them (Q4_K_M, Q8_0, IQ4_XS, …).
+    /// ftype names as llama-quantize takes them (Q4_K_M, Q8_0, IQ4_XS, …), or `TYPE@Bbpw`
+    /// (`Q4_K_M@4.5bpw`): a size-targeted file of B bits per weight with TYPE as its baseline
+    /// (`pipeline::target_size`).
     pub types: Vec<String>,
     /// Where the quantized files and the reports go (created if missing).
     pub out_dir: PathBuf,
@@ -333,13 +336,33 @@ fn measure_one(
     base: &ScoredLogits,
     row: &mut SweepRow,
 ) -> Result<()> {
-    let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(&row.name) else {
-        return Err(EvalError::UnknownType {
-            name: row.name.clone(),
-        });
+    let unknown = || EvalError::UnknownType {
+        name: row.name.clone(),
     };
-    row.name = ftype.name().to_string();
-    let out = opts.out_dir.join(format!("{stem}.{}.gguf", ftype.name()));
+    // `TYPE@Bbpw`: a size-targeted file with TYPE as its baseline.
+    let (type_name, bpw) = match row.name.split_once('@') {
+        Some((t, b)) => {
+            let bpw: f64 = b
+                .strip_suffix("bpw")
+                .and_then(|b| b.parse().ok())
+                .filter(|b: &f64| b.is_finite() && *b > 0.0)
+                .ok_or_else(unknown)?;
+            (t, Some(bpw))
+        }
+        None => (row.name.as_str(), None),
+    };
+    let Some(QuantTarget::Mix(ftype)) = QuantTarget::parse(type_name) else {
+        return Err(unknown());
+    };
+    let (label, file_label) = match bpw {
+        Some(b) => (
+            format!("{}@{b}bpw", ftype.name()),
+            format!("{}-{b}bpw", ftype.name()),
+        ),
+        None => (ftype.name().to_string(), ftype.name().to_string()),
+    };
+    row.name = label;
+    let out = opts.out_dir.join(format!("{stem}.{file_label}.gguf"));
     let job = QuantizeJob {
         output: out.clone(),
         target: QuantTarget::Mix(ftype),
@@ -348,7 +371,13 @@ fn measure_one(
         imatrix: imatrix_input.cloned(),
         overrides: Vec::new(),
     };
-    let q = quantize(source.tensor_source(), &job, backend)?;
+    let q = match bpw {
+        None => quantize(source.tensor_source(), &job, backend)?,
+        Some(b) => {
+            let target = SizeTarget::new(SizeGoal::Bpw(b));
+            quantize_to_size(source.tensor_source(), &job, &target, backend)?.0
+        }
+    };
     row.quantize_seconds = q.seconds;
     row.bpw = q.bytes_out as f64 * 8.0 / q.n_elements as f64;
     row.file_bytes = std::fs::metadata(&out)

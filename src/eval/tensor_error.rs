@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::formats::gguf::GgufFile;
 use crate::formats::tensor_source::TensorSource;
-use crate::quant::{self, GgmlType, QuantError};
+use crate::quant::{self, weighted_error, GgmlType, QuantError};
 
 /// One tensor's quantization error.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -55,14 +55,7 @@ fn squared_sums(
             |(a, b), (s, d)| {
                 quant::dequantize_rows(src_ty, s, a)?;
                 quant::dequantize_rows(q_ty, d, b)?;
-                let mut num = 0f64;
-                let mut den = 0f64;
-                for (x, y) in a.iter().zip(b.iter()) {
-                    let (x, y) = (*x as f64, *y as f64);
-                    num += (y - x) * (y - x);
-                    den += x * x;
-                }
-                Ok((num, den))
+                Ok(weighted_error::squared_sums(a, b, None))
             },
         )
         .collect();

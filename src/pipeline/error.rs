@@ -140,6 +140,33 @@ pub enum PipelineError {
         /// The output type.
         ty: String,
     },
+    /// A `--target-size` / `--target-bpw` no file of this model can meet (below the smallest
+    /// file the candidate types and protections allow).
+    #[error("{source_name}: the target of {target} bytes is below the smallest file possible ({minimum} bytes: {why})")]
+    TargetTooSmall {
+        /// The input.
+        source_name: String,
+        /// The target, in bytes of the whole file.
+        target: u64,
+        /// The smallest file possible, in bytes.
+        minimum: u64,
+        /// What the minimum is made of.
+        why: String,
+    },
+    /// A size target that cannot be used as given (malformed, or with options it contradicts).
+    #[error("{what}")]
+    TargetSize {
+        /// What is wrong.
+        what: String,
+    },
+    /// The size-targeted plan could not be written beside the output.
+    #[error("writing the plan report {}: {source}", path.display())]
+    WritePlan {
+        /// The report's path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Under a strict `--device`, the model could not be placed on the GPU.
     #[error("loading the model on the GPU")]
     GpuModel {

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod error;
 pub mod override_check;
 pub mod quantize;
+pub mod target_size;
 
 pub use backend::Backend;
 pub use device_choice::DeviceChoice;

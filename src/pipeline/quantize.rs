@@ -214,6 +214,25 @@ pub fn quantize(
     backend: &Backend,
 ) -> Result<QuantizeReport> {
     let start = Instant::now();
+    let planned = plan_job(source, job)?;
+    write_planned(source, job, backend, &planned, start)
+}
+
+/// A job's plan before anything is written: the rules' type per tensor (in output order) and
+/// the output metadata, whose encoded size does not depend on the tensor types.
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedJob {
+    /// The source as error messages name it.
+    pub src_name: String,
+    /// llama-quantize's plan (types may be replaced before writing).
+    pub plan: rules::QuantPlan,
+    /// The output's keys, in llama-quantize's order.
+    pub metadata: Metadata,
+}
+
+/// Read the model's hyper-parameters, plan every tensor's type with llama-quantize's rules and
+/// build the output metadata; nothing is read but the header, nothing is written.
+pub(crate) fn plan_job(source: &dyn TensorSource, job: &QuantizeJob) -> Result<PlannedJob> {
     let src_name = source.describe();
     let tensors = source.tensors();
     let model =
@@ -239,19 +258,63 @@ pub fn quantize(
         source_name: src_name.clone(),
         detail,
     })?;
-    let plan = &full_plan.tensors;
 
     let file_type = match job.target {
         QuantTarget::Mix(f) => f.id(),
         QuantTarget::Copy => {
-            let order: Vec<usize> = plan.iter().map(|p| p.source_index).collect();
+            let order: Vec<usize> = full_plan.tensors.iter().map(|p| p.source_index).collect();
             input_file_type(source, &order)
         }
     };
     override_check::check_against_source(&src_name, source.metadata(), &job.overrides)?;
     let metadata = output_metadata(source, job, file_type, full_plan.block_count, &model.arch);
+    Ok(PlannedJob {
+        src_name,
+        plan: full_plan,
+        metadata,
+    })
+}
 
-    // Every refusal happens before the output file exists.
+/// The imatrix entry of a planned tensor, if the job has one of the right length. An entry of
+/// the wrong length is an error, except for token embeddings (llama-quantize ignores those).
+pub(crate) fn imatrix_row<'a>(
+    src_name: &str,
+    job: &'a QuantizeJob,
+    p: &rules::TensorPlan,
+) -> Result<Option<&'a [f32]>> {
+    let Some(im) = &job.imatrix else {
+        return Ok(None);
+    };
+    let Some(w) = im.weights.get(&p.imatrix_name) else {
+        return Ok(None);
+    };
+    let expect = p.ne[0] * p.ne.get(2).copied().unwrap_or(1);
+    if w.len() as u64 == expect {
+        Ok(Some(w.as_slice()))
+    } else if rules::is_token_embd(&p.name) {
+        Ok(None)
+    } else {
+        Err(PipelineError::tensor(
+            src_name,
+            &p.name,
+            format!(
+                "imatrix entry has {} values, the tensor needs {expect}",
+                w.len()
+            ),
+        ))
+    }
+}
+
+/// Check a plan the way every refusal must happen before the output file exists, and return
+/// the imatrix rows each tensor is quantized with.
+fn check_plan<'a>(
+    source: &dyn TensorSource,
+    job: &'a QuantizeJob,
+    planned: &PlannedJob,
+) -> Result<Vec<Option<&'a [f32]>>> {
+    let src_name = &planned.src_name;
+    let tensors = source.tensors();
+    let plan = &planned.plan.tensors;
     let mut imatrix_rows: Vec<Option<&[f32]>> = Vec::with_capacity(plan.len());
     for p in plan {
         let t = &tensors[p.source_index];
@@ -259,7 +322,7 @@ pub fn quantize(
         if p.quantize {
             if t.ty.is_quantized() && !job.allow_requantize {
                 return Err(PipelineError::tensor(
-                    &src_name,
+                    src_name,
                     &t.name,
                     format!(
                         "requantizing from type {} is disabled (use --allow-requantize)",
@@ -269,41 +332,25 @@ pub fn quantize(
             }
             if quant::quantizer(p.new_type).is_none() {
                 return Err(PipelineError::tensor(
-                    &src_name,
+                    src_name,
                     &p.name,
                     format!("quantizing to {} is not supported yet", p.new_type),
                 ));
             }
             if t.ty != GgmlType::F32 && quant::dequantizer(t.ty).is_none() {
                 return Err(PipelineError::tensor(
-                    &src_name,
+                    src_name,
                     &t.name,
                     format!("reading {} tensors is not supported yet", t.ty),
                 ));
             }
-            if let Some(im) = &job.imatrix {
-                if let Some(w) = im.weights.get(&p.imatrix_name) {
-                    let expect = t.ne[0] * t.ne.get(2).copied().unwrap_or(1);
-                    if w.len() as u64 == expect {
-                        qw = Some(w.as_slice());
-                    } else if !rules::is_token_embd(&p.name) {
-                        return Err(PipelineError::tensor(
-                            &src_name,
-                            &p.name,
-                            format!(
-                                "imatrix entry has {} values, the tensor needs {expect}",
-                                w.len()
-                            ),
-                        ));
-                    }
-                }
-            }
+            qw = imatrix_row(src_name, job, p)?;
             // llama-quantize asks for an imatrix by its rules; IQ2_XXS/IQ2_XS/IQ1_S cannot run
             // without one wherever they are used (llama.cpp aborts on, e.g., token_embd forced
             // to them).
             if qw.is_none() && (p.requires_imatrix || quant::needs_weights(p.new_type)) {
                 return Err(PipelineError::tensor(
-                    &src_name,
+                    src_name,
                     &p.name,
                     format!(
                         "quantizing to {} requires an importance matrix (--imatrix)",
@@ -327,6 +374,42 @@ pub fn quantize(
             });
         }
     }
+    Ok(imatrix_rows)
+}
+
+/// The tensor infos of a plan as the writer takes them (name, type, shape), in file order.
+pub(crate) fn planned_infos(
+    source: &dyn TensorSource,
+    plan: &rules::QuantPlan,
+) -> Vec<(String, GgmlType, Vec<u64>)> {
+    let tensors = source.tensors();
+    plan.tensors
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.new_type,
+                trim_dims(&tensors[p.source_index].ne),
+            )
+        })
+        .collect()
+}
+
+/// Check `planned`, then (unless a dry run) quantize and write it. `start` is when the job
+/// began (for the report's wall time).
+pub(crate) fn write_planned(
+    source: &dyn TensorSource,
+    job: &QuantizeJob,
+    backend: &Backend,
+    planned: &PlannedJob,
+    start: Instant,
+) -> Result<QuantizeReport> {
+    let src_name = planned.src_name.clone();
+    let tensors = source.tensors();
+    let full_plan = &planned.plan;
+    let plan = &full_plan.tensors;
+    let metadata = &planned.metadata;
+    let imatrix_rows = check_plan(source, job, planned)?;
 
     let mut report = QuantizeReport {
         n_fallback: full_plan.n_fallback,
@@ -357,17 +440,8 @@ pub fn quantize(
 
     // llama-quantize writes each tensor's ggml dimension count, which drops trailing 1s: the
     // converter's [n_embd, 1] shared-expert gate comes out 1-D.
-    let infos: Vec<(String, GgmlType, Vec<u64>)> = plan
-        .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                p.new_type,
-                trim_dims(&tensors[p.source_index].ne),
-            )
-        })
-        .collect();
-    let mut writer = GgufWriter::create(&job.output, &metadata, &infos)?;
+    let infos = planned_infos(source, full_plan);
+    let mut writer = GgufWriter::create(&job.output, metadata, &infos)?;
     for (i, p) in plan.iter().enumerate() {
         let t = &tensors[p.source_index];
         let data =

@@ -16,8 +16,10 @@ pub mod nvfp4;
 pub mod q1_q2;
 pub mod rules;
 pub mod search;
+pub mod size_allocation;
 pub mod ternary;
 pub mod validate;
+pub mod weighted_error;
 
 pub use crate::ggml::{FileType, GgmlType};
 

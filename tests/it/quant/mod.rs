@@ -15,4 +15,5 @@ mod legacy_simd;
 mod mix_rules_golden;
 mod nvfp4_read;
 mod q1_q2_mxfp4_golden;
+mod target_size;
 mod type_rules;
