@@ -128,7 +128,7 @@ fn reference_hashes_with_and_without_imatrix() {
         let quantize = quant::quantizer(ty).unwrap();
         for t in &input.tensors {
             let ne0 = t.ne[0] as usize;
-            if t.ne.len() < 2 || ne0 % 256 != 0 {
+            if t.ne.len() < 2 || !ne0.is_multiple_of(256) {
                 continue;
             }
             let x = support::quant_data::f32s(input.tensor_data(t));
