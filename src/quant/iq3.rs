@@ -453,8 +453,8 @@ pub fn quantize_block_iq3_xxs(x: &[f32], qw: Option<&[f32]>) -> BlockIq3Xxs {
     let d = max_scale / 31.0;
     blk.d = f32_to_f16(d * FUDGE_XXS);
     let id = 1.0 / d;
-    for ib in 0..N_SUB {
-        blk.scales_and_signs[ib] |= (scale_code(id, scales[ib]) as u32) << 28;
+    for (word, &scale) in blk.scales_and_signs.iter_mut().zip(&scales) {
+        *word |= (scale_code(id, scale) as u32) << 28;
     }
     blk
 }

@@ -298,19 +298,23 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_totals() {
-        // llama.cpp allocates num_neighbors + num_not_in_map entries; ours holds the lists only.
-        assert_eq!(
-            4096 - 256,
-            (0..N_TUPLES)
-                .filter(|&u| matches!(grid_256().cell(u), Cell::Off(_)))
-                .count()
-        );
-        assert_eq!(
-            4096 - 512,
-            (0..N_TUPLES)
-                .filter(|&u| matches!(grid_512().cell(u), Cell::Off(_)))
-                .count()
-        );
+    fn neighbour_list_sizes() {
+        // Pinned: what an independent script applying iq3xs_init_impl's rule found (and what
+        // the golden tests exercise): 3840 off-grid tuples with 18985 neighbours, the longest
+        // list 36 (IQ3_XXS); 3584 with 24733, the longest 38 (IQ3_S).
+        for (grid, n_off, total, longest) in
+            [(grid_256(), 3840, 18985, 36), (grid_512(), 3584, 24733, 38)]
+        {
+            let lens: Vec<usize> = (0..N_TUPLES)
+                .filter_map(|u| match grid.cell(u) {
+                    Cell::Off(list) => Some(list.len()),
+                    Cell::OnGrid(_) => None,
+                })
+                .collect();
+            assert_eq!(lens.len(), n_off);
+            assert_eq!(grid.n_neighbours(), total);
+            assert_eq!(lens.iter().sum::<usize>(), total);
+            assert_eq!(*lens.iter().max().unwrap(), longest);
+        }
     }
 }

@@ -2,7 +2,9 @@
 """Per-tensor sha256 of llama.cpp's IQ3_XXS / IQ3_S quantizers (through harness.c) on every
 tensor of golden/tensors.f32.gguf whose rows are whole super-blocks, without an imatrix (the path
 llama-quantize takes for IQ3_S/IQ3_M/IQ3_XS mixes run without one), and with golden/imatrix.gguf
-(a check that the harness reproduces golden/pure-imatrix/ byte for byte). See README.md."""
+(a check that the harness reproduces golden/pure-imatrix/ byte for byte); and the sha256 of the
+f32 values llama.cpp's dequantizer gives for each IQ3 tensor of golden/pure-imatrix/. See
+README.md."""
 import array, hashlib, json, os, struct, subprocess, sys, tempfile
 
 def read_gguf(path):
@@ -67,6 +69,16 @@ def main():
                     gne, gty, goff = gold[name]
                     assert gb[goff:goff + len(q)] == q, f'{gname} {name}: harness differs from llama-quantize'
                 result[key][name] = hashlib.sha256(q).hexdigest()
+        key = gname + ' dequantized'
+        result[key] = {}
+        for name in order:
+            gne, gty, goff = gold[name]
+            if gty != (18 if ty == 'xxs' else 21): continue
+            n_bytes = gne[0] * gne[1] // 256 * (98 if ty == 'xxs' else 110)
+            qp = os.path.join(tmp, 'q.bin'); open(qp, 'wb').write(gb[goff:goff + n_bytes])
+            yp = os.path.join(tmp, 'y.f32')
+            subprocess.run([harness, 'dequant', ty, qp, yp], check=True)
+            result[key][name] = hashlib.sha256(open(yp, 'rb').read()).hexdigest()
     json.dump(result, open(out_path, 'w'), indent=1, sort_keys=True)
     open(out_path, 'a').write('\n')
 

@@ -2,7 +2,8 @@
 //! golden/pure-imatrix/{IQ3_XXS,IQ3_S}.gguf, quantized row by row from tensors.f32.gguf with
 //! golden/imatrix.gguf; and both types without an imatrix (and with) against the per-tensor
 //! hashes of llama.cpp's own quantizer in tests/data/iq3-reference/ (its README says how they
-//! were made). Dequantizing the golden bytes gives back values near the input.
+//! were made). Dequantizing the golden bytes gives llama.cpp's values (hashes there too), near
+//! the input.
 
 use crate::support;
 use crate::support::quant_data::{golden_cases, open, GoldenCase};
@@ -128,7 +129,7 @@ fn reference_hashes_with_and_without_imatrix() {
         let quantize = quant::quantizer(ty).unwrap();
         for t in &input.tensors {
             let ne0 = t.ne[0] as usize;
-            if t.ne.len() < 2 || ne0 % 256 != 0 {
+            if t.ne.len() < 2 || !ne0.is_multiple_of(256) {
                 continue;
             }
             let x = support::quant_data::f32s(input.tensor_data(t));
@@ -153,4 +154,29 @@ fn reference_hashes_with_and_without_imatrix() {
     }
     assert!(failures.is_empty(), "differ from llama.cpp: {failures:?}");
     assert_eq!(compared, 4 * 13);
+}
+
+/// Dequantizing every IQ3 tensor of the pure-imatrix goldens gives the f32 bits llama.cpp's
+/// dequantize_row_iq3_xxs / _s give (tests/data/iq3-reference/no-imatrix.json).
+#[test]
+fn golden_bytes_dequantize_as_llama_cpp() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/iq3-reference/no-imatrix.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for ty in [GgmlType::IQ3_XXS, GgmlType::IQ3_S] {
+        let want = m[format!("{ty} dequantized")].as_object().unwrap();
+        let cases = golden_cases(&format!("pure-imatrix/{ty}.gguf"), ty);
+        assert_eq!(cases.len(), want.len(), "{ty}");
+        for c in &cases {
+            let mut y = vec![0f32; c.x.len()];
+            quant::dequantize_rows(ty, &c.want, &mut y).unwrap();
+            let bytes: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert_eq!(
+                support::sha256_hex(&bytes),
+                want[&c.name].as_str().unwrap(),
+                "{ty} {}",
+                c.name
+            );
+        }
+    }
 }
