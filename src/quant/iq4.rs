@@ -14,7 +14,6 @@
 //! [`quantize_row_with`] picks one explicitly.
 
 use super::kquants::{best_backend, Backend};
-use super::legacy::c_float_to_i32;
 use super::{
     f16_to_f32, f32_to_f16, nearest_int, read_u16, GgmlType, RowDequantizer, RowQuantizer,
 };
