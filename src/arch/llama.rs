@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    ArchError, Architecture, Block, ConfigDefault, Ffn, GeneratedTensor, Hparams, Norm, Rope,
-    VocabStyle,
+    ArchError, Architecture, Block, ConfigDefault, ConvertQuirks, Ffn, GeneratedTensor, Hparams,
+    Norm, Rope, VocabStyle,
 };
 use crate::formats::gguf_kv::KvList;
 
@@ -30,6 +30,7 @@ pub const LLAMA: Architecture = Architecture {
         qk_norm: false,
         ffn: Ffn::SwiGlu,
     }),
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.LLAMA]` (gguf-py constants.py).

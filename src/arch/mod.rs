@@ -9,7 +9,10 @@
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
 pub mod config;
+pub mod gemma2;
+pub mod gemma3;
 pub mod llama;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod tensor_kinds;
@@ -51,6 +54,14 @@ pub enum VocabStyle {
     Llama,
     /// `Qwen2Model.set_vocab`: BPE from tokenizer.json, SentencePiece if `tokenizer.model`.
     Qwen2,
+    /// `Gemma2Model.set_vocab`: `_set_vocab_sentencepiece`, then `add_space_prefix = false`.
+    Gemma2,
+    /// `Gemma3Model.set_vocab`: as [`VocabStyle::Gemma2`] when `tokenizer.model` exists, else
+    /// byte-level BPE from tokenizer.json.
+    Gemma3,
+    /// `Phi3MiniModel.set_vocab`: its own SentencePiece reading (added tokens from
+    /// tokenizer_config.json and tokenizer.json), or GPT-2 BPE for a `GPT2Tokenizer` (Phi-4).
+    Phi3,
 }
 
 /// Tensors the converter computes rather than reads (`generate_extra_tensors`).
@@ -58,6 +69,9 @@ pub enum VocabStyle {
 pub enum GeneratedTensor {
     /// `rope_freqs.weight` for `rope_type: llama3` (Llama 3.1+), first in the file.
     Llama3RopeFreqs,
+    /// `rope_factors_long.weight` / `rope_factors_short.weight` of LongRoPE (Phi-3), first in
+    /// the file, with `rope.scaling.attn_factor` written as they are made.
+    LongRopeFactors,
 }
 
 /// Normalization of a block (what the runtime applies before attention and FFN).
@@ -134,10 +148,52 @@ pub struct Architecture {
     pub refuse_features: fn(&Path, &Hparams) -> Result<(), ArchError>,
     /// What the runtime executes per block; `None` when the runtime does not run the family.
     pub block: Option<Block>,
+    /// The converter's per-family tensor and parameter quirks beyond the common path.
+    pub quirks: ConvertQuirks,
+}
+
+/// A family's own `set_gguf_parameters` that replaces `TextModel.set_gguf_parameters`
+/// entirely (it writes `general.file_type`, given here, where the class writes it).
+pub type OwnParameters = fn(&Hparams, u32, &mut KvList) -> Result<(), ArchError>;
+
+/// What a family's converter class does differently from `TextModel` for tensors and
+/// parameters; [`ConvertQuirks::NONE`] for families that do nothing special.
+#[derive(Clone, Copy)]
+pub struct ConvertQuirks {
+    /// Checkpoint tensors whose name ends in `norm.weight` get 1 added (Gemma's RMSNorm scales
+    /// by `1 + weight`), computed as torch does: in f16 for F16 checkpoints, else in f32.
+    pub norm_plus_one: bool,
+    /// `lm_head.weight` is dropped (`filter_tensors` of Gemma2: the head is the embedding).
+    pub drops_lm_head: bool,
+    /// `embed_tokens` rows past the vocabulary's token count are dropped (Gemma3).
+    pub truncates_embedding: bool,
+    /// The class's `set_gguf_parameters` does not call `TextModel`'s: this writes them all.
+    pub own_parameters: Option<OwnParameters>,
+    /// `(model_type, text model_type)` of configs whose `text_config` the converter lifts to
+    /// the top level (`TextModel.__init__`): the text part takes the second type's defaults.
+    pub text_configs: &'static [(&'static str, &'static str)],
+}
+
+impl ConvertQuirks {
+    /// No quirks: the common `TextModel` path.
+    pub const NONE: ConvertQuirks = ConvertQuirks {
+        norm_plus_one: false,
+        drops_lm_head: false,
+        truncates_embedding: false,
+        own_parameters: None,
+        text_configs: &[],
+    };
 }
 
 /// Every registered family, in lookup order.
-pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3];
+pub const ARCHITECTURES: &[&Architecture] = &[
+    &llama::LLAMA,
+    &qwen2::QWEN2,
+    &qwen3::QWEN3,
+    &gemma2::GEMMA2,
+    &gemma3::GEMMA3,
+    &phi3::PHI3,
+];
 
 impl Architecture {
     /// The family that converts Hugging Face class `name` (`architectures[0]`).
@@ -169,6 +225,16 @@ pub fn config_defaults(model_type: &str) -> Option<&'static [ConfigDefault]> {
         .flat_map(|a| a.config_defaults.iter())
         .find(|(t, _)| *t == model_type)
         .map(|(_, d)| *d)
+}
+
+/// The text `model_type` whose defaults apply to the `text_config` of a `model_type` config,
+/// from whichever family declares it.
+pub fn text_config_model_type(model_type: &str) -> Option<&'static str> {
+    ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.quirks.text_configs.iter())
+        .find(|(t, _)| *t == model_type)
+        .map(|(_, inner)| *inner)
 }
 
 /// A hook for families with nothing to add or refuse.

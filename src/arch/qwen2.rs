@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, Ffn, Hparams, Norm, Rope,
-    VocabStyle,
+    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, ConvertQuirks, Ffn, Hparams,
+    Norm, Rope, VocabStyle,
 };
 
 /// The Qwen2 family.
@@ -29,6 +29,7 @@ pub const QWEN2: Architecture = Architecture {
         qk_norm: false,
         ffn: Ffn::SwiGlu,
     }),
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.QWEN2]` (gguf-py constants.py).

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::convert::synthetic_dense;
 use crate::formats::safetensors::{Dtype, SafetensorsError, SafetensorsWriter};
 use crate::quant::{f32_to_bf16, f32_to_f16};
 use crate::rng::Rng;
@@ -55,15 +56,27 @@ pub enum HfFlavor {
     /// `LlamaForCausalLM` with Llama 3.1 `rope_scaling` (`rope_type: llama3`), SentencePiece
     /// vocabulary.
     Llama3,
+    /// `Gemma2ForCausalLM` (see [`crate::convert::synthetic_dense`]).
+    Gemma2,
+    /// `Gemma3ForCausalLM`, text only.
+    Gemma3,
+    /// `Gemma3ForConditionalGeneration`: text under `text_config`, plus vision tensors.
+    Gemma3Mm,
+    /// `Phi3ForCausalLM`: fused `qkv_proj` / `gate_up_proj`, LongRoPE factors.
+    Phi3,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 4] = [
+    pub const ALL: [HfFlavor; 8] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
         HfFlavor::Llama3,
+        HfFlavor::Gemma2,
+        HfFlavor::Gemma3,
+        HfFlavor::Gemma3Mm,
+        HfFlavor::Phi3,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -73,6 +86,10 @@ impl HfFlavor {
             HfFlavor::Qwen2 => "qwen2",
             HfFlavor::Qwen3 => "qwen3",
             HfFlavor::Llama3 => "llama3",
+            HfFlavor::Gemma2 => "gemma2",
+            HfFlavor::Gemma3 => "gemma3",
+            HfFlavor::Gemma3Mm => "gemma3mm",
+            HfFlavor::Phi3 => "phi3",
         }
     }
 
@@ -119,6 +136,9 @@ pub struct SyntheticHf {
 impl SyntheticHf {
     /// The checkpoint each golden under tests/data/convert_arch/ was made from.
     pub fn preset(flavor: HfFlavor) -> SyntheticHf {
+        if let Some(m) = synthetic_dense::preset(flavor) {
+            return m;
+        }
         match flavor {
             HfFlavor::Mistral => SyntheticHf {
                 flavor,
@@ -172,6 +192,7 @@ impl SyntheticHf {
                 dtype: Dtype::BF16,
                 seed: 0x6c6c_3033,
             },
+            other => unreachable!("{other:?} has its preset in synthetic_dense"),
         }
     }
 
@@ -191,6 +212,9 @@ impl SyntheticHf {
 
     /// config.json, shaped like the family's published configs.
     pub fn config(&self) -> serde_json::Value {
+        if let Some(c) = synthetic_dense::config(self, self.torch_dtype()) {
+            return c;
+        }
         let mut c = json!({
             "hidden_act": "silu",
             "hidden_size": self.hidden,
@@ -270,6 +294,7 @@ impl SyntheticHf {
                 },
                 "rope_theta": 500000.0,
             }),
+            other => unreachable!("{other:?} has its config in synthetic_dense"),
         };
         let (serde_json::Value::Object(c_map), serde_json::Value::Object(e)) = (&mut c, extra)
         else {
@@ -300,6 +325,9 @@ impl SyntheticHf {
 
     /// Tensor names and PyTorch shapes, in the order a `save_pretrained` module walk gives.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        if let Some(v) = synthetic_dense::tensors(self) {
+            return v;
+        }
         let (h, q, kv) = (
             self.hidden,
             self.n_head * self.head_dim,
@@ -344,7 +372,8 @@ impl SyntheticHf {
     pub fn values(&self, index: usize, n: usize) -> Vec<f32> {
         const CHUNK: usize = 1 << 14;
         let name = &self.tensors()[index].0;
-        let is_norm = name.ends_with("norm.weight");
+        let is_norm =
+            name.ends_with("norm.weight") && !synthetic_dense::norms_are_offsets(self.flavor);
         let is_bias = name.ends_with(".bias");
         let seed = self.seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
         let mut out = vec![0f32; n];

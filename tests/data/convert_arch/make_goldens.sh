@@ -6,18 +6,20 @@
 #   LLAMA_CPP   llama.cpp checkout            (default /work/ref/llama.cpp)
 #   PYTHON      Python with its requirements  (default /work/ref/conv/bin/python)
 #   MANIFEST    gguf_manifest.py              (default ../shared/tools/gguf_manifest.py beside the checkout)
+#   QUANTIZE    llama-quantize of that commit (default /work/llama-build/bin/llama-quantize)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 LLAMA_CPP=${LLAMA_CPP:-/work/ref/llama.cpp}
 PYTHON=${PYTHON:-/work/ref/conv/bin/python}
 MANIFEST=${MANIFEST:-$repo/../shared/tools/gguf_manifest.py}
+QUANTIZE=${QUANTIZE:-/work/llama-build/bin/llama-quantize}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo run --release --manifest-path "$repo/Cargo.toml" --example write_fixtures -- \
     arch-checkpoints "$work"
-for arch in mistral qwen2 qwen3 llama3; do
+for arch in mistral qwen2 qwen3 llama3 gemma2 gemma3 gemma3mm phi3; do
     mkdir -p "$here/$arch"
     for outtype in f32 f16 bf16 q8_0; do
         out="$work/$arch.$outtype.gguf"
@@ -27,4 +29,13 @@ for arch in mistral qwen2 qwen3 llama3; do
         python3 "$MANIFEST" "$out" > "$here/$arch/$outtype.json"
         echo "$arch $outtype: $(stat -c %s "$out") bytes"
     done
+done
+# llama-quantize's Q4_K_M (2 threads) of the converter's f16 file, for the families whose
+# per-tensor rules differ from llama's.
+for arch in gemma2 gemma3 gemma3mm phi3; do
+    out="$work/$arch.Q4_K_M.gguf"
+    "$QUANTIZE" "$work/$arch.f16.gguf" "$out" Q4_K_M 2 > "$work/log.txt" 2>&1 \
+        || { cat "$work/log.txt"; exit 1; }
+    python3 "$MANIFEST" "$out" > "$here/$arch/Q4_K_M.json"
+    echo "$arch Q4_K_M: $(stat -c %s "$out") bytes"
 done

@@ -11,7 +11,7 @@ use qforge::formats::safetensors::{SafetensorsFile, SafetensorsWriter};
 use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
 
 /// A fresh preset checkpoint of `flavor` in its own folder.
-fn checkpoint(flavor: HfFlavor, tag: &str) -> PathBuf {
+pub(super) fn checkpoint(flavor: HfFlavor, tag: &str) -> PathBuf {
     let root = support::temp_dir(&format!("c2bad-{tag}"));
     let m = SyntheticHf::preset(flavor);
     let dir = root.join(m.dir_name());
@@ -25,14 +25,14 @@ fn checkpoint(flavor: HfFlavor, tag: &str) -> PathBuf {
 }
 
 /// A tensor of model.safetensors as the rewrite callback sees it.
-struct Entry {
-    name: String,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+pub(super) struct Entry {
+    pub(super) name: String,
+    pub(super) shape: Vec<usize>,
+    pub(super) bytes: Vec<u8>,
 }
 
 /// Rewrite `dir/model.safetensors` through `edit` (which may change, drop or add entries).
-fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
+pub(super) fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
     let path = dir.join("model.safetensors");
     let (dtype, mut entries) = {
         let f = SafetensorsFile::open(&path).unwrap();
@@ -68,7 +68,7 @@ fn truncate_rows(entries: &mut [Entry], name: &str, n: usize) {
     e.bytes.truncate(n * row_bytes);
 }
 
-fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+pub(super) fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     f(&mut v);
@@ -76,7 +76,7 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 }
 
 /// Convert `dir` expecting failure; return the message after checking no file was left.
-fn fails(dir: &Path) -> String {
+pub(super) fn fails(dir: &Path) -> String {
     let out_dir = dir.parent().unwrap().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join("model.gguf");
@@ -94,7 +94,7 @@ fn fails(dir: &Path) -> String {
     err
 }
 
-fn assert_names(err: &str, parts: &[&str]) {
+pub(super) fn assert_names(err: &str, parts: &[&str]) {
     for p in parts {
         assert!(err.contains(p), "'{p}' missing from: {err}");
     }

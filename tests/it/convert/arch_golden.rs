@@ -1,4 +1,5 @@
-//! `qforge convert` of Mistral, Qwen2, Qwen3 and Llama-3-RoPE-scaled checkpoints, compared
+//! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Gemma 2, Gemma 3 (text-only
+//! and multimodal) and Phi-3 checkpoints, compared
 //! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
@@ -34,7 +35,8 @@ fn write_checkpoint(flavor: HfFlavor, root: &Path) -> PathBuf {
 
 /// The preset checkpoint of `flavor`, written once per test process.
 fn checkpoint(flavor: HfFlavor) -> PathBuf {
-    static DIRS: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
+    static DIRS: [OnceLock<PathBuf>; HfFlavor::ALL.len()] =
+        [const { OnceLock::new() }; HfFlavor::ALL.len()];
     let slot = HfFlavor::ALL.iter().position(|f| *f == flavor).unwrap();
     DIRS[slot]
         .get_or_init(|| {
@@ -96,4 +98,74 @@ golden_tests! {
     llama3_f16: Llama3, "f16";
     llama3_bf16: Llama3, "bf16";
     llama3_q8_0: Llama3, "q8_0";
+    gemma2_f32: Gemma2, "f32";
+    gemma2_f16: Gemma2, "f16";
+    gemma2_bf16: Gemma2, "bf16";
+    gemma2_q8_0: Gemma2, "q8_0";
+    gemma3_f32: Gemma3, "f32";
+    gemma3_f16: Gemma3, "f16";
+    gemma3_bf16: Gemma3, "bf16";
+    gemma3_q8_0: Gemma3, "q8_0";
+    gemma3mm_f32: Gemma3Mm, "f32";
+    gemma3mm_f16: Gemma3Mm, "f16";
+    gemma3mm_bf16: Gemma3Mm, "bf16";
+    gemma3mm_q8_0: Gemma3Mm, "q8_0";
+    phi3_f32: Phi3, "f32";
+    phi3_f16: Phi3, "f16";
+    phi3_bf16: Phi3, "bf16";
+    phi3_q8_0: Phi3, "q8_0";
+}
+
+/// `qforge quantize` of the f16 conversion to Q4_K_M equals `llama-quantize f16.gguf out.gguf
+/// Q4_K_M 2` of llama.cpp's own f16 conversion (the same bytes, checked above).
+fn quantizes_like_llama_quantize(flavor: HfFlavor) {
+    use qforge::formats::GgufSource;
+    use qforge::ggml::ftype::{FileType, QuantTarget};
+    use qforge::pipeline::quantize::{quantize, QuantizeJob};
+    use qforge::pipeline::Backend;
+    use qforge::quant::rules::TypeOptions;
+
+    let dir = checkpoint(flavor);
+    let root = dir.parent().unwrap();
+    let f16 = root.join(format!("{}.q4km-src.f16.gguf", flavor.name()));
+    let opts = ConvertOptions {
+        outtype: OutType::F16,
+        ..Default::default()
+    };
+    convert(&dir, &f16, &opts).unwrap();
+    let out = root.join(format!("{}.Q4_K_M.gguf", flavor.name()));
+    let job = QuantizeJob {
+        output: out.clone(),
+        target: QuantTarget::Mix(FileType::Q4_K_M),
+        type_options: TypeOptions::new(FileType::Q4_K_M),
+        allow_requantize: false,
+        imatrix: None,
+        overrides: Vec::new(),
+    };
+    let source = GgufSource::open(&f16).unwrap();
+    quantize(&source, &job, &Backend::cpu(2)).unwrap();
+    drop(source);
+    support::assert_matches_manifest(&out, &golden_manifest(flavor, "Q4_K_M"));
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(&f16).unwrap();
+}
+
+#[test]
+fn gemma2_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Gemma2);
+}
+
+#[test]
+fn gemma3_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Gemma3);
+}
+
+#[test]
+fn gemma3mm_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Gemma3Mm);
+}
+
+#[test]
+fn phi3_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Phi3);
 }

@@ -1,0 +1,98 @@
+//! Broken Gemma 2 / Gemma 3 / Phi-3 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
+//! damaged): one clear error naming the file, no output file. Also: the runtime refuses the
+//! families it does not run, naming the architecture.
+
+use super::arch_bad_checkpoints::{assert_names, checkpoint, edit_config, fails, rewrite_weights};
+use qforge::convert::synthetic_hf::HfFlavor;
+use qforge::pipeline::convert::{convert, ConvertOptions, OutType};
+
+#[test]
+fn gemma2_sliding_window_not_an_integer() {
+    // Gemma2Model writes hparams["sliding_window"] as a uint32 (the converter stops on a
+    // string too).
+    let dir = checkpoint(HfFlavor::Gemma2, "g2-window");
+    edit_config(&dir, |c| c["sliding_window"] = serde_json::json!("4096"));
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "sliding_window"]);
+}
+
+#[test]
+fn gemma3_with_attention_soft_capping() {
+    // The converter asserts Gemma 3 has none.
+    let dir = checkpoint(HfFlavor::Gemma3, "g3-softcap");
+    edit_config(&dir, |c| {
+        c["attn_logit_softcapping"] = serde_json::json!(50.0)
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "attn_logit_softcapping"]);
+}
+
+#[test]
+fn gemma3mm_text_config_without_hidden_size() {
+    // Gemma3TextConfig's default width (2304) then disagrees with the weights.
+    let dir = checkpoint(HfFlavor::Gemma3Mm, "g3mm-hidden");
+    edit_config(&dir, |c| {
+        c["text_config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hidden_size");
+    });
+    let err = fails(&dir);
+    assert_names(
+        &err,
+        &["model.safetensors", "disagrees with config.json", "2304"],
+    );
+}
+
+#[test]
+fn gemma3_without_a_post_feedforward_norm() {
+    let dir = checkpoint(HfFlavor::Gemma3, "g3-nopostffw");
+    rewrite_weights(&dir, |e| {
+        e.retain(|e| e.name != "model.layers.1.post_feedforward_layernorm.weight")
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "ffn_post_norm", "layer 1"]);
+}
+
+#[test]
+fn phi3_longrope_factors_of_the_wrong_length() {
+    // 8 rotated pairs per head; the converter raises ValueError on 7 factors.
+    let dir = checkpoint(HfFlavor::Phi3, "phi3-factors");
+    edit_config(&dir, |c| {
+        c["rope_scaling"]["long_factor"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "long_factor has 7"]);
+}
+
+#[test]
+fn phi3_without_a_fused_qkv() {
+    let dir = checkpoint(HfFlavor::Phi3, "phi3-noqkv");
+    rewrite_weights(&dir, |e| {
+        e.retain(|e| e.name != "model.layers.0.self_attn.qkv_proj.weight")
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "attn_qkv", "layer 0"]);
+}
+
+#[test]
+fn runtime_refuses_gemma_naming_the_architecture() {
+    let dir = checkpoint(HfFlavor::Gemma3, "g3-runtime");
+    let out = dir.parent().unwrap().join("g3.f16.gguf");
+    let opts = ConvertOptions {
+        outtype: OutType::F16,
+        ..Default::default()
+    };
+    convert(&dir, &out, &opts).unwrap();
+    let err = match qforge::runtime::forward::LlamaModel::load(&out) {
+        Ok(_) => panic!("the runtime loaded a gemma3 model"),
+        Err(e) => format!("{:#}", anyhow::Error::from(e)),
+    };
+    assert!(
+        err.contains("'gemma3'") && err.contains("not supported yet"),
+        "{err}"
+    );
+}
