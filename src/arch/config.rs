@@ -150,6 +150,13 @@ impl Hparams {
         Ok(Hparams { path, map })
     }
 
+    /// The same hyper-parameters without `key` (a class that pops it before reading any).
+    pub fn without(&self, key: &str) -> Hparams {
+        let mut h = self.clone();
+        h.map.remove(key);
+        h
+    }
+
     /// The config.json this was read from.
     pub fn path(&self) -> &Path {
         &self.path

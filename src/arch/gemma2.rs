@@ -28,6 +28,8 @@ pub const GEMMA2: Architecture = Architecture {
         drops_lm_head: true,
         truncates_embedding: false,
         own_parameters: Some(write_parameters),
+        ignores_head_dim: false,
+        qk_norm_spans_heads: false,
         text_configs: &[],
     },
 };

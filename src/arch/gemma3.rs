@@ -31,6 +31,8 @@ pub const GEMMA3: Architecture = Architecture {
         drops_lm_head: false,
         truncates_embedding: true,
         own_parameters: None,
+        ignores_head_dim: false,
+        qk_norm_spans_heads: false,
         text_configs: &[("gemma3", "gemma3_text")],
     },
 };

@@ -97,7 +97,17 @@ const MISTRAL_DEFAULTS: &[ConfigDefault] = &[
 
 /// `LlamaModel.set_gguf_parameters`' additions: the vocabulary size and the RoPE width.
 fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
-    let key = |k: &str| format!("llama.{k}");
+    write_llama_hparams("llama", hp, kv)
+}
+
+/// [`write_hparams`] under another GGUF architecture: the additions of `LlamaModel`'s
+/// subclasses (SmolLM3, Granite) that keep its `set_gguf_parameters`.
+pub(super) fn write_llama_hparams(
+    arch: &str,
+    hp: &Hparams,
+    kv: &mut KvList,
+) -> Result<(), ArchError> {
+    let key = |k: &str| format!("{arch}.{k}");
     kv.add_u32(&key("vocab_size"), hp.require_u32(&["vocab_size"])?);
     let rope_dim = match hp.find_u32(&["head_dim"])? {
         Some(d) => d,
@@ -115,7 +125,7 @@ fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
 }
 
 /// An EAGLE-3 draft model (one layer with a draft vocabulary) converts differently.
-fn refuse_features(_dir: &Path, hp: &Hparams) -> Result<(), ArchError> {
+pub(super) fn refuse_features(_dir: &Path, hp: &Hparams) -> Result<(), ArchError> {
     if hp.get("draft_vocab_size").is_some() && hp.find_u32(&["num_hidden_layers"])? == Some(1) {
         return Err(ArchError::NotSupported {
             path: hp.path().to_path_buf(),

@@ -11,10 +11,13 @@
 pub mod config;
 pub mod gemma2;
 pub mod gemma3;
+pub mod granite;
 pub mod llama;
+pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod smollm3;
 pub mod tensor_kinds;
 pub mod transforms;
 
@@ -62,6 +65,8 @@ pub enum VocabStyle {
     /// `Phi3MiniModel.set_vocab`: its own SentencePiece reading (added tokens from
     /// tokenizer_config.json and tokenizer.json), or GPT-2 BPE for a `GPT2Tokenizer` (Phi-4).
     Phi3,
+    /// `TextModel.set_vocab`: `_set_vocab_gpt2`, byte-level BPE from tokenizer.json only.
+    Gpt2,
 }
 
 /// Tensors the converter computes rather than reads (`generate_extra_tensors`).
@@ -169,6 +174,10 @@ pub struct ConvertQuirks {
     pub truncates_embedding: bool,
     /// The class's `set_gguf_parameters` does not call `TextModel`'s: this writes them all.
     pub own_parameters: Option<OwnParameters>,
+    /// `head_dim` is dropped from the config before anything reads it (Granite pops it).
+    pub ignores_head_dim: bool,
+    /// Per-head Q/K norms span all heads (`[n_head · head_dim]`, OLMo 2), not one head.
+    pub qk_norm_spans_heads: bool,
     /// `(model_type, text model_type)` of configs whose `text_config` the converter lifts to
     /// the top level (`TextModel.__init__`): the text part takes the second type's defaults.
     pub text_configs: &'static [(&'static str, &'static str)],
@@ -181,6 +190,8 @@ impl ConvertQuirks {
         drops_lm_head: false,
         truncates_embedding: false,
         own_parameters: None,
+        ignores_head_dim: false,
+        qk_norm_spans_heads: false,
         text_configs: &[],
     };
 }
@@ -193,6 +204,9 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &gemma2::GEMMA2,
     &gemma3::GEMMA3,
     &phi3::PHI3,
+    &smollm3::SMOLLM3,
+    &granite::GRANITE,
+    &olmo2::OLMO2,
 ];
 
 impl Architecture {

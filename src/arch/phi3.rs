@@ -31,6 +31,8 @@ pub const PHI3: Architecture = Architecture {
         drops_lm_head: false,
         truncates_embedding: false,
         own_parameters: Some(write_parameters),
+        ignores_head_dim: false,
+        qk_norm_spans_heads: false,
         text_configs: &[],
     },
 };

@@ -172,7 +172,7 @@ impl HfModel {
                 what: "not a directory".into(),
             });
         }
-        let hparams = Hparams::load(&dir)?;
+        let mut hparams = Hparams::load(&dir)?;
         let arch = match hparams.get("architectures") {
             Some(Json::Array(a)) if !a.is_empty() => a[0].as_str().unwrap_or("").to_string(),
             _ => {
@@ -184,6 +184,9 @@ impl HfModel {
             path: hparams.path().to_path_buf(),
             arch: arch.clone(),
         })?;
+        if family.quirks.ignores_head_dim {
+            hparams = hparams.without("head_dim");
+        }
         check_supported_features(&dir, family, &hparams)?;
 
         let checkpoint = Checkpoint::open_dir(&dir)?;
@@ -309,7 +312,8 @@ impl HfModel {
         } else {
             (0, 0)
         };
-        let shapes = ExpectedShapes::from_hparams(hp)?;
+        let mut shapes = ExpectedShapes::from_hparams(hp)?;
+        shapes.qk_norm_spans_heads = self.arch.quirks.qk_norm_spans_heads;
 
         // Tensors the converter generates come before the checkpoint's.
         if let Some(factors) = self.llama3_rope_freqs()? {
@@ -665,6 +669,7 @@ impl HfModel {
                 };
                 vocab::write_qwen2_vocab(&self.dir, size, &mut kv)?
             }
+            VocabStyle::Gpt2 => vocab::write_gpt2(&self.dir, vocab_size, &mut kv)?,
             VocabStyle::Phi3 => {
                 let size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
                 vocab::phi3::write_phi3_vocab(&self.dir, size, &mut kv)?
@@ -1094,6 +1099,8 @@ struct ExpectedShapes {
     q_rows: Option<usize>,
     kv_rows: Option<usize>,
     head_dim: Option<usize>,
+    /// Q/K norms are as wide as the projections (OLMo 2), not one head.
+    qk_norm_spans_heads: bool,
 }
 
 impl ExpectedShapes {
@@ -1118,6 +1125,7 @@ impl ExpectedShapes {
             q_rows: heads.zip(head_dim).map(|(a, b)| a * b),
             kv_rows: kv.zip(head_dim).map(|(a, b)| a * b),
             head_dim,
+            qk_norm_spans_heads: false,
         })
     }
 
@@ -1136,6 +1144,8 @@ impl ExpectedShapes {
             "FFN_UP" if fused_gate_up => two(self.ff.map(|f| 2 * f), self.hidden),
             "FFN_GATE" | "FFN_UP" => two(self.ff, self.hidden),
             "FFN_DOWN" => two(self.hidden, self.ff),
+            "ATTN_Q_NORM" if self.qk_norm_spans_heads => Some(vec![self.q_rows?]),
+            "ATTN_K_NORM" if self.qk_norm_spans_heads => Some(vec![self.kv_rows?]),
             "ATTN_Q_NORM" | "ATTN_K_NORM" => Some(vec![self.head_dim?]),
             _ => None,
         }?;

@@ -1,5 +1,5 @@
 //! The config.json and tensor list of the dense families beyond llama/qwen among the
-//! [`SyntheticHf`] presets (Gemma 2, Gemma 3 text-only and multimodal, Phi-3), shaped like the
+//! [`SyntheticHf`] presets (Gemma 2, Gemma 3 text-only and multimodal, Phi-3, SmolLM3, Granite, OLMo 2), shaped like the
 //! families' published checkpoints; [`SyntheticHf`] generates the values.
 
 use serde_json::{json, Value as Json};
@@ -30,6 +30,19 @@ pub(crate) fn preset(flavor: HfFlavor) -> Option<SyntheticHf> {
         HfFlavor::Gemma3 => base(2, 64, 96, 4, 2, 32, true, Dtype::BF16, 0x6765_6d33),
         HfFlavor::Gemma3Mm => base(2, 64, 128, 2, 1, 32, true, Dtype::F32, 0x6765_6d6d),
         HfFlavor::Phi3 => base(2, 64, 96, 4, 2, 16, false, Dtype::BF16, 0x7068_6933),
+        // The BPE flavors: tiny-bpe's 49152 tokens.
+        HfFlavor::SmolLm3 => SyntheticHf {
+            vocab: 49152,
+            ..base(2, 64, 128, 4, 2, 16, true, Dtype::BF16, 0x736d_6c33)
+        },
+        HfFlavor::Granite => SyntheticHf {
+            vocab: 49152,
+            ..base(2, 64, 160, 4, 1, 16, true, Dtype::F16, 0x6772_616e)
+        },
+        HfFlavor::Olmo2 => SyntheticHf {
+            vocab: 49152,
+            ..base(2, 64, 96, 4, 4, 16, false, Dtype::F32, 0x6f6c_6d32)
+        },
         _ => return None,
     })
 }
@@ -182,6 +195,74 @@ pub(crate) fn config(m: &SyntheticHf, torch_dtype: &str) -> Option<Json> {
             "use_cache": true,
             "vocab_size": m.vocab,
         }),
+        HfFlavor::SmolLm3 => json!({
+            "architectures": ["SmolLM3ForCausalLM"],
+            "model_type": "smollm3",
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": m.ff,
+            "max_position_embeddings": 65536,
+            "mlp_bias": false,
+            "no_rope_layer_interval": 4,
+            "no_rope_layers": [1, 0],
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "rms_norm_eps": 1e-6,
+            "rope_scaling": null,
+            "rope_theta": 5000000.0,
+            "sliding_window": null,
+            "tie_word_embeddings": m.tied,
+            "use_sliding_window": false,
+            "vocab_size": m.vocab,
+        }),
+        // Granite 3.3's multipliers.
+        HfFlavor::Granite => json!({
+            "architectures": ["GraniteForCausalLM"],
+            "model_type": "granite",
+            "attention_bias": false,
+            "attention_dropout": 0.1,
+            "attention_multiplier": 0.015625,
+            "embedding_multiplier": 12.0,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": m.ff,
+            "logits_scaling": 8.0,
+            "max_position_embeddings": 131072,
+            "mlp_bias": false,
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "residual_multiplier": 0.22,
+            "rms_norm_eps": 1e-5,
+            "rope_scaling": null,
+            "rope_theta": 10000000.0,
+            "tie_word_embeddings": m.tied,
+            "vocab_size": m.vocab,
+        }),
+        HfFlavor::Olmo2 => json!({
+            "architectures": ["Olmo2ForCausalLM"],
+            "model_type": "olmo2",
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": m.ff,
+            "max_position_embeddings": 4096,
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "rms_norm_eps": 1e-6,
+            "rope_scaling": null,
+            "rope_theta": 500000.0,
+            "tie_word_embeddings": m.tied,
+            "vocab_size": m.vocab,
+        }),
         _ => return None,
     };
     merge(&mut c, common);
@@ -190,8 +271,10 @@ pub(crate) fn config(m: &SyntheticHf, torch_dtype: &str) -> Option<Json> {
 
 /// Tensor names and PyTorch shapes of a flavor this module describes.
 pub(crate) fn tensors(m: &SyntheticHf) -> Option<Vec<(String, Vec<usize>)>> {
-    if m.flavor == HfFlavor::Phi3 {
-        return Some(phi3_tensors(m));
+    match m.flavor {
+        HfFlavor::Phi3 => return Some(phi3_tensors(m)),
+        HfFlavor::Olmo2 => return Some(olmo2_tensors(m)),
+        _ => {}
     }
     let prefix = match m.flavor {
         HfFlavor::Gemma2 | HfFlavor::Gemma3 => "model.",
@@ -275,4 +358,37 @@ fn phi3_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
         v.push(("lm_head.weight".to_string(), vec![m.vocab, h]));
     }
     v
+}
+
+/// OLMo 2's tensors: no pre-norms; Q/K norms as wide as their projections.
+fn olmo2_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
+    let (h, q, kv) = (m.hidden, m.n_head * m.head_dim, m.n_head_kv * m.head_dim);
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![m.vocab, h])];
+    for l in 0..m.n_layer {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        v.push((p("self_attn.q_proj.weight"), vec![q, h]));
+        v.push((p("self_attn.k_proj.weight"), vec![kv, h]));
+        v.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+        v.push((p("self_attn.o_proj.weight"), vec![h, q]));
+        v.push((p("self_attn.q_norm.weight"), vec![q]));
+        v.push((p("self_attn.k_norm.weight"), vec![kv]));
+        v.push((p("mlp.gate_proj.weight"), vec![m.ff, h]));
+        v.push((p("mlp.up_proj.weight"), vec![m.ff, h]));
+        v.push((p("mlp.down_proj.weight"), vec![h, m.ff]));
+        v.push((p("post_attention_layernorm.weight"), vec![h]));
+        v.push((p("post_feedforward_layernorm.weight"), vec![h]));
+    }
+    v.push(("model.norm.weight".to_string(), vec![h]));
+    if !m.tied {
+        v.push(("lm_head.weight".to_string(), vec![m.vocab, h]));
+    }
+    v
+}
+
+/// Whether a flavor of this module takes tiny-bpe's byte-level BPE vocabulary.
+pub(crate) fn uses_bpe(flavor: HfFlavor) -> bool {
+    matches!(
+        flavor,
+        HfFlavor::SmolLm3 | HfFlavor::Granite | HfFlavor::Olmo2
+    )
 }

@@ -64,11 +64,17 @@ pub enum HfFlavor {
     Gemma3Mm,
     /// `Phi3ForCausalLM`: fused `qkv_proj` / `gate_up_proj`, LongRoPE factors.
     Phi3,
+    /// `SmolLM3ForCausalLM`: a llama under another name, byte-level BPE vocabulary.
+    SmolLm3,
+    /// `GraniteForCausalLM`: a llama with µP multipliers, byte-level BPE vocabulary.
+    Granite,
+    /// `Olmo2ForCausalLM`: post-norms only, whole-projection Q/K norms, BPE vocabulary.
+    Olmo2,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 8] = [
+    pub const ALL: [HfFlavor; 11] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
@@ -77,6 +83,9 @@ impl HfFlavor {
         HfFlavor::Gemma3,
         HfFlavor::Gemma3Mm,
         HfFlavor::Phi3,
+        HfFlavor::SmolLm3,
+        HfFlavor::Granite,
+        HfFlavor::Olmo2,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -90,6 +99,9 @@ impl HfFlavor {
             HfFlavor::Gemma3 => "gemma3",
             HfFlavor::Gemma3Mm => "gemma3mm",
             HfFlavor::Phi3 => "phi3",
+            HfFlavor::SmolLm3 => "smollm3",
+            HfFlavor::Granite => "granite",
+            HfFlavor::Olmo2 => "olmo2",
         }
     }
 
@@ -100,7 +112,7 @@ impl HfFlavor {
 
     /// Whether the vocabulary is byte-level BPE (`tokenizer.json`) rather than SentencePiece.
     pub fn uses_bpe(self) -> bool {
-        matches!(self, HfFlavor::Qwen2 | HfFlavor::Qwen3)
+        matches!(self, HfFlavor::Qwen2 | HfFlavor::Qwen3) || synthetic_dense::uses_bpe(self)
     }
 }
 

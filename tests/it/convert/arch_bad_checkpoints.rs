@@ -61,7 +61,7 @@ pub(super) fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
 }
 
 /// Keep the first `n` rows (elements, for 1-D) of tensor `name`.
-fn truncate_rows(entries: &mut [Entry], name: &str, n: usize) {
+pub(super) fn truncate_rows(entries: &mut [Entry], name: &str, n: usize) {
     let e = entries.iter_mut().find(|e| e.name == name).unwrap();
     let row_bytes = e.bytes.len() / e.shape[0];
     e.shape[0] = n;

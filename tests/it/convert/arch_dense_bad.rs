@@ -1,4 +1,4 @@
-//! Broken Gemma 2 / Gemma 3 / Phi-3 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
+//! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
 //! damaged): one clear error naming the file, no output file. Also: the runtime refuses the
 //! families it does not run, naming the architecture.
 
@@ -76,6 +76,50 @@ fn phi3_without_a_fused_qkv() {
     });
     let err = fails(&dir);
     assert_names(&err, &["config.json", "attn_qkv", "layer 0"]);
+}
+
+#[test]
+fn smollm3_without_vocab_size() {
+    // SmolLM3Config's default (128256 tokens) then disagrees with the embedding.
+    let dir = checkpoint(HfFlavor::SmolLm3, "smollm3-vocab");
+    edit_config(&dir, |c| {
+        c.as_object_mut().unwrap().remove("vocab_size");
+    });
+    let err = fails(&dir);
+    assert_names(
+        &err,
+        &[
+            "model.safetensors",
+            "embed_tokens",
+            "disagrees with config.json",
+            "128256",
+        ],
+    );
+}
+
+#[test]
+fn granite_multiplier_not_a_number() {
+    let dir = checkpoint(HfFlavor::Granite, "granite-mult");
+    edit_config(&dir, |c| {
+        c["embedding_multiplier"] = serde_json::json!("12")
+    });
+    let err = fails(&dir);
+    assert_names(
+        &err,
+        &["config.json", "embedding_multiplier", "must be a number"],
+    );
+}
+
+#[test]
+fn olmo2_k_norm_one_head_wide() {
+    // OLMo 2 normalizes the whole K projection (64 wide here), not one head (16).
+    let dir = checkpoint(HfFlavor::Olmo2, "olmo2-knorm");
+    let name = "model.layers.0.self_attn.k_norm.weight";
+    rewrite_weights(&dir, |e| {
+        super::arch_bad_checkpoints::truncate_rows(e, name, 16)
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["model.safetensors", name, "[16]", "[64]"]);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Gemma 2, Gemma 3 (text-only
-//! and multimodal) and Phi-3 checkpoints, compared
+//! and multimodal), Phi-3, SmolLM3, Granite and OLMo 2 checkpoints, compared
 //! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
@@ -114,6 +114,18 @@ golden_tests! {
     phi3_f16: Phi3, "f16";
     phi3_bf16: Phi3, "bf16";
     phi3_q8_0: Phi3, "q8_0";
+    smollm3_f32: SmolLm3, "f32";
+    smollm3_f16: SmolLm3, "f16";
+    smollm3_bf16: SmolLm3, "bf16";
+    smollm3_q8_0: SmolLm3, "q8_0";
+    granite_f32: Granite, "f32";
+    granite_f16: Granite, "f16";
+    granite_bf16: Granite, "bf16";
+    granite_q8_0: Granite, "q8_0";
+    olmo2_f32: Olmo2, "f32";
+    olmo2_f16: Olmo2, "f16";
+    olmo2_bf16: Olmo2, "bf16";
+    olmo2_q8_0: Olmo2, "q8_0";
 }
 
 /// `qforge quantize` of the f16 conversion to Q4_K_M equals `llama-quantize f16.gguf out.gguf
@@ -168,4 +180,19 @@ fn gemma3mm_q4_k_m() {
 #[test]
 fn phi3_q4_k_m() {
     quantizes_like_llama_quantize(HfFlavor::Phi3);
+}
+
+#[test]
+fn smollm3_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::SmolLm3);
+}
+
+#[test]
+fn granite_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Granite);
+}
+
+#[test]
+fn olmo2_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Olmo2);
 }
