@@ -136,6 +136,16 @@ enum TensorOrigin {
     Computed(Vec<f32>),
 }
 
+/// LongRoPE's generated tensors and the key written with them.
+struct LongRopeFactors {
+    /// `rope.scaling.attn_factor`.
+    attn_factor: f64,
+    /// `rope_factors_long.weight`.
+    long: Vec<f32>,
+    /// `rope_factors_short.weight`.
+    short: Vec<f32>,
+}
+
 /// A Hugging Face checkpoint opened for conversion.
 pub struct HfModel {
     dir: PathBuf,
@@ -339,7 +349,12 @@ impl HfModel {
             None
         };
 
-        if let Some((attn_factor, long, short)) = self.longrope_factors()? {
+        if let Some(LongRopeFactors {
+            attn_factor,
+            long,
+            short,
+        }) = self.longrope_factors()?
+        {
             self.early_keys.push((
                 format!("{}.rope.scaling.attn_factor", self.arch.gguf_arch),
                 attn_factor,
@@ -545,7 +560,7 @@ impl HfModel {
     /// LongRoPE's per-frequency factors (`Phi3MiniModel.generate_extra_tensors`): the
     /// attention factor the class writes with them, then the long and short factors as F32.
     /// `None` without `long_factor`.
-    fn longrope_factors(&self) -> Result<Option<(f64, Vec<f32>, Vec<f32>)>, HfError> {
+    fn longrope_factors(&self) -> Result<Option<LongRopeFactors>, HfError> {
         if !self
             .arch
             .generated
@@ -603,7 +618,11 @@ impl HfModel {
                 short.len()
             )));
         }
-        Ok(Some((attn_factor, long, short)))
+        Ok(Some(LongRopeFactors {
+            attn_factor,
+            long,
+            short,
+        }))
     }
 
     /// `get_total_parameter_count`: (total, shared, expert, expert count).

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::sentencepiece::{parse_model, py_truthy, PieceType};
+use super::sentencepiece::{parse_model, py_truthy, PieceType, SpmVocab};
 use super::special::SpecialVocab;
 use super::{read_json, write_gpt2, write_tokens, write_types, TokenType, VocabError};
 use crate::formats::gguf::{Value, ValueType};
@@ -17,24 +17,24 @@ use crate::formats::gguf_kv::KvList;
 /// Overwrite token `id` with an added token, as the class does for both added-token lists.
 fn add_token(
     path: &Path,
-    v: &mut (Vec<String>, Vec<f32>, Vec<TokenType>),
+    v: &mut SpmVocab,
     id: usize,
     content: &str,
     special: bool,
 ) -> Result<(), VocabError> {
-    if id >= v.0.len() {
+    if id >= v.tokens.len() {
         // Python indexes past the list and stops with IndexError.
         return Err(VocabError::file(
             path,
             format!(
                 "added token {id} ('{content}') is past the vocabulary of {}",
-                v.0.len()
+                v.tokens.len()
             ),
         ));
     }
-    v.0[id] = content.to_string();
-    v.1[id] = -1000.0;
-    v.2[id] = if special {
+    v.tokens[id] = content.to_string();
+    v.scores[id] = -1000.0;
+    v.types[id] = if special {
         TokenType::Control
     } else {
         TokenType::UserDefined
@@ -88,15 +88,15 @@ pub fn write_phi3_vocab(
             ),
         ));
     }
-    let mut v: (Vec<String>, Vec<f32>, Vec<TokenType>) = (
-        (0..n).map(|i| format!("[PAD{i}]")).collect(),
-        vec![-10000.0; n],
-        vec![TokenType::Unused; n],
-    );
+    let mut v = SpmVocab {
+        tokens: (0..n).map(|i| format!("[PAD{i}]")).collect(),
+        scores: vec![-10000.0; n],
+        types: vec![TokenType::Unused; n],
+    };
     for (id, p) in pieces.iter().enumerate() {
-        v.0[id] = p.piece.clone();
-        v.1[id] = p.score;
-        v.2[id] = match p.kind {
+        v.tokens[id] = p.piece.clone();
+        v.scores[id] = p.score;
+        v.types[id] = match p.kind {
             PieceType::Unknown => TokenType::Unknown,
             PieceType::Control => TokenType::Control,
             PieceType::Unused => TokenType::Unused,
@@ -115,9 +115,9 @@ pub fn write_phi3_vocab(
                 VocabError::file(&added_path, format!("id of '{text}' is not an integer"))
             })? as usize;
             if id < n {
-                v.0[id] = text;
-                v.1[id] = -1000.0;
-                v.2[id] = TokenType::UserDefined;
+                v.tokens[id] = text;
+                v.scores[id] = -1000.0;
+                v.types[id] = TokenType::UserDefined;
             }
         }
     }
@@ -156,7 +156,11 @@ pub fn write_phi3_vocab(
         }
     }
 
-    let (tokens, scores, types) = v;
+    let SpmVocab {
+        tokens,
+        scores,
+        types,
+    } = v;
     let count = tokens.len();
     kv.add_str("tokenizer.ggml.model", "llama");
     kv.add_str("tokenizer.ggml.pre", "default");
