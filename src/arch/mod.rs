@@ -9,6 +9,7 @@
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
 pub mod config;
+pub mod exaone4;
 pub mod gemma2;
 pub mod gemma3;
 pub mod granite;
@@ -207,6 +208,7 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &smollm3::SMOLLM3,
     &granite::GRANITE,
     &olmo2::OLMO2,
+    &exaone4::EXAONE4,
 ];
 
 impl Architecture {

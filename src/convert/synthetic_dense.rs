@@ -1,5 +1,5 @@
 //! The config.json and tensor list of the dense families beyond llama/qwen among the
-//! [`SyntheticHf`] presets (Gemma 2, Gemma 3 text-only and multimodal, Phi-3, SmolLM3, Granite, OLMo 2), shaped like the
+//! [`SyntheticHf`] presets (Gemma 2, Gemma 3 text-only and multimodal, Phi-3, SmolLM3, Granite, OLMo 2, EXAONE 4), shaped like the
 //! families' published checkpoints; [`SyntheticHf`] generates the values.
 
 use serde_json::{json, Value as Json};
@@ -42,6 +42,11 @@ pub(crate) fn preset(flavor: HfFlavor) -> Option<SyntheticHf> {
         HfFlavor::Olmo2 => SyntheticHf {
             vocab: 49152,
             ..base(2, 64, 96, 4, 4, 16, false, Dtype::F32, 0x6f6c_6d32)
+        },
+        // Four layers: three sliding-window, one global.
+        HfFlavor::Exaone4 => SyntheticHf {
+            vocab: 49152,
+            ..base(4, 64, 128, 4, 2, 16, true, Dtype::BF16, 0x6578_6134)
         },
         _ => return None,
     })
@@ -263,6 +268,37 @@ pub(crate) fn config(m: &SyntheticHf, torch_dtype: &str) -> Option<Json> {
             "tie_word_embeddings": m.tied,
             "vocab_size": m.vocab,
         }),
+        // EXAONE 4.0's layout: llama3 RoPE scaling, explicit layer types ("LLLG").
+        HfFlavor::Exaone4 => json!({
+            "architectures": ["Exaone4ForCausalLM"],
+            "model_type": "exaone4",
+            "attention_dropout": 0.0,
+            "head_dim": m.head_dim,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": m.ff,
+            "layer_types": (0..m.n_layer)
+                .map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "sliding_attention" })
+                .collect::<Vec<_>>(),
+            "max_position_embeddings": 131072,
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "rms_norm_eps": 1e-5,
+            "rope_scaling": {
+                "factor": 16.0,
+                "high_freq_factor": 4.0,
+                "low_freq_factor": 1.0,
+                "original_max_position_embeddings": 8192,
+                "rope_type": "llama3"
+            },
+            "rope_theta": 1000000.0,
+            "sliding_window": 4096,
+            "sliding_window_pattern": "LLLG",
+            "tie_word_embeddings": m.tied,
+            "vocab_size": m.vocab,
+        }),
         _ => return None,
     };
     merge(&mut c, common);
@@ -274,6 +310,7 @@ pub(crate) fn tensors(m: &SyntheticHf) -> Option<Vec<(String, Vec<usize>)>> {
     match m.flavor {
         HfFlavor::Phi3 => return Some(phi3_tensors(m)),
         HfFlavor::Olmo2 => return Some(olmo2_tensors(m)),
+        HfFlavor::Exaone4 => return Some(exaone4_tensors(m)),
         _ => {}
     }
     let prefix = match m.flavor {
@@ -385,10 +422,21 @@ fn olmo2_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// EXAONE 4's tensors: OLMo 2's layout with per-head Q/K norms.
+fn exaone4_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
+    let mut v = olmo2_tensors(m);
+    for (name, shape) in &mut v {
+        if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+            *shape = vec![m.head_dim];
+        }
+    }
+    v
+}
+
 /// Whether a flavor of this module takes tiny-bpe's byte-level BPE vocabulary.
 pub(crate) fn uses_bpe(flavor: HfFlavor) -> bool {
     matches!(
         flavor,
-        HfFlavor::SmolLm3 | HfFlavor::Granite | HfFlavor::Olmo2
+        HfFlavor::SmolLm3 | HfFlavor::Granite | HfFlavor::Olmo2 | HfFlavor::Exaone4
     )
 }

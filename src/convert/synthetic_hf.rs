@@ -70,11 +70,14 @@ pub enum HfFlavor {
     Granite,
     /// `Olmo2ForCausalLM`: post-norms only, whole-projection Q/K norms, BPE vocabulary.
     Olmo2,
+    /// `Exaone4ForCausalLM`: post-norms, per-head Q/K norms, sliding-window layer pattern,
+    /// llama3 RoPE factors, BPE vocabulary.
+    Exaone4,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 11] = [
+    pub const ALL: [HfFlavor; 12] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
@@ -86,6 +89,7 @@ impl HfFlavor {
         HfFlavor::SmolLm3,
         HfFlavor::Granite,
         HfFlavor::Olmo2,
+        HfFlavor::Exaone4,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -102,6 +106,7 @@ impl HfFlavor {
             HfFlavor::SmolLm3 => "smollm3",
             HfFlavor::Granite => "granite",
             HfFlavor::Olmo2 => "olmo2",
+            HfFlavor::Exaone4 => "exaone4",
         }
     }
 

@@ -1,4 +1,4 @@
-//! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
+//! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 / EXAONE 4 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
 //! damaged): one clear error naming the file, no output file. Also: the runtime refuses the
 //! families it does not run, naming the architecture.
 
@@ -120,6 +120,28 @@ fn olmo2_k_norm_one_head_wide() {
     });
     let err = fails(&dir);
     assert_names(&err, &["model.safetensors", name, "[16]", "[64]"]);
+}
+
+#[test]
+fn exaone4_layer_types_not_a_list() {
+    let dir = checkpoint(HfFlavor::Exaone4, "exaone4-types");
+    edit_config(&dir, |c| c["layer_types"] = serde_json::json!("LLLG"));
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "'layer_types' must be a list"]);
+}
+
+#[test]
+fn exaone4_llama3_rope_without_a_factor() {
+    // Exaone4Model's default factor (16) is not llama's (8): refused, not guessed.
+    let dir = checkpoint(HfFlavor::Exaone4, "exaone4-factor");
+    edit_config(&dir, |c| {
+        c["rope_scaling"].as_object_mut().unwrap().remove("factor");
+    });
+    let err = fails(&dir);
+    assert_names(
+        &err,
+        &["config.json", "llama3 RoPE scaling without a 'factor'"],
+    );
 }
 
 #[test]

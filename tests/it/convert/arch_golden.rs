@@ -1,5 +1,5 @@
 //! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Gemma 2, Gemma 3 (text-only
-//! and multimodal), Phi-3, SmolLM3, Granite and OLMo 2 checkpoints, compared
+//! and multimodal), Phi-3, SmolLM3, Granite, OLMo 2 and EXAONE 4 checkpoints, compared
 //! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
@@ -126,6 +126,10 @@ golden_tests! {
     olmo2_f16: Olmo2, "f16";
     olmo2_bf16: Olmo2, "bf16";
     olmo2_q8_0: Olmo2, "q8_0";
+    exaone4_f32: Exaone4, "f32";
+    exaone4_f16: Exaone4, "f16";
+    exaone4_bf16: Exaone4, "bf16";
+    exaone4_q8_0: Exaone4, "q8_0";
 }
 
 /// `qforge quantize` of the f16 conversion to Q4_K_M equals `llama-quantize f16.gguf out.gguf
@@ -195,4 +199,9 @@ fn granite_q4_k_m() {
 #[test]
 fn olmo2_q4_k_m() {
     quantizes_like_llama_quantize(HfFlavor::Olmo2);
+}
+
+#[test]
+fn exaone4_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Exaone4);
 }
