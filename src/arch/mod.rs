@@ -9,6 +9,7 @@
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
 pub mod config;
+pub mod ernie4_5;
 pub mod exaone4;
 pub mod gemma2;
 pub mod gemma3;
@@ -68,6 +69,9 @@ pub enum VocabStyle {
     Phi3,
     /// `TextModel.set_vocab`: `_set_vocab_gpt2`, byte-level BPE from tokenizer.json only.
     Gpt2,
+    /// `Ernie4_5Model.set_vocab`: `_set_vocab_sentencepiece`, then tokenizer_config.json's
+    /// `add_prefix_space` when it has one.
+    Ernie4_5,
 }
 
 /// Tensors the converter computes rather than reads (`generate_extra_tensors`).
@@ -179,6 +183,12 @@ pub struct ConvertQuirks {
     pub ignores_head_dim: bool,
     /// Per-head Q/K norms span all heads (`[n_head · head_dim]`, OLMo 2), not one head.
     pub qk_norm_spans_heads: bool,
+    /// Substring replacements of checkpoint names, before anything else (the class's
+    /// `filter_tensors`; ERNIE's `ernie.` → `model.`).
+    pub name_replacements: &'static [(&'static str, &'static str)],
+    /// Checkpoint names (substrings) the converter transforms in ways qforge does not yet:
+    /// refused as "not supported yet" with the description given.
+    pub unsupported_tensors: &'static [(&'static str, &'static str)],
     /// `(model_type, text model_type)` of configs whose `text_config` the converter lifts to
     /// the top level (`TextModel.__init__`): the text part takes the second type's defaults.
     pub text_configs: &'static [(&'static str, &'static str)],
@@ -193,6 +203,8 @@ impl ConvertQuirks {
         own_parameters: None,
         ignores_head_dim: false,
         qk_norm_spans_heads: false,
+        name_replacements: &[],
+        unsupported_tensors: &[],
         text_configs: &[],
     };
 }
@@ -209,6 +221,7 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &granite::GRANITE,
     &olmo2::OLMO2,
     &exaone4::EXAONE4,
+    &ernie4_5::ERNIE4_5,
 ];
 
 impl Architecture {

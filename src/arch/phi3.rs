@@ -33,6 +33,8 @@ pub const PHI3: Architecture = Architecture {
         own_parameters: Some(write_parameters),
         ignores_head_dim: false,
         qk_norm_spans_heads: false,
+        name_replacements: &[],
+        unsupported_tensors: &[],
         text_configs: &[],
     },
 };

@@ -62,6 +62,11 @@ const QWEN2_DEFAULTS: &[ConfigDefault] = &[
     ("rms_norm_eps", Some(1e-6)),
 ];
 
+/// A hook for families that refuse nothing.
+pub(super) fn no_refusals(_: &Path, _: &Hparams) -> Result<(), ArchError> {
+    Ok(())
+}
+
 /// Sentence-transformers pooling heads and classifier pooling convert to other architectures.
 pub(super) fn refuse_features(dir: &Path, hp: &Hparams) -> Result<(), ArchError> {
     let modules = dir.join("modules.json");

@@ -382,6 +382,18 @@ impl HfModel {
                 continue;
             }
             let mut t = self.checkpoint.tensor(loc).clone();
+            if let Some((_, what)) = self
+                .arch
+                .quirks
+                .unsupported_tensors
+                .iter()
+                .find(|(part, _)| name.contains(part))
+            {
+                return Err(HfError::NotSupported {
+                    path: self.checkpoint.file(loc).path().to_path_buf(),
+                    what: format!("{what}: tensor '{}'", t.name),
+                });
+            }
             if self.arch.quirks.drops_lm_head && t.name == "lm_head.weight" {
                 continue;
             }
@@ -689,6 +701,13 @@ impl HfModel {
                 vocab::write_qwen2_vocab(&self.dir, size, &mut kv)?
             }
             VocabStyle::Gpt2 => vocab::write_gpt2(&self.dir, vocab_size, &mut kv)?,
+            VocabStyle::Ernie4_5 => {
+                let spm_size = self
+                    .hparams
+                    .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
+                    .map(|v| v as usize);
+                vocab::write_ernie4_5_vocab(&self.dir, spm_size, &mut kv)?
+            }
             VocabStyle::Phi3 => {
                 let size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
                 vocab::phi3::write_phi3_vocab(&self.dir, size, &mut kv)?

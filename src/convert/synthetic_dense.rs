@@ -43,6 +43,8 @@ pub(crate) fn preset(flavor: HfFlavor) -> Option<SyntheticHf> {
             vocab: 49152,
             ..base(2, 64, 96, 4, 4, 16, false, Dtype::F32, 0x6f6c_6d32)
         },
+        // head_dim 32: Q rows (128) differ from the width (64).
+        HfFlavor::Ernie4_5 => base(2, 64, 160, 4, 2, 32, true, Dtype::F16, 0x6572_6e34),
         // Four layers: three sliding-window, one global.
         HfFlavor::Exaone4 => SyntheticHf {
             vocab: 49152,
@@ -266,6 +268,23 @@ pub(crate) fn config(m: &SyntheticHf, torch_dtype: &str) -> Option<Json> {
             "rope_scaling": null,
             "rope_theta": 500000.0,
             "tie_word_embeddings": m.tied,
+            "vocab_size": m.vocab,
+        }),
+        HfFlavor::Ernie4_5 => json!({
+            "architectures": ["Ernie4_5ForCausalLM"],
+            "model_type": "ernie4_5",
+            "head_dim": m.head_dim,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "intermediate_size": m.ff,
+            "max_position_embeddings": 131072,
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 500000.0,
+            "tie_word_embeddings": m.tied,
+            "use_bias": false,
             "vocab_size": m.vocab,
         }),
         // EXAONE 4.0's layout: llama3 RoPE scaling, explicit layer types ("LLLG").

@@ -73,11 +73,13 @@ pub enum HfFlavor {
     /// `Exaone4ForCausalLM`: post-norms, per-head Q/K norms, sliding-window layer pattern,
     /// llama3 RoPE factors, BPE vocabulary.
     Exaone4,
+    /// `Ernie4_5ForCausalLM`: llama's layout without the permutation, SentencePiece vocabulary.
+    Ernie4_5,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 12] = [
+    pub const ALL: [HfFlavor; 13] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
@@ -90,6 +92,7 @@ impl HfFlavor {
         HfFlavor::Granite,
         HfFlavor::Olmo2,
         HfFlavor::Exaone4,
+        HfFlavor::Ernie4_5,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -107,6 +110,7 @@ impl HfFlavor {
             HfFlavor::Granite => "granite",
             HfFlavor::Olmo2 => "olmo2",
             HfFlavor::Exaone4 => "exaone4",
+            HfFlavor::Ernie4_5 => "ernie4_5",
         }
     }
 

@@ -252,6 +252,33 @@ pub fn write_gemma_vocab(
     Ok(())
 }
 
+/// `Ernie4_5Model.set_vocab`: `_set_vocab_sentencepiece`, then `add_space_prefix` from
+/// tokenizer_config.json's `add_prefix_space` when the key is there.
+pub fn write_ernie4_5_vocab(
+    dir: &Path,
+    spm_size: Option<usize>,
+    kv: &mut KvList,
+) -> Result<(), VocabError> {
+    write_sentencepiece(dir, spm_size, kv)?;
+    let cfg_path = dir.join("tokenizer_config.json");
+    if cfg_path.is_file() {
+        if let Some(v) = read_json(&cfg_path)?.get("add_prefix_space") {
+            let b = match v {
+                Json::Bool(b) => *b,
+                Json::Null => {
+                    return Err(VocabError::file(
+                        &cfg_path,
+                        "'add_prefix_space' is null (the converter cannot write it)".into(),
+                    ))
+                }
+                other => sentencepiece::py_truthy(other),
+            };
+            kv.add_bool("tokenizer.ggml.add_space_prefix", b);
+        }
+    }
+    Ok(())
+}
+
 /// How many tokens the vocabulary written for `dir` has, as `Gemma3Model.modify_tensors`
 /// counts them to cut the embedding: the SentencePiece vocabulary's length, else
 /// tokenizer.json's `model.vocab` plus its `added_tokens`.

@@ -1,4 +1,5 @@
-//! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 / EXAONE 4 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
+//! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 / EXAONE 4 /
+//! ERNIE 4.5 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
 //! damaged): one clear error naming the file, no output file. Also: the runtime refuses the
 //! families it does not run, naming the architecture.
 
@@ -141,6 +142,23 @@ fn exaone4_llama3_rope_without_a_factor() {
     assert_names(
         &err,
         &["config.json", "llama3 RoPE scaling without a 'factor'"],
+    );
+}
+
+#[test]
+fn ernie4_5_fused_qkv_is_not_written_fused() {
+    // The converter splits a fused qkv_proj into attn_q/k/v; qforge refuses rather than write
+    // it fused.
+    let dir = checkpoint(HfFlavor::Ernie4_5, "ernie-qkv");
+    rewrite_weights(&dir, |e| {
+        for x in e.iter_mut() {
+            x.name = x.name.replace("self_attn.q_proj", "self_attn.qkv_proj");
+        }
+    });
+    let err = fails(&dir);
+    assert_names(
+        &err,
+        &["model.safetensors", "qkv_proj", "not supported yet"],
     );
 }
 

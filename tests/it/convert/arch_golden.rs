@@ -1,5 +1,6 @@
 //! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Gemma 2, Gemma 3 (text-only
-//! and multimodal), Phi-3, SmolLM3, Granite, OLMo 2 and EXAONE 4 checkpoints, compared
+//! and multimodal), Phi-3, SmolLM3, Granite, OLMo 2, EXAONE 4 and ERNIE 4.5
+//! checkpoints, compared
 //! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
@@ -130,6 +131,10 @@ golden_tests! {
     exaone4_f16: Exaone4, "f16";
     exaone4_bf16: Exaone4, "bf16";
     exaone4_q8_0: Exaone4, "q8_0";
+    ernie4_5_f32: Ernie4_5, "f32";
+    ernie4_5_f16: Ernie4_5, "f16";
+    ernie4_5_bf16: Ernie4_5, "bf16";
+    ernie4_5_q8_0: Ernie4_5, "q8_0";
 }
 
 /// `qforge quantize` of the f16 conversion to Q4_K_M equals `llama-quantize f16.gguf out.gguf
@@ -204,4 +209,9 @@ fn olmo2_q4_k_m() {
 #[test]
 fn exaone4_q4_k_m() {
     quantizes_like_llama_quantize(HfFlavor::Exaone4);
+}
+
+#[test]
+fn ernie4_5_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Ernie4_5);
 }
