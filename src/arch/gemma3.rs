@@ -33,6 +33,7 @@ pub const GEMMA3: Architecture = Architecture {
         own_parameters: None,
         ignores_head_dim: false,
         qk_norm_spans_heads: false,
+        drops_zero_biases: false,
         name_replacements: &[],
         unsupported_tensors: &[],
         text_configs: &[("gemma3", "gemma3_text")],

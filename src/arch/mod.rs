@@ -8,6 +8,7 @@
 //!
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
+pub mod cohere2;
 pub mod config;
 pub mod ernie4_5;
 pub mod exaone4;
@@ -183,6 +184,8 @@ pub struct ConvertQuirks {
     pub ignores_head_dim: bool,
     /// Per-head Q/K norms span all heads (`[n_head · head_dim]`, OLMo 2), not one head.
     pub qk_norm_spans_heads: bool,
+    /// `.bias` tensors are dropped, each checked to be all zero (Cohere2's runtime has none).
+    pub drops_zero_biases: bool,
     /// Substring replacements of checkpoint names, before anything else (the class's
     /// `filter_tensors`; ERNIE's `ernie.` → `model.`).
     pub name_replacements: &'static [(&'static str, &'static str)],
@@ -203,6 +206,7 @@ impl ConvertQuirks {
         own_parameters: None,
         ignores_head_dim: false,
         qk_norm_spans_heads: false,
+        drops_zero_biases: false,
         name_replacements: &[],
         unsupported_tensors: &[],
         text_configs: &[],
@@ -222,6 +226,7 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &olmo2::OLMO2,
     &exaone4::EXAONE4,
     &ernie4_5::ERNIE4_5,
+    &cohere2::COHERE2,
 ];
 
 impl Architecture {

@@ -33,6 +33,7 @@ pub const PHI3: Architecture = Architecture {
         own_parameters: Some(write_parameters),
         ignores_head_dim: false,
         qk_norm_spans_heads: false,
+        drops_zero_biases: false,
         name_replacements: &[],
         unsupported_tensors: &[],
         text_configs: &[],

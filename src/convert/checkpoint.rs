@@ -397,6 +397,21 @@ impl HfModel {
             if self.arch.quirks.drops_lm_head && t.name == "lm_head.weight" {
                 continue;
             }
+            if self.arch.quirks.drops_zero_biases && name.ends_with(".bias") {
+                // `Cohere2Model.modify_tensors`: only all-zero biases may go.
+                let file = self.checkpoint.file(loc);
+                file.check_float(&t)?;
+                let mut values = vec![0f32; t.n_elements()];
+                crate::formats::safetensors::floats_to_f32(t.dtype, file.data(&t), &mut values);
+                if values.iter().any(|v| *v != 0.0) {
+                    return Err(self.tensor_error(
+                        loc,
+                        &t.name,
+                        "a bias that is not zero (the architecture has no biases)".into(),
+                    ));
+                }
+                continue;
+            }
             let plus_one = self.arch.quirks.norm_plus_one && name.ends_with("norm.weight");
             if let (Some(n), true) = (embedding_rows, name.contains("embed_tokens.weight")) {
                 // `data_torch[:n]`: a no-op when the tensor has no more rows.

@@ -45,6 +45,10 @@ pub(crate) fn preset(flavor: HfFlavor) -> Option<SyntheticHf> {
         },
         // head_dim 32: Q rows (128) differ from the width (64).
         HfFlavor::Ernie4_5 => base(2, 64, 160, 4, 2, 32, true, Dtype::F16, 0x6572_6e34),
+        HfFlavor::Cohere2 => SyntheticHf {
+            vocab: 49152,
+            ..base(2, 64, 128, 4, 2, 16, true, Dtype::BF16, 0x636f_6832)
+        },
         // Four layers: three sliding-window, one global.
         HfFlavor::Exaone4 => SyntheticHf {
             vocab: 49152,
@@ -287,6 +291,29 @@ pub(crate) fn config(m: &SyntheticHf, torch_dtype: &str) -> Option<Json> {
             "use_bias": false,
             "vocab_size": m.vocab,
         }),
+        // Command R7B's layout: sliding window 4096 on three of four layers, logit scale.
+        HfFlavor::Cohere2 => json!({
+            "architectures": ["Cohere2ForCausalLM"],
+            "model_type": "cohere2",
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "hidden_act": "silu",
+            "hidden_size": m.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": m.ff,
+            "layer_norm_eps": 1e-5,
+            "logit_scale": 0.25,
+            "max_position_embeddings": 8192,
+            "num_attention_heads": m.n_head,
+            "num_hidden_layers": m.n_layer,
+            "num_key_value_heads": m.n_head_kv,
+            "rope_theta": 50000.0,
+            "rotary_pct": 1.0,
+            "sliding_window": 4096,
+            "sliding_window_pattern": 4,
+            "tie_word_embeddings": m.tied,
+            "vocab_size": m.vocab,
+        }),
         // EXAONE 4.0's layout: llama3 RoPE scaling, explicit layer types ("LLLG").
         HfFlavor::Exaone4 => json!({
             "architectures": ["Exaone4ForCausalLM"],
@@ -330,6 +357,7 @@ pub(crate) fn tensors(m: &SyntheticHf) -> Option<Vec<(String, Vec<usize>)>> {
         HfFlavor::Phi3 => return Some(phi3_tensors(m)),
         HfFlavor::Olmo2 => return Some(olmo2_tensors(m)),
         HfFlavor::Exaone4 => return Some(exaone4_tensors(m)),
+        HfFlavor::Cohere2 => return Some(cohere2_tensors(m)),
         _ => {}
     }
     let prefix = match m.flavor {
@@ -452,10 +480,34 @@ fn exaone4_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// Command R7B's tensors: one `input_layernorm` per block, no biases (the converter's lazy
+/// mode stops on any `.bias`; `--no-lazy` drops all-zero ones, as qforge does).
+fn cohere2_tensors(m: &SyntheticHf) -> Vec<(String, Vec<usize>)> {
+    let (h, q, kv) = (m.hidden, m.n_head * m.head_dim, m.n_head_kv * m.head_dim);
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![m.vocab, h])];
+    for l in 0..m.n_layer {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        v.push((p("input_layernorm.weight"), vec![h]));
+        v.push((p("self_attn.q_proj.weight"), vec![q, h]));
+        v.push((p("self_attn.k_proj.weight"), vec![kv, h]));
+        v.push((p("self_attn.v_proj.weight"), vec![kv, h]));
+        v.push((p("self_attn.o_proj.weight"), vec![h, q]));
+        v.push((p("mlp.gate_proj.weight"), vec![m.ff, h]));
+        v.push((p("mlp.up_proj.weight"), vec![m.ff, h]));
+        v.push((p("mlp.down_proj.weight"), vec![h, m.ff]));
+    }
+    v.push(("model.norm.weight".to_string(), vec![h]));
+    v
+}
+
 /// Whether a flavor of this module takes tiny-bpe's byte-level BPE vocabulary.
 pub(crate) fn uses_bpe(flavor: HfFlavor) -> bool {
     matches!(
         flavor,
-        HfFlavor::SmolLm3 | HfFlavor::Granite | HfFlavor::Olmo2 | HfFlavor::Exaone4
+        HfFlavor::SmolLm3
+            | HfFlavor::Granite
+            | HfFlavor::Olmo2
+            | HfFlavor::Exaone4
+            | HfFlavor::Cohere2
     )
 }

@@ -75,11 +75,13 @@ pub enum HfFlavor {
     Exaone4,
     /// `Ernie4_5ForCausalLM`: llama's layout without the permutation, SentencePiece vocabulary.
     Ernie4_5,
+    /// `Cohere2ForCausalLM`: one LayerNorm per block, tied, BPE vocabulary.
+    Cohere2,
 }
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 13] = [
+    pub const ALL: [HfFlavor; 14] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
@@ -93,6 +95,7 @@ impl HfFlavor {
         HfFlavor::Olmo2,
         HfFlavor::Exaone4,
         HfFlavor::Ernie4_5,
+        HfFlavor::Cohere2,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -111,6 +114,7 @@ impl HfFlavor {
             HfFlavor::Olmo2 => "olmo2",
             HfFlavor::Exaone4 => "exaone4",
             HfFlavor::Ernie4_5 => "ernie4_5",
+            HfFlavor::Cohere2 => "cohere2",
         }
     }
 

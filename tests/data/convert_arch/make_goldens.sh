@@ -19,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 
 cargo run --release --manifest-path "$repo/Cargo.toml" --example write_fixtures -- \
     arch-checkpoints "$work"
-for arch in mistral qwen2 qwen3 llama3 gemma2 gemma3 gemma3mm phi3 smollm3 granite olmo2 exaone4 ernie4_5; do
+for arch in mistral qwen2 qwen3 llama3 gemma2 gemma3 gemma3mm phi3 smollm3 granite olmo2 exaone4 ernie4_5 cohere2; do
     mkdir -p "$here/$arch"
     for outtype in f32 f16 bf16 q8_0; do
         out="$work/$arch.$outtype.gguf"
@@ -32,7 +32,7 @@ for arch in mistral qwen2 qwen3 llama3 gemma2 gemma3 gemma3mm phi3 smollm3 grani
 done
 # llama-quantize's Q4_K_M (2 threads) of the converter's f16 file, for the families whose
 # per-tensor rules differ from llama's.
-for arch in gemma2 gemma3 gemma3mm phi3 smollm3 granite olmo2 exaone4 ernie4_5; do
+for arch in gemma2 gemma3 gemma3mm phi3 smollm3 granite olmo2 exaone4 ernie4_5 cohere2; do
     out="$work/$arch.Q4_K_M.gguf"
     "$QUANTIZE" "$work/$arch.f16.gguf" "$out" Q4_K_M 2 > "$work/log.txt" 2>&1 \
         || { cat "$work/log.txt"; exit 1; }

@@ -1,5 +1,5 @@
 //! Broken Gemma 2 / Gemma 3 / Phi-3 / SmolLM3 / Granite / OLMo 2 / EXAONE 4 /
-//! ERNIE 4.5 checkpoints (the presets of tests/it/convert/arch_golden.rs, then
+//! ERNIE 4.5 / Command R7B checkpoints (the presets of tests/it/convert/arch_golden.rs, then
 //! damaged): one clear error naming the file, no output file. Also: the runtime refuses the
 //! families it does not run, naming the architecture.
 
@@ -160,6 +160,38 @@ fn ernie4_5_fused_qkv_is_not_written_fused() {
         &err,
         &["model.safetensors", "qkv_proj", "not supported yet"],
     );
+}
+
+#[test]
+fn cohere2_without_rotary_pct() {
+    // Cohere2Model reads hparams["rotary_pct"], which Cohere2Config has no default for.
+    let dir = checkpoint(HfFlavor::Cohere2, "cohere2-rot");
+    edit_config(&dir, |c| {
+        c.as_object_mut().unwrap().remove("rotary_pct");
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["config.json", "missing 'rotary_pct'"]);
+}
+
+#[test]
+fn cohere2_nonzero_bias() {
+    let dir = checkpoint(HfFlavor::Cohere2, "cohere2-bias");
+    rewrite_weights(&dir, |e| {
+        let w = e
+            .iter()
+            .position(|x| x.name == "model.layers.0.self_attn.q_proj.weight")
+            .unwrap();
+        let rows = e[w].shape[0];
+        let elem = e[w].bytes.len() / (rows * e[w].shape[1]);
+        let bias = super::arch_bad_checkpoints::Entry {
+            name: "model.layers.0.self_attn.q_proj.bias".into(),
+            shape: vec![rows],
+            bytes: e[w].bytes[..rows * elem].to_vec(),
+        };
+        e.push(bias);
+    });
+    let err = fails(&dir);
+    assert_names(&err, &["model.safetensors", "q_proj.bias", "not zero"]);
 }
 
 #[test]

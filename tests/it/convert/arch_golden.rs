@@ -1,6 +1,6 @@
 //! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Gemma 2, Gemma 3 (text-only
-//! and multimodal), Phi-3, SmolLM3, Granite, OLMo 2, EXAONE 4 and ERNIE 4.5
-//! checkpoints, compared
+//! and multimodal), Phi-3, SmolLM3, Granite, OLMo 2, EXAONE 4, ERNIE 4.5 and
+//! Command R7B checkpoints, compared
 //! byte for byte with what llama.cpp's `convert_hf_to_gguf.py` wrote for the same checkpoints.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
@@ -135,6 +135,10 @@ golden_tests! {
     ernie4_5_f16: Ernie4_5, "f16";
     ernie4_5_bf16: Ernie4_5, "bf16";
     ernie4_5_q8_0: Ernie4_5, "q8_0";
+    cohere2_f32: Cohere2, "f32";
+    cohere2_f16: Cohere2, "f16";
+    cohere2_bf16: Cohere2, "bf16";
+    cohere2_q8_0: Cohere2, "q8_0";
 }
 
 /// `qforge quantize` of the f16 conversion to Q4_K_M equals `llama-quantize f16.gguf out.gguf
@@ -214,4 +218,9 @@ fn exaone4_q4_k_m() {
 #[test]
 fn ernie4_5_q4_k_m() {
     quantizes_like_llama_quantize(HfFlavor::Ernie4_5);
+}
+
+#[test]
+fn cohere2_q4_k_m() {
+    quantizes_like_llama_quantize(HfFlavor::Cohere2);
 }
