@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    ArchError, Architecture, Block, ConfigDefault, Ffn, GeneratedTensor, Hparams, Norm, Rope,
-    VocabStyle,
+    ArchError, Architecture, Block, ConfigDefault, ConvertQuirks, Ffn, GeneratedTensor, Hparams,
+    Norm, Rope, VocabStyle,
 };
 use crate::formats::gguf_kv::KvList;
 
@@ -30,6 +30,7 @@ pub const LLAMA: Architecture = Architecture {
         qk_norm: false,
         ffn: Ffn::SwiGlu,
     }),
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.LLAMA]` (gguf-py constants.py).
@@ -96,7 +97,17 @@ const MISTRAL_DEFAULTS: &[ConfigDefault] = &[
 
 /// `LlamaModel.set_gguf_parameters`' additions: the vocabulary size and the RoPE width.
 pub(super) fn write_hparams(hp: &Hparams, kv: &mut KvList) -> Result<(), ArchError> {
-    let key = |k: &str| format!("llama.{k}");
+    write_llama_hparams("llama", hp, kv)
+}
+
+/// [`write_hparams`] under another GGUF architecture: the additions of `LlamaModel`'s
+/// subclasses (SmolLM3, Granite) that keep its `set_gguf_parameters`.
+pub(super) fn write_llama_hparams(
+    arch: &str,
+    hp: &Hparams,
+    kv: &mut KvList,
+) -> Result<(), ArchError> {
+    let key = |k: &str| format!("{arch}.{k}");
     kv.add_u32(&key("vocab_size"), hp.require_u32(&["vocab_size"])?);
     let rope_dim = match hp.find_u32(&["head_dim"])? {
         Some(d) => d,

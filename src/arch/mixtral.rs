@@ -5,7 +5,7 @@
 //! (`block: None`; llama.cpp's graph is `src/models/llama.cpp` with its MoE branch).
 
 use super::experts::ExpertLayout;
-use super::{Architecture, ConfigDefault, GeneratedTensor, VocabStyle};
+use super::{Architecture, ConfigDefault, ConvertQuirks, GeneratedTensor, VocabStyle};
 
 /// The Mixtral family.
 pub const MIXTRAL: Architecture = Architecture {
@@ -22,6 +22,7 @@ pub const MIXTRAL: Architecture = Architecture {
     write_hparams: super::llama::write_hparams,
     refuse_features: super::llama::refuse_features,
     block: None,
+    quirks: ConvertQuirks::NONE,
 };
 
 /// How Mixtral checkpoints store experts (`LlamaModel.modify_tensors`' `_experts`).

@@ -8,14 +8,23 @@
 //!
 //! Adding a family = one file here listed in [`ARCHITECTURES`], plus its goldens.
 
+pub mod cohere2;
 pub mod config;
+pub mod ernie4_5;
+pub mod exaone4;
 pub mod experts;
+pub mod gemma2;
+pub mod gemma3;
+pub mod granite;
 pub mod llama;
 pub mod mixtral;
+pub mod olmo2;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen2moe;
 pub mod qwen3;
 pub mod qwen3moe;
+pub mod smollm3;
 pub mod tensor_kinds;
 pub mod transforms;
 
@@ -55,8 +64,19 @@ pub enum VocabStyle {
     Llama,
     /// `Qwen2Model.set_vocab`: BPE from tokenizer.json, SentencePiece if `tokenizer.model`.
     Qwen2,
-    /// `TextModel.set_vocab` (`_set_vocab_gpt2`): byte-level BPE from tokenizer.json only.
+    /// `Gemma2Model.set_vocab`: `_set_vocab_sentencepiece`, then `add_space_prefix = false`.
+    Gemma2,
+    /// `Gemma3Model.set_vocab`: as [`VocabStyle::Gemma2`] when `tokenizer.model` exists, else
+    /// byte-level BPE from tokenizer.json.
+    Gemma3,
+    /// `Phi3MiniModel.set_vocab`: its own SentencePiece reading (added tokens from
+    /// tokenizer_config.json and tokenizer.json), or GPT-2 BPE for a `GPT2Tokenizer` (Phi-4).
+    Phi3,
+    /// `TextModel.set_vocab`: `_set_vocab_gpt2`, byte-level BPE from tokenizer.json only.
     Gpt2,
+    /// `Ernie4_5Model.set_vocab`: `_set_vocab_sentencepiece`, then tokenizer_config.json's
+    /// `add_prefix_space` when it has one.
+    Ernie4_5,
 }
 
 /// Tensors the converter computes rather than reads (`generate_extra_tensors`).
@@ -64,6 +84,9 @@ pub enum VocabStyle {
 pub enum GeneratedTensor {
     /// `rope_freqs.weight` for `rope_type: llama3` (Llama 3.1+), first in the file.
     Llama3RopeFreqs,
+    /// `rope_factors_long.weight` / `rope_factors_short.weight` of LongRoPE (Phi-3), first in
+    /// the file, with `rope.scaling.attn_factor` written as they are made.
+    LongRopeFactors,
 }
 
 /// Normalization of a block (what the runtime applies before attention and FFN).
@@ -140,6 +163,58 @@ pub struct Architecture {
     pub refuse_features: fn(&Path, &Hparams) -> Result<(), ArchError>,
     /// What the runtime executes per block; `None` when the runtime does not run the family.
     pub block: Option<Block>,
+    /// The converter's per-family tensor and parameter quirks beyond the common path.
+    pub quirks: ConvertQuirks,
+}
+
+/// A family's own `set_gguf_parameters` that replaces `TextModel.set_gguf_parameters`
+/// entirely (it writes `general.file_type`, given here, where the class writes it).
+pub type OwnParameters = fn(&Hparams, u32, &mut KvList) -> Result<(), ArchError>;
+
+/// What a family's converter class does differently from `TextModel` for tensors and
+/// parameters; [`ConvertQuirks::NONE`] for families that do nothing special.
+#[derive(Clone, Copy)]
+pub struct ConvertQuirks {
+    /// Checkpoint tensors whose name ends in `norm.weight` get 1 added (Gemma's RMSNorm scales
+    /// by `1 + weight`), computed as torch does: in f16 for F16 checkpoints, else in f32.
+    pub norm_plus_one: bool,
+    /// `lm_head.weight` is dropped (`filter_tensors` of Gemma2: the head is the embedding).
+    pub drops_lm_head: bool,
+    /// `embed_tokens` rows past the vocabulary's token count are dropped (Gemma3).
+    pub truncates_embedding: bool,
+    /// The class's `set_gguf_parameters` does not call `TextModel`'s: this writes them all.
+    pub own_parameters: Option<OwnParameters>,
+    /// `head_dim` is dropped from the config before anything reads it (Granite pops it).
+    pub ignores_head_dim: bool,
+    /// Per-head Q/K norms span all heads (`[n_head · head_dim]`, OLMo 2), not one head.
+    pub qk_norm_spans_heads: bool,
+    /// `.bias` tensors are dropped, each checked to be all zero (Cohere2's runtime has none).
+    pub drops_zero_biases: bool,
+    /// Substring replacements of checkpoint names, before anything else (the class's
+    /// `filter_tensors`; ERNIE's `ernie.` → `model.`).
+    pub name_replacements: &'static [(&'static str, &'static str)],
+    /// Checkpoint names (substrings) the converter transforms in ways qforge does not yet:
+    /// refused as "not supported yet" with the description given.
+    pub unsupported_tensors: &'static [(&'static str, &'static str)],
+    /// `(model_type, text model_type)` of configs whose `text_config` the converter lifts to
+    /// the top level (`TextModel.__init__`): the text part takes the second type's defaults.
+    pub text_configs: &'static [(&'static str, &'static str)],
+}
+
+impl ConvertQuirks {
+    /// No quirks: the common `TextModel` path.
+    pub const NONE: ConvertQuirks = ConvertQuirks {
+        norm_plus_one: false,
+        drops_lm_head: false,
+        truncates_embedding: false,
+        own_parameters: None,
+        ignores_head_dim: false,
+        qk_norm_spans_heads: false,
+        drops_zero_biases: false,
+        name_replacements: &[],
+        unsupported_tensors: &[],
+        text_configs: &[],
+    };
 }
 
 /// Every registered family, in lookup order.
@@ -150,6 +225,15 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &mixtral::MIXTRAL,
     &qwen2moe::QWEN2MOE,
     &qwen3moe::QWEN3MOE,
+    &gemma2::GEMMA2,
+    &gemma3::GEMMA3,
+    &phi3::PHI3,
+    &smollm3::SMOLLM3,
+    &granite::GRANITE,
+    &olmo2::OLMO2,
+    &exaone4::EXAONE4,
+    &ernie4_5::ERNIE4_5,
+    &cohere2::COHERE2,
 ];
 
 impl Architecture {
@@ -182,6 +266,16 @@ pub fn config_defaults(model_type: &str) -> Option<&'static [ConfigDefault]> {
         .flat_map(|a| a.config_defaults.iter())
         .find(|(t, _)| *t == model_type)
         .map(|(_, d)| *d)
+}
+
+/// The text `model_type` whose defaults apply to the `text_config` of a `model_type` config,
+/// from whichever family declares it.
+pub fn text_config_model_type(model_type: &str) -> Option<&'static str> {
+    ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.quirks.text_configs.iter())
+        .find(|(t, _)| *t == model_type)
+        .map(|(_, inner)| *inner)
 }
 
 /// A hook for families with nothing to add or refuse.

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, Ffn, Hparams, Norm, Rope,
-    VocabStyle,
+    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, ConvertQuirks, Ffn, Hparams,
+    Norm, Rope, VocabStyle,
 };
 
 /// The Qwen2 family.
@@ -29,6 +29,7 @@ pub const QWEN2: Architecture = Architecture {
         qk_norm: false,
         ffn: Ffn::SwiGlu,
     }),
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.QWEN2]` (gguf-py constants.py).
@@ -60,6 +61,11 @@ const QWEN2_DEFAULTS: &[ConfigDefault] = &[
     ("max_position_embeddings", Some(32768.0)),
     ("rms_norm_eps", Some(1e-6)),
 ];
+
+/// A hook for families that refuse nothing.
+pub(super) fn no_refusals(_: &Path, _: &Hparams) -> Result<(), ArchError> {
+    Ok(())
+}
 
 /// Sentence-transformers pooling heads and classifier pooling convert to other architectures.
 pub(super) fn refuse_features(dir: &Path, hp: &Hparams) -> Result<(), ArchError> {

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::experts::ExpertLayout;
-use super::{ArchError, Architecture, ConfigDefault, Hparams, VocabStyle};
+use super::{ArchError, Architecture, ConfigDefault, ConvertQuirks, Hparams, VocabStyle};
 use crate::formats::gguf_kv::KvList;
 
 /// The Qwen2-MoE family.
@@ -25,6 +25,7 @@ pub const QWEN2MOE: Architecture = Architecture {
     write_hparams,
     refuse_features,
     block: None,
+    quirks: ConvertQuirks::NONE,
 };
 
 /// How Qwen2-MoE and Qwen3-MoE checkpoints store experts (`Qwen2MoeModel.modify_tensors`).

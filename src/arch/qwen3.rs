@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::{
-    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, Ffn, Hparams, Norm, Rope,
-    VocabStyle,
+    no_extra_hparams, ArchError, Architecture, Block, ConfigDefault, ConvertQuirks, Ffn, Hparams,
+    Norm, Rope, VocabStyle,
 };
 
 /// The Qwen3 family.
@@ -32,6 +32,7 @@ pub const QWEN3: Architecture = Architecture {
         qk_norm: true,
         ffn: Ffn::SwiGlu,
     }),
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.QWEN3]` (gguf-py constants.py).

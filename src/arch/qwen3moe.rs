@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{ArchError, Architecture, ConfigDefault, Hparams, VocabStyle};
+use super::{ArchError, Architecture, ConfigDefault, ConvertQuirks, Hparams, VocabStyle};
 use crate::formats::gguf_kv::KvList;
 
 /// The Qwen3-MoE family (its experts: [`super::qwen2moe::EXPERTS`]).
@@ -23,6 +23,7 @@ pub const QWEN3MOE: Architecture = Architecture {
     write_hparams,
     refuse_features,
     block: None,
+    quirks: ConvertQuirks::NONE,
 };
 
 /// `MODEL_TENSORS[MODEL_ARCH.QWEN3MOE]` (gguf-py constants.py).

@@ -103,6 +103,18 @@ pub const TENSOR_KINDS: &[TensorKind] = &[
         aliases: &["rope.freqs", "rotary_pos_emb.inv_freq"],
     },
     TensorKind {
+        kind: "ROPE_FACTORS_LONG",
+        gguf: "rope_factors_long",
+        per_block: false,
+        aliases: &[],
+    },
+    TensorKind {
+        kind: "ROPE_FACTORS_SHORT",
+        gguf: "rope_factors_short",
+        per_block: false,
+        aliases: &[],
+    },
+    TensorKind {
         kind: "ATTN_NORM",
         gguf: "blk.{bid}.attn_norm",
         per_block: true,
@@ -286,6 +298,17 @@ pub const TENSOR_KINDS: &[TensorKind] = &[
         ],
     },
     TensorKind {
+        kind: "ATTN_POST_NORM",
+        gguf: "blk.{bid}.post_attention_norm",
+        per_block: true,
+        aliases: &[
+            "model.layers.{bid}.post_attention_layernorm",
+            "layers.{bid}.post_attention_layernorm",
+            "model.layers.{bid}.post_self_attn_layernorm",
+            "model.layers.layers.{bid}.post_mixer_norm.weight",
+        ],
+    },
+    TensorKind {
         kind: "ATTN_ROT_EMBD",
         gguf: "blk.{bid}.attn_rot_embd",
         per_block: true,
@@ -324,6 +347,30 @@ pub const TENSOR_KINDS: &[TensorKind] = &[
             "model.layers.{bid}.feedforward_layernorm",
             "model.layers.{bid}.pre_mlp_layernorm",
             "layers.{bid}.mlp_norm",
+        ],
+    },
+    TensorKind {
+        kind: "FFN_PRE_NORM",
+        gguf: "blk.{bid}.ffn_norm",
+        per_block: true,
+        aliases: &[
+            "model.layers.{bid}.pre_feedforward_layernorm",
+            "layers.{bid}.pre_feedforward_layernorm",
+            "model.layers.{bid}.pre_ff_layernorm.weight",
+            "model.layers.{bid}.pre_mlp_layernorm",
+        ],
+    },
+    TensorKind {
+        kind: "FFN_POST_NORM",
+        gguf: "blk.{bid}.post_ffw_norm",
+        per_block: true,
+        aliases: &[
+            "model.layers.{bid}.post_feedforward_layernorm",
+            "layers.{bid}.post_feedforward_layernorm",
+            "model.layers.{bid}.post_mlp_layernorm",
+            "model.layers.layers.{bid}.post_mlp_norm.weight",
+            "model.layers.{bid}.feed_forward.up_proj",
+            "model.layers.{bid}.post_moe_norm",
         ],
     },
     TensorKind {

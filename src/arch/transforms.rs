@@ -8,6 +8,11 @@ use super::Architecture;
 /// `filter_tensors` of TextModel and its bases: renames, and multimodal tensors dropped.
 pub fn filter_name(arch: &Architecture, name: &str) -> Option<String> {
     let mut name = name.to_string();
+    for (from, to) in arch.quirks.name_replacements {
+        if name.contains(from) {
+            name = name.replace(from, to);
+        }
+    }
     if arch.strips_text_model_prefix && name.contains("text_model.") {
         name = name.replace("text_model.", "");
     }

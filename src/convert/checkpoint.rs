@@ -125,10 +125,13 @@ struct TensorPlan {
 /// Where a tensor's values come from.
 #[derive(Clone, Debug)]
 enum TensorOrigin {
-    /// A checkpoint tensor, its rows permuted over `permute_heads` heads (Q/K of Llama) if set.
+    /// A checkpoint tensor, its rows permuted over `permute_heads` heads (Q/K of Llama) if set;
+    /// only its first rows when the plan's shape has fewer (Gemma 3's embedding), and 1 added
+    /// to every value with `plus_one` (Gemma's norms).
     Checkpoint {
         loc: TensorLocation,
         permute_heads: Option<usize>,
+        plus_one: bool,
     },
     /// Values the converter computes itself (llama3 `rope_freqs`), always written as F32.
     Computed(Vec<f32>),
@@ -147,6 +150,16 @@ struct ExpertGroup {
     parts: HashMap<(usize, &'static str), TensorLocation>,
 }
 
+/// LongRoPE's generated tensors and the key written with them.
+struct LongRopeFactors {
+    /// `rope.scaling.attn_factor`.
+    attn_factor: f64,
+    /// `rope_factors_long.weight`.
+    long: Vec<f32>,
+    /// `rope_factors_short.weight`.
+    short: Vec<f32>,
+}
+
 /// A Hugging Face checkpoint opened for conversion.
 pub struct HfModel {
     dir: PathBuf,
@@ -158,6 +171,8 @@ pub struct HfModel {
     metadata: Metadata,
     tensors: Vec<SourceTensor>,
     plans: Vec<TensorPlan>,
+    /// F32 keys written while tensors are prepared (LongRoPE's attention factor).
+    early_keys: Vec<(String, f64)>,
 }
 
 /// Names the converter drops outright (`prepare_tensors`).
@@ -181,7 +196,7 @@ impl HfModel {
                 what: "not a directory".into(),
             });
         }
-        let hparams = Hparams::load(&dir)?;
+        let mut hparams = Hparams::load(&dir)?;
         let arch = match hparams.get("architectures") {
             Some(Json::Array(a)) if !a.is_empty() => a[0].as_str().unwrap_or("").to_string(),
             _ => {
@@ -193,6 +208,9 @@ impl HfModel {
             path: hparams.path().to_path_buf(),
             arch: arch.clone(),
         })?;
+        if family.quirks.ignores_head_dim {
+            hparams = hparams.without("head_dim");
+        }
         check_supported_features(&dir, family, &hparams)?;
 
         let checkpoint = Checkpoint::open_dir(&dir)?;
@@ -206,6 +224,7 @@ impl HfModel {
             metadata: Metadata::new(),
             tensors: Vec::new(),
             plans: Vec::new(),
+            early_keys: Vec::new(),
         };
         model.plan_tensors()?;
         model.build_metadata(opts)?;
@@ -317,7 +336,8 @@ impl HfModel {
         } else {
             (0, 0)
         };
-        let shapes = ExpectedShapes::from_hparams(hp, self.arch)?;
+        let mut shapes = ExpectedShapes::from_hparams(hp, self.arch)?;
+        shapes.qk_norm_spans_heads = self.arch.quirks.qk_norm_spans_heads;
         let expert_groups = self.group_experts(&items)?;
 
         // Tensors the converter generates come before the checkpoint's.
@@ -334,12 +354,64 @@ impl HfModel {
             });
         }
 
+        // Gemma 3 keeps as many embedding rows as its vocabulary has tokens.
+        let embedding_rows = if self.arch.quirks.truncates_embedding {
+            let spm_size = hp
+                .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
+                .map(|v| v as usize);
+            Some(vocab::gemma3_token_count(&self.dir, spm_size)?)
+        } else {
+            None
+        };
+
+        if let Some(LongRopeFactors {
+            attn_factor,
+            long,
+            short,
+        }) = self.longrope_factors()?
+        {
+            self.early_keys.push((
+                format!("{}.rope.scaling.attn_factor", self.arch.gguf_arch),
+                attn_factor,
+            ));
+            for (name, factors) in [
+                ("rope_factors_long.weight", long),
+                ("rope_factors_short.weight", short),
+            ] {
+                self.tensors.push(SourceTensor {
+                    name: name.into(),
+                    ty: GgmlType::F32,
+                    ne: vec![factors.len() as u64],
+                });
+                self.plans.push(TensorPlan {
+                    hf_name: name.into(),
+                    shape: vec![factors.len()],
+                    origin: TensorOrigin::Computed(factors),
+                });
+            }
+        }
+
         let mut seen_kinds: Vec<(&'static str, Option<usize>)> = Vec::new();
         for (item, (loc, name)) in items.into_iter().enumerate() {
             if is_skipped(&name) {
                 continue;
             }
-            let t = self.checkpoint.tensor(loc).clone();
+            let mut t = self.checkpoint.tensor(loc).clone();
+            if let Some((_, what)) = self
+                .arch
+                .quirks
+                .unsupported_tensors
+                .iter()
+                .find(|(part, _)| name.contains(part))
+            {
+                return Err(HfError::NotSupported {
+                    path: self.checkpoint.file(loc).path().to_path_buf(),
+                    what: format!("{what}: tensor '{}'", t.name),
+                });
+            }
+            if self.arch.quirks.drops_lm_head && t.name == "lm_head.weight" {
+                continue;
+            }
             if let Some(layout) = self.arch.experts().filter(|l| name.contains(l.marker)) {
                 // Held back until the layer's last expert arrives, then stacked.
                 let bid = block_id(&name).expect("grouped");
@@ -351,6 +423,28 @@ impl HfModel {
                     }
                 }
                 continue;
+            }
+            if self.arch.quirks.drops_zero_biases && name.ends_with(".bias") {
+                // `Cohere2Model.modify_tensors`: only all-zero biases may go.
+                let file = self.checkpoint.file(loc);
+                file.check_float(&t)?;
+                let mut values = vec![0f32; t.n_elements()];
+                crate::formats::safetensors::floats_to_f32(t.dtype, file.data(&t), &mut values);
+                if values.iter().any(|v| *v != 0.0) {
+                    return Err(self.tensor_error(
+                        loc,
+                        &t.name,
+                        "a bias that is not zero (the architecture has no biases)".into(),
+                    ));
+                }
+                continue;
+            }
+            let plus_one = self.arch.quirks.norm_plus_one && name.ends_with("norm.weight");
+            if let (Some(n), true) = (embedding_rows, name.contains("embed_tokens.weight")) {
+                // `data_torch[:n]`: a no-op when the tensor has no more rows.
+                if let Some(rows) = t.shape.first_mut() {
+                    *rows = (*rows).min(n);
+                }
             }
             if name.contains("block_sparse_moe.experts") || name.contains("mlp.experts") {
                 return Err(HfError::NotSupported {
@@ -379,7 +473,10 @@ impl HfModel {
                     ),
                 )
             })?;
-            if let Some(expected) = shapes.expected(mapped.kind, mapped.name.ends_with(".bias")) {
+            let fused_gate_up = name.contains("gate_up_proj");
+            if let Some(expected) =
+                shapes.expected(mapped.kind, mapped.name.ends_with(".bias"), fused_gate_up)
+            {
                 if t.shape != expected {
                     return Err(self.tensor_error(
                         loc,
@@ -425,7 +522,11 @@ impl HfModel {
                 ne,
             });
             self.plans.push(TensorPlan {
-                origin: TensorOrigin::Checkpoint { loc, permute_heads },
+                origin: TensorOrigin::Checkpoint {
+                    loc,
+                    permute_heads,
+                    plus_one,
+                },
                 hf_name: t.name.clone(),
                 shape: t.shape.clone(),
             });
@@ -693,6 +794,74 @@ impl HfModel {
         )))
     }
 
+    /// LongRoPE's per-frequency factors (`Phi3MiniModel.generate_extra_tensors`): the
+    /// attention factor the class writes with them, then the long and short factors as F32.
+    /// `None` without `long_factor`.
+    fn longrope_factors(&self) -> Result<Option<LongRopeFactors>, HfError> {
+        if !self
+            .arch
+            .generated
+            .contains(&GeneratedTensor::LongRopeFactors)
+        {
+            return Ok(None);
+        }
+        let hp = &self.hparams;
+        let rope = rope_parameters(hp)?;
+        let factors = |key: &str| -> Result<Option<Vec<f32>>, HfError> {
+            match rope.get(key) {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_f64().map(|x| x as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .map(Some)
+                    .ok_or_else(|| hp.bad(format!("RoPE '{key}' must be a list of numbers"))),
+                Some(v) => Err(hp.bad(format!("RoPE '{key}' must be a list, got {v}"))),
+            }
+        };
+        let long = match factors("long_factor")? {
+            Some(l) if !l.is_empty() => l,
+            _ => return Ok(None),
+        };
+        let max_pos = hp.require_u32(&["n_positions", "max_position_embeddings"])? as f64;
+        let orig = crate::arch::phi3::original_context(hp)? as f64;
+        let scale = max_pos / orig;
+        let rope_type = rope
+            .get("rope_type")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_lowercase();
+        let attn_factor = match rope_type.as_str() {
+            "" => return Err(hp.bad("LongRoPE factors without a RoPE type".into())),
+            "su" | "longrope" if scale > 1.0 => (1.0 + scale.ln() / orig.ln()).sqrt(),
+            "yarn" if scale > 1.0 => 0.1 * scale.ln() + 1.0,
+            "su" | "longrope" | "yarn" => 1.0,
+            other => {
+                return Err(HfError::NotSupported {
+                    path: hp.path().to_path_buf(),
+                    what: format!("RoPE type '{other}' with LongRoPE factors"),
+                })
+            }
+        };
+        let Some(short) = factors("short_factor")? else {
+            return Err(hp.bad("LongRoPE 'long_factor' without 'short_factor'".into()));
+        };
+        let half = crate::arch::phi3::rope_dims(hp)? as f64 / 2.0;
+        if long.len() != short.len() || long.len() as f64 != half {
+            return Err(hp.bad(format!(
+                "LongRoPE factors must number {half} (half the rotated dimensions); \
+                 long_factor has {}, short_factor {}",
+                long.len(),
+                short.len()
+            )));
+        }
+        Ok(Some(LongRopeFactors {
+            attn_factor,
+            long,
+            short,
+        }))
+    }
+
     /// `get_total_parameter_count`: (total, shared, expert, expert count).
     fn parameter_counts(&self) -> (u64, u64, u64, u64) {
         let (mut total, mut shared, mut expert) = (0u64, 0u64, 0u64);
@@ -732,6 +901,10 @@ impl HfModel {
         let arch = self.arch.gguf_arch;
         let mut kv = KvList::new();
         kv.add_str("general.architecture", arch);
+        // Keys the converter adds while preparing tensors come before the metadata.
+        for (k, v) in &self.early_keys {
+            kv.add_f32(k, *v);
+        }
         kv.add_str("general.type", "model");
         card.write(&mut kv);
         self.write_parameters(&mut kv)?;
@@ -753,6 +926,25 @@ impl HfModel {
                 };
                 vocab::write_qwen2_vocab(&self.dir, size, &mut kv)?
             }
+            VocabStyle::Ernie4_5 => {
+                let spm_size = self
+                    .hparams
+                    .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
+                    .map(|v| v as usize);
+                vocab::write_ernie4_5_vocab(&self.dir, spm_size, &mut kv)?
+            }
+            VocabStyle::Phi3 => {
+                let size = self.hparams.find_u32(&["vocab_size"])?.map(|v| v as usize);
+                vocab::phi3::write_phi3_vocab(&self.dir, size, &mut kv)?
+            }
+            VocabStyle::Gemma2 | VocabStyle::Gemma3 => {
+                let spm_size = self
+                    .hparams
+                    .find_u32(&["vocab_size_per_layer_input", "vocab_size"])?
+                    .map(|v| v as usize);
+                let bpe_fallback = self.arch.vocab == VocabStyle::Gemma3;
+                vocab::write_gemma_vocab(&self.dir, spm_size, vocab_size, bpe_fallback, &mut kv)?
+            }
         }
         self.card = card;
         self.metadata = kv.into_metadata();
@@ -762,6 +954,10 @@ impl HfModel {
     /// `TextModel.set_gguf_parameters` and the class's additions.
     fn write_parameters(&self, kv: &mut KvList) -> Result<(), HfError> {
         let hp = &self.hparams;
+        if let Some(own) = self.arch.quirks.own_parameters {
+            own(hp, self.outtype.file_type(), kv)?;
+            return Ok(());
+        }
         let arch = self.arch.gguf_arch;
         let key = |k: &str| format!("{arch}.{k}");
         kv.add_u32(
@@ -862,6 +1058,18 @@ impl HfModel {
             })?;
             kv.add_f32(&key("rope.freq_base"), v);
         }
+        let swa_theta = rope
+            .get("sliding_attention")
+            .and_then(|s| s.get("rope_theta"))
+            .filter(|v| !v.is_null());
+        if let Some(theta) = swa_theta {
+            let v = theta.as_f64().ok_or_else(|| {
+                hp.bad::<HfError>(format!(
+                    "the sliding-window RoPE base must be a number, got {theta}"
+                ))
+            })?;
+            kv.add_f32(&key("rope.freq_base_swa"), v);
+        }
         if let Some(v) = hp.find_f64(&["rms_norm_eps", "norm_eps"])? {
             kv.add_f32(&key("attention.layer_norm_rms_epsilon"), v);
         }
@@ -944,7 +1152,17 @@ impl HfModel {
             let file = self.checkpoint.file(loc);
             let t = self.checkpoint.tensor(loc);
             file.check_float(t)?;
-            self.encode_into(loc, None, t.shape[0], out_ty, file.data(t), Some(file), dst);
+            self.encode_into(
+                loc,
+                None,
+                false,
+                t.shape[0],
+                t.n_elements(),
+                out_ty,
+                file.data(t),
+                Some(file),
+                dst,
+            );
             file.release(t);
         }
         Ok(out)
@@ -990,7 +1208,12 @@ impl HfModel {
         fill: &RowFill<'_, E>,
     ) -> Option<Result<Vec<u8>, E>> {
         let plan = &self.plans[index];
-        let TensorOrigin::Checkpoint { loc, permute_heads } = &plan.origin else {
+        let TensorOrigin::Checkpoint {
+            loc,
+            permute_heads,
+            plus_one: false,
+        } = &plan.origin
+        else {
             return None;
         };
         let t = self.checkpoint.tensor(*loc);
@@ -1044,32 +1267,50 @@ impl HfModel {
     fn encode_from(&self, index: usize, src: &[u8], file: Option<&SafetensorsFile>) -> Vec<u8> {
         let plan = &self.plans[index];
         let out_ty = self.tensors[index].ty;
-        let TensorOrigin::Checkpoint { loc, permute_heads } = &plan.origin else {
+        let TensorOrigin::Checkpoint {
+            loc,
+            permute_heads,
+            plus_one,
+        } = &plan.origin
+        else {
             unreachable!("only checkpoint tensors are encoded from one tensor's bytes")
         };
-        let n = self.checkpoint.tensor(*loc).n_elements();
+        // The plan's shape: the checkpoint's, or its first rows.
+        let n: usize = plan.shape.iter().product();
         let rows = plan.shape.first().copied().unwrap_or(1).max(1);
         let mut out = vec![0u8; encoded_size(out_ty, n)];
-        self.encode_into(*loc, *permute_heads, rows, out_ty, src, file, &mut out);
+        self.encode_into(
+            *loc,
+            *permute_heads,
+            *plus_one,
+            rows,
+            n,
+            out_ty,
+            src,
+            file,
+            &mut out,
+        );
         out
     }
 
-    /// Encode `src` (the bytes of checkpoint tensor `loc`, `rows` rows of its first dimension,
-    /// rows permuted over `permute_heads` heads if set) to `out_ty` into `out`; with `file`,
-    /// pages of the mapped source are released as rows are consumed.
+    /// Encode `src` (the bytes of checkpoint tensor `loc`) to `out_ty` into `out`: its first
+    /// `rows` rows (`n` elements), rows permuted over `permute_heads` heads if set, 1 added
+    /// as torch does if `plus_one`; with `file`, pages of the mapped source are released as
+    /// rows are consumed.
     #[allow(clippy::too_many_arguments)]
     fn encode_into(
         &self,
         loc: TensorLocation,
         permute_heads: Option<usize>,
+        plus_one: bool,
         rows: usize,
+        n: usize,
         out_ty: GgmlType,
         src: &[u8],
         file: Option<&SafetensorsFile>,
         out: &mut [u8],
     ) {
         let t = self.checkpoint.tensor(loc);
-        let n = t.n_elements();
         let rows = rows.max(1);
         let row_len = if t.shape.is_empty() { 1 } else { n / rows };
         let in_size = float_dtype_size(t.dtype).expect("checked");
@@ -1082,10 +1323,11 @@ impl HfModel {
             None => r,
         };
         // Raw copies where the script's conversion is the identity.
-        let raw = matches!(
-            (t.dtype, out_ty),
-            (Dtype::F16, GgmlType::F16) | (Dtype::F32, GgmlType::F32)
-        );
+        let raw = !plus_one
+            && matches!(
+                (t.dtype, out_ty),
+                (Dtype::F16, GgmlType::F16) | (Dtype::F32, GgmlType::F32)
+            );
         // A row is a whole number of blocks: the type was chosen so (Q8_0 needs the last
         // dimension to be a multiple of 32, and a row spans whole last-dimension rows).
         let out_row_bytes = encoded_size(out_ty, row_len);
@@ -1103,11 +1345,11 @@ impl HfModel {
                     if raw {
                         chunk[k * out_row_bytes..(k + 1) * out_row_bytes].copy_from_slice(s);
                     } else {
-                        crate::formats::safetensors::floats_to_f32(
-                            t.dtype,
-                            s,
-                            &mut buf[k * row_len..(k + 1) * row_len],
-                        );
+                        let row = &mut buf[k * row_len..(k + 1) * row_len];
+                        crate::formats::safetensors::floats_to_f32(t.dtype, s, row);
+                        if plus_one {
+                            add_one_as_torch(t.dtype, row);
+                        }
                     }
                 }
                 if !raw {
@@ -1139,57 +1381,23 @@ fn config_sets(hp: &Hparams, keys: &[&str]) -> bool {
         .is_some_and(|j| keys.iter().any(|k| j.get(*k).is_some_and(|v| !v.is_null())))
 }
 
-/// The RoPE parameters as `TextModel.__init__` gathers them: `rope_parameters` (or
-/// `rope_scaling`) with the top-level base frequency, type and original context mirrored in.
-fn rope_parameters(hp: &Hparams) -> Result<Map<String, Json>, HfError> {
-    let mut rope: Map<String, Json> =
-        match hp.get("rope_parameters").or_else(|| hp.get("rope_scaling")) {
-            Some(Json::Object(m)) => m.clone(),
-            _ => Map::new(),
+/// `data_torch + 1` as the converter computes it on a tensor of `dtype`, given its values as
+/// f32: F16 tensors stay F16 in torch (the sum is rounded to half precision), every other
+/// dtype was widened to F32 first.
+fn add_one_as_torch(dtype: Dtype, row: &mut [f32]) {
+    for v in row {
+        let sum = *v + 1.0;
+        *v = if dtype == Dtype::F16 {
+            crate::quant::f16_to_f32(crate::quant::f32_to_f16(sum))
+        } else {
+            sum
         };
-    if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
-        return Err(HfError::NotSupported {
-            path: hp.path().to_path_buf(),
-            what: "per-layer-type RoPE parameters".into(),
-        });
     }
-    if hp
-        .find(&[
-            "local_rope_theta",
-            "rope_local_theta",
-            "rope_theta_local",
-            "swa_rope_theta",
-            "rope_local_base_freq",
-        ])
-        .is_some()
-    {
-        return Err(HfError::NotSupported {
-            path: hp.path().to_path_buf(),
-            what: "a sliding-window RoPE base".into(),
-        });
-    }
-    if !rope.contains_key("rope_theta") {
-        if let Some(theta) = hp.find(&[
-            "global_rope_theta",
-            "rope_global_theta",
-            "rope_theta_global",
-            "rope_theta",
-            "rotary_emb_base",
-        ]) {
-            rope.insert("rope_theta".into(), theta.clone());
-        }
-    }
-    if !rope.contains_key("rope_type") {
-        if let Some(t) = rope.get("type").cloned() {
-            rope.insert("rope_type".into(), t);
-        }
-    }
-    if !rope.contains_key("original_max_position_embeddings") {
-        if let Some(v) = hp.find(&["original_max_position_embeddings"]) {
-            rope.insert("original_max_position_embeddings".into(), v.clone());
-        }
-    }
-    Ok(rope)
+}
+
+/// The RoPE parameters as `TextModel.__init__` gathers them ([`Hparams::rope_parameters`]).
+fn rope_parameters(hp: &Hparams) -> Result<Map<String, Json>, HfError> {
+    Ok(hp.rope_parameters()?)
 }
 
 /// The per-frequency RoPE scale factors of Llama 3.1's `rope_type: llama3`, which the
@@ -1247,6 +1455,8 @@ struct ExpectedShapes {
     expert_ff: Option<usize>,
     /// Rows of the shared expert's gate/up matrix.
     shared_ff: Option<usize>,
+    /// Q/K norms are as wide as the projections (OLMo 2), not one head.
+    qk_norm_spans_heads: bool,
 }
 
 impl ExpectedShapes {
@@ -1280,20 +1490,27 @@ impl ExpectedShapes {
                 None => None,
             },
             shared_ff: u(&["shared_expert_intermediate_size"])?,
+            qk_norm_spans_heads: false,
         })
     }
 
     /// The PyTorch shape a tensor of `kind` must have, when config.json determines it.
-    fn expected(&self, kind: &str, bias: bool) -> Option<Vec<usize>> {
+    fn expected(&self, kind: &str, bias: bool, fused_gate_up: bool) -> Option<Vec<usize>> {
         let two = |a: Option<usize>, b: Option<usize>| Some(vec![a?, b?]);
+        let qkv_rows = self.q_rows.zip(self.kv_rows).map(|(q, kv)| q + 2 * kv);
         let weight = match kind {
             "TOKEN_EMBD" | "OUTPUT" => two(self.vocab, self.hidden),
-            "OUTPUT_NORM" | "ATTN_NORM" | "FFN_NORM" => Some(vec![self.hidden?]),
+            "OUTPUT_NORM" | "ATTN_NORM" | "FFN_NORM" | "ATTN_POST_NORM" | "FFN_PRE_NORM"
+            | "FFN_POST_NORM" => Some(vec![self.hidden?]),
             "ATTN_Q" => two(self.q_rows, self.hidden),
             "ATTN_K" | "ATTN_V" => two(self.kv_rows, self.hidden),
             "ATTN_OUT" => two(self.hidden, self.q_rows),
+            "ATTN_QKV" => two(qkv_rows, self.hidden),
+            "FFN_UP" if fused_gate_up => two(self.ff.map(|f| 2 * f), self.hidden),
             "FFN_GATE" | "FFN_UP" => two(self.ff, self.hidden),
             "FFN_DOWN" => two(self.hidden, self.ff),
+            "ATTN_Q_NORM" if self.qk_norm_spans_heads => Some(vec![self.q_rows?]),
+            "ATTN_K_NORM" if self.qk_norm_spans_heads => Some(vec![self.kv_rows?]),
             "ATTN_Q_NORM" | "ATTN_K_NORM" => Some(vec![self.head_dim?]),
             "FFN_GATE_INP" => two(self.n_expert, self.hidden),
             "FFN_GATE_INP_SHEXP" => two(Some(1), self.hidden),

@@ -6,6 +6,7 @@
 pub mod card;
 pub mod checkpoint;
 pub mod encode;
+pub mod synthetic_dense;
 pub mod synthetic_hf;
 pub mod vocab;
 pub mod yaml;

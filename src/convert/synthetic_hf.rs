@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::convert::synthetic_dense;
 use crate::formats::safetensors::{Dtype, SafetensorsError, SafetensorsWriter};
 use crate::quant::{f32_to_bf16, f32_to_f16};
 use crate::rng::Rng;
@@ -55,6 +56,27 @@ pub enum HfFlavor {
     /// `LlamaForCausalLM` with Llama 3.1 `rope_scaling` (`rope_type: llama3`), SentencePiece
     /// vocabulary.
     Llama3,
+    /// `Gemma2ForCausalLM` (see [`crate::convert::synthetic_dense`]).
+    Gemma2,
+    /// `Gemma3ForCausalLM`, text only.
+    Gemma3,
+    /// `Gemma3ForConditionalGeneration`: text under `text_config`, plus vision tensors.
+    Gemma3Mm,
+    /// `Phi3ForCausalLM`: fused `qkv_proj` / `gate_up_proj`, LongRoPE factors.
+    Phi3,
+    /// `SmolLM3ForCausalLM`: a llama under another name, byte-level BPE vocabulary.
+    SmolLm3,
+    /// `GraniteForCausalLM`: a llama with µP multipliers, byte-level BPE vocabulary.
+    Granite,
+    /// `Olmo2ForCausalLM`: post-norms only, whole-projection Q/K norms, BPE vocabulary.
+    Olmo2,
+    /// `Exaone4ForCausalLM`: post-norms, per-head Q/K norms, sliding-window layer pattern,
+    /// llama3 RoPE factors, BPE vocabulary.
+    Exaone4,
+    /// `Ernie4_5ForCausalLM`: llama's layout without the permutation, SentencePiece vocabulary.
+    Ernie4_5,
+    /// `Cohere2ForCausalLM`: one LayerNorm per block, tied, BPE vocabulary.
+    Cohere2,
     /// `MixtralForCausalLM`: 8 experts per layer (`block_sparse_moe.experts.N.w1/w2/w3`) and a
     /// router, SentencePiece vocabulary, weights in two shards.
     Mixtral,
@@ -82,7 +104,7 @@ pub struct MoeShape {
 
 impl HfFlavor {
     /// Every flavor, in the order goldens list them.
-    pub const ALL: [HfFlavor; 7] = [
+    pub const ALL: [HfFlavor; 17] = [
         HfFlavor::Mistral,
         HfFlavor::Qwen2,
         HfFlavor::Qwen3,
@@ -90,6 +112,16 @@ impl HfFlavor {
         HfFlavor::Mixtral,
         HfFlavor::Qwen2Moe,
         HfFlavor::Qwen3Moe,
+        HfFlavor::Gemma2,
+        HfFlavor::Gemma3,
+        HfFlavor::Gemma3Mm,
+        HfFlavor::Phi3,
+        HfFlavor::SmolLm3,
+        HfFlavor::Granite,
+        HfFlavor::Olmo2,
+        HfFlavor::Exaone4,
+        HfFlavor::Ernie4_5,
+        HfFlavor::Cohere2,
     ];
 
     /// Short name: the golden folder and the checkpoint directory's suffix.
@@ -102,6 +134,16 @@ impl HfFlavor {
             HfFlavor::Mixtral => "mixtral",
             HfFlavor::Qwen2Moe => "qwen2moe",
             HfFlavor::Qwen3Moe => "qwen3moe",
+            HfFlavor::Gemma2 => "gemma2",
+            HfFlavor::Gemma3 => "gemma3",
+            HfFlavor::Gemma3Mm => "gemma3mm",
+            HfFlavor::Phi3 => "phi3",
+            HfFlavor::SmolLm3 => "smollm3",
+            HfFlavor::Granite => "granite",
+            HfFlavor::Olmo2 => "olmo2",
+            HfFlavor::Exaone4 => "exaone4",
+            HfFlavor::Ernie4_5 => "ernie4_5",
+            HfFlavor::Cohere2 => "cohere2",
         }
     }
 
@@ -115,7 +157,7 @@ impl HfFlavor {
         matches!(
             self,
             HfFlavor::Qwen2 | HfFlavor::Qwen3 | HfFlavor::Qwen2Moe | HfFlavor::Qwen3Moe
-        )
+        ) || synthetic_dense::uses_bpe(self)
     }
 
     /// The experts of the mixture-of-experts flavors.
@@ -175,6 +217,9 @@ pub struct SyntheticHf {
 impl SyntheticHf {
     /// The checkpoint each golden under tests/data/convert_arch/ was made from.
     pub fn preset(flavor: HfFlavor) -> SyntheticHf {
+        if let Some(m) = synthetic_dense::preset(flavor) {
+            return m;
+        }
         match flavor {
             HfFlavor::Mistral => SyntheticHf {
                 flavor,
@@ -267,6 +312,7 @@ impl SyntheticHf {
                 dtype: Dtype::F32,
                 seed: 0x7133_6d65,
             },
+            other => unreachable!("{other:?} has its preset in synthetic_dense"),
         }
     }
 
@@ -286,6 +332,9 @@ impl SyntheticHf {
 
     /// config.json, shaped like the family's published configs.
     pub fn config(&self) -> serde_json::Value {
+        if let Some(c) = synthetic_dense::config(self, self.torch_dtype()) {
+            return c;
+        }
         let mut c = json!({
             "hidden_act": "silu",
             "hidden_size": self.hidden,
@@ -426,6 +475,7 @@ impl SyntheticHf {
                 "sliding_window": null,
                 "use_sliding_window": false,
             }),
+            other => unreachable!("{other:?} has its config in synthetic_dense"),
         };
         let (serde_json::Value::Object(c_map), serde_json::Value::Object(e)) = (&mut c, extra)
         else {
@@ -456,6 +506,9 @@ impl SyntheticHf {
 
     /// Tensor names and PyTorch shapes, in the order a `save_pretrained` module walk gives.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        if let Some(v) = synthetic_dense::tensors(self) {
+            return v;
+        }
         let (h, q, kv) = (
             self.hidden,
             self.n_head * self.head_dim,
@@ -531,7 +584,8 @@ impl SyntheticHf {
     pub fn values(&self, index: usize, n: usize) -> Vec<f32> {
         const CHUNK: usize = 1 << 14;
         let name = &self.tensors()[index].0;
-        let is_norm = name.ends_with("norm.weight");
+        let is_norm =
+            name.ends_with("norm.weight") && !synthetic_dense::norms_are_offsets(self.flavor);
         let is_bias = name.ends_with(".bias");
         let seed = self.seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
         let mut out = vec![0f32; n];

@@ -2,6 +2,7 @@
 //! (llama.cpp 0c1e57098).
 
 pub mod bpe;
+pub mod phi3;
 pub mod pre_hashes;
 pub mod sentencepiece;
 pub mod special;
@@ -231,6 +232,72 @@ pub fn write_qwen2_vocab(
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// `Gemma2Model.set_vocab` / `Gemma3Model.set_vocab`: SentencePiece (sized by `spm_size`)
+/// with `add_space_prefix` false; without `tokenizer.model`, Gemma 3 (`bpe_fallback`) reads
+/// byte-level BPE from tokenizer.json (sized by `vocab_size`) instead.
+pub fn write_gemma_vocab(
+    dir: &Path,
+    spm_size: Option<usize>,
+    vocab_size: Option<usize>,
+    bpe_fallback: bool,
+    kv: &mut KvList,
+) -> Result<(), VocabError> {
+    if bpe_fallback && !dir.join("tokenizer.model").is_file() {
+        return write_gpt2(dir, vocab_size, kv);
+    }
+    write_sentencepiece(dir, spm_size, kv)?;
+    kv.add_bool("tokenizer.ggml.add_space_prefix", false);
+    Ok(())
+}
+
+/// `Ernie4_5Model.set_vocab`: `_set_vocab_sentencepiece`, then `add_space_prefix` from
+/// tokenizer_config.json's `add_prefix_space` when the key is there.
+pub fn write_ernie4_5_vocab(
+    dir: &Path,
+    spm_size: Option<usize>,
+    kv: &mut KvList,
+) -> Result<(), VocabError> {
+    write_sentencepiece(dir, spm_size, kv)?;
+    let cfg_path = dir.join("tokenizer_config.json");
+    if cfg_path.is_file() {
+        if let Some(v) = read_json(&cfg_path)?.get("add_prefix_space") {
+            let b = match v {
+                Json::Bool(b) => *b,
+                Json::Null => {
+                    return Err(VocabError::file(
+                        &cfg_path,
+                        "'add_prefix_space' is null (the converter cannot write it)".into(),
+                    ))
+                }
+                other => sentencepiece::py_truthy(other),
+            };
+            kv.add_bool("tokenizer.ggml.add_space_prefix", b);
+        }
+    }
+    Ok(())
+}
+
+/// How many tokens the vocabulary written for `dir` has, as `Gemma3Model.modify_tensors`
+/// counts them to cut the embedding: the SentencePiece vocabulary's length, else
+/// tokenizer.json's `model.vocab` plus its `added_tokens`.
+pub fn gemma3_token_count(dir: &Path, spm_size: Option<usize>) -> Result<usize, VocabError> {
+    if dir.join("tokenizer.model").is_file() {
+        return Ok(sentencepiece::create_vocab(dir, spm_size)?.tokens.len());
+    }
+    let path = dir.join("tokenizer.json");
+    let json = read_json(&path)?;
+    let count = |v: Option<&Json>| match v {
+        Some(Json::Object(m)) => Some(m.len()),
+        Some(Json::Array(a)) => Some(a.len()),
+        _ => None,
+    };
+    let vocab = count(json.get("model").and_then(|m| m.get("vocab")))
+        .ok_or_else(|| VocabError::file(&path, "no model.vocab".into()))?;
+    let added = count(json.get("added_tokens"))
+        .ok_or_else(|| VocabError::file(&path, "no added_tokens".into()))?;
+    Ok(vocab + added)
 }
 
 #[cfg(test)]

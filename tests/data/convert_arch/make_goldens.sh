@@ -15,7 +15,7 @@ LLAMA_CPP=${LLAMA_CPP:-/work/ref/llama.cpp}
 PYTHON=${PYTHON:-/work/ref/conv/bin/python}
 MANIFEST=${MANIFEST:-$repo/../shared/tools/gguf_manifest.py}
 QUANTIZE=${QUANTIZE:-$LLAMA_CPP/build/bin/llama-quantize}
-ARCHES=${ARCHES:-mistral qwen2 qwen3 llama3 mixtral qwen2moe qwen3moe}
+ARCHES=${ARCHES:-mistral qwen2 qwen3 llama3 mixtral qwen2moe qwen3moe gemma2 gemma3 gemma3mm phi3 smollm3 granite olmo2 exaone4 ernie4_5 cohere2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -44,4 +44,15 @@ for arch in $ARCHES; do
         python3 "$MANIFEST" "$out" > "$here/$arch/$mix.json"
         echo "$arch $mix: $(stat -c %s "$out") bytes"
     done
+done
+
+# llama-quantize's Q4_K_M (2 threads) of the converter's f16 file, for the families whose
+# per-tensor rules differ from llama's.
+for arch in $ARCHES; do
+    case $arch in gemma2 | gemma3 | gemma3mm | phi3 | smollm3 | granite | olmo2 | exaone4 | ernie4_5 | cohere2) ;; *) continue ;; esac
+    out="$work/$arch.Q4_K_M.gguf"
+    "$QUANTIZE" "$work/$arch.f16.gguf" "$out" Q4_K_M 2 > "$work/log.txt" 2>&1 \
+        || { cat "$work/log.txt"; exit 1; }
+    python3 "$MANIFEST" "$out" > "$here/$arch/Q4_K_M.json"
+    echo "$arch Q4_K_M: $(stat -c %s "$out") bytes"
 done

@@ -1,7 +1,8 @@
-//! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Mixtral, Qwen2-MoE and
-//! Qwen3-MoE checkpoints, compared byte for byte with what llama.cpp's `convert_hf_to_gguf.py`
-//! wrote for the same checkpoints; and `qforge quantize` of the MoE conversions against
-//! llama-quantize.
+//! `qforge convert` of Mistral, Qwen2, Qwen3, Llama-3-RoPE-scaled, Mixtral, Qwen2-MoE,
+//! Qwen3-MoE, Gemma 2, Gemma 3 (text-only and multimodal), Phi-3, SmolLM3, Granite, OLMo 2,
+//! EXAONE 4, ERNIE 4.5 and Command R7B checkpoints, compared byte for byte with what llama.cpp's
+//! `convert_hf_to_gguf.py` wrote for the same checkpoints; and `qforge quantize` of the MoE
+//! conversions and of the dense families' f16 conversions against llama-quantize.
 //!
 //! The checkpoints are not committed: [`SyntheticHf`] regenerates them bit-for-bit from a seed
 //! (tokenizer files copied from the shared goldens). The goldens are manifests under
@@ -111,6 +112,46 @@ golden_tests! {
     qwen3moe_f16: Qwen3Moe, "f16";
     qwen3moe_bf16: Qwen3Moe, "bf16";
     qwen3moe_q8_0: Qwen3Moe, "q8_0";
+    gemma2_f32: Gemma2, "f32";
+    gemma2_f16: Gemma2, "f16";
+    gemma2_bf16: Gemma2, "bf16";
+    gemma2_q8_0: Gemma2, "q8_0";
+    gemma3_f32: Gemma3, "f32";
+    gemma3_f16: Gemma3, "f16";
+    gemma3_bf16: Gemma3, "bf16";
+    gemma3_q8_0: Gemma3, "q8_0";
+    gemma3mm_f32: Gemma3Mm, "f32";
+    gemma3mm_f16: Gemma3Mm, "f16";
+    gemma3mm_bf16: Gemma3Mm, "bf16";
+    gemma3mm_q8_0: Gemma3Mm, "q8_0";
+    phi3_f32: Phi3, "f32";
+    phi3_f16: Phi3, "f16";
+    phi3_bf16: Phi3, "bf16";
+    phi3_q8_0: Phi3, "q8_0";
+    smollm3_f32: SmolLm3, "f32";
+    smollm3_f16: SmolLm3, "f16";
+    smollm3_bf16: SmolLm3, "bf16";
+    smollm3_q8_0: SmolLm3, "q8_0";
+    granite_f32: Granite, "f32";
+    granite_f16: Granite, "f16";
+    granite_bf16: Granite, "bf16";
+    granite_q8_0: Granite, "q8_0";
+    olmo2_f32: Olmo2, "f32";
+    olmo2_f16: Olmo2, "f16";
+    olmo2_bf16: Olmo2, "bf16";
+    olmo2_q8_0: Olmo2, "q8_0";
+    exaone4_f32: Exaone4, "f32";
+    exaone4_f16: Exaone4, "f16";
+    exaone4_bf16: Exaone4, "bf16";
+    exaone4_q8_0: Exaone4, "q8_0";
+    ernie4_5_f32: Ernie4_5, "f32";
+    ernie4_5_f16: Ernie4_5, "f16";
+    ernie4_5_bf16: Ernie4_5, "bf16";
+    ernie4_5_q8_0: Ernie4_5, "q8_0";
+    cohere2_f32: Cohere2, "f32";
+    cohere2_f16: Cohere2, "f16";
+    cohere2_bf16: Cohere2, "bf16";
+    cohere2_q8_0: Cohere2, "q8_0";
 }
 
 /// `qforge quantize` of qforge's f16 conversion of `flavor` to `mix`, against
@@ -177,4 +218,14 @@ quantize_golden_tests! {
     qwen3moe_quantize_q3_k_m: Qwen3Moe, "Q3_K_M";
     qwen3moe_quantize_q2_k: Qwen3Moe, "Q2_K";
     qwen3moe_quantize_mxfp4_moe: Qwen3Moe, "MXFP4_MOE";
+    gemma2_q4_k_m: Gemma2, "Q4_K_M";
+    gemma3_q4_k_m: Gemma3, "Q4_K_M";
+    gemma3mm_q4_k_m: Gemma3Mm, "Q4_K_M";
+    phi3_q4_k_m: Phi3, "Q4_K_M";
+    smollm3_q4_k_m: SmolLm3, "Q4_K_M";
+    granite_q4_k_m: Granite, "Q4_K_M";
+    olmo2_q4_k_m: Olmo2, "Q4_K_M";
+    exaone4_q4_k_m: Exaone4, "Q4_K_M";
+    ernie4_5_q4_k_m: Ernie4_5, "Q4_K_M";
+    cohere2_q4_k_m: Cohere2, "Q4_K_M";
 }
