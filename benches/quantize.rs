@@ -2,7 +2,7 @@
 //! F32→F16 conversion runs in the same group as the baseline the ratios are read against.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qforge::quant::{self, GgmlType};
+use qforge::quant;
 use qforge::runtime::synthetic::Rng;
 
 const N_PER_ROW: usize = 4096;
