@@ -1025,10 +1025,19 @@ fn every_converted_architecture_is_sound_before_and_after_convert() {
         let report = qforge::inspect::validate(&gguf, &mut |_| {}).unwrap();
         assert_eq!(report.kind, Some(qforge::inspect::FileKind::GgufModel));
         let arch = report.architecture.clone().unwrap();
-        assert!(
-            qforge::inspect::required::KNOWN_ARCHITECTURES.contains(&arch.as_str()),
-            "{arch}"
-        );
+        if !qforge::inspect::required::KNOWN_ARCHITECTURES.contains(&arch.as_str()) {
+            // qwen2moe / qwen3moe: no loader table yet; validate says it skipped that check.
+            assert!(
+                matches!(arch.as_str(), "qwen2moe" | "qwen3moe"),
+                "{arch} converts but validate does not know it"
+            );
+            assert!(
+                report.notes.iter().any(|n| n.contains(&arch)),
+                "{arch}: {:?}",
+                report.notes
+            );
+            continue;
+        }
         // The loader requirements were checked, not skipped with a note.
         assert!(report.notes.is_empty(), "{:?}", report.notes);
         // And a required tensor removed from it is named.
