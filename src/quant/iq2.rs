@@ -225,6 +225,21 @@ fn pack_levels(l: &[i8]) -> u16 {
 }
 
 /// Levels of one group for inverse scale `id`, replaced by the best neighbour (at `scale`) when
+/// [`round_group`] on each of the four 8-weight groups of a 32-weight block.
+fn round_groups(lat: &Lattice, id: f32, scale: f32, xval: &[f32], waux: &[f32], l: &mut [i8]) {
+    for k in 0..4 {
+        let r = 8 * k..8 * k + 8;
+        round_group(
+            lat,
+            id,
+            scale,
+            &xval[r.clone()],
+            &waux[r.clone()],
+            &mut l[r],
+        );
+    }
+}
+
 /// the tuple is off the grid. Returns whether the rounded tuple was on the grid.
 #[inline(always)]
 fn round_group(
@@ -361,17 +376,7 @@ pub fn quantize_block_iq2_xxs(x: &[f32], qw: &[f32]) -> BlockIq2Xxs {
         for is in -6..=6 {
             let id = ((2 * KMAX_Q - 1) as f32 + is as f32 * 0.1) / eff_max;
             let this_scale = 1.0 / id;
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                round_group(
-                    lat,
-                    id,
-                    this_scale,
-                    &xval[r.clone()],
-                    &waux[r.clone()],
-                    &mut laux[r],
-                );
-            }
+            round_groups(lat, id, this_scale, &xval, &waux, &mut laux);
             let (sumqx, sumq2) = fit_sums(&weight, &xval, &laux);
             if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
                 scale = sumqx / sumq2;
@@ -381,17 +386,7 @@ pub fn quantize_block_iq2_xxs(x: &[f32], qw: &[f32]) -> BlockIq2Xxs {
         }
         if scale > 0.0 {
             let id = 1.0 / scale;
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                round_group(
-                    lat,
-                    id,
-                    scale,
-                    &xval[r.clone()],
-                    &waux[r.clone()],
-                    &mut l[r],
-                );
-            }
+            round_groups(lat, id, scale, &xval, &waux, &mut l);
             let (sumqx, sumq2) = fit_sums(&weight, &xval, &l);
             if sumq2 > 0.0 {
                 scale = sumqx / sumq2;
