@@ -176,3 +176,26 @@ pub fn golden_cases(golden_file: &str, ty: GgmlType) -> Vec<GoldenCase> {
     }
     cases
 }
+
+/// Where `ours` and `want` (rows of `block`-byte blocks) differ, for a failure message: how many
+/// blocks, and the first one's bytes side by side; `None` when they are equal.
+pub fn block_mismatch(ours: &[u8], want: &[u8], block: usize) -> Option<String> {
+    if ours.len() != want.len() {
+        return Some(format!("{} bytes, expected {}", ours.len(), want.len()));
+    }
+    let bad: Vec<usize> = ours
+        .chunks(block)
+        .zip(want.chunks(block))
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i)
+        .collect();
+    let &f = bad.first()?;
+    Some(format!(
+        "{} of {} blocks differ, first #{f}:\n    ours     {:02x?}\n    expected {:02x?}",
+        bad.len(),
+        ours.len() / block,
+        &ours[f * block..(f + 1) * block],
+        &want[f * block..(f + 1) * block],
+    ))
+}

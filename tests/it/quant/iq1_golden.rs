@@ -31,23 +31,8 @@ fn check(golden_file: &str, ty: GgmlType) -> usize {
         for (xr, or) in c.x.chunks_exact(c.n_per_row).zip(out.chunks_exact_mut(rb)) {
             quantize(xr, qw, or);
         }
-        if out != c.want {
-            let bad: Vec<usize> = out
-                .chunks(block)
-                .zip(c.want.chunks(block))
-                .enumerate()
-                .filter(|(_, (a, b))| a != b)
-                .map(|(i, _)| i)
-                .collect();
-            let f = bad[0];
-            failures.push(format!(
-                "{}: {} of {} blocks differ, first #{f}:\n    ours     {:02x?}\n    expected {:02x?}",
-                c.name,
-                bad.len(),
-                out.len() / block,
-                &out[f * block..(f + 1) * block],
-                &c.want[f * block..(f + 1) * block],
-            ));
+        if let Some(m) = support::quant_data::block_mismatch(&out, &c.want, block) {
+            failures.push(format!("{}: {m}", c.name));
         }
     }
     assert!(

@@ -64,19 +64,12 @@ fn check_against_golden(golden_rel: &str) -> usize {
         let qw = im.for_tensor(&g.name, &g.name, &g.ne).unwrap();
         let out = quantize(g.ty, &x, n_per_row, qw);
         let expected = golden.tensor_data(g);
-        if out != expected {
-            let block = g.ty.type_size();
-            let n_bad = out
-                .chunks(block)
-                .zip(expected.chunks(block))
-                .filter(|(a, b)| a != b)
-                .count();
+        if let Some(m) = support::quant_data::block_mismatch(&out, expected, g.ty.type_size()) {
             failures.push(format!(
-                "{} ({}, imatrix: {}): {n_bad} of {} blocks differ",
+                "{} ({}, imatrix: {}): {m}",
                 g.name,
                 g.ty,
-                qw.is_some(),
-                out.len() / block
+                qw.is_some()
             ));
         }
         compared_iq2 += is_iq2(g.ty) as usize;

@@ -24,23 +24,8 @@ fn assert_cases_match(label: &str, ty: GgmlType, cases: &[GoldenCase]) {
         for (xr, or) in c.x.chunks_exact(c.n_per_row).zip(got.chunks_exact_mut(rb)) {
             quantize(xr, c.qw.as_deref(), or);
         }
-        if got != c.want {
-            let bad: Vec<usize> = got
-                .chunks(block)
-                .zip(c.want.chunks(block))
-                .enumerate()
-                .filter(|(_, (a, b))| a != b)
-                .map(|(i, _)| i)
-                .collect();
-            let f = bad[0];
-            failures.push(format!(
-                "{}: {} of {} blocks differ, first #{f}:\n    ours     {:02x?}\n    expected {:02x?}",
-                c.name,
-                bad.len(),
-                got.len() / block,
-                &got[f * block..(f + 1) * block],
-                &c.want[f * block..(f + 1) * block],
-            ));
+        if let Some(m) = support::quant_data::block_mismatch(&got, &c.want, block) {
+            failures.push(format!("{}: {m}", c.name));
         }
     }
     assert!(
